@@ -1,0 +1,32 @@
+import { GATEWAY_PORT, Services, type ServiceName } from '@aos/contracts';
+import { Env, loadConfig } from '@aos/core';
+import { Type, type Static, type TProperties } from '@sinclair/typebox';
+
+const serviceUrls = Object.fromEntries(
+  (Object.entries(Services) as [ServiceName, (typeof Services)[ServiceName]][]).map(([, s]) => [s.urlEnv, Env.httpUrl(`http://127.0.0.1:${s.port}`)]),
+) as Record<(typeof Services)[ServiceName]['urlEnv'], ReturnType<typeof Env.httpUrl>>;
+
+export const configSchema = Type.Object({
+  HOST: Type.String({ default: '127.0.0.1' }),
+  PORT: Env.port(GATEWAY_PORT),
+  LOG_LEVEL: Type.String({ default: 'info' }),
+  REDIS_URL: Env.redisUrl(),
+  NATS_URL: Env.natsUrl(),
+  OTEL_EXPORTER_OTLP_ENDPOINT: Type.Optional(Env.httpUrl()),
+  /** Ed25519 private JWK (JSON) signing the internal tokens services verify. */
+  INTERNAL_TOKEN_PRIVATE_JWK: Type.String({ minLength: 1 }),
+  ...serviceUrls,
+  /** Time a service has to answer before the gateway replies 504 UPSTREAM_TIMEOUT. */
+  UPSTREAM_TIMEOUT_MS: Env.int(30_000, { minimum: 100, maximum: 600_000 }),
+  BODY_LIMIT_BYTES: Env.int(1024 * 1024, { minimum: 1024 }),
+  /** `/ready` answers 200 only when every service is ready (what `pnpm start` waits for). */
+  READY_REQUIRES_SERVICES: Env.bool(true),
+} satisfies TProperties);
+
+export type GatewayConfig = Static<typeof configSchema>;
+
+export const loadGatewayConfig = (env: NodeJS.ProcessEnv = process.env) => loadConfig(configSchema, env);
+
+export function serviceUrl(config: GatewayConfig, name: ServiceName): string {
+  return config[Services[name].urlEnv];
+}

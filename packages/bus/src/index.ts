@@ -1,0 +1,5 @@
+export * from './names.js';
+export * from './connection.js';
+export * from './outbox.js';
+export * from './relay.js';
+export * from './consumer.js';

@@ -1,0 +1,28 @@
+import { Type } from '@sinclair/typebox';
+import { defineEvent, Nullable } from './define.js';
+
+export const billingEvents = {
+  /** Tier or status changed; the gateway's rate-limit tier follows. */
+  'billing.subscription.changed': defineEvent('billing.subscription.changed', 1, Type.Object({
+    subscriptionId: Nullable(Type.String()), tier: Type.String(), previousTier: Nullable(Type.String()),
+    status: Type.String(), userId: Nullable(Type.String()), effectiveAt: Type.String(),
+  })),
+  'billing.tokens.consumed': defineEvent('billing.tokens.consumed', 1, Type.Object({
+    amount: Type.Integer(), balance: Type.Integer(), action: Type.String(), referenceId: Nullable(Type.String()), userId: Nullable(Type.String()),
+  })),
+  'billing.tokens.credited': defineEvent('billing.tokens.credited', 1, Type.Object({
+    amount: Type.Integer(), balance: Type.Integer(), kind: Type.String(), userId: Nullable(Type.String()),
+  })),
+  'billing.balance.low': defineEvent('billing.balance.low', 1, Type.Object({
+    ledger: Type.Union([Type.Literal('tokens'), Type.Literal('credits')]), balance: Type.Integer(), threshold: Type.Integer(), userId: Nullable(Type.String()),
+  })),
+  'billing.payment.succeeded': defineEvent('billing.payment.succeeded', 1, Type.Object({
+    stripeObjectId: Type.String(), amountCents: Type.Integer(), currency: Type.String(), userId: Nullable(Type.String()),
+  })),
+  'billing.payment.failed': defineEvent('billing.payment.failed', 1, Type.Object({
+    stripeObjectId: Type.String(), amountCents: Type.Integer(), currency: Type.String(), reason: Nullable(Type.String()), userId: Nullable(Type.String()), email: Nullable(Type.String()),
+  })),
+  'billing.topup.completed': defineEvent('billing.topup.completed', 1, Type.Object({
+    ledger: Type.Union([Type.Literal('tokens'), Type.Literal('credits')]), amount: Type.Integer(), paymentIntentId: Nullable(Type.String()),
+  })),
+};

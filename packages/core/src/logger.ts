@@ -1,0 +1,30 @@
+import { trace } from '@opentelemetry/api';
+import { pino, type Logger, type LoggerOptions } from 'pino';
+
+export type { Logger } from 'pino';
+
+/** Paths never written to logs. */
+export const REDACT_PATHS = [
+  'req.headers.authorization', 'req.headers.cookie', 'req.headers["x-aos-internal-token"]',
+  'res.headers["set-cookie"]', '*.password', '*.token', '*.secret', '*.apiKey', '*.api_key', '*.value',
+  '*.refresh_token', '*.access_token',
+];
+
+/** A pino logger whose every line carries the active OpenTelemetry trace and span ids. */
+export function createLogger(service: string, level: string = 'info', options: LoggerOptions = {}): Logger {
+  return pino({
+    level,
+    base: { service },
+    timestamp: pino.stdTimeFunctions.isoTime,
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    formatters: { level: (label) => ({ level: label }) },
+    // Request loggers already carry trace_id as their bound request id; add it only where missing.
+    mixin(_obj, _level, instance) {
+      const span = trace.getActiveSpan();
+      if (!span) return {};
+      const { traceId, spanId } = span.spanContext();
+      return (instance as Logger).bindings().trace_id ? { span_id: spanId } : { trace_id: traceId, span_id: spanId };
+    },
+    ...options,
+  });
+}

@@ -1,0 +1,118 @@
+import { execFileSync } from 'node:child_process';
+import net from 'node:net';
+import pg from 'pg';
+import { Redis } from 'ioredis';
+
+export interface InfraUrls {
+  /** Admin connection; test databases are created beside it. */
+  databaseUrl: string;
+  natsUrl: string;
+  redisUrl: string;
+}
+
+export function infraUrls(env: NodeJS.ProcessEnv = process.env): InfraUrls {
+  return {
+    databaseUrl: env.TEST_DATABASE_URL ?? env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
+    natsUrl: env.NATS_URL ?? 'nats://127.0.0.1:4222',
+    redisUrl: env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+  };
+}
+
+async function postgresUp(url: string): Promise<boolean> {
+  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2_000 });
+  try {
+    await c.connect();
+    await c.query('SELECT 1');
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+function tcpUp(url: string): Promise<boolean> {
+  const u = new URL(url.split(',')[0]!);
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: u.hostname, port: Number(u.port || 4222), timeout: 2_000 });
+    socket.once('connect', () => { socket.destroy(); resolve(true); });
+    socket.once('error', () => resolve(false));
+    socket.once('timeout', () => { socket.destroy(); resolve(false); });
+  });
+}
+
+async function redisUp(url: string): Promise<boolean> {
+  const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 2_000, retryStrategy: () => null });
+  try {
+    await r.connect();
+    return (await r.ping()) === 'PONG';
+  } catch {
+    return false;
+  } finally {
+    r.disconnect();
+  }
+}
+
+export function dockerEngineAvailable(): boolean {
+  try {
+    execFileSync('docker', ['info'], { stdio: 'ignore', timeout: 5_000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const HOW_TO_START: Record<Dependency, string> = {
+  postgres: 'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start   (or set TEST_DATABASE_URL)',
+  nats: 'start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server   (JetStream enabled; or set NATS_URL)',
+  redis: 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no   (or set REDIS_URL)',
+};
+
+/**
+ * Makes sure Postgres, NATS and Redis are reachable: the servers named by the env (default
+ * localhost) when they answer, else containers via testcontainers when a Docker engine
+ * exists, else an error that says exactly what to start. Returns the URLs to use and a stop function.
+ */
+/** Which of Postgres, NATS and Redis do not answer at `urls`. */
+export async function unreachable(urls: InfraUrls): Promise<Dependency[]> {
+  const [pgOk, natsOk, redisOk] = await Promise.all([postgresUp(urls.databaseUrl), tcpUp(urls.natsUrl), redisUp(urls.redisUrl)]);
+  return ([!pgOk && 'postgres', !natsOk && 'nats', !redisOk && 'redis'] as const).filter((d): d is Dependency => !!d);
+}
+
+export type Dependency = 'postgres' | 'nats' | 'redis';
+
+export function howToStart(missing: Dependency[]): string {
+  return missing.map((m) => `  ${m}: ${HOW_TO_START[m]}`).join('\n');
+}
+
+export async function ensureInfra(env: NodeJS.ProcessEnv = process.env): Promise<{ urls: InfraUrls; stop: () => Promise<void> }> {
+  const urls = infraUrls(env);
+  const missing = await unreachable(urls);
+  if (missing.length === 0) return { urls, stop: async () => {} };
+  const pgOk = !missing.includes('postgres');
+  const natsOk = !missing.includes('nats');
+  const redisOk = !missing.includes('redis');
+  if (!dockerEngineAvailable()) {
+    throw new Error(`Test dependencies not reachable: ${missing.join(', ')}. No Docker engine for testcontainers either. Start them:\n${howToStart(missing)}`);
+  }
+  const { GenericContainer, Wait } = await import('testcontainers');
+  const stops: Array<() => Promise<unknown>> = [];
+  if (!pgOk) {
+    const { PostgreSqlContainer } = await import('@testcontainers/postgresql');
+    const c = await new PostgreSqlContainer('postgres:16-alpine').withUsername('postgres').withPassword('postgres').withDatabase('postgres').start();
+    urls.databaseUrl = c.getConnectionUri();
+    stops.push(() => c.stop());
+  }
+  if (!natsOk) {
+    const c = await new GenericContainer('nats:2.10-alpine').withCommand(['-js']).withExposedPorts(4222)
+      .withWaitStrategy(Wait.forLogMessage(/Server is ready/)).start();
+    urls.natsUrl = `nats://${c.getHost()}:${c.getMappedPort(4222)}`;
+    stops.push(() => c.stop());
+  }
+  if (!redisOk) {
+    const c = await new GenericContainer('redis:7-alpine').withCommand(['redis-server', '--maxmemory-policy', 'noeviction']).withExposedPorts(6379).start();
+    urls.redisUrl = `redis://${c.getHost()}:${c.getMappedPort(6379)}`;
+    stops.push(() => c.stop());
+  }
+  return { urls, stop: async () => { await Promise.allSettled(stops.map((s) => s())); } };
+}

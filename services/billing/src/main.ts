@@ -1,0 +1,4 @@
+import { runService } from '@aos/runtime';
+import { service } from './service.js';
+
+await runService(service);

@@ -1,0 +1,138 @@
+import { AppError, createLogger, initTracing } from '@aos/core';
+import { createHttpApp, list, page, PaginationQuery, type App } from '@aos/http';
+import { apiKeyPrincipal, internalKeys, tokenFor, userPrincipal } from '@aos/testkit';
+import { INTERNAL_TOKEN_HEADER } from '@aos/contracts';
+import { importEd25519Jwk, signInternalToken } from '@aos/http';
+import { Type } from '@sinclair/typebox';
+import { generateKeyPair } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+let app: App;
+let healthy = true;
+
+beforeAll(async () => {
+  initTracing('contract-test');
+  const { key } = await importEd25519Jwk((await internalKeys()).publicJwk);
+  app = await createHttpApp({
+    service: 'contract-test', version: '1.2.3', logger: createLogger('contract-test', 'silent'), internalKey: key,
+    checks: { db: { critical: true, check: async () => healthy } },
+  });
+  app.get('/boom', async () => { throw new Error('secret detail: SELECT * FROM users'); });
+  app.post('/items', { schema: { body: Type.Object({ name: Type.String({ minLength: 1 }) }) } }, async (req) => ({ data: req.body }));
+  app.get('/items', { schema: { querystring: Type.Object(PaginationQuery) } }, async (req) => {
+    const p = page(req.query);
+    return list([], 0, p);
+  });
+  app.get('/scoped', { config: { scope: 'tasks:write' } }, async (req) => ({ data: { kind: req.principal.kind } }));
+  app.get('/admins', { config: { minRole: 'admin' } }, async () => ({ data: 'ok' }));
+  app.get('/public', { config: { auth: 'public' } }, async (req) => ({ data: { kind: req.principal.kind } }));
+  app.get('/conflict', async () => { throw new AppError('CONFLICT', 'Already there', [{ id: 7 }]); });
+  await app.ready();
+});
+afterAll(() => app.close());
+
+const as = async (principal = userPrincipal()) => ({ [INTERNAL_TOKEN_HEADER]: await tokenFor(principal) });
+
+describe('error envelope and X-Trace-Id', () => {
+  it('404 for an unknown route', async () => {
+    const res = await app.inject({ method: 'GET', url: '/nope', headers: await as() });
+    expect(res.statusCode).toBe(404);
+    expect(res.json()).toEqual({ error: { code: 'NOT_FOUND', message: expect.any(String) } });
+    expect(res.headers['x-trace-id']).toMatch(/^[0-9a-f]{32}$/);
+  });
+
+  it('400 for a malformed JSON body', async () => {
+    const res = await app.inject({ method: 'POST', url: '/items', headers: { ...(await as()), 'content-type': 'application/json' }, payload: '{"name": ' });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error.code).toBe('VALIDATION_ERROR');
+    expect(res.headers['x-trace-id']).toMatch(/^[0-9a-f]{32}$/);
+  });
+
+  it('400 with field details for a schema violation', async () => {
+    const res = await app.inject({ method: 'POST', url: '/items', headers: await as(), payload: { name: '' } });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error).toMatchObject({ code: 'VALIDATION_ERROR', details: [{ field: 'name' }] });
+  });
+
+  it('500 hides the error and its stack', async () => {
+    const res = await app.inject({ method: 'GET', url: '/boom', headers: await as() });
+    expect(res.statusCode).toBe(500);
+    expect(res.json()).toEqual({ error: { code: 'INTERNAL_ERROR', message: 'Internal server error' } });
+    expect(res.body).not.toMatch(/secret|SELECT|at .*\.ts/);
+    expect(res.headers['x-trace-id']).toMatch(/^[0-9a-f]{32}$/);
+  });
+
+  it('continues the caller\'s trace from traceparent', async () => {
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const res = await app.inject({ method: 'GET', url: '/public', headers: { ...(await as()), traceparent: `00-${traceId}-00f067aa0ba902b7-01` } });
+    expect(res.headers['x-trace-id']).toBe(traceId);
+  });
+
+  it('AppError keeps its code and details', async () => {
+    const res = await app.inject({ method: 'GET', url: '/conflict', headers: await as() });
+    expect(res.statusCode).toBe(409);
+    expect(res.json()).toEqual({ error: { code: 'CONFLICT', message: 'Already there', details: [{ id: 7 }] } });
+  });
+});
+
+describe('pagination', () => {
+  it('caps limit at 200 and reports it in meta', async () => {
+    const res = await app.inject({ method: 'GET', url: '/items?limit=5000&offset=3', headers: await as() });
+    expect(res.json().meta).toEqual({ total: 0, limit: 200, offset: 3 });
+  });
+  it('rejects a negative offset', async () => {
+    const res = await app.inject({ method: 'GET', url: '/items?offset=-1', headers: await as() });
+    expect(res.statusCode).toBe(400);
+  });
+});
+
+describe('principal from the gateway token', () => {
+  it('rejects a direct call without the internal token', async () => {
+    const res = await app.inject({ method: 'GET', url: '/public' });
+    expect(res.statusCode).toBe(401);
+    expect(res.json().error.code).toBe('UNAUTHORIZED');
+  });
+
+  it('rejects a token signed by another key', async () => {
+    const { privateKey } = await generateKeyPair('EdDSA', { crv: 'Ed25519' });
+    const forged = await signInternalToken(privateKey, userPrincipal());
+    const res = await app.inject({ method: 'GET', url: '/public', headers: { [INTERNAL_TOKEN_HEADER]: forged } });
+    expect(res.statusCode).toBe(401);
+  });
+
+  it('rejects an expired token', async () => {
+    const { privateKey } = await internalKeys();
+    const expired = await signInternalToken(privateKey, userPrincipal(), -10);
+    const res = await app.inject({ method: 'GET', url: '/public', headers: { [INTERNAL_TOKEN_HEADER]: expired } });
+    expect(res.statusCode).toBe(401);
+  });
+
+  it('answers 403 SCOPE_REQUIRED naming the scope an API key lacks', async () => {
+    const res = await app.inject({ method: 'GET', url: '/scoped', headers: await as(apiKeyPrincipal(['tasks:read'])) });
+    expect(res.statusCode).toBe(403);
+    expect(res.json().error).toMatchObject({ code: 'SCOPE_REQUIRED', details: [{ scope: 'tasks:write' }] });
+    const ok = await app.inject({ method: 'GET', url: '/scoped', headers: await as(apiKeyPrincipal(['tasks:write'])) });
+    expect(ok.json().data.kind).toBe('api_key');
+  });
+
+  it('enforces the minimum organization role', async () => {
+    expect((await app.inject({ method: 'GET', url: '/admins', headers: await as(userPrincipal({ orgRole: 'member' })) })).statusCode).toBe(403);
+    expect((await app.inject({ method: 'GET', url: '/admins', headers: await as(userPrincipal({ orgRole: 'admin' })) })).statusCode).toBe(200);
+  });
+
+  it('needs no token for health, and /ready follows the critical checks', async () => {
+    expect((await app.inject({ method: 'GET', url: '/health' })).statusCode).toBe(200);
+    expect((await app.inject({ method: 'GET', url: '/version' })).json().data.version).toBe('1.2.3');
+    healthy = false;
+    const res = await app.inject({ method: 'GET', url: '/ready' });
+    healthy = true;
+    expect(res.statusCode).toBe(503);
+    expect(res.json().error.code).toBe('SERVICE_UNAVAILABLE');
+    expect((await app.inject({ method: 'GET', url: '/ready' })).statusCode).toBe(200);
+  });
+
+  it('publishes an OpenAPI document', async () => {
+    const res = await app.inject({ method: 'GET', url: '/openapi.json' });
+    expect(res.json().paths['/items']).toBeDefined();
+  });
+});

@@ -1,0 +1,109 @@
+import { listDeadLetters, subjectFor } from '@aos/bus';
+import { createTcpProxy, startTestService, userPrincipal, waitFor, sleep, createNamespace, removeNamespace, type TcpProxy } from '@aos/testkit';
+import { headers as natsHeaders } from '@nats-io/nats-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { count, reader, writer } from './fixtures/services.js';
+
+const ns = createNamespace();
+const principal = userPrincipal();
+let natsProxy: TcpProxy;
+let w: Awaited<ReturnType<typeof startTestService<typeof writer.schema, typeof writer.config>>>;
+let r: Awaited<ReturnType<typeof startTestService<typeof reader.schema, typeof reader.config>>>;
+
+const write = (label: string, extra: Record<string, unknown> = {}) =>
+  w.inject(principal, { method: 'POST', url: '/probes', payload: { label, ...extra } });
+const projected = (label: string) => count(r.ctx.pool, 'SELECT count(*) AS n FROM probe_projection WHERE label = $1', [label]);
+
+beforeAll(async () => {
+  // The writer reaches NATS through a proxy the tests can take down; the reader connects directly.
+  natsProxy = await createTcpProxy(process.env.NATS_URL ?? 'nats://127.0.0.1:4222');
+  w = await startTestService(writer, { namespace: ns, env: { NATS_URL: natsProxy.url('nats:'), BUS_MAX_DELIVER: '3' } });
+  r = await startTestService(reader, { namespace: ns, env: { BUS_MAX_DELIVER: '3' } });
+});
+
+afterAll(async () => {
+  await w?.close();
+  await r?.close();
+  await natsProxy?.close();
+  await removeNamespace(ns);
+});
+
+describe('outbox → JetStream → durable consumer', () => {
+  it('delivers a committed write to the other service exactly once, with the trace', async () => {
+    const res = await write('first');
+    expect(res.statusCode).toBe(201);
+    const traceId = res.headers['x-trace-id'];
+    expect(traceId).toMatch(/^[0-9a-f]{32}$/);
+    expect(await count(w.ctx.pool, 'SELECT count(*) AS n FROM aos_outbox')).toBeGreaterThanOrEqual(1);
+
+    await waitFor(() => projected('first'), { message: 'projection of "first"' });
+    await sleep(300);
+    expect(await projected('first')).toBe(1);
+    const { rows } = await r.ctx.pool.query('SELECT trace_id FROM probe_projection WHERE label = $1', ['first']);
+    expect(rows[0].trace_id).toBe(traceId);
+    await waitFor(async () => (await count(w.ctx.pool, 'SELECT count(*) AS n FROM aos_outbox WHERE published_at IS NULL')) === 0);
+  });
+
+  it('publishes nothing for a rolled-back transaction', async () => {
+    const res = await write('rolled-back', { failAfterEnqueue: true });
+    expect(res.statusCode).toBe(422);
+    expect(await count(w.ctx.pool, "SELECT count(*) AS n FROM aos_outbox WHERE envelope->'data'->>'label' = 'rolled-back'")).toBe(0);
+    expect(await count(w.ctx.pool, "SELECT count(*) AS n FROM probes WHERE label = 'rolled-back'")).toBe(0);
+    // A later committed write arrives; the rolled-back one never does.
+    await write('after-rollback');
+    await waitFor(() => projected('after-rollback'));
+    expect(await projected('rolled-back')).toBe(0);
+  });
+
+  it('keeps events while NATS is down and delivers each once when it is back', async () => {
+    natsProxy.down();
+    const labels = Array.from({ length: 20 }, (_, i) => `offline-${i}`);
+    for (const label of labels) expect((await write(label)).statusCode).toBe(201);
+    await sleep(1_000);
+    expect(await count(w.ctx.pool, "SELECT count(*) AS n FROM aos_outbox WHERE published_at IS NULL AND envelope->'data'->>'label' LIKE 'offline-%'")).toBe(20);
+    expect(await count(r.ctx.pool, "SELECT count(*) AS n FROM probe_projection WHERE label LIKE 'offline-%'")).toBe(0);
+
+    natsProxy.up();
+    await waitFor(async () => (await count(r.ctx.pool, "SELECT count(*) AS n FROM probe_projection WHERE label LIKE 'offline-%'")) >= 20,
+      { timeoutMs: 30_000, message: 'all offline writes projected' });
+    await sleep(500);
+    const { rows } = await r.ctx.pool.query("SELECT label, count(*)::int AS n FROM probe_projection WHERE label LIKE 'offline-%' GROUP BY label");
+    expect(rows).toHaveLength(20);
+    expect(rows.every((row) => row.n === 1)).toBe(true);
+  });
+
+  it('has no second effect when an already-processed event is delivered again', async () => {
+    await write('replayed');
+    await waitFor(() => projected('replayed'));
+    const { rows } = await w.ctx.pool.query("SELECT envelope FROM aos_outbox WHERE envelope->'data'->>'label' = 'replayed'");
+    const envelope = rows[0].envelope;
+    const bus = await r.ctx.bus;
+    // A different Nats-Msg-Id gets past the broker's dedupe window: only the inbox stands in the way.
+    await bus.js.publish(subjectFor(bus.names, 'platform.probe.recorded'), JSON.stringify(envelope), { msgID: `replay-${envelope.id}`, headers: natsHeaders() });
+    await waitFor(async () => (await count(r.ctx.pool, 'SELECT count(*) AS n FROM aos_inbox WHERE event_id = $1', [envelope.id])) === 1);
+    await sleep(500);
+    expect(await projected('replayed')).toBe(1);
+  });
+
+  it('retries a failing handler, dead-letters it after N deliveries, and keeps other events flowing', async () => {
+    const poison = await write('poison-1');
+    expect(poison.statusCode).toBe(201);
+    await write('healthy-after-poison');
+    await waitFor(() => projected('healthy-after-poison'), { message: 'healthy event behind the poison one' });
+
+    const bus = await r.ctx.bus;
+    const letters = await waitFor(async () => {
+      const all = await listDeadLetters(bus);
+      return all.find((l) => (l.event as { data?: { label?: string } })?.data?.label === 'poison-1');
+    }, { timeoutMs: 15_000, message: 'poison event in the dead-letter stream' });
+    expect(letters.deliveries).toBe(3);
+    expect(letters.error).toContain('cannot project poison-1');
+    expect(letters.consumer).toContain('probe-projection');
+
+    const eventId = (letters.event as { id: string }).id;
+    expect(await count(r.ctx.pool, 'SELECT count(*) AS n FROM handler_attempts WHERE event_id = $1', [eventId])).toBe(3);
+    await sleep(500);
+    expect(await count(r.ctx.pool, 'SELECT count(*) AS n FROM handler_attempts WHERE event_id = $1', [eventId])).toBe(3);
+    expect(await projected('poison-1')).toBe(0);
+  });
+});
