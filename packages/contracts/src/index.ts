@@ -4,3 +4,4 @@ export * from './principal.js';
 export * from './services.js';
 export * from './queues.js';
 export * from './events/index.js';
+export * from './identity-tokens.js';

@@ -25,6 +25,7 @@ export const RoutePrefixes: ReadonlyArray<readonly [string, ServiceName]> = [
   ['/integrations', 'identity'],
   ['/agents', 'agents-runtime'],
   ['/agent-runs', 'agents-runtime'],
+  ['/agent-metrics', 'agents-runtime'],
   ['/chat', 'agents-runtime'],
   ['/automations', 'agents-runtime'],
   ['/factory-workers', 'agents-runtime'],

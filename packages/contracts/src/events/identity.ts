@@ -37,9 +37,15 @@ export const identityEvents = {
   'identity.team.deleted': defineEvent('identity.team.deleted', 1, Type.Object({ ...Org, teamId: Type.String() })),
   'identity.team_member.added': defineEvent('identity.team_member.added', 1, Type.Object({ ...Org, teamId: Type.String(), userId: Type.String() })),
   'identity.api_key.created': defineEvent('identity.api_key.created', 1, Type.Object({ ...Org, apiKeyId: Type.String() })),
-  'identity.api_key.updated': defineEvent('identity.api_key.updated', 1, Type.Object({ ...Org, apiKeyId: Type.String(), keyHashes: Type.Array(Type.String()) })),
-  /** Revoked, deleted, rotated or rolled: the gateway evicts `keyHashes` from its cache. */
-  'identity.api_key.revoked': defineEvent('identity.api_key.revoked', 1, Type.Object({ ...Org, apiKeyId: Type.String(), keyHashes: Type.Array(Type.String()), reason: Type.String() })),
-  'identity.api_key.rotated': defineEvent('identity.api_key.rotated', 1, Type.Object({ ...Org, apiKeyId: Type.String(), keyHashes: Type.Array(Type.String()), graceUntil: Nullable(Type.String()) })),
+  /** Name, scopes, expiry or active flag changed: the gateway drops the key from its cache. */
+  'identity.api_key.updated': defineEvent('identity.api_key.updated', 1, Type.Object({ ...Org, apiKeyId: Type.String() })),
+  /** Revoked or deleted: the gateway evicts the key at once (must fail within 1 s). */
+  'identity.api_key.revoked': defineEvent('identity.api_key.revoked', 1, Type.Object({ ...Org, apiKeyId: Type.String(), reason: Type.String() })),
+  /** Rotated (old secret valid until `graceUntil`) or rolled (`graceUntil` null: old secret dead now). */
+  'identity.api_key.rotated': defineEvent('identity.api_key.rotated', 1, Type.Object({ ...Org, apiKeyId: Type.String(), graceUntil: Nullable(Type.String()) })),
+  /** One access token revoked (logout): the gateway denies `jti` until `expiresAt`. */
+  'identity.session.revoked': defineEvent('identity.session.revoked', 1, Type.Object({ userId: Type.String(), jti: Type.String(), expiresAt: Type.String() })),
+  /** Every token of the user issued before `notBefore` is void (logout all devices, password reset, deletion). */
+  'identity.user.tokens_revoked': defineEvent('identity.user.tokens_revoked', 1, Type.Object({ userId: Type.String(), notBefore: Type.String() })),
   'identity.credential.changed': defineEvent('identity.credential.changed', 1, Type.Object({ key: Type.String(), action: Type.Union([Type.Literal('saved'), Type.Literal('deleted')]) })),
 };
