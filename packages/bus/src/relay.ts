@@ -30,6 +30,8 @@ export class OutboxRelay {
   private loop: Promise<void> | null = null;
   private session: pg.Client | null = null;
   private wake: (() => void) | null = null;
+  /** A NOTIFY that arrived while the relay was busy: the next wait returns at once. */
+  private notified = false;
   private lastCleanup = 0;
   /** True while this process holds the lock and is the active relay. */
   active = false;
@@ -90,7 +92,10 @@ export class OutboxRelay {
     await this.closeSession();
     const client = new pg.Client({ connectionString: this.opts.databaseUrl, connectionTimeoutMillis: 5_000 });
     client.on('error', () => { this.active = false; });
-    client.on('notification', () => this.wake?.());
+    client.on('notification', () => {
+      this.notified = true;
+      this.wake?.();
+    });
     await client.connect();
     const { rows } = await client.query<{ locked: boolean }>(
       'SELECT pg_try_advisory_lock(hashtext($1)) AS locked', [`aos:outbox-relay:${this.opts.lockName}`]);
@@ -120,10 +125,14 @@ export class OutboxRelay {
 
   private sleepOrWake(ms: number): Promise<void> {
     if (this.stopped) return Promise.resolve();
+    if (this.notified) {
+      this.notified = false;
+      return Promise.resolve();
+    }
     return new Promise((resolve) => {
       const timer = setTimeout(done, ms);
       function done() { clearTimeout(timer); resolve(); }
-      this.wake = () => { this.wake = null; done(); };
+      this.wake = () => { this.wake = null; this.notified = false; done(); };
     });
   }
 
