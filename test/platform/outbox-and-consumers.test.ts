@@ -1,5 +1,5 @@
 import { listDeadLetters, subjectFor } from '@aos/bus';
-import { createTcpProxy, startTestService, userPrincipal, waitFor, sleep, createNamespace, removeNamespace, type TcpProxy } from '@aos/testkit';
+import { adminPrincipal, createTcpProxy, startTestService, userPrincipal, waitFor, sleep, createNamespace, removeNamespace, type TcpProxy } from '@aos/testkit';
 import { headers as natsHeaders } from '@nats-io/nats-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { count, reader, writer } from './fixtures/services.js';
@@ -105,5 +105,11 @@ describe('outbox → JetStream → durable consumer', () => {
     await sleep(500);
     expect(await count(r.ctx.pool, 'SELECT count(*) AS n FROM handler_attempts WHERE event_id = $1', [eventId])).toBe(3);
     expect(await projected('poison-1')).toBe(0);
+
+    // Operators see it through the service's admin route too.
+    const res = await r.inject(adminPrincipal(), { method: 'GET', url: '/internal/dead-letters' });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().data.some((l: { event: { id: string } }) => l.event.id === eventId)).toBe(true);
+    expect((await r.inject(userPrincipal(), { method: 'GET', url: '/internal/dead-letters' })).statusCode).toBe(403);
   });
 });

@@ -1,6 +1,6 @@
 import type { EventType, ServiceName } from '@aos/contracts';
 import { createLogger, loadConfig, Shutdown, type Logger } from '@aos/core';
-import { connectBus, EventConsumers, Outbox, OutboxRelay, type BusConnection, type BusNames, type EventHandler } from '@aos/bus';
+import { connectBus, EventConsumers, listDeadLetters, Outbox, OutboxRelay, type BusConnection, type BusNames, type EventHandler } from '@aos/bus';
 import { createDb, createPool, pingDb, runMigrations, type Db, type Pool } from '@aos/db';
 import { createHttpApp, importEd25519Jwk, type App, type HealthCheck, type Key } from '@aos/http';
 import { QueueKit } from '@aos/queue';
@@ -120,6 +120,10 @@ export async function buildServiceApp<S extends AnySchema, P extends TProperties
       ...def.checks?.(ctx),
     },
   });
+  app.get('/internal/dead-letters', {
+    schema: { hide: true, querystring: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })) }) },
+    config: { platformAdmin: true },
+  }, async (request) => ({ data: await listDeadLetters(await ctx.bus, request.query.limit ?? 50) }));
   await def.routes(app, ctx);
   ctx.shutdown.add('http', () => app.close());
   return app;
