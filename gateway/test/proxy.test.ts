@@ -11,6 +11,7 @@ import { loadGatewayConfig } from '../src/config.js';
 let upstream: App;
 let gateway: App;
 let upstreamUrl: string;
+const upstreamBodies: string[] = [];
 const seen: { path: string; kind: string; traceparent?: string; body?: string }[] = [];
 
 beforeAll(async () => {
@@ -23,6 +24,14 @@ beforeAll(async () => {
     return { data: { path: request.url, kind: request.principal.kind } };
   };
   upstream.route({ method: ['GET', 'POST'], url: '/tasks/echo', config: { auth: 'public' }, handler: echo });
+  upstream.register(async (scope) => {
+    scope.removeAllContentTypeParsers();
+    scope.addContentTypeParser('*', { parseAs: 'string' }, (_r, body, done) => done(null, body));
+    scope.post('/tasks/raw', { config: { auth: 'public' } }, async (request) => {
+      upstreamBodies.push(request.body as string);
+      return { data: 'ok' };
+    });
+  });
   upstream.get('/v1/public/tasks', { config: { auth: 'public' } }, echo);
   upstream.get('/tasks/slow', { config: { auth: 'public' } }, async () => { await new Promise((r) => setTimeout(r, 1_000)); return { data: 'late' }; });
   await upstream.listen({ host: '127.0.0.1', port: 0 });
@@ -64,6 +73,14 @@ describe('gateway routing', () => {
     const res = await gateway.inject({ method: 'POST', url: '/api/tasks/echo', headers: { 'content-type': 'text/plain' }, payload: body });
     expect(res.statusCode).toBe(200);
     expect(seen.at(-1)?.body).toBe(body);
+  });
+
+  it('forwards a JSON body unchanged', async () => {
+    const body = '{"b": 2,  "a": [1, 2]}';
+    upstreamBodies.length = 0;
+    const res = await gateway.inject({ method: 'POST', url: '/api/tasks/raw', headers: { 'content-type': 'application/json' }, payload: body });
+    expect(res.statusCode).toBe(200);
+    expect(upstreamBodies).toEqual([body]);
   });
 
   it('never forwards an internal token sent by the client', async () => {
