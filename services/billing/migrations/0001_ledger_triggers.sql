@@ -2,11 +2,15 @@
 -- and the account's CHECK (balance >= 0) makes an overdraw fail atomically (SQLSTATE 23514).
 CREATE OR REPLACE FUNCTION billing_ledger_apply() RETURNS trigger AS $$
 BEGIN
-  INSERT INTO billing_ledger_accounts (org_id, ledger, balance, updated_at)
-  VALUES (NEW.org_id, NEW.ledger, NEW.amount, now())
-  ON CONFLICT (org_id, ledger) DO UPDATE
-    SET balance = billing_ledger_accounts.balance + EXCLUDED.balance, updated_at = now()
+  -- UPDATE first: an INSERT .. ON CONFLICT would check the CHECK on the proposed row (the bare amount).
+  UPDATE billing_ledger_accounts SET balance = balance + NEW.amount, updated_at = now()
+  WHERE org_id = NEW.org_id AND ledger = NEW.ledger
   RETURNING balance INTO NEW.balance_after;
+  IF NOT FOUND THEN
+    INSERT INTO billing_ledger_accounts (org_id, ledger, balance, updated_at)
+    VALUES (NEW.org_id, NEW.ledger, NEW.amount, now())
+    RETURNING balance INTO NEW.balance_after;
+  END IF;
   RETURN NEW;
 END;
 $$ LANGUAGE plpgsql;

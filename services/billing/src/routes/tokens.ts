@@ -63,7 +63,7 @@ export async function tokenRoutes(app: App, ctx: Ctx) {
       body: Type.Object({
         amount: Type.Integer({ minimum: 1, maximum: 1_000_000_000 }),
         action: Type.String({ minLength: 1, maxLength: 200 }),
-        reference_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+        reference_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200, pattern: '^(?!aos:)', description: 'Idempotency reference; the aos: prefix is reserved' })),
         metadata: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
         company_id: Type.Optional(Type.Integer()),
       }, { additionalProperties: false }),
