@@ -45,12 +45,12 @@ export async function outboxEvents(svc: Billing, type: string, orgId?: string) {
 const signer = new Stripe('sk_test_signer');
 
 /** A Stripe event body and its real `Stripe-Signature` header. */
-export function signedEvent(event: { id?: string; type: string; created?: number; object: Record<string, unknown> }, opts: { secret?: string; timestamp?: number } = {}) {
+export function signedEvent(event: { id?: string; type: string; created?: number; object: Record<string, unknown> }, opts: { secret?: string; timestamp?: number; pretty?: boolean } = {}) {
   const body = JSON.stringify({
     id: event.id ?? `evt_${crypto.randomUUID().replaceAll('-', '')}`, object: 'event', api_version: '2025-01-01', type: event.type,
     created: event.created ?? Math.floor(Date.now() / 1000), livemode: false, pending_webhooks: 1, request: { id: null, idempotency_key: null },
     data: { object: event.object },
-  });
+  }, null, opts.pretty ? 2 : undefined);
   const signature = signer.webhooks.generateTestHeaderString({ payload: body, secret: opts.secret ?? WEBHOOK_SECRET, ...(opts.timestamp ? { timestamp: opts.timestamp } : {}) });
   return { body, signature };
 }
