@@ -15,7 +15,7 @@ export function startBilling(env: Record<string, string> = {}): Promise<Billing>
   return startTestService(service, { env: { STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET, ...env } });
 }
 
-export const owner = (orgId = crypto.randomUUID()) => userPrincipal({ orgId, orgRole: 'owner' });
+export const owner = (orgId: string = crypto.randomUUID()) => userPrincipal({ orgId, orgRole: 'owner' });
 
 /** Publishes an event as if another service had (same namespace, direct to JetStream). */
 export async function publish<T extends EventType>(svc: Billing, type: T, data: EventData<T>, opts: { orgId: string | null; tenantId?: string | null; id?: string; occurredAt?: string; msgId?: string }) {

@@ -1,7 +1,7 @@
 import { startTestService } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { service } from '../src/service.js';
-import { count, outboxEvents, owner, postWebhook, signedEvent, startBilling, WEBHOOK_SECRET, type Billing } from './helpers.js';
+import { count, outboxEvents, owner, postWebhook, signedEvent, startBilling, type Billing } from './helpers.js';
 
 let svc: Billing;
 beforeAll(async () => { svc = await startBilling(); });
