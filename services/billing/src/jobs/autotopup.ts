@@ -31,11 +31,14 @@ async function finish(ctx: Ctx, run: Run, status: string, reason: string | null,
  */
 export async function processTopup(ctx: Ctx, { crossingId }: TopupJob): Promise<string> {
   const claim = await ctx.db.transaction(async (tx) => {
-    const [run] = await tx.select().from(autoTopupRuns).where(eq(autoTopupRuns.crossingId, crossingId)).for('update');
+    // Lock order config → run, the same as a posting (account → config → run): no deadlock.
+    const [peek] = await tx.select().from(autoTopupRuns).where(eq(autoTopupRuns.crossingId, crossingId));
+    if (!peek) return { done: 'missing' };
+    const [cfg] = await tx.select().from(autoTopupConfigs)
+      .where(and(eq(autoTopupConfigs.orgId, peek.orgId), eq(autoTopupConfigs.ledger, peek.ledger))).for('update');
+    const [run] = await tx.select().from(autoTopupRuns).where(eq(autoTopupRuns.id, peek.id)).for('update');
     if (!run) return { done: 'missing' };
     if (run.status !== 'pending' && run.status !== 'processing') return { done: run.status };
-    const [cfg] = await tx.select().from(autoTopupConfigs)
-      .where(and(eq(autoTopupConfigs.orgId, run.orgId), eq(autoTopupConfigs.ledger, run.ledger))).for('update');
     if (!cfg || !cfg.enabled) {
       await tx.update(autoTopupRuns).set({ status: 'skipped', reason: 'auto top-up disabled', updatedAt: new Date() }).where(eq(autoTopupRuns.id, run.id));
       return { done: 'skipped' };

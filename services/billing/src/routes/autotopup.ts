@@ -7,7 +7,7 @@ import { and, desc, eq, inArray, sql } from 'drizzle-orm';
 import type { Ctx } from '../service.js';
 import { autoTopupConfigs, autoTopupRuns } from '../db/schema.js';
 import { CreditPackages, findPackage, PackageSchema, TokenPackages, type Ledger } from '../domain/catalog.js';
-import { balanceOf, evaluateThreshold } from '../domain/ledger.js';
+import { balanceOf, evaluateThreshold, lockAccount } from '../domain/ledger.js';
 
 const N = <T extends Parameters<typeof Type.Union>[0][number]>(s: T) => Type.Union([s, Type.Null()]);
 const PM = Type.String({ minLength: 3, maxLength: 255, pattern: '^pm_[A-Za-z0-9_]+$' });
@@ -76,6 +76,7 @@ function register(app: App, ctx: Ctx, path: string, ledger: Ledger, thresholdFie
     checkPackage(slug);
     try {
       await ctx.db.transaction(async (tx) => {
+        await lockAccount(tx, orgId, ledger); // lock order account → config, as in every posting
         await tx.insert(autoTopupConfigs).values({
           orgId, ledger, tenantId: request.principal.tenantId, threshold: body[thresholdField] as number, packageSlug: slug,
           enabled: (body.enabled as boolean | undefined) ?? true, maxMonthlyTopups: (body.max_monthly_topups as number | undefined) ?? 3,
@@ -106,6 +107,7 @@ function register(app: App, ctx: Ctx, path: string, ledger: Ledger, thresholdFie
     const slug = (body.package_slug ?? body.package_id) as string | undefined;
     checkPackage(slug);
     await ctx.db.transaction(async (tx) => {
+      await lockAccount(tx, orgId, ledger);
       const set: Partial<typeof autoTopupConfigs.$inferInsert> = { updatedAt: new Date() };
       if (body[thresholdField] !== undefined) set.threshold = body[thresholdField] as number;
       if (slug !== undefined) set.packageSlug = slug;
