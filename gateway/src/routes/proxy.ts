@@ -46,7 +46,10 @@ export async function proxyRoutes(app: App, config: GatewayConfig, privateKey: K
     const principal = await authenticate(request);
     const token = await signInternalToken(privateKey, principal);
     const trace = currentTraceCarrier();
+    // Given explicitly: reply-from would JSON.stringify a Buffer body sent as application/json.
+    const raw = Buffer.isBuffer(request.body) ? request.body : undefined;
     return reply.from(`${serviceUrl(config, service)}${path}`, {
+      ...(raw ? { body: raw, contentType: request.headers['content-type'] ?? 'application/octet-stream' } : {}),
       rewriteRequestHeaders: (_req, headers) => {
         const out: Record<string, string | string[] | undefined> = { ...headers, ...trace, [INTERNAL_TOKEN_HEADER]: token };
         out['x-forwarded-for'] = request.ip;
