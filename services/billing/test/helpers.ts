@@ -94,7 +94,12 @@ export async function fakeStripe() {
     if (sub) {
       const current = subscriptions.get(sub[1]!) ?? { id: sub[1], object: 'subscription', status: 'active', metadata: {}, items: { object: 'list', data: [{ id: 'si_test1', price: { id: 'price_old' } }] } };
       if (r.method === 'POST') {
-        const updated = { ...current, metadata: { ...(current.metadata as object), ...meta }, cancel_at_period_end: r.form.cancel_at_period_end === 'true' };
+        const items = current.items as { data: { id: string; price: { id: string } }[] };
+        const price = r.form['items[0][price]'];
+        const updated = {
+          ...current, metadata: { ...(current.metadata as object), ...meta }, cancel_at_period_end: r.form.cancel_at_period_end === 'true',
+          items: price ? { ...items, data: [{ ...items.data[0]!, price: { id: price } }] } : items,
+        };
         subscriptions.set(sub[1]!, updated);
         return { status: 200, body: updated };
       }

@@ -17,7 +17,9 @@ async function subscribe(orgId: string, tier: string, periodEnd = Math.floor(Dat
   const created = Math.floor(Date.now() / 1000) - 60;
   const cs = signedEvent({ type: 'checkout.session.completed', created, object: { id: `cs_${orgId}`, object: 'checkout.session', mode: 'subscription', client_reference_id: orgId, customer: `cus_${orgId.slice(0, 8)}`, subscription: `sub_${orgId.slice(0, 8)}`, metadata: { org_id: orgId, tier } } });
   expect((await postWebhook(svc, cs.body, cs.signature)).statusCode).toBe(200);
-  const up = signedEvent({ type: 'customer.subscription.updated', created: created + 1, object: { id: `sub_${orgId.slice(0, 8)}`, object: 'subscription', customer: `cus_${orgId.slice(0, 8)}`, status: 'active', cancel_at_period_end: false, metadata: { org_id: orgId, tier }, items: { object: 'list', data: [{ id: 'si_1', price: { id: `price_${tier}` }, current_period_start: created, current_period_end: periodEnd }] } } });
+  const object = { id: `sub_${orgId.slice(0, 8)}`, object: 'subscription', customer: `cus_${orgId.slice(0, 8)}`, status: 'active', cancel_at_period_end: false, metadata: { org_id: orgId, tier }, items: { object: 'list', data: [{ id: 'si_test1', price: { id: `price_${tier}` }, current_period_start: created, current_period_end: periodEnd }] } };
+  stripe.subscriptions.set(object.id, object);
+  const up = signedEvent({ type: 'customer.subscription.updated', created: created + 1, object });
   expect((await postWebhook(svc, up.body, up.signature)).statusCode).toBe(200);
 }
 
@@ -174,5 +176,21 @@ describe('POST /billing/change-plan with Stripe', () => {
     const ok = await svc.inject(p, { method: 'POST', url: '/billing/change-plan', payload: { tier: 'free' } });
     expect(ok.json().data).toMatchObject({ action: 'downgrade_scheduled', subscription: { tier: 'pro', pending_tier: 'free', cancel_at_period_end: true } });
     expect(after(mark).at(-1)!.form).toEqual({ cancel_at_period_end: 'true' });
+  });
+});
+
+describe('webhook with the Stripe API reachable', () => {
+  it("applies the subscription's current state read from Stripe, not the event's snapshot", async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await subscribe(orgId, 'pro');
+    const id = `sub_${orgId.slice(0, 8)}`;
+    stripe.subscriptions.set(id, { ...stripe.subscriptions.get(id)!, status: 'past_due', metadata: { org_id: orgId, tier: 'teams' } });
+    const mark = since();
+    // A delayed event whose snapshot says "active, pro".
+    const late = signedEvent({ type: 'customer.subscription.updated', object: { id, object: 'subscription', customer: `cus_${orgId.slice(0, 8)}`, status: 'active', cancel_at_period_end: false, metadata: { org_id: orgId, tier: 'pro' }, items: { object: 'list', data: [] } } });
+    expect((await postWebhook(svc, late.body, late.signature)).json().data.outcome).toBe('subscription past_due');
+    expect(after(mark).map((r) => `${r.method} ${r.path}`)).toEqual([`GET /v1/subscriptions/${id}`]);
+    expect((await svc.inject(p, { method: 'GET', url: '/billing/subscription' })).json().data).toMatchObject({ tier: 'teams', status: 'past_due' });
   });
 });

@@ -1,13 +1,13 @@
 import { badRequest, serviceUnavailable } from '@aos/core';
 import { Envelope, ok, orgOf, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify';
 import Stripe from 'stripe';
 import type { Ctx } from '../service.js';
 import { stripeEvents } from '../db/schema.js';
 import { TierSlugSchema, type TierSlug } from '../domain/catalog.js';
 import { createCheckout, createPackageIntent, createPortal, findPackage } from '../domain/payments.js';
-import { stripeClient } from '../domain/stripe.js';
+import { stripeClient, stripeConfigured } from '../domain/stripe.js';
 import { applyStripeEvent } from '../domain/webhook.js';
 import { eq } from 'drizzle-orm';
 
@@ -87,6 +87,7 @@ export async function stripeRoutes(app: App, ctx: Ctx) {
         throw badRequest(`Invalid Stripe signature: ${reason.split('\n')[0]}`);
       }
       if (typeof event?.id !== 'string' || typeof event.type !== 'string' || typeof event.created !== 'number') throw badRequest('Malformed Stripe event');
+      await refreshSubscription(ctx, event, request.log);
       const result = await ctx.db.transaction(async (tx) => {
         const inserted = await tx.insert(stripeEvents).values({ id: event.id, type: event.type, created: event.created, outcome: 'processing' })
           .onConflictDoNothing().returning({ id: stripeEvents.id });
@@ -102,6 +103,23 @@ export async function stripeRoutes(app: App, ctx: Ctx) {
       return ok({ received: true, event_id: event.id, ...result });
     });
   });
+}
+
+/**
+ * Subscription events may arrive late or out of order; when the API is reachable the event's
+ * snapshot is replaced by the subscription's current state (DESIGN.md: read the object).
+ * Without keys, or when Stripe is down, the snapshot plus the `event.created` guard decide.
+ */
+async function refreshSubscription(ctx: Ctx, event: Stripe.Event, log: FastifyBaseLogger) {
+  if (!event.type.startsWith('customer.subscription.') || !stripeConfigured(ctx)) return;
+  const snapshot = event.data.object as Stripe.Subscription;
+  if (typeof snapshot?.id !== 'string') return;
+  try {
+    const current = await stripeClient(ctx).subscriptions.retrieve(snapshot.id);
+    (event.data as { object: unknown }).object = current;
+  } catch (err) {
+    log.warn({ err: (err as Error).message, subscription: snapshot.id }, 'could not read the current subscription; using the event snapshot');
+  }
 }
 
 /** Signature checks need no API key. */
