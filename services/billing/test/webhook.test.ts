@@ -136,6 +136,14 @@ describe('POST /billing/webhook: effects', () => {
     expect((await outboxEvents(svc, 'billing.payment.succeeded', orgId))).toHaveLength(2);
   });
 
+  it('grants the first invoice\'s tokens even when invoice.paid arrives before the checkout', async () => {
+    const orgId = crypto.randomUUID();
+    const invoice = { id: `in_${crypto.randomUUID().slice(0, 8)}`, object: 'invoice', customer: `cus_new_${orgId.slice(0, 8)}`, amount_paid: 9900, amount_due: 9900, currency: 'usd', parent: { type: 'subscription_details', subscription_details: { subscription: 'sub_new', metadata: { org_id: orgId, tier: 'teams' } } } };
+    const paid = signedEvent({ type: 'invoice.paid', object: invoice });
+    expect((await postWebhook(svc, paid.body, paid.signature)).json().data.outcome).toBe('invoice paid');
+    expect((await svc.inject(owner(orgId), { method: 'GET', url: '/tokens/balance' })).json().data.balance).toBe(250_000);
+  });
+
   it('payment_intent.succeeded credits the package once and remembers the card', async () => {
     const p = owner();
     const orgId = p.orgId!;

@@ -117,18 +117,24 @@ export async function applyStripeEvent(deps: Deps, tx: Executor, event: Stripe.E
     case 'invoice.paid':
     case 'invoice.payment_failed': {
       const invoice = event.data.object;
-      const owner = await orgOfCustomer(tx, idOf(invoice.customer));
+      // The first invoice is often paid before checkout.session.completed arrives: the
+      // subscription's metadata (ours) names org and tier either way.
+      const details = invoice as unknown as { subscription_details?: { metadata?: Record<string, string> | null }; parent?: { subscription_details?: { metadata?: Record<string, string> | null } | null } | null };
+      const subMeta = details.parent?.subscription_details?.metadata ?? details.subscription_details?.metadata ?? {};
+      const owner = await orgOfCustomer(tx, idOf(invoice.customer))
+        ?? (subMeta.org_id ? { orgId: subMeta.org_id, tenantId: subMeta.tenant_id ?? null } : null);
       if (!owner) return { orgId: null, outcome: 'ignored: unknown customer' };
       const { orgId, tenantId } = owner;
       const meta = systemMeta(tenantId, orgId);
       const row = await findSubscription(tx, orgId, true);
       if (event.type === 'invoice.paid') {
         await deps.outbox.enqueue(tx, 'billing.payment.succeeded', { stripeObjectId: invoice.id!, amountCents: invoice.amount_paid, currency: invoice.currency, userId: null }, meta);
+        const tier = isTier(subMeta.tier) ? subMeta.tier : row && isTier(row.tier) ? row.tier : null;
+        const included = tier ? Tiers[tier].limits.included_tokens : null;
+        if (included && invoice.amount_paid > 0) {
+          await post(deps, tx, { orgId, ledger: 'tokens', type: 'bonus', amount: included, referenceId: `invoice:${invoice.id}`, action: 'included_tokens', metadata: { tier } }, meta);
+        }
         if (row && isTier(row.tier)) {
-          const included = Tiers[row.tier].limits.included_tokens;
-          if (included && invoice.amount_paid > 0) {
-            await post(deps, tx, { orgId, ledger: 'tokens', type: 'bonus', amount: included, referenceId: `invoice:${invoice.id}`, action: 'included_tokens', metadata: { tier: row.tier } }, meta);
-          }
           if (row.status === 'past_due' && row.stripeStateAt <= event.created) {
             await applySubscription(deps, tx, orgId, { tier: row.tier, status: 'active', stripeStateAt: event.created }, meta);
           }
