@@ -112,6 +112,37 @@ describe('auto top-up charging', () => {
     expect(cfg.json().data).toMatchObject({ topups_this_month: 2, balance: 400 });
   });
 
+  it('records one crossing when many parallel consumes cross the threshold together', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await grant(orgId, 'tokens', 1_000);
+    await svc.inject(p, { method: 'POST', url: '/billing/auto-topup', payload: { threshold_tokens: 500, package_slug: 'tokens-10k', enabled: true } });
+    const results = await Promise.all(Array.from({ length: 40 }, () => consume(p, 20)));
+    expect(results.every((r) => r.statusCode === 200)).toBe(true);
+    expect(await balance(orgId)).toBe(200);
+    expect(await count(svc, 'SELECT count(*) AS n FROM billing_auto_topup_runs WHERE org_id = $1', [orgId])).toBe(1);
+    expect(await outboxEvents(svc, 'billing.balance.low', orgId)).toHaveLength(1);
+  });
+
+  it('retries a charge that hit a Stripe outage with the same idempotency key and credits once', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await withCard(orgId);
+    await grant(orgId, 'tokens', 100);
+    const mine = (r: { path: string; form: Record<string, string> }) => r.path === '/v1/payment_intents' && r.form['metadata[org_id]'] === orgId;
+    // The SDK retries once by itself; both attempts fail, so the job fails and BullMQ retries it.
+    stripe.failNext(mine, 500, { error: { type: 'api_error', message: 'boom' } });
+    stripe.failNext(mine, 500, { error: { type: 'api_error', message: 'boom' } });
+    await svc.inject(p, { method: 'POST', url: '/billing/auto-topup', payload: { threshold_tokens: 50, package_slug: 'tokens-10k' } });
+    await consume(p, 60);
+    await waitFor(async () => (await balance(orgId)) === 10_040, { timeoutMs: 15_000, message: 'credited after retry' });
+    const attempts = charges(orgId);
+    expect(attempts.length).toBeGreaterThanOrEqual(3);
+    expect(new Set(attempts.map((r) => r.headers['idempotency-key']))).toEqual(new Set([`aos-topup-${orgId}.tokens.1`]));
+    expect((await runs(orgId)).map((r) => r.status)).toEqual(['succeeded']);
+    expect(await count(svc, "SELECT count(*) AS n FROM billing_ledger_entries WHERE org_id = $1 AND type = 'purchase'", [orgId])).toBe(1);
+  });
+
   it('records a declined card without retrying it, and emits billing.payment.failed', async () => {
     const p = owner();
     const orgId = p.orgId!;
@@ -150,5 +181,7 @@ describe('auto top-up charging', () => {
     expect((await outboxEvents(svc, 'billing.balance.low', orgId))[0]!.data).toMatchObject({ ledger: 'credits', balance: 150, threshold: 200 });
     const cfg = await svc.inject(p, { method: 'GET', url: '/billing/credit-auto-topup' });
     expect(cfg.json().data).toMatchObject({ balance: 1_150, topups_this_month: 1 });
+    const entries = await svc.inject(p, { method: 'GET', url: '/tokens/transactions?ledger=credits' });
+    expect(entries.json().data.map((e: { type: string; amount: number }) => [e.type, e.amount])).toEqual([['purchase', 1_000], ['consume', -150], ['admin_grant', 300]]);
   });
 });

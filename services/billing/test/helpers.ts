@@ -122,7 +122,8 @@ export async function fakeStripe() {
       if (typeof key === 'string' && idempotent.has(key)) out = idempotent.get(key)!;
       else {
         out = respond(r);
-        if (typeof key === 'string' && r.method === 'POST') idempotent.set(key, out);
+        // Like Stripe: server errors are not stored under the key, so a retry runs again.
+        if (typeof key === 'string' && r.method === 'POST' && out.status < 500) idempotent.set(key, out);
       }
       res.writeHead(out.status, { 'content-type': 'application/json', 'request-id': `req_${seq}` });
       res.end(JSON.stringify(out.body));

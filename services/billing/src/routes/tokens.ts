@@ -40,13 +40,13 @@ export async function tokenRoutes(app: App, ctx: Ctx) {
     config: { scope: 'billing:read' },
     schema: {
       tags: ['Tokens'], summary: 'Token ledger entries, newest first',
-      querystring: Type.Object({ ...PaginationQuery, type: Type.Optional(TypeQuery), reference_id: Type.Optional(Type.String({ maxLength: 200 })) }),
+      querystring: Type.Object({ ...PaginationQuery, type: Type.Optional(TypeQuery), ledger: Type.Optional(Type.Union([Type.Literal('tokens'), Type.Literal('credits')], { default: 'tokens', description: 'credits: the credit ledger (cents)' })), reference_id: Type.Optional(Type.String({ maxLength: 200 })) }),
       response: { 200: ListEnvelope(EntrySchema) },
     },
   }, async (request) => {
     const orgId = orgOf(request);
     const p = page(request.query);
-    const where: SQL[] = [eq(ledgerEntries.orgId, orgId), eq(ledgerEntries.ledger, 'tokens')];
+    const where: SQL[] = [eq(ledgerEntries.orgId, orgId), eq(ledgerEntries.ledger, request.query.ledger ?? 'tokens')];
     if (request.query.type) where.push(eq(ledgerEntries.type, request.query.type));
     if (request.query.reference_id) where.push(eq(ledgerEntries.referenceId, request.query.reference_id));
     const [rows, [total]] = await Promise.all([
