@@ -1,4 +1,4 @@
-import { apiKeyPrincipal, userPrincipal, sleep, waitFor } from '@aos/testkit';
+import { adminPrincipal, apiKeyPrincipal, userPrincipal, sleep, waitFor } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { anonymous, count, outboxEvents, owner, publish, startBilling, type Billing } from './helpers.js';
 
@@ -105,6 +105,22 @@ describe('POST /tokens/consume', () => {
     await fund(p.orgId!, 5);
     await expect(svc.ctx.pool.query(`UPDATE billing_ledger_entries SET amount = 1000 WHERE org_id = $1`, [p.orgId])).rejects.toThrow(/append-only/);
     await expect(svc.ctx.pool.query(`DELETE FROM billing_ledger_entries WHERE org_id = $1`, [p.orgId])).rejects.toThrow(/append-only/);
+  });
+});
+
+describe('POST /tokens/grant', () => {
+  it('lets platform admins credit an org once per reference, and nobody else', async () => {
+    const target = owner();
+    const admin = adminPrincipal();
+    const body = { org_id: target.orgId, amount: 250, type: 'refund', reference_id: 'ticket-9', note: 'goodwill' };
+    const first = await svc.inject(admin, { method: 'POST', url: '/tokens/grant', payload: body });
+    expect(first.statusCode).toBe(200);
+    expect(first.json().data).toMatchObject({ balance: 250, replayed: false, transaction: { type: 'refund', amount: 250, metadata: { note: 'goodwill' } } });
+    expect((await svc.inject(admin, { method: 'POST', url: '/tokens/grant', payload: body })).json().data).toMatchObject({ balance: 250, replayed: true });
+    expect((await outboxEvents(svc, 'billing.tokens.credited', target.orgId!))[0]!.data).toMatchObject({ amount: 250, kind: 'refund' });
+    expect((await svc.inject(target, { method: 'POST', url: '/tokens/grant', payload: body })).statusCode).toBe(403);
+    expect((await svc.inject(admin, { method: 'POST', url: '/tokens/grant', payload: { ...body, type: 'consume' } })).statusCode).toBe(400);
+    expect((await svc.inject(admin, { method: 'POST', url: '/tokens/grant', payload: { ...body, org_id: 'not-a-uuid' } })).statusCode).toBe(400);
   });
 });
 

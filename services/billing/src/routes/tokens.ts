@@ -88,6 +88,37 @@ export async function tokenRoutes(app: App, ctx: Ctx) {
     }
   });
 
+  // Not in the reference: operators grant, refund or bonus tokens/credits to an organization.
+  app.post('/tokens/grant', {
+    config: { platformAdmin: true },
+    schema: {
+      tags: ['Tokens'], summary: 'Credit an organization (platform admins): admin_grant, bonus or refund',
+      body: Type.Object({
+        org_id: Type.String({ format: 'uuid' }),
+        amount: Type.Integer({ minimum: 1, maximum: 1_000_000_000 }),
+        type: Type.Optional(Type.Union([Type.Literal('admin_grant'), Type.Literal('bonus'), Type.Literal('refund')], { default: 'admin_grant' })),
+        ledger: Type.Optional(Type.Union([Type.Literal('tokens'), Type.Literal('credits')], { default: 'tokens' })),
+        reference_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200, pattern: '^(?!aos:)' })),
+        note: Type.Optional(Type.String({ maxLength: 500 })),
+      }, { additionalProperties: false }),
+      response: { 200: Envelope(Type.Object({ transaction: EntrySchema, balance: Type.Integer(), replayed: Type.Boolean() })) },
+    },
+  }, async (request) => {
+    const { org_id: orgId, amount, type = 'admin_grant', ledger = 'tokens', reference_id: referenceId, note } = request.body;
+    const meta = { ...metaFromPrincipal(request.principal), orgId };
+    const posting = { orgId, ledger, type, amount, referenceId, action: 'grant', userId: request.principal.userId, metadata: note ? { note } : {} };
+    try {
+      const res = await ctx.db.transaction((tx) => post(ctx, tx, posting, meta));
+      return ok({ transaction: entryView(res!.entry), balance: await balanceOf(ctx.db, orgId, ledger), replayed: res!.replayed });
+    } catch (err) {
+      if (referenceId && isUniqueViolation(err)) {
+        const existing = await findByReference(ctx.db, orgId, ledger, type, referenceId);
+        if (existing) return ok({ transaction: entryView(existing), balance: await balanceOf(ctx.db, orgId, ledger), replayed: true });
+      }
+      throw err;
+    }
+  });
+
   // Not in the reference: a read-only proof that the balance equals the sum of the journal.
   app.get('/tokens/ledger-check', {
     config: { scope: 'billing:read' },
