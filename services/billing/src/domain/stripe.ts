@@ -32,7 +32,6 @@ export function stripeClient(ctx: Pick<Ctx, 'config'>): Stripe {
 
 export const stripeConfigured = (ctx: Pick<Ctx, 'config'>) => Boolean(ctx.config.STRIPE_SECRET_KEY);
 
-
 /** Stripe API failures as envelope errors: rejections are 422, outages 503; never the raw response. */
 export function stripeFailure(err: unknown): AppError {
   if (err instanceof AppError) return err;
