@@ -3,6 +3,8 @@ import { defineService, VERSION, type ServiceContext } from '@aos/runtime';
 import { routes } from './app.js';
 import { config } from './config.js';
 import * as schema from './db/schema.js';
+import { handlers } from './events/handlers.js';
+import { startJobs } from './jobs/autotopup.js';
 
 export type Ctx = ServiceContext<typeof schema, typeof config>;
 
@@ -14,4 +16,6 @@ export const service = defineService({
   schema,
   migrationsFolder: fileURLToPath(new URL('../migrations', import.meta.url)),
   routes,
+  handlers: (ctx) => handlers(ctx as Ctx),
+  jobs: (ctx) => startJobs(ctx as Ctx),
 });

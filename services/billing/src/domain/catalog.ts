@@ -1,0 +1,99 @@
+import { Type, type Static } from '@sinclair/typebox';
+
+export const TierSlugs = ['free', 'pro', 'teams', 'enterprise'] as const;
+export type TierSlug = (typeof TierSlugs)[number];
+export const TierSlugSchema = Type.Union(TierSlugs.map((t) => Type.Literal(t)));
+
+export type Ledger = 'tokens' | 'credits';
+
+/** `null` means unlimited / negotiated (Enterprise). */
+export interface Limits {
+  requests_per_minute: number | null;
+  requests_per_hour: number | null;
+  agents: number | null;
+  tasks_per_month: number | null;
+  seats: number | null;
+  included_tokens: number | null;
+}
+
+export interface Tier {
+  slug: TierSlug;
+  name: string;
+  rank: number;
+  /** Monthly price in cents; `null` = custom (contact sales). */
+  price_cents: number | null;
+  self_serve: boolean;
+  limits: Limits;
+  features: string[];
+}
+
+/** Rate limits are the reference's (API overview); the other limits are this catalogue's. */
+export const Tiers: Record<TierSlug, Tier> = {
+  free: {
+    slug: 'free', name: 'Free', rank: 0, price_cents: 0, self_serve: true,
+    limits: { requests_per_minute: 100, requests_per_hour: 1_000, agents: 3, tasks_per_month: 100, seats: 1, included_tokens: 1_000 },
+    features: ['Community support', '3 agents'],
+  },
+  pro: {
+    slug: 'pro', name: 'Pro', rank: 1, price_cents: 2_900, self_serve: true,
+    limits: { requests_per_minute: 600, requests_per_hour: 10_000, agents: 10, tasks_per_month: 1_000, seats: 3, included_tokens: 50_000 },
+    features: ['Email support', '10 agents', 'Auto top-up'],
+  },
+  teams: {
+    slug: 'teams', name: 'Teams', rank: 2, price_cents: 9_900, self_serve: true,
+    limits: { requests_per_minute: 2_000, requests_per_hour: 50_000, agents: 50, tasks_per_month: 10_000, seats: 20, included_tokens: 250_000 },
+    features: ['Priority support', '50 agents', 'Teams and roles'],
+  },
+  enterprise: {
+    slug: 'enterprise', name: 'Enterprise', rank: 3, price_cents: null, self_serve: false,
+    limits: { requests_per_minute: null, requests_per_hour: null, agents: null, tasks_per_month: null, seats: null, included_tokens: null },
+    features: ['Custom limits', 'SSO', 'Dedicated support'],
+  },
+};
+
+export interface Package {
+  slug: string;
+  ledger: Ledger;
+  name: string;
+  /** Tokens for token packages, cents of credit for credit packages. */
+  amount: number;
+  price_cents: number;
+}
+
+export const TokenPackages: Package[] = [
+  { slug: 'tokens-10k', ledger: 'tokens', name: '10,000 tokens', amount: 10_000, price_cents: 1_000 },
+  { slug: 'tokens-50k', ledger: 'tokens', name: '50,000 tokens', amount: 50_000, price_cents: 4_500 },
+  { slug: 'tokens-200k', ledger: 'tokens', name: '200,000 tokens', amount: 200_000, price_cents: 16_000 },
+];
+
+export const CreditPackages: Package[] = [
+  { slug: 'credits-10', ledger: 'credits', name: '$10 of credit', amount: 1_000, price_cents: 1_000 },
+  { slug: 'credits-50', ledger: 'credits', name: '$50 of credit', amount: 5_000, price_cents: 5_000 },
+  { slug: 'credits-100', ledger: 'credits', name: '$100 of credit', amount: 10_000, price_cents: 10_000 },
+];
+
+export function findPackage(slug: string, ledger?: Ledger): Package | undefined {
+  return [...TokenPackages, ...CreditPackages].find((p) => p.slug === slug && (!ledger || p.ledger === ledger));
+}
+
+export const LimitsSchema = Type.Object({
+  requests_per_minute: Type.Union([Type.Integer(), Type.Null()]),
+  requests_per_hour: Type.Union([Type.Integer(), Type.Null()]),
+  agents: Type.Union([Type.Integer(), Type.Null()]),
+  tasks_per_month: Type.Union([Type.Integer(), Type.Null()]),
+  seats: Type.Union([Type.Integer(), Type.Null()]),
+  included_tokens: Type.Union([Type.Integer(), Type.Null()]),
+});
+
+export const TierSchema = Type.Object({
+  slug: Type.String(), name: Type.String(), rank: Type.Integer(),
+  price_cents: Type.Union([Type.Integer(), Type.Null()]), currency: Type.String(), interval: Type.String(),
+  self_serve: Type.Boolean(), limits: LimitsSchema, features: Type.Array(Type.String()),
+});
+export type TierView = Static<typeof TierSchema>;
+
+export const PackageSchema = Type.Object({
+  slug: Type.String(), ledger: Type.String(), name: Type.String(), amount: Type.Integer(), price_cents: Type.Integer(),
+});
+
+export const tierView = (t: Tier, currency: string): TierView => ({ ...t, currency, interval: 'month' });

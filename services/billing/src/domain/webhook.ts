@@ -1,0 +1,192 @@
+import { systemMeta, type EventMeta } from '@aos/bus';
+import type { Executor } from '@aos/db';
+import { and, eq } from 'drizzle-orm';
+import type Stripe from 'stripe';
+import type { Ctx } from '../service.js';
+import { autoTopupRuns, customers } from '../db/schema.js';
+import { findPackage, Tiers, type Ledger, type TierSlug } from './catalog.js';
+import { post } from './ledger.js';
+import { applySubscription, findSubscription, isTier } from './subscriptions.js';
+
+type Deps = Pick<Ctx, 'outbox' | 'config'>;
+type Outcome = string;
+
+const idOf = (v: string | { id: string } | null | undefined): string | null => (typeof v === 'string' ? v : v?.id ?? null);
+
+async function orgOfCustomer(tx: Executor, customerId: string | null): Promise<{ orgId: string; tenantId: string | null } | null> {
+  if (!customerId) return null;
+  const [row] = await tx.select().from(customers).where(eq(customers.stripeCustomerId, customerId));
+  return row ? { orgId: row.orgId, tenantId: row.tenantId } : null;
+}
+
+export async function rememberCustomer(tx: Executor, orgId: string, tenantId: string | null, stripeCustomerId: string) {
+  await tx.insert(customers).values({ orgId, tenantId, stripeCustomerId }).onConflictDoNothing();
+}
+
+/** Tier named by our metadata, else by a configured price id. */
+function tierOfSubscription(deps: Deps, sub: Stripe.Subscription): TierSlug | null {
+  const fromMeta = sub.metadata?.tier;
+  if (isTier(fromMeta)) return fromMeta;
+  const priceId = sub.items?.data?.[0]?.price?.id;
+  if (priceId && priceId === deps.config.STRIPE_PRICE_PRO) return 'pro';
+  if (priceId && priceId === deps.config.STRIPE_PRICE_TEAMS) return 'teams';
+  return null;
+}
+
+function periodOf(sub: Stripe.Subscription): { start: Date | null; end: Date | null } {
+  const s = sub as unknown as { current_period_start?: number; current_period_end?: number };
+  const item = sub.items?.data?.[0] as unknown as { current_period_start?: number; current_period_end?: number } | undefined;
+  const start = s.current_period_start ?? item?.current_period_start;
+  const end = s.current_period_end ?? item?.current_period_end;
+  return { start: start ? new Date(start * 1000) : null, end: end ? new Date(end * 1000) : null };
+}
+
+const ENDED = new Set(['canceled', 'incomplete_expired']);
+
+/**
+ * Applies one verified Stripe event inside the caller's transaction (which also records the
+ * event id). Never trusts delivery order: subscription state carries the `created` time of
+ * the event that set it, and an older event never overwrites a newer state.
+ */
+export async function applyStripeEvent(deps: Deps, tx: Executor, event: Stripe.Event): Promise<{ orgId: string | null; outcome: Outcome }> {
+  switch (event.type) {
+    case 'checkout.session.completed': {
+      const session = event.data.object;
+      const orgId = session.client_reference_id ?? session.metadata?.org_id ?? null;
+      if (!orgId) return { orgId: null, outcome: 'ignored: no organization' };
+      const tenantId = session.metadata?.tenant_id ?? null;
+      const customerId = idOf(session.customer);
+      if (customerId) await rememberCustomer(tx, orgId, tenantId, customerId);
+      if (session.mode !== 'subscription') return { orgId, outcome: 'ignored: not a subscription checkout' };
+      const tier = session.metadata?.tier;
+      if (!isTier(tier)) return { orgId, outcome: 'ignored: no tier' };
+      const meta = systemMeta(tenantId, orgId);
+      const row = await findSubscription(tx, orgId, true);
+      const subId = idOf(session.subscription);
+      if (row && row.stripeStateAt > event.created) {
+        if (!row.stripeSubscriptionId && subId) await applySubscription(deps, tx, orgId, { tier: row.tier as TierSlug, status: row.status, stripeSubscriptionId: subId }, meta);
+        return { orgId, outcome: 'stale: newer subscription state kept' };
+      }
+      await applySubscription(deps, tx, orgId, {
+        tier, status: 'active', stripeSubscriptionId: subId, stripeCustomerId: customerId, stripeStateAt: event.created,
+        pendingTier: null, pendingAt: null, cancelAtPeriodEnd: false, tenantId,
+      }, meta);
+      return { orgId, outcome: 'subscription activated' };
+    }
+    case 'customer.subscription.created':
+    case 'customer.subscription.updated':
+    case 'customer.subscription.deleted': {
+      const sub = event.data.object;
+      const owner = sub.metadata?.org_id
+        ? { orgId: sub.metadata.org_id, tenantId: sub.metadata.tenant_id ?? null }
+        : await orgOfCustomer(tx, idOf(sub.customer));
+      if (!owner) return { orgId: null, outcome: 'ignored: unknown customer' };
+      const { orgId, tenantId } = owner;
+      const meta = systemMeta(tenantId, orgId);
+      const row = await findSubscription(tx, orgId, true);
+      if (row && row.stripeStateAt > event.created) return { orgId, outcome: 'stale: newer subscription state kept' };
+      if (row?.stripeSubscriptionId && row.stripeSubscriptionId !== sub.id && !ENDED.has(row.status)) {
+        return { orgId, outcome: 'ignored: not the current subscription' };
+      }
+      const customerId = idOf(sub.customer);
+      if (customerId) await rememberCustomer(tx, orgId, tenantId, customerId);
+      const { start, end } = periodOf(sub);
+      if (event.type === 'customer.subscription.deleted' || ENDED.has(sub.status)) {
+        await applySubscription(deps, tx, orgId, {
+          tier: 'free', status: 'canceled', stripeSubscriptionId: sub.id, stripeCustomerId: customerId,
+          stripeStateAt: event.created, pendingTier: null, pendingAt: null, cancelAtPeriodEnd: false, tenantId,
+        }, meta);
+        return { orgId, outcome: 'subscription ended' };
+      }
+      let tier = tierOfSubscription(deps, sub) ?? (row ? (row.tier as TierSlug) : null);
+      if (!tier) return { orgId, outcome: 'ignored: no tier' };
+      // A scheduled downgrade is already priced in Stripe; the plan itself changes at period end.
+      let pendingTier = row?.pendingTier as TierSlug | null | undefined;
+      let pendingAt = row?.pendingAt ?? null;
+      if (row && pendingTier && pendingAt && tier === pendingTier) {
+        if (pendingAt > new Date()) tier = row.tier as TierSlug;
+        else { pendingTier = null; pendingAt = null; }
+      }
+      await applySubscription(deps, tx, orgId, {
+        tier, status: sub.status, stripeSubscriptionId: sub.id, stripeCustomerId: customerId,
+        currentPeriodStart: start, currentPeriodEnd: end, cancelAtPeriodEnd: sub.cancel_at_period_end,
+        stripeStateAt: event.created, pendingTier: pendingTier ?? null, pendingAt, tenantId,
+      }, meta);
+      return { orgId, outcome: `subscription ${sub.status}` };
+    }
+    case 'invoice.paid':
+    case 'invoice.payment_failed': {
+      const invoice = event.data.object;
+      // The first invoice is often paid before checkout.session.completed arrives: the
+      // subscription's metadata (ours) names org and tier either way.
+      const details = invoice as unknown as { subscription_details?: { metadata?: Record<string, string> | null }; parent?: { subscription_details?: { metadata?: Record<string, string> | null } | null } | null };
+      const subMeta = details.parent?.subscription_details?.metadata ?? details.subscription_details?.metadata ?? {};
+      const owner = await orgOfCustomer(tx, idOf(invoice.customer))
+        ?? (subMeta.org_id ? { orgId: subMeta.org_id, tenantId: subMeta.tenant_id ?? null } : null);
+      if (!owner) return { orgId: null, outcome: 'ignored: unknown customer' };
+      const { orgId, tenantId } = owner;
+      const meta = systemMeta(tenantId, orgId);
+      const row = await findSubscription(tx, orgId, true);
+      if (event.type === 'invoice.paid') {
+        await deps.outbox.enqueue(tx, 'billing.payment.succeeded', { stripeObjectId: invoice.id!, amountCents: invoice.amount_paid, currency: invoice.currency, userId: null }, meta);
+        const tier = isTier(subMeta.tier) ? subMeta.tier : row && isTier(row.tier) ? row.tier : null;
+        const included = tier ? Tiers[tier].limits.included_tokens : null;
+        if (included && invoice.amount_paid > 0) {
+          await post(deps, tx, { orgId, ledger: 'tokens', type: 'bonus', amount: included, referenceId: `invoice:${invoice.id}`, action: 'included_tokens', metadata: { tier } }, meta);
+        }
+        if (row && isTier(row.tier)) {
+          if (row.status === 'past_due' && row.stripeStateAt <= event.created) {
+            await applySubscription(deps, tx, orgId, { tier: row.tier, status: 'active', stripeStateAt: event.created }, meta);
+          }
+        }
+        return { orgId, outcome: 'invoice paid' };
+      }
+      await deps.outbox.enqueue(tx, 'billing.payment.failed', {
+        stripeObjectId: invoice.id!, amountCents: invoice.amount_due, currency: invoice.currency,
+        reason: invoice.last_finalization_error?.message ?? null, userId: null, email: invoice.customer_email ?? null,
+      }, meta);
+      if (row && isTier(row.tier) && row.status !== 'canceled' && row.stripeStateAt <= event.created) {
+        await applySubscription(deps, tx, orgId, { tier: row.tier, status: 'past_due', stripeStateAt: event.created }, meta);
+      }
+      return { orgId, outcome: 'invoice payment failed' };
+    }
+    case 'payment_intent.succeeded': {
+      const pi = event.data.object;
+      const orgId = pi.metadata?.org_id;
+      if (!orgId) return { orgId: null, outcome: 'ignored: no organization' };
+      const meta: EventMeta = systemMeta(pi.metadata.tenant_id ?? null, orgId);
+      const result = await creditPaymentIntent(deps, tx, pi, meta);
+      return { orgId, outcome: result };
+    }
+    default:
+      return { orgId: null, outcome: 'ignored: unhandled type' };
+  }
+}
+
+/**
+ * Credits a succeeded package payment once (reference = payment intent id); shared by the
+ * webhook and the off-session top-up job, whichever sees the success first.
+ */
+export async function creditPaymentIntent(deps: Deps, tx: Executor, pi: Stripe.PaymentIntent, meta: EventMeta): Promise<string> {
+  const orgId = meta.orgId!;
+  const ledger = pi.metadata?.ledger as Ledger | undefined;
+  const pkg = pi.metadata?.package_slug ? findPackage(pi.metadata.package_slug, ledger) : undefined;
+  if (!pkg) return 'ignored: not a package purchase';
+  const pm = idOf(pi.payment_method as string | { id: string } | null);
+  const customerId = idOf(pi.customer as string | { id: string } | null);
+  if (pm && customerId) {
+    await tx.update(customers).set({ defaultPaymentMethodId: pm }).where(and(eq(customers.orgId, orgId), eq(customers.stripeCustomerId, customerId)));
+  }
+  const crossingId = pi.metadata?.crossing_id;
+  const res = await post(deps, tx, {
+    orgId, ledger: pkg.ledger, type: 'purchase', amount: pkg.amount, referenceId: pi.id, action: crossingId ? 'auto_topup' : 'package_purchase',
+    metadata: { package_slug: pkg.slug, price_cents: pi.amount, ...(crossingId ? { crossing_id: crossingId } : {}) },
+  }, meta);
+  if (res?.replayed) return 'already credited';
+  await deps.outbox.enqueue(tx, 'billing.payment.succeeded', { stripeObjectId: pi.id, amountCents: pi.amount, currency: pi.currency, userId: null }, meta);
+  if (crossingId) {
+    await tx.update(autoTopupRuns).set({ status: 'succeeded', paymentIntentId: pi.id, updatedAt: new Date() }).where(eq(autoTopupRuns.crossingId, crossingId));
+    await deps.outbox.enqueue(tx, 'billing.topup.completed', { ledger: pkg.ledger, amount: pkg.amount, paymentIntentId: pi.id }, meta);
+  }
+  return `credited ${pkg.amount} ${pkg.ledger}`;
+}

@@ -1,0 +1,104 @@
+import { defineHandler, systemMeta } from '@aos/bus';
+import type { Executor } from '@aos/db';
+import { and, eq, sql } from 'drizzle-orm';
+import type { Ctx } from '../service.js';
+import type * as schema from '../db/schema.js';
+import { autoTopupRuns, costRecords, usageEntities } from '../db/schema.js';
+import { post } from '../domain/ledger.js';
+import { enqueueTopup } from '../jobs/autotopup.js';
+
+type S = typeof schema;
+
+/** Reference ids under this prefix are reserved for postings the service makes itself. */
+export const RESERVED_REFERENCE_PREFIX = 'aos:';
+
+/**
+ * Records that an entity exists (or no longer does). The newest event wins, so a replayed
+ * or late "created" after a "deleted" never resurrects it.
+ */
+async function track(tx: Executor, orgId: string, kind: 'agent' | 'member' | 'task', entityId: string, present: boolean, at: string) {
+  const eventAt = new Date(at);
+  await tx.insert(usageEntities).values({ orgId, kind, entityId, present, createdAt: eventAt, eventAt })
+    .onConflictDoUpdate({
+      target: [usageEntities.orgId, usageEntities.kind, usageEntities.entityId],
+      set: { present, eventAt },
+      setWhere: sql`${usageEntities.eventAt} <= ${eventAt.toISOString()}::timestamptz`,
+    });
+}
+
+export function handlers(ctx: Ctx) {
+  return [
+    defineHandler<'identity.user.registered', S>({
+      name: 'signup-bonus',
+      events: ['identity.user.registered'],
+      async handle(event, tx) {
+        const { userId, personalOrgId, tenantId } = event.data;
+        await track(tx, personalOrgId, 'member', userId, true, event.occurredAt);
+        if (ctx.config.SIGNUP_BONUS_TOKENS <= 0) return;
+        await post(ctx, tx, {
+          orgId: personalOrgId, ledger: 'tokens', type: 'signup_bonus', amount: ctx.config.SIGNUP_BONUS_TOKENS,
+          referenceId: `${RESERVED_REFERENCE_PREFIX}signup:${userId}`, action: 'signup_bonus', userId,
+        }, systemMeta(tenantId, personalOrgId));
+      },
+    }),
+
+    defineHandler<'agents.agent.created' | 'agents.agent.deleted' | 'identity.member.added' | 'identity.member.removed' | 'tasks.task.created', S>({
+      name: 'plan-usage',
+      events: ['agents.agent.created', 'agents.agent.deleted', 'identity.member.added', 'identity.member.removed', 'tasks.task.created'],
+      async handle(event, tx) {
+        switch (event.type) {
+          case 'agents.agent.created':
+          case 'agents.agent.deleted':
+            if (!event.orgId) return;
+            return track(tx, event.orgId, 'agent', String(event.data.agentId), event.type === 'agents.agent.created', event.occurredAt);
+          case 'identity.member.added':
+          case 'identity.member.removed':
+            return track(tx, event.data.orgId, 'member', event.data.userId, event.type === 'identity.member.added', event.occurredAt);
+          case 'tasks.task.created':
+            if (!event.orgId) return;
+            return track(tx, event.orgId, 'task', String(event.data.taskId), true, event.occurredAt);
+        }
+      },
+    }),
+
+    defineHandler<'agents.run.completed', S>({
+      name: 'run-usage',
+      events: ['agents.run.completed'],
+      async handle(event, tx) {
+        const orgId = event.orgId;
+        if (!orgId) return;
+        const { runId, usage, costUsd, model, userId } = event.data;
+        const meta = systemMeta(event.tenantId, orgId);
+        const reference = `${RESERVED_REFERENCE_PREFIX}run:${runId}`;
+        if (usage.totalTokens > 0) {
+          // The run already happened: book what the balance covers and record the shortfall.
+          await post(ctx, tx, {
+            orgId, ledger: 'tokens', type: 'consume', amount: usage.totalTokens, referenceId: reference, action: 'agent_run', userId,
+            metadata: { run_id: runId, agent_id: event.data.agentId, model, input_tokens: usage.inputTokens, output_tokens: usage.outputTokens },
+          }, meta, { clamp: true });
+        }
+        if (costUsd > 0 || usage.totalTokens > 0) {
+          await tx.insert(costRecords).values({
+            orgId, kind: 'ai', source: 'agents.run.completed', referenceId: String(runId), amountUsd: costUsd, tokens: usage.totalTokens, model, occurredAt: new Date(event.occurredAt),
+          }).onConflictDoNothing();
+        }
+        const cents = Math.ceil(Math.max(0, costUsd) * 100);
+        if (cents > 0) {
+          await post(ctx, tx, { orgId, ledger: 'credits', type: 'consume', amount: cents, referenceId: reference, action: 'ai_cost', userId, metadata: { run_id: runId, cost_usd: costUsd } }, meta, { clamp: true });
+        }
+      },
+    }),
+
+    defineHandler<'billing.balance.low', S>({
+      name: 'auto-topup-trigger',
+      events: ['billing.balance.low'],
+      async handle(event, tx) {
+        if (!event.orgId) return;
+        const pending = await tx.select({ crossingId: autoTopupRuns.crossingId }).from(autoTopupRuns)
+          .where(and(eq(autoTopupRuns.orgId, event.orgId), eq(autoTopupRuns.ledger, event.data.ledger), eq(autoTopupRuns.status, 'pending')));
+        // jobId = crossing id: a redelivered event adds nothing.
+        for (const run of pending) await enqueueTopup(ctx, run.crossingId);
+      },
+    }),
+  ];
+}

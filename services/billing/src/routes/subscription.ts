@@ -1,0 +1,225 @@
+import { metaFromPrincipal } from '@aos/bus';
+import { conflict, serviceUnavailable, unprocessable } from '@aos/core';
+import { Envelope, ok, orgOf, type App } from '@aos/http';
+import { Type } from '@sinclair/typebox';
+import { and, eq, gte, sql } from 'drizzle-orm';
+import type { FastifyRequest } from 'fastify';
+import type { Ctx } from '../service.js';
+import { costRecords, ledgerEntries } from '../db/schema.js';
+import { LimitsSchema, Tiers, TierSlugSchema, type TierSlug } from '../domain/catalog.js';
+import { balanceOf } from '../domain/ledger.js';
+import { createCheckout, priceIdOf } from '../domain/payments.js';
+import { callStripe, stripeClient } from '../domain/stripe.js';
+import { applyDuePending, applySubscription, effectiveTier, monthStart, usageOf, violations, type SubscriptionRow } from '../domain/subscriptions.js';
+
+const N = <T extends Parameters<typeof Type.Union>[0][number]>(s: T) => Type.Union([s, Type.Null()]);
+
+export const SubscriptionSchema = Type.Object({
+  org_id: Type.String(), tier: Type.String(), tier_name: Type.String(), status: Type.String(), is_default: Type.Boolean(),
+  price_cents: N(Type.Integer()), stripe_subscription_id: N(Type.String()), stripe_customer_id: N(Type.String()),
+  current_period_start: N(Type.String()), current_period_end: N(Type.String()), cancel_at_period_end: Type.Boolean(),
+  pending_tier: N(Type.String()), pending_at: N(Type.String()), limits: LimitsSchema, updated_at: N(Type.String()),
+});
+
+export function subscriptionView(orgId: string, row: SubscriptionRow | undefined) {
+  const tier = effectiveTier(row);
+  return {
+    org_id: orgId, tier, tier_name: Tiers[tier].name, status: row?.status ?? 'active', is_default: !row,
+    price_cents: Tiers[tier].price_cents, stripe_subscription_id: row?.stripeSubscriptionId ?? null, stripe_customer_id: row?.stripeCustomerId ?? null,
+    current_period_start: row?.currentPeriodStart?.toISOString() ?? null, current_period_end: row?.currentPeriodEnd?.toISOString() ?? null,
+    cancel_at_period_end: row?.cancelAtPeriodEnd ?? false, pending_tier: row?.pendingTier ?? null, pending_at: row?.pendingAt?.toISOString() ?? null,
+    limits: Tiers[tier].limits, updated_at: row?.updatedAt.toISOString() ?? null,
+  };
+}
+
+const ViolationSchema = Type.Object({ resource: Type.String(), current: Type.Integer(), limit: Type.Integer(), excess: Type.Integer() });
+const UsageSchema = Type.Object({ agents: Type.Integer(), seats: Type.Integer(), tasks_this_month: Type.Integer() });
+const TierBody = Type.Object({ tier: TierSlugSchema }, { additionalProperties: false });
+const LIVE = new Set(['active', 'trialing', 'past_due', 'unpaid', 'incomplete']);
+
+export async function subscriptionRoutes(app: App, ctx: Ctx) {
+  const current = async (request: FastifyRequest) => {
+    const orgId = orgOf(request);
+    const row = await ctx.db.transaction((tx) => applyDuePending(ctx, tx, orgId, metaFromPrincipal(request.principal)));
+    return { orgId, row };
+  };
+
+  app.get('/billing/subscription', {
+    config: { scope: 'billing:read' },
+    schema: { tags: ['Billing'], summary: "The organization's subscription (Free when it never subscribed)", response: { 200: Envelope(SubscriptionSchema) } },
+  }, async (request) => {
+    const { orgId, row } = await current(request);
+    return ok(subscriptionView(orgId, row));
+  });
+
+  app.post('/billing/validate-downgrade', {
+    config: { scope: 'billing:read' },
+    schema: {
+      tags: ['Billing'], summary: "Whether current usage fits the target tier's limits", body: TierBody,
+      response: { 200: Envelope(Type.Object({ current_tier: Type.String(), target_tier: Type.String(), is_downgrade: Type.Boolean(), allowed: Type.Boolean(), violations: Type.Array(ViolationSchema), usage: UsageSchema, limits: LimitsSchema })) },
+    },
+  }, async (request) => {
+    const { orgId, row } = await current(request);
+    const target = request.body.tier as TierSlug;
+    const cur = effectiveTier(row);
+    const usage = await usageOf(ctx.db, orgId);
+    const v = violations(usage, Tiers[target].limits);
+    return ok({ current_tier: cur, target_tier: target, is_downgrade: Tiers[target].rank < Tiers[cur].rank, allowed: v.length === 0, violations: v, usage, limits: Tiers[target].limits });
+  });
+
+  app.post('/billing/change-plan', {
+    config: { scope: 'billing:write', minRole: 'admin' },
+    schema: {
+      tags: ['Billing'], summary: 'Upgrade now (or start checkout), downgrade at period end (422 when usage exceeds the target limits)',
+      body: Type.Object({ tier: TierSlugSchema, success_url: Type.Optional(Type.String({ format: 'uri', maxLength: 2000 })), cancel_url: Type.Optional(Type.String({ format: 'uri', maxLength: 2000 })) }, { additionalProperties: false }),
+      response: {
+        200: Envelope(Type.Object({
+          action: Type.Union([Type.Literal('upgraded'), Type.Literal('checkout_required'), Type.Literal('downgrade_scheduled'), Type.Literal('downgraded'), Type.Literal('pending_change_cancelled')]),
+          effective_at: N(Type.String()), checkout: N(Type.Object({ session_id: Type.String(), url: N(Type.String()) })), subscription: SubscriptionSchema,
+        })),
+      },
+    },
+  }, async (request) => {
+    const { orgId, row } = await current(request);
+    const meta = metaFromPrincipal(request.principal);
+    const target = request.body.tier as TierSlug;
+    const cur = effectiveTier(row);
+    if (target === 'enterprise') throw unprocessable('The Enterprise plan is arranged with sales', [{ tier: target }]);
+    if (target === cur) {
+      if (row?.pendingTier) {
+        const updated = await ctx.db.transaction(async (tx) => {
+          const stripeSub = row.stripeSubscriptionId && LIVE.has(row.status) ? row.stripeSubscriptionId : null;
+          if (stripeSub) await restorePrice(ctx, stripeSub, cur, orgId);
+          return applySubscription(ctx, tx, orgId, { tier: cur, status: row.status, pendingTier: null, pendingAt: null, cancelAtPeriodEnd: false }, meta);
+        });
+        return ok({ action: 'pending_change_cancelled' as const, effective_at: null, checkout: null, subscription: subscriptionView(orgId, updated) });
+      }
+      throw conflict(`The organization is already on the ${Tiers[cur].name} plan`, [{ tier: cur }]);
+    }
+    const stripeSub = row?.stripeSubscriptionId && LIVE.has(row.status) ? row.stripeSubscriptionId : null;
+    const upgrade = Tiers[target].rank > Tiers[cur].rank;
+
+    if (upgrade) {
+      if (!stripeSub) {
+        const checkout = await createCheckout(ctx, { orgId, tenantId: request.principal.tenantId }, target, request.body);
+        return ok({ action: 'checkout_required' as const, effective_at: null, checkout: { session_id: checkout.session_id, url: checkout.url }, subscription: subscriptionView(orgId, row) });
+      }
+      const stripe = stripeClient(ctx);
+      const price = requirePrice(ctx, target);
+      const sub = await callStripe(() => stripe.subscriptions.retrieve(stripeSub));
+      await callStripe(() => stripe.subscriptions.update(stripeSub, {
+        items: [{ id: sub.items.data[0]!.id, price }], proration_behavior: 'always_invoice', cancel_at_period_end: false,
+        metadata: { ...sub.metadata, org_id: orgId, tier: target },
+      }));
+      const updated = await ctx.db.transaction((tx) => applySubscription(ctx, tx, orgId, { tier: target, status: row!.status, pendingTier: null, pendingAt: null, cancelAtPeriodEnd: false }, meta));
+      return ok({ action: 'upgraded' as const, effective_at: new Date().toISOString(), checkout: null, subscription: subscriptionView(orgId, updated) });
+    }
+
+    const usage = await usageOf(ctx.db, orgId);
+    const v = violations(usage, Tiers[target].limits);
+    if (v.length > 0) throw unprocessable(`Current usage exceeds the ${Tiers[target].name} plan's limits`, v);
+    if (!stripeSub) {
+      const updated = await ctx.db.transaction((tx) => applySubscription(ctx, tx, orgId, { tier: target, status: target === 'free' ? 'canceled' : row?.status ?? 'active', pendingTier: null, pendingAt: null }, meta));
+      return ok({ action: 'downgraded' as const, effective_at: new Date().toISOString(), checkout: null, subscription: subscriptionView(orgId, updated) });
+    }
+    const stripe = stripeClient(ctx);
+    if (target === 'free') {
+      await callStripe(() => stripe.subscriptions.update(stripeSub, { cancel_at_period_end: true }));
+    } else {
+      const price = requirePrice(ctx, target);
+      const sub = await callStripe(() => stripe.subscriptions.retrieve(stripeSub));
+      await callStripe(() => stripe.subscriptions.update(stripeSub, {
+        items: [{ id: sub.items.data[0]!.id, price }], proration_behavior: 'none', metadata: { ...sub.metadata, org_id: orgId, tier: target },
+      }));
+    }
+    const effectiveAt = row!.currentPeriodEnd ?? new Date();
+    const updated = await ctx.db.transaction((tx) => applySubscription(ctx, tx, orgId, {
+      tier: cur, status: row!.status, pendingTier: target, pendingAt: effectiveAt, cancelAtPeriodEnd: target === 'free',
+    }, meta));
+    return ok({ action: 'downgrade_scheduled' as const, effective_at: effectiveAt.toISOString(), checkout: null, subscription: subscriptionView(orgId, updated) });
+  });
+
+  app.get('/billing/usage', {
+    config: { scope: 'billing:read' },
+    schema: {
+      tags: ['Billing'], summary: 'Current period usage, tier and limits',
+      response: {
+        200: Envelope(Type.Object({
+          tier: Type.String(), period_start: Type.String(), period_end: N(Type.String()), limits: LimitsSchema,
+          usage: Type.Object({ agents: Type.Integer(), seats: Type.Integer(), tasks_this_month: Type.Integer(), tokens_consumed: Type.Integer(), agent_runs: Type.Integer(), ai_cost_usd: Type.Number() }),
+        })),
+      },
+    },
+  }, async (request) => {
+    const { orgId, row } = await current(request);
+    const from = row?.currentPeriodStart && row.currentPeriodStart > monthStart() ? row.currentPeriodStart : monthStart();
+    const [usage, consumed, runs] = await Promise.all([usageOf(ctx.db, orgId), tokensConsumedSince(ctx, orgId, from), runsSince(ctx, orgId, from)]);
+    const tier = effectiveTier(row);
+    return ok({
+      tier, period_start: from.toISOString(), period_end: row?.currentPeriodEnd?.toISOString() ?? null, limits: Tiers[tier].limits,
+      usage: { ...usage, tokens_consumed: consumed, agent_runs: runs.n, ai_cost_usd: runs.cost },
+    });
+  });
+
+  const Metric = Type.Object({ used: Type.Integer(), limit: N(Type.Integer()), remaining: N(Type.Integer()), percent: N(Type.Number()) });
+  app.get('/billing/plan-summary', {
+    config: { scope: 'billing:read' },
+    schema: {
+      tags: ['Billing'], summary: 'Plan limits with current usage',
+      response: {
+        200: Envelope(Type.Object({
+          subscription: SubscriptionSchema,
+          metrics: Type.Object({ agents: Metric, seats: Metric, tasks_per_month: Metric }),
+          rate_limits: Type.Object({ requests_per_minute: N(Type.Integer()), requests_per_hour: N(Type.Integer()) }),
+          tokens: Type.Object({ balance: Type.Integer(), included_per_period: N(Type.Integer()), consumed_this_month: Type.Integer() }),
+          credits: Type.Object({ balance_cents: Type.Integer() }),
+        })),
+      },
+    },
+  }, async (request) => {
+    const { orgId, row } = await current(request);
+    const tier = effectiveTier(row);
+    const limits = Tiers[tier].limits;
+    const [usage, balance, credits, consumed] = await Promise.all([
+      usageOf(ctx.db, orgId), balanceOf(ctx.db, orgId, 'tokens'), balanceOf(ctx.db, orgId, 'credits'), tokensConsumedSince(ctx, orgId, monthStart()),
+    ]);
+    const metric = (used: number, limit: number | null) => ({
+      used, limit, remaining: limit === null ? null : Math.max(0, limit - used), percent: limit === null || limit === 0 ? null : Math.round((used / limit) * 1000) / 10,
+    });
+    return ok({
+      subscription: subscriptionView(orgId, row),
+      metrics: { agents: metric(usage.agents, limits.agents), seats: metric(usage.seats, limits.seats), tasks_per_month: metric(usage.tasks_this_month, limits.tasks_per_month) },
+      rate_limits: { requests_per_minute: limits.requests_per_minute, requests_per_hour: limits.requests_per_hour },
+      tokens: { balance, included_per_period: limits.included_tokens, consumed_this_month: consumed },
+      credits: { balance_cents: credits },
+    });
+  });
+}
+
+function requirePrice(ctx: Ctx, tier: TierSlug): string {
+  const price = priceIdOf(ctx, tier);
+  if (!price) throw serviceUnavailable(`Changing a Stripe subscription needs STRIPE_PRICE_${tier.toUpperCase()} to be set`);
+  return price;
+}
+
+async function restorePrice(ctx: Ctx, subId: string, tier: TierSlug, orgId: string) {
+  const stripe = stripeClient(ctx);
+  if (tier === 'free') return;
+  const sub = await callStripe(() => stripe.subscriptions.retrieve(subId));
+  await callStripe(() => stripe.subscriptions.update(subId, {
+    items: [{ id: sub.items.data[0]!.id, price: requirePrice(ctx, tier) }], proration_behavior: 'none', cancel_at_period_end: false,
+    metadata: { ...sub.metadata, org_id: orgId, tier },
+  }));
+}
+
+async function tokensConsumedSince(ctx: Ctx, orgId: string, from: Date): Promise<number> {
+  const [r] = await ctx.db.select({ s: sql<string>`COALESCE(-sum(${ledgerEntries.amount}), 0)::text` }).from(ledgerEntries)
+    .where(and(eq(ledgerEntries.orgId, orgId), eq(ledgerEntries.ledger, 'tokens'), eq(ledgerEntries.type, 'consume'), gte(ledgerEntries.createdAt, from)));
+  return Number(r?.s ?? 0);
+}
+
+async function runsSince(ctx: Ctx, orgId: string, from: Date): Promise<{ n: number; cost: number }> {
+  const [r] = await ctx.db.select({ n: sql<string>`count(*)::text`, cost: sql<string>`COALESCE(sum(${costRecords.amountUsd}), 0)::text` }).from(costRecords)
+    .where(and(eq(costRecords.orgId, orgId), eq(costRecords.kind, 'ai'), gte(costRecords.occurredAt, from)));
+  return { n: Number(r?.n ?? 0), cost: Number(r?.cost ?? 0) };
+}

@@ -1,0 +1,131 @@
+import { metaFromPrincipal } from '@aos/bus';
+import { badRequest } from '@aos/core';
+import { isUniqueViolation } from '@aos/db';
+import { Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
+import { Type } from '@sinclair/typebox';
+import { and, count, desc, eq, type SQL } from 'drizzle-orm';
+import type { Ctx } from '../service.js';
+import { ledgerEntries } from '../db/schema.js';
+import { balanceOf, EntryTypes, findByReference, journalSum, post, type Entry } from '../domain/ledger.js';
+
+export const EntrySchema = Type.Object({
+  id: Type.Integer(), ledger: Type.String(), type: Type.String(), amount: Type.Integer(), balance_after: Type.Integer(),
+  action: Type.Union([Type.String(), Type.Null()]), reference_id: Type.Union([Type.String(), Type.Null()]),
+  user_id: Type.Union([Type.String(), Type.Null()]), metadata: Type.Record(Type.String(), Type.Unknown()), created_at: Type.String(),
+});
+
+export const entryView = (e: Entry) => ({
+  id: e.id, ledger: e.ledger, type: e.type, amount: e.amount, balance_after: e.balanceAfter, action: e.action,
+  reference_id: e.referenceId, user_id: e.userId, metadata: e.metadata, created_at: e.createdAt.toISOString(),
+});
+
+const TypeQuery = Type.Union(EntryTypes.map((t) => Type.Literal(t)));
+
+export async function tokenRoutes(app: App, ctx: Ctx) {
+  app.get('/tokens/balance', {
+    config: { scope: 'billing:read' },
+    schema: {
+      tags: ['Tokens'], summary: "The organization's token balance",
+      response: { 200: Envelope(Type.Object({ org_id: Type.String(), balance: Type.Integer(), credit_balance_cents: Type.Integer(), updated_at: Type.Union([Type.String(), Type.Null()]) })) },
+    },
+  }, async (request) => {
+    const orgId = orgOf(request);
+    const [balance, credits] = await Promise.all([balanceOf(ctx.db, orgId, 'tokens'), balanceOf(ctx.db, orgId, 'credits')]);
+    const [last] = await ctx.db.select({ at: ledgerEntries.createdAt }).from(ledgerEntries)
+      .where(and(eq(ledgerEntries.orgId, orgId), eq(ledgerEntries.ledger, 'tokens'))).orderBy(desc(ledgerEntries.id)).limit(1);
+    return ok({ org_id: orgId, balance, credit_balance_cents: credits, updated_at: last?.at.toISOString() ?? null });
+  });
+
+  app.get('/tokens/transactions', {
+    config: { scope: 'billing:read' },
+    schema: {
+      tags: ['Tokens'], summary: 'Token ledger entries, newest first',
+      querystring: Type.Object({ ...PaginationQuery, type: Type.Optional(TypeQuery), ledger: Type.Optional(Type.Union([Type.Literal('tokens'), Type.Literal('credits')], { default: 'tokens', description: 'credits: the credit ledger (cents)' })), reference_id: Type.Optional(Type.String({ maxLength: 200 })) }),
+      response: { 200: ListEnvelope(EntrySchema) },
+    },
+  }, async (request) => {
+    const orgId = orgOf(request);
+    const p = page(request.query);
+    const where: SQL[] = [eq(ledgerEntries.orgId, orgId), eq(ledgerEntries.ledger, request.query.ledger ?? 'tokens')];
+    if (request.query.type) where.push(eq(ledgerEntries.type, request.query.type));
+    if (request.query.reference_id) where.push(eq(ledgerEntries.referenceId, request.query.reference_id));
+    const [rows, [total]] = await Promise.all([
+      ctx.db.select().from(ledgerEntries).where(and(...where)).orderBy(desc(ledgerEntries.id)).limit(p.limit).offset(p.offset),
+      ctx.db.select({ n: count() }).from(ledgerEntries).where(and(...where)),
+    ]);
+    return list(rows.map(entryView), Number(total?.n ?? 0), p);
+  });
+
+  app.post('/tokens/consume', {
+    config: { scope: 'billing:write' },
+    schema: {
+      tags: ['Tokens'], summary: 'Consume tokens atomically (402 when the balance is short; reference_id makes it idempotent)',
+      body: Type.Object({
+        amount: Type.Integer({ minimum: 1, maximum: 1_000_000_000 }),
+        action: Type.String({ minLength: 1, maxLength: 200 }),
+        reference_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200, pattern: '^(?!aos:)', description: 'Idempotency reference; the aos: prefix is reserved' })),
+        metadata: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+        company_id: Type.Optional(Type.Integer()),
+      }, { additionalProperties: false }),
+      response: { 200: Envelope(Type.Object({ transaction: EntrySchema, balance: Type.Integer(), replayed: Type.Boolean() })) },
+    },
+  }, async (request) => {
+    const orgId = orgOf(request);
+    const { amount, action, reference_id: referenceId, metadata } = request.body;
+    if (metadata && JSON.stringify(metadata).length > 8_192) throw badRequest('metadata is too large (max 8 KiB of JSON)');
+    const posting = { orgId, ledger: 'tokens' as const, type: 'consume' as const, amount, action, referenceId, userId: request.principal.userId, metadata };
+    try {
+      const res = await ctx.db.transaction((tx) => post(ctx, tx, posting, metaFromPrincipal(request.principal)));
+      const balance = await balanceOf(ctx.db, orgId, 'tokens');
+      return ok({ transaction: entryView(res!.entry), balance, replayed: res!.replayed });
+    } catch (err) {
+      // Two first-time consumes with one reference: the loser reads the winner's entry.
+      if (referenceId && isUniqueViolation(err)) {
+        const existing = await findByReference(ctx.db, orgId, 'tokens', 'consume', referenceId);
+        if (existing) return ok({ transaction: entryView(existing), balance: await balanceOf(ctx.db, orgId, 'tokens'), replayed: true });
+      }
+      throw err;
+    }
+  });
+
+  // Not in the reference: operators grant, refund or bonus tokens/credits to an organization.
+  app.post('/tokens/grant', {
+    config: { platformAdmin: true },
+    schema: {
+      tags: ['Tokens'], summary: 'Credit an organization (platform admins): admin_grant, bonus or refund',
+      body: Type.Object({
+        org_id: Type.String({ format: 'uuid' }),
+        amount: Type.Integer({ minimum: 1, maximum: 1_000_000_000 }),
+        type: Type.Optional(Type.Union([Type.Literal('admin_grant'), Type.Literal('bonus'), Type.Literal('refund')], { default: 'admin_grant' })),
+        ledger: Type.Optional(Type.Union([Type.Literal('tokens'), Type.Literal('credits')], { default: 'tokens' })),
+        reference_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200, pattern: '^(?!aos:)' })),
+        note: Type.Optional(Type.String({ maxLength: 500 })),
+      }, { additionalProperties: false }),
+      response: { 200: Envelope(Type.Object({ transaction: EntrySchema, balance: Type.Integer(), replayed: Type.Boolean() })) },
+    },
+  }, async (request) => {
+    const { org_id: orgId, amount, type = 'admin_grant', ledger = 'tokens', reference_id: referenceId, note } = request.body;
+    const meta = { ...metaFromPrincipal(request.principal), orgId };
+    const posting = { orgId, ledger, type, amount, referenceId, action: 'grant', userId: request.principal.userId, metadata: note ? { note } : {} };
+    try {
+      const res = await ctx.db.transaction((tx) => post(ctx, tx, posting, meta));
+      return ok({ transaction: entryView(res!.entry), balance: await balanceOf(ctx.db, orgId, ledger), replayed: res!.replayed });
+    } catch (err) {
+      if (referenceId && isUniqueViolation(err)) {
+        const existing = await findByReference(ctx.db, orgId, ledger, type, referenceId);
+        if (existing) return ok({ transaction: entryView(existing), balance: await balanceOf(ctx.db, orgId, ledger), replayed: true });
+      }
+      throw err;
+    }
+  });
+
+  // Not in the reference: a read-only proof that the balance equals the sum of the journal.
+  app.get('/tokens/ledger-check', {
+    config: { scope: 'billing:read' },
+    schema: { tags: ['Tokens'], summary: 'Balance vs. sum of ledger entries', response: { 200: Envelope(Type.Object({ balance: Type.Integer(), ledger_sum: Type.Integer(), consistent: Type.Boolean() })) } },
+  }, async (request) => {
+    const orgId = orgOf(request);
+    const [balance, sum] = await Promise.all([balanceOf(ctx.db, orgId, 'tokens'), journalSum(ctx.db, orgId, 'tokens')]);
+    return ok({ balance, ledger_sum: sum, consistent: balance === sum });
+  });
+}

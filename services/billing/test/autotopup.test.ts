@@ -1,0 +1,187 @@
+import { subjectFor } from '@aos/bus';
+import { sleep, userPrincipal, waitFor } from '@aos/testkit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { count, fakeStripe, outboxEvents, owner, postWebhook, publish, signedEvent, startBilling, type Billing, type FakeStripe } from './helpers.js';
+
+let stripe: FakeStripe;
+let svc: Billing;
+beforeAll(async () => {
+  stripe = await fakeStripe();
+  svc = await startBilling({ STRIPE_SECRET_KEY: 'sk_test_local', STRIPE_API_BASE: stripe.url });
+});
+afterAll(async () => { await svc?.close(); await stripe?.close(); });
+
+async function grant(orgId: string, ledger: 'tokens' | 'credits', amount: number) {
+  await svc.ctx.pool.query(`INSERT INTO billing_ledger_entries (org_id, ledger, type, amount, reference_id) VALUES ($1, $2, 'admin_grant', $3, $4)`, [orgId, ledger, amount, crypto.randomUUID()]);
+}
+async function withCard(orgId: string) {
+  await svc.ctx.pool.query('INSERT INTO billing_customers (org_id, stripe_customer_id, default_payment_method_id) VALUES ($1, $2, $3)', [orgId, `cus_${orgId.slice(0, 8)}`, 'pm_saved']);
+}
+const balance = async (orgId: string, ledger = 'tokens') => count(svc, 'SELECT balance AS n FROM billing_ledger_accounts WHERE org_id = $1 AND ledger = $2', [orgId, ledger]);
+const charges = (orgId: string) => stripe.find('POST', '/v1/payment_intents').filter((r) => r.form['metadata[org_id]'] === orgId);
+const runs = async (orgId: string) => (await svc.ctx.pool.query('SELECT crossing_id, status, reason FROM billing_auto_topup_runs WHERE org_id = $1 ORDER BY id', [orgId])).rows;
+const consume = (p: ReturnType<typeof owner>, amount: number) => svc.inject(p, { method: 'POST', url: '/tokens/consume', payload: { amount, action: 'work' } });
+
+describe('auto top-up configuration', () => {
+  it('GET shows packages, POST configures (201) then 409, PUT updates, validation and roles hold', async () => {
+    const p = owner();
+    const empty = await svc.inject(p, { method: 'GET', url: '/billing/auto-topup' });
+    expect(empty.json().data).toMatchObject({ configured: false, enabled: false, threshold_tokens: null, balance: 0 });
+    expect(empty.json().data.available_packages.map((x: { slug: string }) => x.slug)).toEqual(['tokens-10k', 'tokens-50k', 'tokens-200k']);
+
+    await grant(p.orgId!, 'tokens', 5_000);
+    const created = await svc.inject(p, { method: 'POST', url: '/billing/auto-topup', payload: { threshold_tokens: 1_000, package_id: 'tokens-10k', max_monthly_topups: 2, stripe_payment_method_id: 'pm_card_visa' } });
+    expect(created.statusCode).toBe(201);
+    expect(created.json().data).toMatchObject({ configured: true, enabled: true, threshold_tokens: 1_000, package_slug: 'tokens-10k', max_monthly_topups: 2, stripe_payment_method_id: 'pm_card_visa', balance: 5_000 });
+    const dup = await svc.inject(p, { method: 'POST', url: '/billing/auto-topup', payload: { threshold_tokens: 5, package_slug: 'tokens-10k' } });
+    expect(dup.statusCode).toBe(409);
+    expect(dup.json().error.code).toBe('CONFLICT');
+
+    const updated = await svc.inject(p, { method: 'PUT', url: '/billing/auto-topup', payload: { enabled: false, package_slug: 'tokens-50k' } });
+    expect(updated.json().data).toMatchObject({ enabled: false, package_slug: 'tokens-50k', threshold_tokens: 1_000 });
+
+    expect((await svc.inject(p, { method: 'PUT', url: '/billing/auto-topup', payload: { package_slug: 'credits-10' } })).statusCode).toBe(400);
+    expect((await svc.inject(p, { method: 'PUT', url: '/billing/auto-topup', payload: {} })).statusCode).toBe(400);
+    expect((await svc.inject(owner(), { method: 'PUT', url: '/billing/auto-topup', payload: { enabled: true } })).statusCode).toBe(404);
+    expect((await svc.inject(owner(), { method: 'POST', url: '/billing/auto-topup', payload: { package_slug: 'tokens-10k' } })).statusCode).toBe(400);
+    expect((await svc.inject(owner(), { method: 'POST', url: '/billing/auto-topup', payload: { threshold_tokens: 10, package_slug: 'tokens-10k', max_monthly_topups: 0 } })).statusCode).toBe(400);
+    expect((await svc.inject(userPrincipal({ orgId: p.orgId, orgRole: 'member' }), { method: 'PUT', url: '/billing/auto-topup', payload: { enabled: true } })).statusCode).toBe(403);
+    // Credits have their own configuration (and wire names).
+    const credits = await svc.inject(p, { method: 'POST', url: '/billing/credit-auto-topup', payload: { threshold_cents: 500, package_slug: 'credits-10' } });
+    expect(credits.statusCode).toBe(201);
+    expect(credits.json().data).toMatchObject({ threshold_cents: 500, package_slug: 'credits-10', max_monthly_topups: 3 });
+    expect((await svc.inject(p, { method: 'POST', url: '/billing/credit-auto-topup', payload: { threshold_cents: 500, package_slug: 'tokens-10k' } })).statusCode).toBe(400);
+    // Another org sees nothing of it.
+    expect((await svc.inject(owner(), { method: 'GET', url: '/billing/auto-topup' })).json().data.configured).toBe(false);
+  });
+});
+
+describe('auto top-up charging', () => {
+  it('charges the saved card off-session once per threshold crossing, even under redelivery', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await withCard(orgId);
+    await grant(orgId, 'tokens', 1_000);
+    await svc.inject(p, { method: 'POST', url: '/billing/auto-topup', payload: { threshold_tokens: 500, package_slug: 'tokens-10k', max_monthly_topups: 5 } });
+    expect((await consume(p, 600)).statusCode).toBe(200); // 400: crossing
+    expect((await consume(p, 100)).statusCode).toBe(200); // 300: same crossing
+    expect((await consume(p, 100)).statusCode).toBe(200); // 200: same crossing
+    await waitFor(async () => (await balance(orgId)) === 10_200, { message: 'top-up credited' });
+
+    const [charge] = charges(orgId);
+    expect(charges(orgId)).toHaveLength(1);
+    expect(charge!.form).toMatchObject({ amount: '1000', currency: 'usd', customer: `cus_${orgId.slice(0, 8)}`, payment_method: 'pm_saved', off_session: 'true', confirm: 'true', 'metadata[crossing_id]': `${orgId}.tokens.1` });
+    expect(charge!.headers['idempotency-key']).toBe(`aos-topup-${orgId}.tokens.1`);
+    const low = await outboxEvents(svc, 'billing.balance.low', orgId);
+    expect(low).toHaveLength(1);
+    expect(low[0]!.data).toEqual({ ledger: 'tokens', balance: 400, threshold: 500, userId: null });
+
+    // Redeliver billing.balance.low past the broker's de-dupe, and Stripe's own webhook for the charge.
+    const bus = await svc.ctx.bus;
+    await bus.js.publish(subjectFor(bus.names, 'billing.balance.low'), JSON.stringify({ ...low[0], id: crypto.randomUUID() }));
+    const piBody = { id: 'pi_test_from_webhook', object: 'payment_intent', amount: 1000, currency: 'usd', status: 'succeeded', customer: `cus_${orgId.slice(0, 8)}`, payment_method: 'pm_saved', metadata: { org_id: orgId, ledger: 'tokens', package_slug: 'tokens-10k', crossing_id: `${orgId}.tokens.1` } };
+    const tx = await svc.inject(p, { method: 'GET', url: '/tokens/transactions?type=purchase' });
+    piBody.id = tx.json().data[0].reference_id;
+    const wh = signedEvent({ type: 'payment_intent.succeeded', object: piBody });
+    expect((await postWebhook(svc, wh.body, wh.signature)).json().data.outcome).toBe('already credited');
+    await sleep(1_000);
+    expect(charges(orgId)).toHaveLength(1);
+    expect(await balance(orgId)).toBe(10_200);
+    expect(await runs(orgId)).toEqual([{ crossing_id: `${orgId}.tokens.1`, status: 'succeeded', reason: null }]);
+    expect((await outboxEvents(svc, 'billing.topup.completed', orgId)).map((e) => e.data)).toEqual([{ ledger: 'tokens', amount: 10_000, paymentIntentId: piBody.id }]);
+  });
+
+  it('re-arms after the balance recovers and stops at max_monthly_topups', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await withCard(orgId);
+    await grant(orgId, 'tokens', 1_000);
+    await svc.inject(p, { method: 'POST', url: '/billing/auto-topup', payload: { threshold_tokens: 500, package_slug: 'tokens-10k', max_monthly_topups: 2 } });
+    await consume(p, 600); // 400 → crossing 1 → +10,000
+    await waitFor(async () => (await balance(orgId)) === 10_400, { message: 'first top-up' });
+    await consume(p, 10_000); // 400 → crossing 2 → +10,000
+    await waitFor(async () => charges(orgId).length === 2, { message: 'second charge' });
+    await waitFor(async () => (await balance(orgId)) === 10_400, { message: 'second credit' });
+    await consume(p, 10_000); // 400 → crossing 3 → capped
+    await waitFor(async () => (await runs(orgId)).length === 3 && (await runs(orgId))[2].status === 'capped', { message: 'third crossing capped' });
+    await sleep(500);
+    expect(charges(orgId)).toHaveLength(2);
+    expect(await balance(orgId)).toBe(400);
+    expect((await runs(orgId)).map((r) => r.status)).toEqual(['succeeded', 'succeeded', 'capped']);
+    const cfg = await svc.inject(p, { method: 'GET', url: '/billing/auto-topup' });
+    expect(cfg.json().data).toMatchObject({ topups_this_month: 2, balance: 400 });
+  });
+
+  it('records one crossing when many parallel consumes cross the threshold together', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await grant(orgId, 'tokens', 1_000);
+    await svc.inject(p, { method: 'POST', url: '/billing/auto-topup', payload: { threshold_tokens: 500, package_slug: 'tokens-10k', enabled: true } });
+    const results = await Promise.all(Array.from({ length: 40 }, () => consume(p, 20)));
+    expect(results.every((r) => r.statusCode === 200)).toBe(true);
+    expect(await balance(orgId)).toBe(200);
+    expect(await count(svc, 'SELECT count(*) AS n FROM billing_auto_topup_runs WHERE org_id = $1', [orgId])).toBe(1);
+    expect(await outboxEvents(svc, 'billing.balance.low', orgId)).toHaveLength(1);
+  });
+
+  it('retries a charge that hit a Stripe outage with the same idempotency key and credits once', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await withCard(orgId);
+    await grant(orgId, 'tokens', 100);
+    const mine = (r: { path: string; form: Record<string, string> }) => r.path === '/v1/payment_intents' && r.form['metadata[org_id]'] === orgId;
+    // The SDK retries once by itself; both attempts fail, so the job fails and BullMQ retries it.
+    stripe.failNext(mine, 500, { error: { type: 'api_error', message: 'boom' } });
+    stripe.failNext(mine, 500, { error: { type: 'api_error', message: 'boom' } });
+    await svc.inject(p, { method: 'POST', url: '/billing/auto-topup', payload: { threshold_tokens: 50, package_slug: 'tokens-10k' } });
+    await consume(p, 60);
+    await waitFor(async () => (await balance(orgId)) === 10_040, { timeoutMs: 15_000, message: 'credited after retry' });
+    const attempts = charges(orgId);
+    expect(attempts.length).toBeGreaterThanOrEqual(3);
+    expect(new Set(attempts.map((r) => r.headers['idempotency-key']))).toEqual(new Set([`aos-topup-${orgId}.tokens.1`]));
+    expect((await runs(orgId)).map((r) => r.status)).toEqual(['succeeded']);
+    expect(await count(svc, "SELECT count(*) AS n FROM billing_ledger_entries WHERE org_id = $1 AND type = 'purchase'", [orgId])).toBe(1);
+  });
+
+  it('records a declined card without retrying it, and emits billing.payment.failed', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await withCard(orgId);
+    await grant(orgId, 'tokens', 100);
+    stripe.failNext((r) => r.path === '/v1/payment_intents' && r.form['metadata[org_id]'] === orgId, 402, { error: { type: 'card_error', code: 'card_declined', decline_code: 'insufficient_funds', message: 'Your card was declined.', payment_intent: { id: 'pi_declined', object: 'payment_intent' } } });
+    await svc.inject(p, { method: 'POST', url: '/billing/auto-topup', payload: { threshold_tokens: 50, package_slug: 'tokens-10k' } });
+    await consume(p, 60);
+    await waitFor(async () => (await runs(orgId))[0]?.status === 'failed', { message: 'declined run' });
+    await sleep(500);
+    expect(charges(orgId)).toHaveLength(1);
+    expect((await runs(orgId))[0]).toMatchObject({ status: 'failed', reason: 'Your card was declined.' });
+    expect((await outboxEvents(svc, 'billing.payment.failed', orgId))[0]!.data).toMatchObject({ stripeObjectId: 'pi_declined', reason: 'Your card was declined.' });
+    expect(await balance(orgId)).toBe(40);
+  });
+
+  it('fails a run cleanly when no card is saved', async () => {
+    const p = owner();
+    await grant(p.orgId!, 'tokens', 100);
+    await svc.inject(p, { method: 'POST', url: '/billing/auto-topup', payload: { threshold_tokens: 50, package_slug: 'tokens-10k' } });
+    await consume(p, 60);
+    await waitFor(async () => (await runs(p.orgId!))[0]?.status === 'failed', { message: 'run without card' });
+    expect((await runs(p.orgId!))[0].reason).toBe('no saved payment method');
+    expect(charges(p.orgId!)).toHaveLength(0);
+  });
+
+  it('tops up credits when AI costs of runs drain them below the threshold', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await withCard(orgId);
+    await grant(orgId, 'credits', 300);
+    await svc.inject(p, { method: 'POST', url: '/billing/credit-auto-topup', payload: { threshold_cents: 200, package_slug: 'credits-10' } });
+    await publish(svc, 'agents.run.completed', { runId: 77, agentId: 1, agentName: 'a', status: 'succeeded', taskId: null, model: 'm', provider: 'p', usage: { inputTokens: 0, outputTokens: 0, totalTokens: 0 }, costUsd: 1.5, userId: null, durationMs: 5, error: null }, { orgId });
+    await waitFor(async () => (await balance(orgId, 'credits')) === 1_150, { message: 'credits topped up' });
+    expect(charges(orgId)[0]!.form).toMatchObject({ amount: '1000', 'metadata[ledger]': 'credits', off_session: 'true' });
+    expect((await outboxEvents(svc, 'billing.balance.low', orgId))[0]!.data).toMatchObject({ ledger: 'credits', balance: 150, threshold: 200 });
+    const cfg = await svc.inject(p, { method: 'GET', url: '/billing/credit-auto-topup' });
+    expect(cfg.json().data).toMatchObject({ balance: 1_150, topups_this_month: 1 });
+    const entries = await svc.inject(p, { method: 'GET', url: '/tokens/transactions?ledger=credits' });
+    expect(entries.json().data.map((e: { type: string; amount: number }) => [e.type, e.amount])).toEqual([['purchase', 1_000], ['consume', -150], ['admin_grant', 300]]);
+  });
+});

@@ -1,0 +1,196 @@
+import { apiKeyPrincipal, userPrincipal, waitFor } from '@aos/testkit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fakeStripe, outboxEvents, owner, postWebhook, publish, signedEvent, startBilling, type Billing, type FakeStripe } from './helpers.js';
+
+let stripe: FakeStripe;
+let svc: Billing;
+beforeAll(async () => {
+  stripe = await fakeStripe();
+  svc = await startBilling({ STRIPE_SECRET_KEY: 'sk_test_local', STRIPE_API_BASE: stripe.url, STRIPE_PRICE_PRO: 'price_pro', STRIPE_PRICE_TEAMS: 'price_teams' });
+});
+afterAll(async () => { await svc?.close(); await stripe?.close(); });
+
+const since = () => stripe.requests.length;
+const after = (mark: number) => stripe.requests.slice(mark);
+
+async function subscribe(orgId: string, tier: string, periodEnd = Math.floor(Date.now() / 1000) + 20 * 86400) {
+  const created = Math.floor(Date.now() / 1000) - 60;
+  const cs = signedEvent({ type: 'checkout.session.completed', created, object: { id: `cs_${orgId}`, object: 'checkout.session', mode: 'subscription', client_reference_id: orgId, customer: `cus_${orgId.slice(0, 8)}`, subscription: `sub_${orgId.slice(0, 8)}`, metadata: { org_id: orgId, tier } } });
+  expect((await postWebhook(svc, cs.body, cs.signature)).statusCode).toBe(200);
+  const object = { id: `sub_${orgId.slice(0, 8)}`, object: 'subscription', customer: `cus_${orgId.slice(0, 8)}`, status: 'active', cancel_at_period_end: false, metadata: { org_id: orgId, tier }, items: { object: 'list', data: [{ id: 'si_test1', price: { id: `price_${tier}` }, current_period_start: created, current_period_end: periodEnd }] } };
+  stripe.subscriptions.set(object.id, object);
+  const up = signedEvent({ type: 'customer.subscription.updated', created: created + 1, object });
+  expect((await postWebhook(svc, up.body, up.signature)).statusCode).toBe(200);
+}
+
+describe('POST /billing/checkout', () => {
+  it('creates the customer once and a subscription checkout session with the org and tier attached', async () => {
+    const p = owner();
+    const mark = since();
+    const res = await svc.inject(p, { method: 'POST', url: '/billing/checkout', payload: { tier: 'pro', success_url: 'https://app.example.com/ok', cancel_url: 'https://app.example.com/no' } });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().data).toMatchObject({ session_id: expect.stringMatching(/^cs_test_/), url: expect.stringContaining('checkout.stripe.test'), tier: 'pro' });
+    const [customer, session] = after(mark);
+    expect(customer).toMatchObject({ method: 'POST', path: '/v1/customers' });
+    expect(customer!.form['metadata[org_id]']).toBe(p.orgId);
+    expect(customer!.headers['idempotency-key']).toBe(`aos-customer-${p.orgId}`);
+    expect(customer!.headers.authorization).toBe('Bearer sk_test_local');
+    expect(session).toMatchObject({ method: 'POST', path: '/v1/checkout/sessions' });
+    expect(session!.form).toMatchObject({
+      mode: 'subscription', customer: expect.stringMatching(/^cus_test/), client_reference_id: p.orgId,
+      'line_items[0][price]': 'price_pro', 'line_items[0][quantity]': '1',
+      'metadata[org_id]': p.orgId, 'metadata[tier]': 'pro', 'subscription_data[metadata][org_id]': p.orgId, 'subscription_data[metadata][tier]': 'pro',
+      success_url: 'https://app.example.com/ok', cancel_url: 'https://app.example.com/no',
+    });
+    const mark2 = since();
+    await svc.inject(p, { method: 'POST', url: '/billing/checkout', payload: { tier: 'teams' } });
+    expect(after(mark2).map((r) => r.path)).toEqual(['/v1/checkout/sessions']);
+    expect(after(mark2)[0]!.form['line_items[0][price]']).toBe('price_teams');
+  });
+
+  it('refuses Free and Enterprise (422), unknown tiers (400), members (403) and keys without billing:write (403)', async () => {
+    const p = owner();
+    expect((await svc.inject(p, { method: 'POST', url: '/billing/checkout', payload: { tier: 'free' } })).statusCode).toBe(422);
+    expect((await svc.inject(p, { method: 'POST', url: '/billing/checkout', payload: { tier: 'enterprise' } })).statusCode).toBe(422);
+    expect((await svc.inject(p, { method: 'POST', url: '/billing/checkout', payload: { tier: 'gold' } })).statusCode).toBe(400);
+    expect((await svc.inject(p, { method: 'POST', url: '/billing/checkout', payload: { tier: 'pro', success_url: 'not a url' } })).statusCode).toBe(400);
+    expect((await svc.inject(userPrincipal({ orgRole: 'member' }), { method: 'POST', url: '/billing/checkout', payload: { tier: 'pro' } })).statusCode).toBe(403);
+    expect((await svc.inject(apiKeyPrincipal(['billing:read'], { orgRole: 'admin' }), { method: 'POST', url: '/billing/checkout', payload: { tier: 'pro' } })).json().error.code).toBe('SCOPE_REQUIRED');
+    expect((await svc.inject(null, { method: 'POST', url: '/billing/checkout', payload: { tier: 'pro' } })).statusCode).toBe(401);
+  });
+});
+
+describe('POST /billing/portal', () => {
+  it("opens a portal session for the org's customer", async () => {
+    const p = owner();
+    const mark = since();
+    const res = await svc.inject(p, { method: 'POST', url: '/billing/portal', payload: { return_url: 'https://app.example.com/billing' } });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().data.url).toContain('billing.stripe.test');
+    const portal = after(mark).find((r) => r.path === '/v1/billing_portal/sessions')!;
+    expect(portal.form).toEqual({ customer: expect.stringMatching(/^cus_test/), return_url: 'https://app.example.com/billing' });
+  });
+});
+
+describe('POST /billing/create-payment-intent', () => {
+  it('creates a payment intent for the package with the org-scoped idempotency key; a retry returns the same intent', async () => {
+    const p = owner();
+    const mark = since();
+    const res = await svc.inject(p, { method: 'POST', url: '/billing/create-payment-intent', payload: { package_slug: 'tokens-50k', idempotency_key: 'order-1' } });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().data).toMatchObject({ payment_intent_id: expect.stringMatching(/^pi_test/), client_secret: expect.stringContaining('_secret_'), amount_cents: 4500, currency: 'usd', package_slug: 'tokens-50k', ledger: 'tokens', amount: 50_000 });
+    const pi = after(mark).find((r) => r.path === '/v1/payment_intents')!;
+    expect(pi.headers['idempotency-key']).toBe(`aos-pi-${p.orgId}-order-1`);
+    expect(pi.form).toMatchObject({
+      amount: '4500', currency: 'usd', setup_future_usage: 'off_session', 'automatic_payment_methods[enabled]': 'true',
+      'metadata[org_id]': p.orgId, 'metadata[ledger]': 'tokens', 'metadata[package_slug]': 'tokens-50k', 'metadata[amount]': '50000',
+    });
+    const again = await svc.inject(p, { method: 'POST', url: '/billing/create-payment-intent', payload: { package_slug: 'tokens-50k', idempotency_key: 'order-1' } });
+    expect(again.json().data.payment_intent_id).toBe(res.json().data.payment_intent_id);
+    // Another org using the same client key gets its own intent.
+    const other = await svc.inject(owner(), { method: 'POST', url: '/billing/create-payment-intent', payload: { package_slug: 'tokens-50k', idempotency_key: 'order-1' } });
+    expect(other.json().data.payment_intent_id).not.toBe(res.json().data.payment_intent_id);
+  });
+
+  it('validates the package and maps a Stripe rejection to 422 without leaking the response', async () => {
+    const p = owner();
+    expect((await svc.inject(p, { method: 'POST', url: '/billing/create-payment-intent', payload: { package_slug: 'nope' } })).statusCode).toBe(400);
+    expect((await svc.inject(p, { method: 'POST', url: '/billing/create-payment-intent', payload: {} })).statusCode).toBe(400);
+    expect((await svc.inject(p, { method: 'POST', url: '/billing/create-payment-intent', payload: { package_slug: 'tokens-10k', idempotency_key: 'has spaces' } })).statusCode).toBe(400);
+    stripe.failNext((r) => r.path === '/v1/payment_intents', 400, { error: { type: 'invalid_request_error', message: 'Amount must be at least 50 cents', param: 'amount' } });
+    const res = await svc.inject(p, { method: 'POST', url: '/billing/create-payment-intent', payload: { package_slug: 'credits-10' } });
+    expect(res.statusCode).toBe(422);
+    expect(res.json().error.message).toContain('Amount must be at least 50 cents');
+  });
+});
+
+describe('POST /billing/change-plan with Stripe', () => {
+  it('sends a Free org to checkout for an upgrade', async () => {
+    const res = await svc.inject(owner(), { method: 'POST', url: '/billing/change-plan', payload: { tier: 'pro' } });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().data).toMatchObject({ action: 'checkout_required', checkout: { session_id: expect.stringMatching(/^cs_test_/) }, subscription: { tier: 'free' } });
+  });
+
+  it('upgrades now (prorated) and emits billing.subscription.changed', async () => {
+    const p = owner();
+    await subscribe(p.orgId!, 'pro');
+    const mark = since();
+    const res = await svc.inject(p, { method: 'POST', url: '/billing/change-plan', payload: { tier: 'teams' } });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().data).toMatchObject({ action: 'upgraded', subscription: { tier: 'teams', pending_tier: null } });
+    const [get, update] = after(mark);
+    expect(get).toMatchObject({ method: 'GET', path: `/v1/subscriptions/sub_${p.orgId!.slice(0, 8)}` });
+    expect(update!.form).toMatchObject({ 'items[0][id]': 'si_test1', 'items[0][price]': 'price_teams', proration_behavior: 'always_invoice', 'metadata[tier]': 'teams' });
+    const changed = await outboxEvents(svc, 'billing.subscription.changed', p.orgId!);
+    expect(changed.at(-1)!.data).toMatchObject({ tier: 'teams', previousTier: 'pro', userId: p.userId });
+  });
+
+  it('schedules a downgrade for the period end, keeps the plan until then, and a same-tier request cancels it', async () => {
+    const p = owner();
+    const periodEnd = Math.floor(Date.now() / 1000) + 10 * 86400;
+    await subscribe(p.orgId!, 'teams', periodEnd);
+    const mark = since();
+    const res = await svc.inject(p, { method: 'POST', url: '/billing/change-plan', payload: { tier: 'pro' } });
+    expect(res.json().data).toMatchObject({ action: 'downgrade_scheduled', effective_at: new Date(periodEnd * 1000).toISOString(), subscription: { tier: 'teams', pending_tier: 'pro' } });
+    expect(after(mark).at(-1)!.form).toMatchObject({ 'items[0][price]': 'price_pro', proration_behavior: 'none' });
+    // Stripe echoes the new price at once: the plan still changes only at period end.
+    const echo = signedEvent({ type: 'customer.subscription.updated', object: { id: `sub_${p.orgId!.slice(0, 8)}`, object: 'subscription', customer: `cus_${p.orgId!.slice(0, 8)}`, status: 'active', cancel_at_period_end: false, metadata: { org_id: p.orgId, tier: 'pro' }, items: { object: 'list', data: [{ id: 'si_1', price: { id: 'price_pro' }, current_period_end: periodEnd }] } } });
+    await postWebhook(svc, echo.body, echo.signature);
+    const sub = (await svc.inject(p, { method: 'GET', url: '/billing/subscription' })).json().data;
+    expect(sub).toMatchObject({ tier: 'teams', pending_tier: 'pro' });
+    const cancel = await svc.inject(p, { method: 'POST', url: '/billing/change-plan', payload: { tier: 'teams' } });
+    expect(cancel.json().data).toMatchObject({ action: 'pending_change_cancelled', subscription: { tier: 'teams', pending_tier: null } });
+    expect((await svc.inject(p, { method: 'POST', url: '/billing/change-plan', payload: { tier: 'teams' } })).statusCode).toBe(409);
+  });
+
+  it('applies a due downgrade when the period has ended', async () => {
+    const p = owner();
+    await subscribe(p.orgId!, 'teams');
+    await svc.inject(p, { method: 'POST', url: '/billing/change-plan', payload: { tier: 'pro' } });
+    await svc.ctx.pool.query("UPDATE billing_subscriptions SET pending_at = now() - interval '1 minute' WHERE org_id = $1", [p.orgId]);
+    const sub = (await svc.inject(p, { method: 'GET', url: '/billing/subscription' })).json().data;
+    expect(sub).toMatchObject({ tier: 'pro', pending_tier: null });
+    expect((await outboxEvents(svc, 'billing.subscription.changed', p.orgId!)).at(-1)!.data).toMatchObject({ tier: 'pro', previousTier: 'teams' });
+  });
+
+  it('refuses a downgrade that usage does not fit (422 listing violations), cancels at period end for Free', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await subscribe(orgId, 'pro');
+    for (let i = 1; i <= 4; i++) await publish(svc, 'agents.agent.created', { agentId: i, name: `a${i}`, status: 'idle' }, { orgId });
+    await publish(svc, 'identity.member.added', { orgId, tenantId: 't', userId: 'u1', role: 'owner' }, { orgId });
+    await publish(svc, 'identity.member.added', { orgId, tenantId: 't', userId: 'u2', role: 'member' }, { orgId });
+    await waitFor(async () => (await svc.inject(p, { method: 'GET', url: '/billing/plan-summary' })).json().data.metrics.seats.used === 2, { message: 'usage counted' });
+    await waitFor(async () => (await svc.inject(p, { method: 'GET', url: '/billing/plan-summary' })).json().data.metrics.agents.used === 4, { message: 'agents counted' });
+    const check = await svc.inject(p, { method: 'POST', url: '/billing/validate-downgrade', payload: { tier: 'free' } });
+    expect(check.json().data).toMatchObject({ current_tier: 'pro', target_tier: 'free', is_downgrade: true, allowed: false });
+    expect(check.json().data.violations).toEqual([{ resource: 'agents', current: 4, limit: 3, excess: 1 }, { resource: 'seats', current: 2, limit: 1, excess: 1 }]);
+    const refused = await svc.inject(p, { method: 'POST', url: '/billing/change-plan', payload: { tier: 'free' } });
+    expect(refused.statusCode).toBe(422);
+    expect(refused.json().error.details).toHaveLength(2);
+
+    await publish(svc, 'agents.agent.deleted', { agentId: 4, name: 'a4', status: 'deleted' }, { orgId });
+    await publish(svc, 'identity.member.removed', { orgId, tenantId: 't', userId: 'u2' }, { orgId });
+    await waitFor(async () => (await svc.inject(p, { method: 'POST', url: '/billing/validate-downgrade', payload: { tier: 'free' } })).json().data.allowed, { message: 'usage fits' });
+    const mark = since();
+    const ok = await svc.inject(p, { method: 'POST', url: '/billing/change-plan', payload: { tier: 'free' } });
+    expect(ok.json().data).toMatchObject({ action: 'downgrade_scheduled', subscription: { tier: 'pro', pending_tier: 'free', cancel_at_period_end: true } });
+    expect(after(mark).at(-1)!.form).toEqual({ cancel_at_period_end: 'true' });
+  });
+});
+
+describe('webhook with the Stripe API reachable', () => {
+  it("applies the subscription's current state read from Stripe, not the event's snapshot", async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await subscribe(orgId, 'pro');
+    const id = `sub_${orgId.slice(0, 8)}`;
+    stripe.subscriptions.set(id, { ...stripe.subscriptions.get(id)!, status: 'past_due', metadata: { org_id: orgId, tier: 'teams' } });
+    const mark = since();
+    // A delayed event whose snapshot says "active, pro".
+    const late = signedEvent({ type: 'customer.subscription.updated', object: { id, object: 'subscription', customer: `cus_${orgId.slice(0, 8)}`, status: 'active', cancel_at_period_end: false, metadata: { org_id: orgId, tier: 'pro' }, items: { object: 'list', data: [] } } });
+    expect((await postWebhook(svc, late.body, late.signature)).json().data.outcome).toBe('subscription past_due');
+    expect(after(mark).map((r) => `${r.method} ${r.path}`)).toEqual([`GET /v1/subscriptions/${id}`]);
+    expect((await svc.inject(p, { method: 'GET', url: '/billing/subscription' })).json().data).toMatchObject({ tier: 'teams', status: 'past_due' });
+  });
+});
