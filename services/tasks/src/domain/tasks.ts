@@ -1,0 +1,230 @@
+import type { EventData, EventType } from '@aos/contracts';
+import type { EventMeta, Outbox } from '@aos/bus';
+import { conflict, notFound, unprocessable } from '@aos/core';
+import { isUniqueViolation, type Db, type Tx } from '@aos/db';
+import { and, eq, inArray, notInArray, sql } from 'drizzle-orm';
+import { products, taskDependencies, tasks } from '../db/schema.js';
+import type * as schema from '../db/schema.js';
+import { allowedFrom, canTransition, OPEN_STATUSES, titleKey, type TaskStatus, type TaskView } from './model.js';
+
+export type TasksTx = Tx<typeof schema>;
+/** Reads run on the database or inside a transaction alike. */
+export type TasksExec = TasksTx | Db<typeof schema>;
+export type TaskRow = typeof tasks.$inferSelect;
+
+export interface Deps {
+  outbox: Outbox;
+}
+
+export function taskView(t: TaskRow, productSlug: string | null): TaskView {
+  return {
+    id: t.id, title: t.title, description: t.description, status: t.status, priority: t.priority, type: t.type,
+    assignee: t.assignee, product: productSlug, product_id: t.productId, category: t.category, tags: t.tags,
+    estimated_minutes: t.estimatedMinutes, due_date: t.dueDate, parent_task_id: t.parentTaskId,
+    derivation_rule_id: t.derivationRuleId, resolution: t.resolution, max_duration_seconds: t.maxDurationSeconds,
+    created_by: t.createdBy, created_at: t.createdAt.toISOString(), updated_at: t.updatedAt.toISOString(),
+    completed_at: t.completedAt?.toISOString() ?? null,
+  };
+}
+
+function eventRef(t: TaskRow, productSlug: string | null) {
+  return {
+    taskId: t.id, title: t.title, status: t.status, priority: t.priority, type: t.type, assignee: t.assignee,
+    productId: t.productId, productSlug, parentTaskId: t.parentTaskId, createdBy: t.createdBy,
+  };
+}
+
+async function emit<T extends EventType>(deps: Deps, tx: TasksTx, type: T, data: EventData<T>, meta: EventMeta) {
+  await deps.outbox.enqueue(tx, type, data, meta);
+}
+
+export async function productSlugOf(tx: TasksExec, productId: number | null): Promise<string | null> {
+  if (productId === null) return null;
+  const [p] = await tx.select({ slug: products.slug }).from(products).where(eq(products.id, productId));
+  return p?.slug ?? null;
+}
+
+/** The task with this id in this org, locked for update when asked; 404 otherwise. */
+export async function getTask(tx: TasksExec, orgId: string, id: number, lock = false): Promise<TaskRow> {
+  const q = (tx as TasksTx).select().from(tasks).where(and(eq(tasks.orgId, orgId), eq(tasks.id, id)));
+  const [row] = lock ? await q.for('update') : await q;
+  if (!row) throw notFound('Task');
+  return row;
+}
+
+export async function resolveProduct(tx: TasksTx, orgId: string, ref: { slug?: string | null; id?: number | null }): Promise<{ id: number; slug: string } | null> {
+  if (ref.slug == null && ref.id == null) return null;
+  const cond = ref.slug != null ? eq(products.slug, ref.slug) : eq(products.id, ref.id!);
+  const [p] = await tx.select({ id: products.id, slug: products.slug, status: products.status }).from(products).where(and(eq(products.orgId, orgId), cond));
+  if (!p) throw unprocessable(`Unknown product ${ref.slug ?? ref.id}`, [{ field: ref.slug != null ? 'product_slug' : 'product_id' }]);
+  if (p.status === 'archived') throw unprocessable(`Product ${p.slug} is archived`);
+  return { id: p.id, slug: p.slug };
+}
+
+export interface NewTask {
+  title: string;
+  description?: string | null;
+  status?: TaskStatus;
+  priority?: string;
+  type?: string;
+  assignee?: string | null;
+  product?: { slug?: string | null; id?: number | null };
+  category?: string | null;
+  tags?: string | null;
+  estimatedMinutes?: number | null;
+  dueDate?: string | null;
+  parentTaskId?: number | null;
+  derivationRuleId?: string | null;
+  maxDurationSeconds?: number | null;
+  blockedBy?: number[];
+  createdBy: string | null;
+}
+
+/**
+ * Creates a task (409 with the existing id when an open task with the same normalised
+ * title exists in the same product/org) and its dependencies; a task with open blockers
+ * starts `blocked`. Emits `tasks.task.created`.
+ */
+export async function createTask(deps: Deps, tx: TasksTx, orgId: string, input: NewTask, meta: EventMeta): Promise<{ task: TaskRow; productSlug: string | null }> {
+  const product = await resolveProduct(tx, orgId, input.product ?? {});
+  if (input.parentTaskId != null) await getTask(tx, orgId, input.parentTaskId).catch(() => { throw unprocessable(`Unknown parent task ${input.parentTaskId}`, [{ field: 'parent_task_id' }]); });
+  const blockers = [...new Set(input.blockedBy ?? [])];
+  let openBlockers = 0;
+  if (blockers.length > 0) {
+    const found = await tx.select({ id: tasks.id, status: tasks.status }).from(tasks).where(and(eq(tasks.orgId, orgId), inArray(tasks.id, blockers)));
+    if (found.length !== blockers.length) throw unprocessable('Unknown task in blocked_by', [{ field: 'blocked_by', missing: blockers.filter((b) => !found.some((f) => f.id === b)) }]);
+    openBlockers = found.filter((f) => f.status !== 'done').length;
+  }
+  let status: TaskStatus = input.status ?? 'todo';
+  if (openBlockers > 0 && status === 'todo') status = 'blocked';
+  const key = titleKey(input.title);
+  const values = {
+    orgId, title: input.title.trim(), titleKey: key, description: input.description ?? null, status,
+    priority: input.priority ?? 'P2', type: input.type ?? 'feature', assignee: input.assignee ?? null,
+    productId: product?.id ?? null, category: input.category ?? null, tags: input.tags ?? null,
+    estimatedMinutes: input.estimatedMinutes ?? null, dueDate: input.dueDate ?? null, parentTaskId: input.parentTaskId ?? null,
+    derivationRuleId: input.derivationRuleId ?? null, maxDurationSeconds: input.maxDurationSeconds ?? null,
+    createdBy: input.createdBy, completedAt: status === 'done' ? new Date() : null,
+  };
+  let task: TaskRow;
+  try {
+    [task] = (await tx.transaction(async (sp) => sp.insert(tasks).values(values).returning())) as [TaskRow];
+  } catch (err) {
+    if (!isUniqueViolation(err)) throw err;
+    const [existing] = await tx.select({ id: tasks.id }).from(tasks).where(and(
+      eq(tasks.orgId, orgId), eq(tasks.titleKey, key), notInArray(tasks.status, ['done', 'cancelled']),
+      product ? eq(tasks.productId, product.id) : sql`${tasks.productId} IS NULL`));
+    throw conflict('An open task with this title already exists', [{ existing_id: existing?.id ?? null }]);
+  }
+  if (blockers.length > 0) {
+    await tx.insert(taskDependencies).values(blockers.map((b) => ({ orgId, taskId: task.id, blockedById: b })));
+  }
+  const ref = eventRef(task, product?.slug ?? null);
+  await emit(deps, tx, 'tasks.task.created', ref, meta);
+  if (task.status === 'done') await emit(deps, tx, 'tasks.task.completed', { ...ref, completedAt: task.completedAt!.toISOString(), resolution: task.resolution }, meta);
+  return { task, productSlug: product?.slug ?? null };
+}
+
+export type TaskChanges = Partial<Omit<NewTask, 'createdBy' | 'blockedBy' | 'parentTaskId' | 'derivationRuleId'>> & { resolution?: string | null };
+
+const FIELD_NAMES: Record<string, keyof TaskRow> = {
+  title: 'title', description: 'description', status: 'status', priority: 'priority', type: 'type', assignee: 'assignee',
+  category: 'category', tags: 'tags', estimatedMinutes: 'estimatedMinutes', dueDate: 'dueDate', resolution: 'resolution',
+  maxDurationSeconds: 'maxDurationSeconds',
+};
+
+/** Applies changes under the status machine (422 on an illegal transition) and emits the events they imply. */
+export async function updateTask(deps: Deps, tx: TasksTx, orgId: string, id: number, changes: TaskChanges, meta: EventMeta): Promise<{ task: TaskRow; productSlug: string | null }> {
+  const before = await getTask(tx, orgId, id, true);
+  const from = before.status as TaskStatus;
+  if (changes.status && !canTransition(from, changes.status)) {
+    throw unprocessable(`Cannot move a task from ${from} to ${changes.status}`, [{ from, to: changes.status, allowed: allowedFrom(from) }]);
+  }
+  const set: Partial<typeof tasks.$inferInsert> = {};
+  const changed: string[] = [];
+  for (const [field, column] of Object.entries(FIELD_NAMES)) {
+    const value = (changes as Record<string, unknown>)[field];
+    if (value === undefined || value === before[column]) continue;
+    (set as Record<string, unknown>)[column] = value;
+    changed.push(field);
+  }
+  if (changes.product !== undefined) {
+    const product = changes.product.slug === null || changes.product.id === null ? null : await resolveProduct(tx, orgId, changes.product);
+    if ((product?.id ?? null) !== before.productId) {
+      set.productId = product?.id ?? null;
+      changed.push('product');
+    }
+  }
+  if (set.title) set.titleKey = titleKey(set.title);
+  const to = (set.status ?? from) as TaskStatus;
+  if (to === 'done' && from !== 'done') set.completedAt = new Date();
+  if (changed.length === 0) return { task: before, productSlug: await productSlugOf(tx, before.productId) };
+  set.updatedAt = new Date();
+  let task: TaskRow;
+  try {
+    [task] = (await tx.transaction(async (sp) => sp.update(tasks).set(set).where(eq(tasks.id, id)).returning())) as [TaskRow];
+  } catch (err) {
+    if (isUniqueViolation(err)) throw conflict('An open task with this title already exists in this product');
+    throw err;
+  }
+  const productSlug = await productSlugOf(tx, task.productId);
+  const ref = eventRef(task, productSlug);
+  await emit(deps, tx, 'tasks.task.updated', { ...ref, changes: changed, previousStatus: from, previousAssignee: before.assignee }, meta);
+  if (to !== from && to === 'done') {
+    await emit(deps, tx, 'tasks.task.completed', { ...ref, completedAt: task.completedAt!.toISOString(), resolution: task.resolution }, meta);
+  }
+  if (to !== from && to === 'cancelled') {
+    await emit(deps, tx, 'tasks.task.cancelled', { ...ref, reason: changes.resolution ?? null }, meta);
+  }
+  return { task, productSlug };
+}
+
+/** Cancels every open task matching `where` (used by cascades); returns how many. */
+export async function cancelOpen(deps: Deps, tx: TasksTx, orgId: string, where: ReturnType<typeof and>, reason: string, meta: EventMeta): Promise<number> {
+  const rows = await tx.update(tasks)
+    .set({ status: 'cancelled', resolution: reason, updatedAt: new Date() })
+    .where(and(eq(tasks.orgId, orgId), inArray(tasks.status, [...OPEN_STATUSES]), where))
+    .returning();
+  for (const t of rows) {
+    const ref = eventRef(t, await productSlugOf(tx, t.productId));
+    await emit(deps, tx, 'tasks.task.cancelled', { ...ref, reason }, meta);
+  }
+  return rows.length;
+}
+
+export async function dependencyRefs(tx: TasksExec, orgId: string, id: number) {
+  const blockedBy = await tx.select({ id: tasks.id, title: tasks.title, status: tasks.status }).from(taskDependencies)
+    .innerJoin(tasks, eq(tasks.id, taskDependencies.blockedById))
+    .where(and(eq(taskDependencies.orgId, orgId), eq(taskDependencies.taskId, id))).orderBy(tasks.id);
+  const blocks = await tx.select({ id: tasks.id, title: tasks.title, status: tasks.status }).from(taskDependencies)
+    .innerJoin(tasks, eq(tasks.id, taskDependencies.taskId))
+    .where(and(eq(taskDependencies.orgId, orgId), eq(taskDependencies.blockedById, id))).orderBy(tasks.id);
+  return { blocked_by: blockedBy, blocks };
+}
+
+/** Adds `blockerId` as a blocker of `taskId`; refuses cycles. A todo task with an open blocker becomes blocked. */
+export async function addDependency(deps: Deps, tx: TasksTx, orgId: string, taskId: number, blockerId: number, meta: EventMeta) {
+  const task = await getTask(tx, orgId, taskId, true);
+  if (taskId === blockerId) throw unprocessable('A task cannot block itself');
+  const blocker = await getTask(tx, orgId, blockerId).catch(() => { throw unprocessable(`Unknown task ${blockerId}`, [{ field: 'blocked_by' }]); });
+  const { rows } = await tx.execute<{ id: number }>(sql`
+    WITH RECURSIVE upstream(id) AS (
+      SELECT blocked_by_id FROM task_dependencies WHERE task_id = ${blockerId}
+      UNION SELECT d.blocked_by_id FROM task_dependencies d JOIN upstream u ON d.task_id = u.id
+    ) SELECT id FROM upstream WHERE id = ${taskId} LIMIT 1`);
+  if (rows.length > 0) throw unprocessable('This dependency would create a cycle');
+  await tx.insert(taskDependencies).values({ orgId, taskId, blockedById: blockerId }).onConflictDoNothing();
+  if (task.status === 'todo' && blocker.status !== 'done') await updateTask(deps, tx, orgId, taskId, { status: 'blocked' }, meta);
+}
+
+/** Dependents of a completed task whose blockers are now all done move blocked → todo. */
+export async function unblockDependents(deps: Deps, tx: TasksTx, orgId: string, completedId: number, meta: EventMeta): Promise<number[]> {
+  const { rows } = await tx.execute<{ id: number }>(sql`
+    SELECT t.id FROM tasks t JOIN task_dependencies d ON d.task_id = t.id
+     WHERE d.blocked_by_id = ${completedId} AND t.org_id = ${orgId} AND t.status = 'blocked'
+       AND NOT EXISTS (SELECT 1 FROM task_dependencies d2 JOIN tasks b ON b.id = d2.blocked_by_id
+                        WHERE d2.task_id = t.id AND b.status <> 'done')
+     ORDER BY t.id FOR UPDATE OF t`);
+  for (const { id } of rows) await updateTask(deps, tx, orgId, id, { status: 'todo' }, meta);
+  return rows.map((r) => r.id);
+}

@@ -1,0 +1,78 @@
+import { defineHandler, systemMeta } from '@aos/bus';
+import { and, eq } from 'drizzle-orm';
+import { changelog, tasks } from '../db/schema.js';
+import type * as schema from '../db/schema.js';
+import { cancelOpen, createTask, unblockDependents } from '../domain/tasks.js';
+import type { Ctx } from '../service.js';
+
+type S = typeof schema;
+
+/** The cascades of the tasks service, each a durable consumer (effects exactly once per event). */
+export const handlers = (ctx: Ctx) => [
+  defineHandler<'tasks.task.completed', S>({
+    name: 'changelog',
+    events: ['tasks.task.completed'],
+    async handle(event, tx) {
+      const d = event.data;
+      if (!event.orgId) return;
+      await tx.insert(changelog).values({
+        orgId: event.orgId, taskId: d.taskId, eventId: event.id, title: d.title, agent: d.assignee, productSlug: d.productSlug,
+        area: d.type, summary: d.resolution ? `${d.title}: ${d.resolution}` : d.title, completedAt: new Date(d.completedAt),
+      }).onConflictDoNothing();
+    },
+  }),
+
+  defineHandler<'tasks.task.completed', S>({
+    name: 'unblock-dependents',
+    events: ['tasks.task.completed'],
+    async handle(event, tx) {
+      if (!event.orgId) return;
+      await unblockDependents(ctx, tx, event.orgId, event.data.taskId, systemMeta(event.tenantId, event.orgId));
+    },
+  }),
+
+  defineHandler<'tasks.task.cancelled', S>({
+    name: 'cancel-derived-children',
+    events: ['tasks.task.cancelled'],
+    async handle(event, tx) {
+      if (!event.orgId) return;
+      await cancelOpen(ctx, tx, event.orgId, eq(tasks.parentTaskId, event.data.taskId), `parent task ${event.data.taskId} cancelled`, systemMeta(event.tenantId, event.orgId));
+    },
+  }),
+
+  defineHandler<'tasks.product.status_changed', S>({
+    name: 'archive-product-tasks',
+    events: ['tasks.product.status_changed'],
+    async handle(event, tx) {
+      if (!event.orgId || event.data.to !== 'archived') return;
+      await cancelOpen(ctx, tx, event.orgId, eq(tasks.productId, event.data.productId), `product ${event.data.slug} archived`, systemMeta(event.tenantId, event.orgId));
+    },
+  }),
+
+  defineHandler<'agents.task.derivation_requested', S>({
+    name: 'derive-task',
+    events: ['agents.task.derivation_requested'],
+    async handle(event, tx, { log }) {
+      const d = event.data;
+      if (!event.orgId) return;
+      const [parent] = await tx.select().from(tasks).where(and(eq(tasks.orgId, event.orgId), eq(tasks.id, d.parentTaskId)));
+      if (!parent) {
+        log.info({ parentTaskId: d.parentTaskId }, 'derivation skipped: parent task not found');
+        return;
+      }
+      const [existing] = await tx.select({ id: tasks.id }).from(tasks).where(and(eq(tasks.parentTaskId, d.parentTaskId), eq(tasks.derivationRuleId, d.ruleId)));
+      if (existing) return;
+      const priorities = ['P0', 'P1', 'P2', 'P3'];
+      const types = ['feature', 'bug', 'research', 'ops', 'infra', 'content', 'other'];
+      await createTask(ctx, tx, event.orgId, {
+        title: d.title, description: d.description, priority: priorities.includes(d.priority) ? d.priority : parent.priority,
+        type: types.includes(d.type) ? d.type : parent.type, assignee: d.assignee, product: { id: parent.productId },
+        parentTaskId: parent.id, derivationRuleId: d.ruleId, createdBy: `agent:${d.agentName}`,
+      }, { tenantId: event.tenantId, orgId: event.orgId, actor: { type: 'agent', id: d.agentName } }).catch((err: unknown) => {
+        // An open task with the same title already exists in the product: nothing to derive.
+        if ((err as { code?: string }).code === 'CONFLICT') return;
+        throw err;
+      });
+    },
+  }),
+];

@@ -1,0 +1,128 @@
+import { Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
+import { Type } from '@sinclair/typebox';
+import { and, desc, eq, gte, sql, type SQL } from 'drizzle-orm';
+import { changelog } from '../db/schema.js';
+import type { Ctx } from '../service.js';
+
+const EntrySchema = Type.Object({
+  id: Type.Integer(), task_id: Type.Integer(), title: Type.String(), agent: Type.Union([Type.String(), Type.Null()]),
+  product: Type.Union([Type.String(), Type.Null()]), area: Type.String(), summary: Type.String(), completed_at: Type.String(),
+});
+
+type Entry = typeof changelog.$inferSelect;
+const view = (e: Entry) => ({
+  id: e.id, task_id: e.taskId, title: e.title, agent: e.agent, product: e.productSlug, area: e.area, summary: e.summary,
+  completed_at: e.completedAt.toISOString(),
+});
+
+/** Characters XML 1.0 forbids (control characters other than tab, LF, CR; lone surrogates; U+FFFE/FFFF). */
+// eslint-disable-next-line no-control-regex
+const XML_INVALID = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+export function xmlEscape(value: string): string {
+  return value.replace(XML_INVALID, '').replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;').replace(/'/g, '&apos;');
+}
+
+const Filters = {
+  agent: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  product: Type.Optional(Type.String({ minLength: 1, maxLength: 80 })),
+};
+
+function where(orgId: string, q: { agent?: string; product?: string; task_id?: number }): SQL {
+  const parts: SQL[] = [eq(changelog.orgId, orgId)];
+  if (q.agent) parts.push(eq(changelog.agent, q.agent));
+  if (q.product) parts.push(eq(changelog.productSlug, q.product));
+  if (q.task_id) parts.push(eq(changelog.taskId, q.task_id));
+  return and(...parts)!;
+}
+
+export async function changelogRoutes(app: App, ctx: Ctx) {
+  app.get('/changelog', {
+    config: { scope: 'tasks:read' },
+    schema: {
+      tags: ['Changelog'], summary: 'Changelog entries of completed tasks, newest first',
+      querystring: Type.Object({ ...PaginationQuery, ...Filters, task_id: Type.Optional(Type.Integer({ minimum: 1, maximum: 2_147_483_647 })) }),
+      response: { 200: ListEnvelope(EntrySchema) },
+    },
+  }, async (request) => {
+    const p = page(request.query);
+    const cond = where(orgOf(request), request.query);
+    const [rows, total] = await Promise.all([
+      ctx.db.select().from(changelog).where(cond).orderBy(desc(changelog.completedAt), desc(changelog.id)).limit(p.limit).offset(p.offset),
+      ctx.db.select({ n: sql<number>`count(*)::int` }).from(changelog).where(cond).then((r) => r[0]?.n ?? 0),
+    ]);
+    return list(rows.map(view), total, p);
+  });
+
+  app.get('/changelog/summary', {
+    config: { scope: 'tasks:read' },
+    schema: {
+      tags: ['Changelog'], summary: 'Changelog grouped by day, then product and area, as readable lines',
+      querystring: Type.Object({ ...Filters, days: Type.Optional(Type.Integer({ minimum: 1, maximum: 365, default: 7 })) }),
+      response: {
+        200: Envelope(Type.Object({
+          days: Type.Integer(), total: Type.Integer(),
+          dates: Type.Array(Type.Object({
+            date: Type.String(), count: Type.Integer(),
+            groups: Type.Array(Type.Object({ product: Type.Union([Type.String(), Type.Null()]), area: Type.String(), count: Type.Integer(), lines: Type.Array(Type.String()) })),
+          })),
+        })),
+      },
+    },
+  }, async (request) => {
+    const days = request.query.days ?? 7;
+    const since = new Date(Date.now() - days * 86_400_000);
+    const rows = await ctx.db.select().from(changelog)
+      .where(and(where(orgOf(request), request.query), gte(changelog.completedAt, since)))
+      .orderBy(desc(changelog.completedAt), desc(changelog.id)).limit(5_000);
+    const byDate = new Map<string, Map<string, { product: string | null; area: string; lines: string[] }>>();
+    for (const e of rows) {
+      const date = e.completedAt.toISOString().slice(0, 10);
+      const groups = byDate.get(date) ?? new Map();
+      byDate.set(date, groups);
+      const key = `${e.productSlug ?? ''}\u0000${e.area}`;
+      const g = groups.get(key) ?? { product: e.productSlug, area: e.area, lines: [] };
+      groups.set(key, g);
+      g.lines.push(`${e.summary}${e.agent ? ` (${e.agent})` : ''}`);
+    }
+    const dates = [...byDate.entries()].map(([date, groups]) => {
+      const list = [...groups.values()].map((g) => ({ ...g, count: g.lines.length }))
+        .sort((a, b) => (a.product ?? '').localeCompare(b.product ?? '') || a.area.localeCompare(b.area));
+      return { date, count: list.reduce((n, g) => n + g.count, 0), groups: list };
+    });
+    return ok({ days, total: rows.length, dates });
+  });
+
+  app.get('/changelog/feed', {
+    config: { scope: 'tasks:read' },
+    schema: { tags: ['Changelog'], summary: 'RSS 2.0 feed of the changelog', querystring: Type.Object({ ...Filters, limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })) }) },
+  }, async (request, reply) => {
+    const rows = await ctx.db.select().from(changelog).where(where(orgOf(request), request.query))
+      .orderBy(desc(changelog.completedAt), desc(changelog.id)).limit(request.query.limit ?? 50);
+    const title = ['AOS changelog', request.query.product, request.query.agent].filter(Boolean).join(' — ');
+    const items = rows.map((e) => [
+      '    <item>',
+      `      <title>${xmlEscape(e.title)}</title>`,
+      `      <description>${xmlEscape(e.agent ? `${e.summary} — ${e.agent}` : e.summary)}</description>`,
+      `      <guid isPermaLink="false">aos-changelog-${e.id}</guid>`,
+      `      <pubDate>${e.completedAt.toUTCString()}</pubDate>`,
+      `      <category>${xmlEscape(e.area)}</category>`,
+      '    </item>',
+    ].join('\n'));
+    const xml = [
+      '<?xml version="1.0" encoding="UTF-8"?>',
+      '<rss version="2.0">',
+      '  <channel>',
+      `    <title>${xmlEscape(title)}</title>`,
+      '    <link>https://aos.local/changelog</link>',
+      `    <description>${xmlEscape('Completed tasks')}</description>`,
+      `    <lastBuildDate>${(rows[0]?.completedAt ?? new Date(0)).toUTCString()}</lastBuildDate>`,
+      ...items,
+      '  </channel>',
+      '</rss>',
+      '',
+    ].join('\n');
+    return reply.type('application/rss+xml; charset=utf-8').send(xml);
+  });
+}
