@@ -1,5 +1,12 @@
 import type { App } from '@aos/http';
+import { activityRoutes } from './routes/activity.js';
+import { notificationRoutes } from './routes/notifications.js';
+import { webhookRoutes } from './routes/webhooks.js';
 import type { Ctx } from './service.js';
 
 /** Registers this service's routes; each module under routes/ owns one resource. */
-export async function routes(_app: App, _ctx: Ctx): Promise<void> {}
+export async function routes(app: App, ctx: Ctx): Promise<void> {
+  await notificationRoutes(app, ctx);
+  await activityRoutes(app, ctx);
+  await webhookRoutes(app, ctx);
+}
