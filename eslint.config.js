@@ -16,7 +16,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['infra/scripts/**', 'test/bench/**'],
+    files: ['infra/scripts/**', 'test/bench/**', 'test/heavy/**'],
     rules: { 'no-console': 'off' },
   },
 );
