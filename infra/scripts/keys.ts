@@ -3,7 +3,7 @@
  * `identity` signs user access tokens. Created once under `dir`, reused after.
  * CLI: `node --import tsx infra/scripts/keys.ts <dir>`.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -14,6 +14,20 @@ export interface DevKeys {
   internalPublicJwk: string;
   identityPrivateJwk: string;
   identityPublicJwk: string;
+  /** Random secrets: the API-key hash pepper and the credentials encryption key (base64, 32 bytes). */
+  apiKeyPepper: string;
+  credentialsKey: string;
+}
+
+async function ensureSecret(dir: string, name: string): Promise<string> {
+  const path = join(dir, name);
+  try {
+    return (await readFile(path, 'utf8')).trim();
+  } catch {
+    const value = randomBytes(32).toString('base64');
+    await writeFile(path, value, { mode: 0o600 });
+    return value;
+  }
 }
 
 async function ensurePair(dir: string, name: string): Promise<[string, string]> {
@@ -37,7 +51,9 @@ export async function ensureDevKeys(dir: string): Promise<DevKeys> {
   await chmod(dir, 0o700);
   const [internalPrivateJwk, internalPublicJwk] = await ensurePair(dir, 'internal');
   const [identityPrivateJwk, identityPublicJwk] = await ensurePair(dir, 'identity');
-  return { internalPrivateJwk, internalPublicJwk, identityPrivateJwk, identityPublicJwk };
+  const apiKeyPepper = await ensureSecret(dir, 'api-key-pepper');
+  const credentialsKey = await ensureSecret(dir, 'credentials-key');
+  return { internalPrivateJwk, internalPublicJwk, identityPrivateJwk, identityPublicJwk, apiKeyPepper, credentialsKey };
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
@@ -47,5 +63,5 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     process.exit(2);
   }
   await ensureDevKeys(dir);
-  console.log(`keys in ${dir}: internal.{private,public}.jwk.json, identity.{private,public}.jwk.json`);
+  console.log(`keys in ${dir}: internal.{private,public}.jwk.json, identity.{private,public}.jwk.json, api-key-pepper, credentials-key`);
 }

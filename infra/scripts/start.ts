@@ -49,7 +49,7 @@ const { result } = concurrently([
       ...common,
       PORT: String(Services[name].port),
       DATABASE_URL: `${pgBase}/${Services[name].database}`,
-      ...(name === 'identity' ? { IDENTITY_JWT_PRIVATE_JWK: keys.identityPrivateJwk } : {}),
+      ...(name === 'identity' ? { IDENTITY_JWT_PRIVATE_JWK: keys.identityPrivateJwk, API_KEY_PEPPER: keys.apiKeyPepper, CREDENTIALS_KEY: keys.credentialsKey, ADMIN_EMAILS: env.ADMIN_EMAILS ?? '' } : {}),
       ...(name === 'backups' ? { BACKUP_DIR: env.BACKUP_DIR ?? `${root}.aos/backups` } : {}),
     },
   })),

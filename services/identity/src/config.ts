@@ -1,4 +1,27 @@
-import type { TProperties } from '@sinclair/typebox';
+import { Env } from '@aos/core';
+import { Type, type TProperties } from '@sinclair/typebox';
 
 /** Settings of this service beyond the base ones every service reads (see @aos/runtime). */
-export const config = {} satisfies TProperties;
+export const config = {
+  /** Ed25519 private JWK (JSON, with `kid`) signing access tokens. */
+  IDENTITY_JWT_PRIVATE_JWK: Type.String({ minLength: 1 }),
+  /** JSON array of previous public JWKs still published in the JWKS during a key rotation. */
+  IDENTITY_JWT_PREVIOUS_PUBLIC_JWKS: Type.String({ default: '[]' }),
+  /** Secret mixed into API-key hashes (HMAC-SHA256); a database leak alone cannot verify keys. */
+  API_KEY_PEPPER: Type.String({ minLength: 16 }),
+  /** base64 of 32 bytes: AES-256-GCM key for stored credentials. Unset: credential routes answer 503. */
+  CREDENTIALS_KEY: Type.Optional(Type.String({ minLength: 40 })),
+  CREDENTIALS_KEY_ID: Type.String({ default: 'k1', pattern: '^[A-Za-z0-9_-]{1,32}$' }),
+  /** Comma-separated e-mails that get the platform admin role at registration. */
+  ADMIN_EMAILS: Env.list(''),
+  /** Public base URL for links in e-mails (reset, invites). */
+  APP_URL: Env.httpUrl('http://127.0.0.1:3001'),
+  COOKIE_SECURE: Env.bool(false),
+  REFRESH_TOKEN_TTL_DAYS: Env.int(30, { minimum: 1, maximum: 365 }),
+  INVITE_TTL_HOURS: Env.int(72, { minimum: 1, maximum: 24 * 30 }),
+  /** log2 of the scrypt cost (memory ≈ 128 · 2^N · 8 bytes: 15 → 32 MiB). */
+  PASSWORD_SCRYPT_LOG_N: Env.int(15, { minimum: 10, maximum: 20 }),
+  LOGIN_MAX_FAILURES_PER_ACCOUNT: Env.int(5, { minimum: 1, maximum: 1_000 }),
+  LOGIN_MAX_FAILURES_PER_IP: Env.int(30, { minimum: 1, maximum: 100_000 }),
+  LOGIN_FAILURE_WINDOW_MINUTES: Env.int(15, { minimum: 1, maximum: 1_440 }),
+} satisfies TProperties;
