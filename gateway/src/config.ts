@@ -19,6 +19,18 @@ export const configSchema = Type.Object({
   /** Time a service has to answer before the gateway replies 504 UPSTREAM_TIMEOUT. */
   UPSTREAM_TIMEOUT_MS: Env.int(30_000, { minimum: 100, maximum: 600_000 }),
   BODY_LIMIT_BYTES: Env.int(1024 * 1024, { minimum: 1024 }),
+  BUS_SUBJECT_ROOT: Type.String({ default: 'aos', pattern: '^[A-Za-z0-9_-]+$' }),
+  BUS_STREAM: Type.String({ default: 'AOS_EVENTS', pattern: '^[A-Za-z0-9_-]+$' }),
+  /** Key prefix of the gateway's Redis keys (rate limits, caches). */
+  REDIS_PREFIX: Type.String({ default: 'aos:gw', pattern: '^[A-Za-z0-9_:-]+$' }),
+  RATE_LIMIT_ENTERPRISE_PER_MINUTE: Env.int(10_000, { minimum: 1 }),
+  RATE_LIMIT_ENTERPRISE_PER_HOUR: Env.int(500_000, { minimum: 1 }),
+  /** Per client IP, on /auth/login, /auth/register and /auth/forgot-password. */
+  AUTH_RATE_LIMIT_PER_MINUTE: Env.int(20, { minimum: 1 }),
+  /** Comma-separated browser origins allowed by CORS (credentials included). */
+  CORS_ORIGINS: Env.list(''),
+  /** How long a verified API key or org membership is cached (events evict earlier). */
+  AUTH_CACHE_SECONDS: Env.int(300, { minimum: 1, maximum: 3_600 }),
   /** `/ready` answers 200 only when every service is ready (what `pnpm start` waits for). */
   READY_REQUIRES_SERVICES: Env.bool(true),
 } satisfies TProperties);

@@ -8,6 +8,9 @@ import { serviceUrl, type GatewayConfig } from '../config.js';
 /** Resolves the caller of a request; the platform default treats everyone as anonymous. */
 export type Authenticate = (request: FastifyRequest) => Promise<Principal>;
 
+/** Runs before forwarding: decides the principal (and may refuse: 401/429). */
+export type Admit = (request: FastifyRequest, reply: FastifyReply, path: string) => Promise<Principal>;
+
 const API_PREFIXES = ['/api/v1', '/api'];
 
 /** `/api/v1/tasks?x=1` → `/tasks?x=1` (the public API lives under `/api/v1/public/*` and keeps `/v1`). */
@@ -27,7 +30,7 @@ export function stripApiPrefix(url: string): string | null {
  * request carries a freshly signed internal token for the caller and the trace context;
  * a token a client sent itself is dropped.
  */
-export async function proxyRoutes(app: App, config: GatewayConfig, privateKey: Key, authenticate: Authenticate): Promise<void> {
+export async function proxyRoutes(app: App, config: GatewayConfig, privateKey: Key, admit: Admit): Promise<void> {
   await app.register(replyFrom, {
     undici: { connections: 128, pipelining: 1, headersTimeout: config.UPSTREAM_TIMEOUT_MS, bodyTimeout: config.UPSTREAM_TIMEOUT_MS, connectTimeout: 2_000 },
     disableRequestLogging: true,
@@ -43,7 +46,7 @@ export async function proxyRoutes(app: App, config: GatewayConfig, privateKey: K
     if (!path || !service) {
       return reply.status(404).send({ error: { code: 'NOT_FOUND', message: `Route ${request.method} ${request.url.split('?')[0]} not found` } });
     }
-    const principal = await authenticate(request);
+    const principal = await admit(request, reply, path.split('?')[0]!);
     const token = await signInternalToken(privateKey, principal);
     const trace = currentTraceCarrier();
     // Given explicitly: reply-from would JSON.stringify a Buffer body sent as application/json.
@@ -77,4 +80,4 @@ export async function proxyRoutes(app: App, config: GatewayConfig, privateKey: K
   }
 }
 
-export const anonymous: Authenticate = async () => ANONYMOUS;
+export const anonymous: Admit = async () => ANONYMOUS;

@@ -101,7 +101,8 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<App> {
 
   app.addHook('preHandler', async (request) => {
     const cfg = request.routeOptions.config;
-    if (!cfg || cfg.auth === 'none' || request.is404) return;
+    // Without an internal key this is the gateway: it authenticates and forwards, services authorise.
+    if (!opts.internalKey || !cfg || cfg.auth === 'none' || request.is404) return;
     const p = request.principal;
     if (cfg.auth !== 'public' && p.kind === 'anonymous') throw unauthorized();
     if (cfg.scope && p.kind === 'api_key' && !hasScope(p.scopes, cfg.scope)) {

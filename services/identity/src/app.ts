@@ -2,6 +2,9 @@ import type { App } from '@aos/http';
 import { createSigner } from './domain/tokens.js';
 import { apiKeyRoutes } from './routes/api-keys.js';
 import { authRoutes } from './routes/auth.js';
+import { credentialRoutes } from './routes/credentials.js';
+import { teamRoutes } from './routes/teams.js';
+import { userRoutes } from './routes/users.js';
 import { internalRoutes } from './routes/internal.js';
 import { organizationRoutes } from './routes/organizations.js';
 import type { Ctx } from './service.js';
@@ -15,4 +18,7 @@ export async function routes(app: App, ctx: Ctx): Promise<void> {
   await internalRoutes(app, ctx, signer);
   await organizationRoutes(app, ctx);
   await apiKeyRoutes(app, ctx);
+  await userRoutes(app, ctx);
+  await teamRoutes(app, ctx);
+  await credentialRoutes(app, ctx);
 }

@@ -1,0 +1,125 @@
+import { ACCESS_TOKEN, ANONYMOUS, API_KEY_PREFIX, INTERNAL_TOKEN_HEADER, ORG_HEADER, type OrgRole, type Principal } from '@aos/contracts';
+import { AppError, unauthorized, type Logger } from '@aos/core';
+import { signInternalToken, type Key } from '@aos/http';
+import type { FastifyRequest } from 'fastify';
+import type { Redis } from 'ioredis';
+import { createRemoteJWKSet, jwtVerify } from 'jose';
+import { createHash } from 'node:crypto';
+import type { GatewayConfig } from '../config.js';
+
+const GATEWAY: Principal = { ...ANONYMOUS, kind: 'service', service: 'gateway' };
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export interface CachedKey { api_key_id: string; org_id: string; tenant_id: string; user_id: string | null; scopes: string[]; expires_at: string | null }
+
+/** Redis keys of the gateway's caches; `keys.*` are shared with the event consumer that evicts them. */
+export const cacheKeys = (prefix: string) => ({
+  apiKey: (sha: string) => `${prefix}:key:${sha}`,
+  apiKeyIndex: (id: string) => `${prefix}:keyidx:${id}`,
+  member: (userId: string, orgId: string) => `${prefix}:member:${userId}:${orgId}`,
+  revokedJti: (jti: string) => `${prefix}:revoked:${jti}`,
+  notBefore: (userId: string) => `${prefix}:nbf:${userId}`,
+  tier: (orgId: string) => `${prefix}:tier:${orgId}`,
+});
+
+/**
+ * Resolves the caller: Bearer JWT or the `assimetria_jwt` cookie (verified against
+ * identity's JWKS), or `Bearer osk_live_…` API keys (verified by identity, cached by hash).
+ * No credentials → anonymous; bad credentials → 401.
+ */
+export function createAuthenticator(config: GatewayConfig, redis: Redis, privateKey: Key, log: Logger) {
+  const jwks = createRemoteJWKSet(new URL(ACCESS_TOKEN.jwksPath, config.IDENTITY_URL), { cooldownDuration: 30_000, timeoutDuration: 3_000 });
+  const keys = cacheKeys(config.REDIS_PREFIX);
+  const ttl = config.AUTH_CACHE_SECONDS;
+
+  async function identity<T>(path: string, body: unknown): Promise<{ status: number; data?: T }> {
+    const res = await fetch(new URL(path, config.IDENTITY_URL), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', [INTERNAL_TOKEN_HEADER]: await signInternalToken(privateKey, GATEWAY) },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(5_000),
+    }).catch((err: Error) => {
+      log.warn({ err: err.message }, 'identity unreachable');
+      throw new AppError('SERVICE_UNAVAILABLE', 'Authentication is unavailable right now');
+    });
+    if (res.status >= 500) throw new AppError('SERVICE_UNAVAILABLE', 'Authentication is unavailable right now');
+    const json = (await res.json().catch(() => ({}))) as { data?: T };
+    return { status: res.status, data: json.data };
+  }
+
+  async function apiKey(raw: string): Promise<Principal> {
+    const sha = createHash('sha256').update(raw).digest('hex');
+    let entry: CachedKey;
+    const cached = await redis.get(keys.apiKey(sha));
+    if (cached) entry = JSON.parse(cached) as CachedKey;
+    else {
+      const res = await identity<CachedKey>('/internal/api-keys/verify', { key: raw });
+      if (res.status !== 200 || !res.data) throw unauthorized('Invalid API key');
+      entry = res.data;
+      const seconds = entry.expires_at ? Math.min(ttl, Math.floor((Date.parse(entry.expires_at) - Date.now()) / 1000)) : ttl;
+      if (seconds > 0) {
+        await redis.multi().set(keys.apiKey(sha), JSON.stringify(entry), 'EX', seconds)
+          .sadd(keys.apiKeyIndex(entry.api_key_id), sha).expire(keys.apiKeyIndex(entry.api_key_id), ttl * 2).exec();
+      }
+    }
+    if (entry.expires_at && Date.parse(entry.expires_at) <= Date.now()) throw unauthorized('API key expired');
+    return {
+      kind: 'api_key', userId: entry.user_id, apiKeyId: entry.api_key_id, tenantId: entry.tenant_id, orgId: entry.org_id,
+      orgRole: null, platformRoles: [], scopes: entry.scopes, tier: (await redis.get(keys.tier(entry.org_id))) ?? 'free',
+    };
+  }
+
+  async function jwt(token: string, orgHeader: string | undefined): Promise<Principal> {
+    let payload;
+    try {
+      ({ payload } = await jwtVerify(token, jwks, {
+        algorithms: ['EdDSA'], issuer: ACCESS_TOKEN.issuer, audience: ACCESS_TOKEN.audience, typ: ACCESS_TOKEN.type,
+        requiredClaims: ['exp', 'jti', 'sub', 'iat'],
+      }));
+    } catch (err) {
+      if ((err as { code?: string }).code === 'ERR_JWKS_TIMEOUT') throw new AppError('SERVICE_UNAVAILABLE', 'Authentication is unavailable right now');
+      throw unauthorized('Invalid or expired token');
+    }
+    const userId = payload.sub!;
+    const [revoked, notBefore] = await redis.mget(keys.revokedJti(payload.jti!), keys.notBefore(userId));
+    if (revoked || (notBefore && payload.iat! * 1000 < Number(notBefore))) throw unauthorized('Token revoked');
+    const claims = payload as { tid?: string; org?: string; org_role?: string; roles?: string[] };
+    let orgId = claims.org ?? null;
+    let orgRole = (claims.org_role ?? null) as OrgRole | null;
+    let tenantId = claims.tid ?? null;
+    let platformRoles = Array.isArray(claims.roles) ? claims.roles : [];
+    if (orgHeader && orgHeader !== orgId) {
+      if (!UUID.test(orgHeader)) throw new AppError('VALIDATION_ERROR', `${ORG_HEADER} must be an organization id`);
+      const cacheKey = keys.member(userId, orgHeader);
+      let member = await redis.get(cacheKey).then((v) => (v ? JSON.parse(v) as { org_role: string; tenant_id: string; platform_roles: string[] } : null));
+      if (!member) {
+        const res = await identity<{ org_role: string; tenant_id: string; platform_roles: string[] }>('/internal/memberships/resolve', { user_id: userId, org_id: orgHeader });
+        if (res.status !== 200 || !res.data) throw new AppError('FORBIDDEN', 'You are not a member of this organization');
+        member = res.data;
+        await redis.set(cacheKey, JSON.stringify(member), 'EX', ttl);
+      }
+      orgId = orgHeader;
+      orgRole = member.org_role as OrgRole;
+      tenantId = member.tenant_id;
+      platformRoles = member.platform_roles;
+    }
+    return {
+      kind: 'user', userId, apiKeyId: null, tenantId, orgId, orgRole, platformRoles, scopes: ['*'],
+      tier: orgId ? (await redis.get(keys.tier(orgId))) ?? 'free' : 'free',
+    };
+  }
+
+  return async function authenticate(request: FastifyRequest): Promise<Principal> {
+    const header = request.headers.authorization;
+    const orgHeader = typeof request.headers[ORG_HEADER] === 'string' ? (request.headers[ORG_HEADER] as string) : undefined;
+    if (header) {
+      const [scheme, value] = header.split(' ', 2);
+      if (scheme?.toLowerCase() !== 'bearer' || !value) throw unauthorized('Authorization must be "Bearer <token>"');
+      return value.startsWith(API_KEY_PREFIX) ? apiKey(value.trim()) : jwt(value.trim(), orgHeader);
+    }
+    const cookie = request.headers.cookie?.split(';').map((c) => c.trim()).find((c) => c.startsWith(`${ACCESS_TOKEN.cookie}=`));
+    const token = cookie?.slice(ACCESS_TOKEN.cookie.length + 1);
+    if (token) return jwt(decodeURIComponent(token), orgHeader);
+    return ANONYMOUS;
+  };
+}

@@ -1,0 +1,72 @@
+import type { Principal } from '@aos/contracts';
+import type { Redis } from 'ioredis';
+import type { GatewayConfig } from '../config.js';
+
+/** Requests per minute / hour by tier (reference/assimetria-os-api-overview.txt). */
+export function tierLimits(config: GatewayConfig): Record<string, { minute: number; hour: number }> {
+  return {
+    free: { minute: 100, hour: 1_000 },
+    pro: { minute: 600, hour: 10_000 },
+    teams: { minute: 2_000, hour: 50_000 },
+    enterprise: { minute: config.RATE_LIMIT_ENTERPRISE_PER_MINUTE, hour: config.RATE_LIMIT_ENTERPRISE_PER_HOUR },
+  };
+}
+
+/**
+ * Fixed windows for the minute and the hour, counted atomically in one script: both
+ * counters move together, and a request refused by either window is not counted at all.
+ * Returns [minute count, hour count, allowed (1/0)].
+ */
+const SCRIPT = `
+local m = tonumber(redis.call('GET', KEYS[1]) or '0')
+local h = tonumber(redis.call('GET', KEYS[2]) or '0')
+if m >= tonumber(ARGV[1]) or h >= tonumber(ARGV[2]) then return {m, h, 0} end
+m = redis.call('INCR', KEYS[1])
+if m == 1 then redis.call('EXPIRE', KEYS[1], 61) end
+h = redis.call('INCR', KEYS[2])
+if h == 1 then redis.call('EXPIRE', KEYS[2], 3601) end
+return {m, h, 1}
+`;
+
+export interface Decision {
+  allowed: boolean;
+  limit: number;
+  remaining: number;
+  /** Unix seconds when the minute window resets. */
+  reset: number;
+  retryAfter: number;
+}
+
+export class RateLimiter {
+  constructor(private readonly redis: Redis, private readonly prefix: string, private readonly config: GatewayConfig) {}
+
+  subject(principal: Principal, ip: string): { id: string; tier: string } {
+    if (principal.kind === 'api_key') return { id: `key:${principal.apiKeyId}`, tier: principal.tier ?? 'free' };
+    if (principal.userId) return { id: `user:${principal.userId}`, tier: principal.tier ?? 'free' };
+    return { id: `ip:${ip}`, tier: 'free' };
+  }
+
+  async check(id: string, perMinute: number, perHour: number): Promise<Decision> {
+    const now = Date.now();
+    const minute = Math.floor(now / 60_000);
+    const hour = Math.floor(now / 3_600_000);
+    const [m, h, ok] = (await this.redis.eval(SCRIPT, 2, `${this.prefix}:rl:${id}:m:${minute}`, `${this.prefix}:rl:${id}:h:${hour}`, perMinute, perHour)) as [number, number, number];
+    const minuteReset = (minute + 1) * 60;
+    const hourReset = (hour + 1) * 3_600;
+    const blockedByHour = h >= perHour && ok === 0;
+    const remaining = Math.max(0, Math.min(perMinute - m, perHour - h));
+    return {
+      allowed: ok === 1,
+      limit: perMinute,
+      remaining,
+      reset: minuteReset,
+      retryAfter: Math.max(1, (blockedByHour ? hourReset : minuteReset) - Math.floor(now / 1000)),
+    };
+  }
+
+  async forPrincipal(principal: Principal, ip: string): Promise<Decision> {
+    const { id, tier } = this.subject(principal, ip);
+    const limits = tierLimits(this.config)[tier] ?? tierLimits(this.config).free!;
+    return this.check(id, limits.minute, limits.hour);
+  }
+}

@@ -1,0 +1,146 @@
+import { sleep, waitFor } from '@aos/testkit';
+import { exportSPKI, importJWK, SignJWT, UnsecuredJWT } from 'jose';
+import { createSecretKey, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startStack } from './stack.js';
+
+let stack: Awaited<ReturnType<typeof startStack>>;
+beforeAll(async () => { stack = await startStack({ AUTH_RATE_LIMIT_PER_MINUTE: '30' }); });
+afterAll(() => stack?.close());
+
+const api = (method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, opts: { token?: string; body?: unknown; headers?: Record<string, string> } = {}) =>
+  stack.gateway.inject({
+    method, url, ...(opts.body !== undefined ? { payload: opts.body as object } : {}),
+    headers: { ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}), ...opts.headers },
+  });
+
+async function signup() {
+  const id = randomUUID().slice(0, 8);
+  const res = await api('POST', '/api/auth/register', { body: { username: `u_${id}`, email: `${id}@example.com`, password: 'correct horse battery', terms_accepted: true, privacy_accepted: true } });
+  expect(res.statusCode).toBe(201);
+  return res.json().data as { token: string; refresh_token: string; org_id: string; user: { id: string } };
+}
+
+describe('through the gateway', () => {
+  it('a registered user calls services with the bearer token or the cookie; anonymous gets 401', async () => {
+    const u = await signup();
+    expect((await api('GET', '/api/auth/me', { token: u.token })).json().data.user.id).toBe(u.user.id);
+    expect((await api('GET', '/api/v1/auth/me', { headers: { cookie: `assimetria_jwt=${u.token}` } })).statusCode).toBe(200);
+    const created = await api('POST', '/api/tasks', { token: u.token, body: { title: 'Through the gateway' } });
+    expect(created.statusCode).toBe(201);
+    expect(created.json().data.created_by).toBe(u.user.id);
+    const anon = await api('GET', '/api/tasks');
+    expect(anon.statusCode).toBe(401);
+    expect(anon.json().error.code).toBe('UNAUTHORIZED');
+    expect(anon.headers['x-trace-id']).toMatch(/^[0-9a-f]{32}$/);
+  });
+
+  it('rejects forged, expired, none and confused-algorithm tokens', async () => {
+    const u = await signup();
+    const jwks = (await stack.identity.inject(null, { method: 'GET', url: '/internal/jwks' })).json().keys;
+    const publicKey = await importJWK(jwks[0], 'EdDSA');
+    const claims = { tid: 't', org: u.org_id, org_role: 'owner', roles: ['admin'] };
+    const base = (jwt: SignJWT) => jwt.setIssuer('aos-identity').setAudience('aos-api').setSubject(u.user.id).setJti(randomUUID()).setIssuedAt();
+    const none = new UnsecuredJWT(claims).setIssuer('aos-identity').setAudience('aos-api').setSubject(u.user.id).setJti('x').setIssuedAt().setExpirationTime('5m').encode();
+    const hs = await base(new SignJWT(claims).setProtectedHeader({ alg: 'HS256', typ: 'at+jwt' })).setExpirationTime('5m')
+      .sign(createSecretKey(Buffer.from(await exportSPKI(publicKey as never))));
+    const [h, p, s] = u.token.split('.');
+    const tampered = `${h}.${Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(p!, 'base64url').toString()), roles: ['admin'] })).toString('base64url')}.${s}`;
+    const otherKey = (await import('jose')).generateKeyPair('EdDSA', { crv: 'Ed25519' });
+    const foreign = await base(new SignJWT(claims).setProtectedHeader({ alg: 'EdDSA', typ: 'at+jwt', kid: jwks[0].kid })).setExpirationTime('5m').sign((await otherKey).privateKey);
+    for (const token of [none, hs, tampered, foreign, 'not.a.jwt', `${u.token}x`]) {
+      const res = await api('GET', '/api/auth/me', { token });
+      expect(res.statusCode, token.slice(0, 20)).toBe(401);
+    }
+  });
+
+  it('logout revokes the token at the gateway', async () => {
+    const u = await signup();
+    expect((await api('POST', '/api/auth/logout', { token: u.token, body: {} })).statusCode).toBe(200);
+    await waitFor(async () => (await api('GET', '/api/auth/me', { token: u.token })).statusCode === 401, { timeoutMs: 5_000, message: 'revoked token refused' });
+  });
+
+  it('X-Org-Id selects an org the user belongs to; another org is 403', async () => {
+    const a = await signup();
+    const b = await signup();
+    const org = (await api('POST', '/api/organizations', { token: a.token, body: { name: `Team ${randomUUID().slice(0, 6)}` } })).json().data;
+    const inOrg = await api('POST', '/api/tasks', { token: a.token, headers: { 'x-org-id': org.id }, body: { title: 'Org task' } });
+    expect(inOrg.statusCode).toBe(201);
+    expect((await api('GET', '/api/tasks', { token: a.token })).json().data.some((t: { title: string }) => t.title === 'Org task')).toBe(false);
+    expect((await api('GET', '/api/tasks', { token: a.token, headers: { 'x-org-id': org.id } })).json().data.map((t: { title: string }) => t.title)).toEqual(['Org task']);
+    expect((await api('GET', '/api/tasks', { token: b.token, headers: { 'x-org-id': org.id } })).statusCode).toBe(403);
+  });
+
+  it('API keys: scopes enforced (403 SCOPE_REQUIRED), usage logged, revocation effective in under a second', async () => {
+    const u = await signup();
+    const key = (await api('POST', `/api/organizations/${u.org_id}/api-keys`, { token: u.token, body: { name: 'reader', scopes: ['tasks:read'] } })).json().data;
+    const list = await api('GET', '/api/tasks', { token: key.key });
+    expect(list.statusCode).toBe(200);
+    const write = await api('POST', '/api/tasks', { token: key.key, body: { title: 'nope' } });
+    expect(write.statusCode).toBe(403);
+    expect(write.json().error).toMatchObject({ code: 'SCOPE_REQUIRED', details: [{ scope: 'tasks:write' }] });
+    await waitFor(async () => (await api('GET', `/api/organizations/${u.org_id}/api-keys/${key.id}/usage`, { token: u.token })).json().meta.total >= 2, { message: 'usage recorded' });
+
+    const revoke = await api('POST', `/api/organizations/${u.org_id}/api-keys/${key.id}/revoke`, { token: u.token });
+    expect(revoke.statusCode).toBe(200);
+    const t0 = performance.now();
+    let latency = -1;
+    while (performance.now() - t0 < 3_000) {
+      if ((await api('GET', '/api/tasks', { token: key.key })).statusCode === 401) { latency = performance.now() - t0; break; }
+      await sleep(10);
+    }
+    expect(latency).toBeGreaterThanOrEqual(0);
+    expect(latency).toBeLessThan(1_000);
+    expect((await api('GET', '/api/tasks', { token: 'osk_live_definitelynotavalidkey' })).statusCode).toBe(401);
+  });
+
+  it('rate limits per principal with headers and Retry-After', async () => {
+    const u = await signup();
+    const key = (await api('POST', `/api/organizations/${u.org_id}/api-keys`, { token: u.token, body: { name: 'burst' } })).json().data;
+    let last;
+    for (let i = 0; i < 100; i++) {
+      last = await api('GET', '/api/tasks?limit=1', { token: key.key });
+      expect(last.statusCode).toBe(200);
+    }
+    expect(last!.headers['x-ratelimit-limit']).toBe('100');
+    expect(last!.headers['x-ratelimit-remaining']).toBe('0');
+    expect(Number(last!.headers['x-ratelimit-reset'])).toBeGreaterThan(Date.now() / 1000);
+    const limited = await api('GET', '/api/tasks?limit=1', { token: key.key });
+    expect(limited.statusCode).toBe(429);
+    expect(limited.json().error.code).toBe('RATE_LIMITED');
+    expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
+    // Another principal is not affected.
+    expect((await api('GET', '/api/tasks?limit=1', { token: u.token })).statusCode).toBe(200);
+  });
+
+  it('limits logins per IP more strictly', async () => {
+    let res;
+    for (let i = 0; i < 31; i++) res = await api('POST', '/api/auth/login', { body: { email: 'x@example.com', password: 'wrong password' }, headers: { 'x-forwarded-for': '10.9.9.9' } });
+    expect(res!.statusCode).toBe(429);
+    expect(res!.headers['retry-after']).toBeDefined();
+  });
+
+  it('serves one merged OpenAPI document with every reference path of the running services', async () => {
+    const doc = (await api('GET', '/api/docs/openapi.json')).json();
+    expect(doc.openapi).toBe('3.0.3');
+    expect(doc.components.securitySchemes.bearerAuth).toBeDefined();
+    const rows = readFileSync(new URL('../../../shared/reference/endpoints.tsv', import.meta.url), 'utf8').trim().split('\n').slice(1).map((l) => l.split('\t'));
+    const up = new Set(['identity', 'tasks']);
+    const missing = rows.filter(([, , , owner]) => up.has(owner!)).map(([method, path]) => [method!.toLowerCase(), `/api${path}`] as const)
+      .filter(([method, path]) => !doc.paths[path]?.[method]);
+    expect(missing, JSON.stringify(missing)).toEqual([]);
+    expect(doc['x-unavailable-services']).toContain('billing');
+    const ui = await api('GET', '/api/docs/');
+    expect(ui.statusCode).toBe(200);
+    expect(ui.body).toContain('swagger');
+    const uiSpec = (await api('GET', '/api/docs/json')).json();
+    expect(uiSpec.paths['/api/tasks']).toBeDefined();
+  });
+
+  it('sets security headers', async () => {
+    const res = await api('GET', '/api/health');
+    expect(res.headers['x-content-type-options']).toBe('nosniff');
+    expect(res.headers['strict-transport-security']).toBeDefined();
+  });
+});
