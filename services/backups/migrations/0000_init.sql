@@ -1,0 +1,21 @@
+CREATE TABLE "backups" (
+	"id" serial PRIMARY KEY NOT NULL,
+	"filename" text NOT NULL,
+	"database" text NOT NULL,
+	"status" text NOT NULL,
+	"size_bytes" bigint,
+	"sha256" text,
+	"table_counts" jsonb,
+	"error" text,
+	"trigger" text DEFAULT 'manual' NOT NULL,
+	"started_at" timestamp with time zone DEFAULT now() NOT NULL,
+	"completed_at" timestamp with time zone,
+	"verified_at" timestamp with time zone,
+	"verify_ok" boolean,
+	"verify_details" jsonb,
+	"offsite_at" timestamp with time zone,
+	"offsite_ref" text,
+	"offsite_error" text,
+	"deleted_at" timestamp with time zone,
+	CONSTRAINT "backups_filename_unique" UNIQUE("filename")
+);
