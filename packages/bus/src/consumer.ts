@@ -17,6 +17,12 @@ export interface HandlerContext {
   log: Logger;
   /** 1 on first delivery. */
   deliveryCount: number;
+  /**
+   * Runs `fn` once the handler's transaction has committed, before the ack: for side
+   * effects that must see the committed rows (e.g. enqueueing a job that reads them).
+   * A failure there makes the event be redelivered (the inbox then skips the handler).
+   */
+  afterCommit(fn: () => Promise<unknown>): void;
 }
 
 /**
@@ -143,14 +149,16 @@ export class EventConsumers<S extends AnySchema> {
       span.setAttribute('messaging.consumer', durable);
       span.setAttribute('aos.event_id', envelope.id);
       try {
+        const committed: Array<() => Promise<unknown>> = [];
         await this.opts.db.transaction(async (tx) => {
           const fresh = await tx.insert(inbox)
             .values({ consumer: `${this.opts.service}:${handler.name}`, eventId: envelope.id, eventType: envelope.type })
             .onConflictDoNothing()
             .returning({ eventId: inbox.eventId });
           if (fresh.length === 0) return; // already handled: ack again, no second effect
-          await handler.handle(envelope as EventOf<EventType>, tx, { log, deliveryCount });
+          await handler.handle(envelope as EventOf<EventType>, tx, { log, deliveryCount, afterCommit: (fn) => committed.push(fn) });
         });
+        for (const fn of committed) await fn();
         m.ack();
       } catch (err) {
         const max = this.opts.maxDeliver ?? 5;

@@ -1,5 +1,5 @@
 /** Polls `fn` until it returns a truthy value (returned) or the timeout passes (throws with the last value). */
-export async function waitFor<T>(fn: () => Promise<T> | T, { timeoutMs = 10_000, intervalMs = 50, message = 'condition' } = {}): Promise<NonNullable<T>> {
+export async function waitFor<T>(fn: () => Promise<T> | T, { timeoutMs = 20_000, intervalMs = 50, message = 'condition' } = {}): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let last: T | undefined;
   for (;;) {

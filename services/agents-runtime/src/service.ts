@@ -1,6 +1,8 @@
 import { fileURLToPath } from 'node:url';
 import { defineService, VERSION, type ServiceContext } from '@aos/runtime';
 import { routes } from './app.js';
+import { handlers } from './events/tasks.js';
+import { startWorkers } from './jobs/workers.js';
 import { config } from './config.js';
 import * as schema from './db/schema.js';
 
@@ -14,4 +16,6 @@ export const service = defineService({
   schema,
   migrationsFolder: fileURLToPath(new URL('../migrations', import.meta.url)),
   routes,
+  handlers,
+  jobs: startWorkers,
 });

@@ -10,8 +10,8 @@ interface Received { headers: IncomingMessage['headers']; body: string }
 let receiver: Server;
 let receiverUrl: string;
 const received: Received[] = [];
-let failuresLeft = 0;
-let alwaysFail = false;
+/** Paths starting with /fail-once fail their first request; /failing always fails. */
+const failedOnce = new Set<string>();
 
 let svc: Svc; // loopback allowed (as the tests' receiver is local)
 let strict: Svc; // production policy: private targets refused
@@ -24,10 +24,11 @@ beforeAll(async () => {
     req.on('data', (c) => { body += c; });
     req.on('end', () => {
       received.push({ headers: req.headers, body });
-      if (alwaysFail || failuresLeft > 0) {
-        failuresLeft--;
-        res.writeHead(500).end('nope');
-      } else res.writeHead(200).end('ok');
+      const path = req.url ?? '';
+      const fail = path.startsWith('/failing') || (path.startsWith('/fail-once') && !failedOnce.has(path));
+      if (path.startsWith('/fail-once')) failedOnce.add(path);
+      if (fail) res.writeHead(500).end('nope');
+      else res.writeHead(200).end('ok');
     });
   });
   await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
@@ -67,8 +68,7 @@ describe('outbound webhooks', () => {
   });
 
   it('retries a receiver that answers 500, then succeeds; redeliver sends again', async () => {
-    const { id } = (await register(svc, { url: receiverUrl, event_types: ['tasks.task.created'] })).json().data;
-    failuresLeft = 1;
+    const { id } = (await register(svc, { url: receiverUrl.replace('/hook', '/fail-once-retry'), event_types: ['tasks.task.created'] })).json().data;
     const env = taskEvent(2);
     await publish(svc, env);
     await waitFor(async () => (await svc.inject(admin, { method: 'GET', url: `/webhooks/${id}/deliveries` })).json().data[0]?.status === 'delivered', { message: 'delivered after retry' });
@@ -82,13 +82,10 @@ describe('outbound webhooks', () => {
 
   it('disables an endpoint after repeated failures', async () => {
     const { id } = (await register(svc, { url: receiverUrl.replace('/hook', '/failing'), event_types: ['billing.*'] })).json().data;
-    alwaysFail = true;
-    try {
+    {
       await publish(svc, envelope('billing.balance.low', { ledger: 'tokens', balance: 1, threshold: 10, userId: null }, orgId));
       await publish(svc, envelope('billing.balance.low', { ledger: 'tokens', balance: 0, threshold: 10, userId: null }, orgId));
       await waitFor(async () => (await svc.inject(admin, { method: 'GET', url: `/webhooks/${id}` })).json().data.is_active === false, { timeoutMs: 20_000, message: 'endpoint disabled' });
-    } finally {
-      alwaysFail = false;
     }
     await waitFor(() => count(svc, "SELECT count(*) AS n FROM aos_outbox WHERE type = 'notifications.webhook.disabled'"));
   });

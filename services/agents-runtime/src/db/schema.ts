@@ -1,2 +1,150 @@
-// Tables of this service, one export per table; `pnpm db:generate` writes the SQL migration.
-export {};
+import { sql } from 'drizzle-orm';
+import { bigint, boolean, doublePrecision, index, integer, jsonb, pgTable, primaryKey, serial, text, timestamp, uniqueIndex } from 'drizzle-orm/pg-core';
+
+export interface DerivationRule {
+  id: string;
+  when?: { type?: string; status?: string; title_matches?: string; on?: 'created' | 'updated' | 'any' };
+  create: { title: string; description?: string; priority?: string; type?: string; assignee?: string };
+}
+
+export const agents = pgTable('agents', {
+  id: serial('id').primaryKey(),
+  orgId: text('org_id').notNull(),
+  name: text('name').notNull(),
+  displayName: text('display_name'),
+  role: text('role').notNull().default('engineer'),
+  emoji: text('emoji'),
+  color: text('color'),
+  model: text('model').notNull().default('offline-1'),
+  provider: text('provider').notNull().default('offline'),
+  systemPrompt: text('system_prompt'),
+  intervalSec: integer('interval_sec').notNull().default(3600),
+  status: text('status').notNull().default('idle'),
+  workspacePath: text('workspace_path'),
+  currentTask: text('current_task'),
+  derivationRules: jsonb('derivation_rules').$type<DerivationRule[]>().notNull().default([]),
+  bootstrap: jsonb('bootstrap').$type<{ step: string; ok: boolean; detail: string }[]>().notNull().default([]),
+  ownerUserId: text('owner_user_id'),
+  lastHeartbeat: timestamp('last_heartbeat', { withTimezone: true }),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+}, (t) => [uniqueIndex('agents_org_name_key').on(t.orgId, t.name), index('agents_org_status_idx').on(t.orgId, t.status)]);
+
+export const agentRuns = pgTable('agent_runs', {
+  id: serial('id').primaryKey(),
+  orgId: text('org_id').notNull(),
+  agentId: integer('agent_id').notNull().references(() => agents.id, { onDelete: 'cascade' }),
+  taskId: integer('task_id'),
+  input: text('input').notNull(),
+  status: text('status').notNull().default('queued'),
+  output: text('output'),
+  error: text('error'),
+  provider: text('provider').notNull(),
+  model: text('model').notNull(),
+  inputTokens: integer('input_tokens').notNull().default(0),
+  outputTokens: integer('output_tokens').notNull().default(0),
+  costUsd: doublePrecision('cost_usd').notNull().default(0),
+  attempts: integer('attempts').notNull().default(0),
+  userId: text('user_id'),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  startedAt: timestamp('started_at', { withTimezone: true }),
+  finishedAt: timestamp('finished_at', { withTimezone: true }),
+}, (t) => [index('agent_runs_org_idx').on(t.orgId, t.id), index('agent_runs_agent_idx').on(t.agentId, t.id)]);
+
+export const agentMessages = pgTable('agent_messages', {
+  id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
+  orgId: text('org_id').notNull(),
+  agentId: integer('agent_id').notNull().references(() => agents.id, { onDelete: 'cascade' }),
+  conversationId: text('conversation_id').notNull(),
+  role: text('role').notNull(),
+  content: text('content').notNull(),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+}, (t) => [index('agent_messages_conv_idx').on(t.agentId, t.conversationId, t.id)]);
+
+/** One derivation request per (task, rule), whatever the redeliveries. */
+export const derivations = pgTable('derivations', {
+  orgId: text('org_id').notNull(),
+  taskId: integer('task_id').notNull(),
+  ruleId: text('rule_id').notNull(),
+  agentName: text('agent_name').notNull(),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+}, (t) => [primaryKey({ columns: [t.orgId, t.taskId, t.ruleId] })]);
+
+/** Tasks assigned to agents, as the task events describe them (queue health, idle check). */
+export const assignedTasks = pgTable('assigned_tasks', {
+  orgId: text('org_id').notNull(),
+  taskId: integer('task_id').notNull(),
+  assignee: text('assignee').notNull(),
+  status: text('status').notNull(),
+  queuedSince: timestamp('queued_since', { withTimezone: true }).notNull(),
+  completedAt: timestamp('completed_at', { withTimezone: true }),
+}, (t) => [primaryKey({ columns: [t.orgId, t.taskId] }), index('assigned_tasks_assignee_idx').on(t.orgId, t.assignee, t.status)]);
+
+export const templates = pgTable('templates', {
+  id: serial('id').primaryKey(),
+  orgId: text('org_id').notNull(),
+  name: text('name').notNull(),
+  slug: text('slug').notNull(),
+  description: text('description'),
+  icon: text('icon'),
+  category: text('category'),
+  model: text('model'),
+  intervalSec: integer('interval_sec'),
+  identity: text('identity'),
+  tools: text('tools').array().notNull().default(sql`'{}'::text[]`),
+  capabilities: text('capabilities').array().notNull().default(sql`'{}'::text[]`),
+  config: jsonb('config').notNull().default({}),
+  isFeatured: boolean('is_featured').notNull().default(false),
+  sortOrder: integer('sort_order').notNull().default(0),
+  archivedAt: timestamp('archived_at', { withTimezone: true }),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+}, (t) => [uniqueIndex('templates_org_slug_key').on(t.orgId, t.slug)]);
+
+export const rules = pgTable('rules', {
+  id: serial('id').primaryKey(),
+  orgId: text('org_id').notNull(),
+  title: text('title').notNull(),
+  body: text('body').notNull(),
+  scope: text('scope').notNull().default('global'),
+  agent: text('agent'),
+  category: text('category'),
+  permanent: boolean('permanent').notNull().default(false),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+}, (t) => [index('rules_org_idx').on(t.orgId, t.scope)]);
+
+export const logs = pgTable('agent_logs', {
+  id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
+  orgId: text('org_id').notNull(),
+  agent: text('agent').notNull(),
+  level: text('level').notNull().default('info'),
+  message: text('message').notNull(),
+  meta: jsonb('meta').notNull().default({}),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+}, (t) => [index('agent_logs_org_idx').on(t.orgId, t.id)]);
+
+export const files = pgTable('files', {
+  id: serial('id').primaryKey(),
+  orgId: text('org_id').notNull(),
+  path: text('path').notNull(),
+  name: text('name').notNull(),
+  content: text('content').notNull(),
+  mimeType: text('mime_type'),
+  agent: text('agent'),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+}, (t) => [uniqueIndex('files_org_path_key').on(t.orgId, t.path)]);
+
+export const automations = pgTable('automations', {
+  id: serial('id').primaryKey(),
+  orgId: text('org_id').notNull(),
+  name: text('name').notNull(),
+  agentName: text('agent_name').notNull(),
+  type: text('type').notNull(),
+  path: text('path').notNull(),
+  label: text('label'),
+  status: text('status').notNull().default('active'),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+}, (t) => [index('automations_org_idx').on(t.orgId)]);

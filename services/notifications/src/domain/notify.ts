@@ -37,14 +37,15 @@ export async function findUser(tx: NTx, ref: string | null | undefined) {
  * Records an e-mail and, with SMTP configured, queues its delivery (job id = e-mail id, so
  * a redelivered event never sends twice). Without SMTP it is stored, and logged without its body.
  */
-export async function sendEmail(ctx: Ctx, tx: NTx, e: { orgId: string | null; eventId: string | null; to: string; template: string; rendered: Rendered }) {
+export async function sendEmail(ctx: Ctx, tx: NTx, afterCommit: (fn: () => Promise<unknown>) => void, e: { orgId: string | null; eventId: string | null; to: string; template: string; rendered: Rendered }) {
   const status = ctx.config.SMTP_URL ? 'queued' : 'stored';
   const [row] = await tx.insert(emails).values({
     orgId: e.orgId, eventId: e.eventId, template: e.template, to: e.to, subject: e.rendered.subject, text: e.rendered.text, html: e.rendered.html, status,
   }).onConflictDoNothing().returning({ id: emails.id });
   if (!row) return;
   logEmail(ctx.log, e.template, e.to, status);
-  if (ctx.config.SMTP_URL) await ctx.queues.add(Queues.email, e.template, { emailId: row.id }, { jobId: `email-${row.id}`, attempts: 8 });
+  // Queued once the row is committed, so the worker always finds it.
+  if (ctx.config.SMTP_URL) afterCommit(() => ctx.queues.add(Queues.email, e.template, { emailId: row.id }, { jobId: `email-${row.id}`, attempts: 8 }));
 }
 
 export { templates };

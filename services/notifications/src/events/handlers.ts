@@ -87,37 +87,37 @@ export const handlers = (ctx: Ctx): EventHandler<EventType, S>[] => [
   defineHandler<'identity.invite.created', S>({
     name: 'invite-notifications',
     events: ['identity.invite.created'],
-    async handle(event, tx) {
+    async handle(event, tx, { afterCommit }) {
       const d = event.data;
       const invitee = d.inviteeUserId ? await findUser(tx, d.inviteeUserId) : await findUser(tx, d.email);
       if (invitee) {
         await notify(tx, { orgId: invitee.personalOrgId ?? d.orgId, userId: invitee.userId, type: 'info', title: 'You have a new invitation', message: `You were invited to join ${d.teamId ? 'a team' : 'an organization'} as ${d.role}.`, source: 'identity', link: d.acceptUrl, eventId: event.id });
       }
-      await sendEmail(ctx, tx, { orgId: d.orgId, eventId: event.id, to: d.email, template: 'invite', rendered: templates.invite({ role: d.role, acceptUrl: d.acceptUrl, expiresAt: d.expiresAt, team: !!d.teamId }) });
+      await sendEmail(ctx, tx, afterCommit, { orgId: d.orgId, eventId: event.id, to: d.email, template: 'invite', rendered: templates.invite({ role: d.role, acceptUrl: d.acceptUrl, expiresAt: d.expiresAt, team: !!d.teamId }) });
     },
   }),
 
   defineHandler<'identity.password_reset.requested', S>({
     name: 'password-reset-email',
     events: ['identity.password_reset.requested'],
-    async handle(event, tx) {
+    async handle(event, tx, { afterCommit }) {
       const d = event.data;
       const user = await findUser(tx, d.userId);
-      await sendEmail(ctx, tx, { orgId: event.orgId, eventId: event.id, to: d.email, template: 'password_reset', rendered: templates.passwordReset({ username: user?.username ?? d.email, resetUrl: d.resetUrl, expiresAt: d.expiresAt }) });
+      await sendEmail(ctx, tx, afterCommit, { orgId: event.orgId, eventId: event.id, to: d.email, template: 'password_reset', rendered: templates.passwordReset({ username: user?.username ?? d.email, resetUrl: d.resetUrl, expiresAt: d.expiresAt }) });
     },
   }),
 
   defineHandler<'billing.payment.failed' | 'billing.balance.low', S>({
     name: 'billing-notifications',
     events: ['billing.payment.failed', 'billing.balance.low'],
-    async handle(event, tx) {
+    async handle(event, tx, { afterCommit }) {
       if (!event.orgId) return;
       if (event.type === 'billing.payment.failed') {
         const d = event.data;
         const amount = `${(d.amountCents / 100).toFixed(2)} ${d.currency.toUpperCase()}`;
         await notify(tx, { orgId: event.orgId, userId: d.userId, type: 'error', title: 'Payment failed', message: `A payment of ${amount} failed${d.reason ? `: ${d.reason}` : ''}.`, source: 'billing', link: '/billing', eventId: event.id });
         const to = d.email ?? (await findUser(tx, d.userId))?.email;
-        if (to) await sendEmail(ctx, tx, { orgId: event.orgId, eventId: event.id, to, template: 'payment_failed', rendered: templates.paymentFailed({ amount, reason: d.reason }) });
+        if (to) await sendEmail(ctx, tx, afterCommit, { orgId: event.orgId, eventId: event.id, to, template: 'payment_failed', rendered: templates.paymentFailed({ amount, reason: d.reason }) });
       } else {
         const d = event.data;
         await notify(tx, { orgId: event.orgId, userId: d.userId, type: 'warning', title: `Low ${d.ledger} balance`, message: `Your ${d.ledger} balance (${d.balance}) is below ${d.threshold}.`, source: 'billing', link: '/billing', eventId: event.id });
@@ -150,13 +150,13 @@ export const handlers = (ctx: Ctx): EventHandler<EventType, S>[] => [
     name: 'webhook-fanout',
     events: 'all',
     concurrency: 8,
-    async handle(event, tx) {
+    async handle(event, tx, { afterCommit }) {
       if (!event.orgId) return;
       const hooks = await tx.select().from(webhooks).where(and(eq(webhooks.orgId, event.orgId), eq(webhooks.isActive, true)));
       for (const hook of hooks.filter((h) => matches(h.eventTypes, event.type))) {
         const [delivery] = await tx.insert(webhookDeliveries).values({ webhookId: hook.id, orgId: event.orgId, eventId: event.id, eventType: event.type, payload: event })
           .onConflictDoNothing().returning({ id: webhookDeliveries.id });
-        if (delivery) await ctx.queues.add(Queues.webhookDelivery, event.type, { deliveryId: delivery.id }, webhookJobOptions(ctx, delivery.id));
+        if (delivery) afterCommit(() => ctx.queues.add(Queues.webhookDelivery, event.type, { deliveryId: delivery.id }, webhookJobOptions(ctx, delivery.id)));
       }
     },
   }),
