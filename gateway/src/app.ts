@@ -9,6 +9,7 @@ import type { GatewayConfig } from './config.js';
 import { splitList } from '@aos/core';
 import { CacheEvents } from './events/cache-events.js';
 import { RateLimiter, type Decision } from './ratelimit/limiter.js';
+import { dashboardRoutes } from './routes/dashboard.js';
 import { docsRoutes } from './routes/docs.js';
 import { healthRoutes } from './routes/health.js';
 import { proxyRoutes, type Admit } from './routes/proxy.js';
@@ -79,6 +80,7 @@ export async function buildGateway({ config, version, log, admit, events = true 
   };
 
   healthRoutes(app, config, version, redisOk);
+  dashboardRoutes(app, config, privateKey, admit ?? defaultAdmit, redisOk);
   await docsRoutes(app, config, version);
   await proxyRoutes(app, config, privateKey, admit ?? defaultAdmit);
 

@@ -9,9 +9,9 @@ let stack: Awaited<ReturnType<typeof startStack>>;
 beforeAll(async () => { stack = await startStack({ AUTH_RATE_LIMIT_PER_MINUTE: '30' }); });
 afterAll(() => stack?.close());
 
-const api = (method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, opts: { token?: string; body?: unknown; headers?: Record<string, string> } = {}) =>
+const api = (method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, opts: { token?: string; body?: unknown; headers?: Record<string, string>; ip?: string } = {}) =>
   stack.gateway.inject({
-    method, url, ...(opts.body !== undefined ? { payload: opts.body as object } : {}),
+    method, url, ...(opts.body !== undefined ? { payload: opts.body as object } : {}), ...(opts.ip ? { remoteAddress: opts.ip } : {}),
     headers: { ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}), ...opts.headers },
   });
 
@@ -116,9 +116,12 @@ describe('through the gateway', () => {
 
   it('limits logins per IP more strictly', async () => {
     let res;
-    for (let i = 0; i < 31; i++) res = await api('POST', '/api/auth/login', { body: { email: 'x@example.com', password: 'wrong password' }, headers: { 'x-forwarded-for': '10.9.9.9' } });
+    for (let i = 0; i < 31; i++) res = await api('POST', '/api/auth/login', { body: { email: 'x@example.com', password: 'wrong password' }, ip: '10.9.9.9' });
     expect(res!.statusCode).toBe(429);
     expect(res!.headers['retry-after']).toBeDefined();
+    // Another address is not affected; a spoofed X-Forwarded-For does not move the limit.
+    expect((await api('POST', '/api/auth/login', { body: { email: 'y@example.com', password: 'wrong password' }, ip: '10.9.9.10' })).statusCode).toBe(401);
+    expect((await api('POST', '/api/auth/login', { body: { email: 'x@example.com', password: 'wrong password' }, ip: '10.9.9.9', headers: { 'x-forwarded-for': '1.2.3.4' } })).statusCode).toBe(429);
   });
 
   it('serves one merged OpenAPI document with every reference path of the running services', async () => {
@@ -126,7 +129,7 @@ describe('through the gateway', () => {
     expect(doc.openapi).toBe('3.0.3');
     expect(doc.components.securitySchemes.bearerAuth).toBeDefined();
     const rows = readFileSync(new URL('../../../shared/reference/endpoints.tsv', import.meta.url), 'utf8').trim().split('\n').slice(1).map((l) => l.split('\t'));
-    const up = new Set(['identity', 'tasks']);
+    const up = new Set(['identity', 'tasks', 'gateway']);
     const missing = rows.filter(([, , , owner]) => up.has(owner!)).map(([method, path]) => [method!.toLowerCase(), `/api${path}`] as const)
       .filter(([method, path]) => !doc.paths[path]?.[method]);
     expect(missing, JSON.stringify(missing)).toEqual([]);
@@ -136,6 +139,25 @@ describe('through the gateway', () => {
     expect(ui.body).toContain('swagger');
     const uiSpec = (await api('GET', '/api/docs/json')).json();
     expect(uiSpec.paths['/api/tasks']).toBeDefined();
+  });
+
+  it('serves the dashboard aggregates and search as the caller', async () => {
+    const u = await signup();
+    await api('POST', '/api/products', { token: u.token, body: { name: 'Searchable Widget' } });
+    await api('POST', '/api/tasks', { token: u.token, body: { title: 'Polish the searchable widget' } });
+    const stats = (await api('GET', '/api/dashboard/stats', { token: u.token })).json().data;
+    expect(stats).toMatchObject({ tasks: 1, pending_tasks: 1, products: 1, agents: null });
+    expect(stats.unavailable).toContain('agents-runtime');
+    const found = (await api('GET', '/api/search?q=searchable', { token: u.token })).json().data;
+    expect(found.tasks.map((t: { title: string }) => t.title)).toEqual(['Polish the searchable widget']);
+    expect(found.products.map((p: { slug: string }) => p.slug)).toEqual(['searchable-widget']);
+    const other = await signup();
+    expect((await api('GET', '/api/search?q=searchable', { token: other.token })).json().data.tasks).toEqual([]);
+    expect((await api('GET', '/api/dashboard/stats')).statusCode).toBe(401);
+    const health = (await api('GET', '/api/system/health', { token: u.token })).json().data;
+    expect(health.sections.services.ready).toMatchObject({ identity: true, tasks: true, billing: false });
+    expect((await api('GET', '/api/arch-health')).statusCode).toBe(503);
+    expect((await api('GET', '/api/dashboard')).json().data.endpoints).toContain('/api/search');
   });
 
   it('sets security headers', async () => {

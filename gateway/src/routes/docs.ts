@@ -13,6 +13,14 @@ const GATEWAY_PATHS: Record<string, Record<string, unknown>> = {
   '/api/ready': { get: { tags: ['Health'], summary: 'Readiness probe (200 when the stack is ready)', security: [] } },
   '/api/version': { get: { tags: ['Health'], summary: 'Version and uptime', security: [] } },
   '/api/v1/public/health': { get: { tags: ['Public API'], summary: 'Public API health check', security: [] } },
+  '/api/dashboard': { get: { tags: ['Dashboard'], summary: 'Dashboard root — overview stats and available sub-endpoints', security: [] } },
+  '/api/dashboard/stats': { get: { tags: ['Dashboard'], summary: 'Dashboard overview stats (agents, tasks, products, pending)' } },
+  '/api/dashboard/overview': { get: { tags: ['Dashboard'], summary: 'Aggregated overview (token balance, recent runs, activity)' } },
+  '/api/dashboard/agent-efficiency': { get: { tags: ['Dashboard'], summary: 'Per-agent efficiency KPIs (tokens, cost, tasks per 1k tokens)' } },
+  '/api/dashboard/agent-queue-health': { get: { tags: ['Dashboard'], summary: 'Per-agent queued task count and wait times' } },
+  '/api/search': { get: { tags: ['Dashboard'], summary: 'Global search across tasks, products, and agents' } },
+  '/api/system/health': { get: { tags: ['Dashboard'], summary: 'Architecture health dashboard (compliance score, per-section breakdowns)' } },
+  '/api/arch-health': { get: { tags: ['Health'], summary: 'Architecture health overview (services, Redis, memory)', security: [] } },
 };
 
 /**

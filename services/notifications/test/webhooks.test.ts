@@ -63,7 +63,11 @@ describe('outbound webhooks', () => {
     expect(Math.abs(Date.now() / 1000 - Number(t))).toBeLessThan(60);
     expect(JSON.parse(hit.body)).toMatchObject({ id: env.id, type: 'tasks.task.created', data: { taskId: 1 } });
     expect(received.some((r) => r.headers['x-aos-event'] === 'billing.balance.low')).toBe(false);
-    const deliveries = (await svc.inject(admin, { method: 'GET', url: `/webhooks/${id}/deliveries` })).json().data;
+    // The receiver has the request; the worker records the outcome right after the response.
+    const deliveries = await waitFor(async () => {
+      const list = (await svc.inject(admin, { method: 'GET', url: `/webhooks/${id}/deliveries` })).json().data;
+      return list[0]?.status === 'delivered' ? list : null;
+    });
     expect(deliveries[0]).toMatchObject({ event_id: env.id, status: 'delivered', response_status: 200, attempts: 1 });
   });
 
