@@ -1,6 +1,8 @@
 import type { App } from '@aos/http';
 import { agentRoutes } from './routes/agents.js';
+import { factoryFor } from './jobs/factory.js';
 import { metricRoutes } from './routes/metrics.js';
+import { operationRoutes } from './routes/operations.js';
 import { publicAgentRoutes } from './routes/public-agents.js';
 import { resourceRoutes } from './routes/resources.js';
 import { runRoutes } from './routes/runs.js';
@@ -13,4 +15,5 @@ export async function routes(app: App, ctx: Ctx): Promise<void> {
   await metricRoutes(app, ctx);
   await publicAgentRoutes(app, ctx);
   await resourceRoutes(app, ctx);
+  await operationRoutes(app, ctx, factoryFor(ctx));
 }

@@ -148,3 +148,39 @@ export const automations = pgTable('automations', {
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
 }, (t) => [index('automations_org_idx').on(t.orgId)]);
+
+export const discoveryEngines = pgTable('discovery_engines', {
+  id: serial('id').primaryKey(),
+  orgId: text('org_id').notNull(),
+  slug: text('slug').notNull(),
+  name: text('name').notNull(),
+  description: text('description'),
+  layer: text('layer').notNull(),
+  scheduleIntervalMs: integer('schedule_interval_ms').notNull().default(3_600_000),
+  model: text('model').notNull().default('offline-1'),
+  enabled: boolean('enabled').notNull().default(true),
+  lastRunAt: timestamp('last_run_at', { withTimezone: true }),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+}, (t) => [uniqueIndex('discovery_engines_org_slug_key').on(t.orgId, t.slug)]);
+
+export const discoveryRuns = pgTable('discovery_runs', {
+  id: serial('id').primaryKey(),
+  engineId: integer('engine_id').notNull().references(() => discoveryEngines.id, { onDelete: 'cascade' }),
+  trigger: text('trigger').notNull(),
+  status: text('status').notNull(),
+  findings: integer('findings').notNull().default(0),
+  tokens: integer('tokens').notNull().default(0),
+  costUsd: doublePrecision('cost_usd').notNull().default(0),
+  durationMs: integer('duration_ms').notNull().default(0),
+  error: text('error'),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+}, (t) => [index('discovery_runs_engine_idx').on(t.engineId, t.id)]);
+
+/** Factory worker pool settings (one row); applied live by PATCH /factory-workers/config. */
+export const factoryConfig = pgTable('factory_config', {
+  id: integer('id').primaryKey().default(1),
+  workerCount: integer('worker_count').notNull().default(2),
+  concurrency: integer('concurrency').notNull().default(2),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+});
