@@ -1,43 +1,46 @@
 CREATE TABLE "activity_log" (
-	"id" bigint PRIMARY KEY GENERATED ALWAYS AS IDENTITY (sequence name "activity_log_id_seq" INCREMENT BY 1 MINVALUE 1 MAXVALUE 9223372036854775807 START WITH 1 CACHE 1),
-	"event_id" uuid,
+	"id" bigserial PRIMARY KEY NOT NULL,
 	"org_id" text,
+	"event_id" uuid,
 	"actor_type" text NOT NULL,
 	"actor_id" text,
 	"action" text NOT NULL,
 	"entity_type" text,
 	"entity_id" text,
 	"metadata" jsonb DEFAULT '{}'::jsonb NOT NULL,
-	"created_at" timestamp with time zone DEFAULT now() NOT NULL,
-	CONSTRAINT "activity_log_event_id_unique" UNIQUE("event_id")
+	"created_at" timestamp with time zone DEFAULT now() NOT NULL
 );
 --> statement-breakpoint
 CREATE TABLE "emails" (
-	"id" serial PRIMARY KEY NOT NULL,
+	"id" bigserial PRIMARY KEY NOT NULL,
 	"org_id" text,
 	"event_id" uuid,
 	"template" text NOT NULL,
-	"to_address" text NOT NULL,
+	"recipient" text NOT NULL,
 	"subject" text NOT NULL,
-	"text_body" text NOT NULL,
-	"html_body" text NOT NULL,
+	"text" text NOT NULL,
+	"html" text NOT NULL,
 	"status" text NOT NULL,
+	"attempts" integer DEFAULT 0 NOT NULL,
 	"error" text,
-	"created_at" timestamp with time zone DEFAULT now() NOT NULL,
-	"sent_at" timestamp with time zone
+	"message_id" text,
+	"sent_at" timestamp with time zone,
+	"created_at" timestamp with time zone DEFAULT now() NOT NULL
 );
 --> statement-breakpoint
 CREATE TABLE "notifications" (
-	"id" serial PRIMARY KEY NOT NULL,
+	"id" bigserial PRIMARY KEY NOT NULL,
 	"org_id" text NOT NULL,
 	"user_id" text,
 	"type" text DEFAULT 'info' NOT NULL,
+	"kind" text DEFAULT 'manual' NOT NULL,
 	"title" text NOT NULL,
 	"message" text NOT NULL,
 	"source" text,
 	"link" text,
-	"event_id" uuid,
+	"read" boolean DEFAULT false NOT NULL,
 	"read_at" timestamp with time zone,
+	"event_id" uuid,
 	"created_at" timestamp with time zone DEFAULT now() NOT NULL
 );
 --> statement-breakpoint
@@ -51,18 +54,21 @@ CREATE TABLE "users" (
 );
 --> statement-breakpoint
 CREATE TABLE "webhook_deliveries" (
-	"id" serial PRIMARY KEY NOT NULL,
-	"webhook_id" integer NOT NULL,
+	"id" bigserial PRIMARY KEY NOT NULL,
 	"org_id" text NOT NULL,
+	"webhook_id" integer NOT NULL,
 	"event_id" uuid NOT NULL,
 	"event_type" text NOT NULL,
 	"payload" jsonb NOT NULL,
 	"status" text DEFAULT 'pending' NOT NULL,
 	"attempts" integer DEFAULT 0 NOT NULL,
+	"redeliveries" integer DEFAULT 0 NOT NULL,
 	"response_status" integer,
 	"error" text,
-	"created_at" timestamp with time zone DEFAULT now() NOT NULL,
-	"delivered_at" timestamp with time zone
+	"duration_ms" integer,
+	"last_attempt_at" timestamp with time zone,
+	"delivered_at" timestamp with time zone,
+	"created_at" timestamp with time zone DEFAULT now() NOT NULL
 );
 --> statement-breakpoint
 CREATE TABLE "webhooks" (
@@ -70,25 +76,29 @@ CREATE TABLE "webhooks" (
 	"org_id" text NOT NULL,
 	"url" text NOT NULL,
 	"description" text,
-	"event_types" text[] NOT NULL,
+	"events" text[] NOT NULL,
 	"secret" text NOT NULL,
-	"is_active" boolean DEFAULT true NOT NULL,
+	"active" boolean DEFAULT true NOT NULL,
 	"consecutive_failures" integer DEFAULT 0 NOT NULL,
 	"disabled_at" timestamp with time zone,
+	"disabled_reason" text,
 	"created_by" text,
 	"created_at" timestamp with time zone DEFAULT now() NOT NULL,
 	"updated_at" timestamp with time zone DEFAULT now() NOT NULL
 );
 --> statement-breakpoint
 ALTER TABLE "webhook_deliveries" ADD CONSTRAINT "webhook_deliveries_webhook_id_webhooks_id_fk" FOREIGN KEY ("webhook_id") REFERENCES "public"."webhooks"("id") ON DELETE cascade ON UPDATE no action;--> statement-breakpoint
-CREATE INDEX "activity_org_idx" ON "activity_log" USING btree ("org_id","id");--> statement-breakpoint
-CREATE INDEX "activity_org_action_idx" ON "activity_log" USING btree ("org_id","action","created_at");--> statement-breakpoint
-CREATE UNIQUE INDEX "emails_event_template_key" ON "emails" USING btree ("event_id","template","to_address") WHERE "emails"."event_id" IS NOT NULL;--> statement-breakpoint
-CREATE INDEX "notifications_user_idx" ON "notifications" USING btree ("user_id","id");--> statement-breakpoint
-CREATE INDEX "notifications_org_idx" ON "notifications" USING btree ("org_id","id");--> statement-breakpoint
-CREATE UNIQUE INDEX "notifications_event_recipient_key" ON "notifications" USING btree ("event_id",coalesce("user_id", '')) WHERE "notifications"."event_id" IS NOT NULL;--> statement-breakpoint
-CREATE INDEX "users_username_idx" ON "users" USING btree ("username");--> statement-breakpoint
-CREATE INDEX "users_email_idx" ON "users" USING btree ("email");--> statement-breakpoint
-CREATE UNIQUE INDEX "webhook_deliveries_once" ON "webhook_deliveries" USING btree ("webhook_id","event_id");--> statement-breakpoint
-CREATE INDEX "webhook_deliveries_webhook_idx" ON "webhook_deliveries" USING btree ("webhook_id","id");--> statement-breakpoint
-CREATE INDEX "webhooks_org_idx" ON "webhooks" USING btree ("org_id");
+CREATE UNIQUE INDEX "activity_log_event_uq" ON "activity_log" USING btree ("event_id");--> statement-breakpoint
+CREATE INDEX "activity_log_org_created_idx" ON "activity_log" USING btree ("org_id","created_at" DESC NULLS LAST,"id" DESC NULLS LAST);--> statement-breakpoint
+CREATE INDEX "activity_log_org_action_idx" ON "activity_log" USING btree ("org_id","action","created_at" DESC NULLS LAST);--> statement-breakpoint
+CREATE INDEX "activity_log_org_actor_idx" ON "activity_log" USING btree ("org_id","actor_type","actor_id");--> statement-breakpoint
+CREATE UNIQUE INDEX "emails_event_template_recipient_uq" ON "emails" USING btree ("event_id","template","recipient");--> statement-breakpoint
+CREATE INDEX "emails_status_idx" ON "emails" USING btree ("status","id");--> statement-breakpoint
+CREATE INDEX "notifications_org_user_idx" ON "notifications" USING btree ("org_id","user_id","created_at" DESC NULLS LAST,"id" DESC NULLS LAST);--> statement-breakpoint
+CREATE INDEX "notifications_unread_idx" ON "notifications" USING btree ("org_id","user_id") WHERE NOT "notifications"."read";--> statement-breakpoint
+CREATE UNIQUE INDEX "notifications_event_recipient_uq" ON "notifications" USING btree ("event_id",coalesce("user_id", ''),"org_id");--> statement-breakpoint
+CREATE INDEX "users_username_idx" ON "users" USING btree (lower("username"));--> statement-breakpoint
+CREATE INDEX "users_email_idx" ON "users" USING btree (lower("email"));--> statement-breakpoint
+CREATE UNIQUE INDEX "webhook_deliveries_webhook_event_uq" ON "webhook_deliveries" USING btree ("webhook_id","event_id");--> statement-breakpoint
+CREATE INDEX "webhook_deliveries_org_webhook_idx" ON "webhook_deliveries" USING btree ("org_id","webhook_id","id" DESC NULLS LAST);--> statement-breakpoint
+CREATE INDEX "webhooks_org_idx" ON "webhooks" USING btree ("org_id","id");

@@ -6,7 +6,7 @@ import type { Ctx } from './service.js';
 
 /** Registers this service's routes; each module under routes/ owns one resource. */
 export async function routes(app: App, ctx: Ctx): Promise<void> {
-  await notificationRoutes(app, ctx);
-  await activityRoutes(app, ctx);
-  await webhookRoutes(app, ctx);
+  notificationRoutes(app, ctx);
+  activityRoutes(app, ctx);
+  webhookRoutes(app, ctx);
 }

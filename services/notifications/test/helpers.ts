@@ -1,24 +1,36 @@
 import { subjectFor } from '@aos/bus';
-import type { EventData, EventType } from '@aos/contracts';
-import { startTestService, type TestServiceOptions } from '@aos/testkit';
-import { v7 as uuidv7 } from 'uuid';
-import { service } from '../src/service.js';
+import type { Actor, EventData, EventEnvelope, EventType } from '@aos/contracts';
+import type { Pool } from '@aos/db';
+import { randomUUID } from 'node:crypto';
+import type { Ctx } from '../src/service.js';
 
-export type Svc = Awaited<ReturnType<typeof startTestService<typeof service.schema, typeof service.config>>>;
-
-export const startNotifications = (opts: TestServiceOptions = {}): Promise<Svc> => startTestService(service, opts);
-
-export function envelope<T extends EventType>(type: T, data: EventData<T>, orgId: string | null, extra: { actor?: { type: 'user' | 'agent' | 'system'; id: string | null }; tenantId?: string } = {}) {
+export function envelope<T extends EventType>(type: T, data: EventData<T>, opts: { orgId?: string | null; tenantId?: string | null; actor?: Actor; id?: string } = {}): EventEnvelope<T> {
   return {
-    id: uuidv7(), type, version: 1, source: type.split('.')[0]!, occurredAt: new Date().toISOString(),
-    tenantId: extra.tenantId ?? null, orgId, actor: extra.actor ?? { type: 'system' as const, id: null }, data,
+    id: opts.id ?? randomUUID(), type, version: 1, source: 'test', occurredAt: new Date().toISOString(),
+    tenantId: opts.tenantId ?? null, orgId: opts.orgId === undefined ? null : opts.orgId,
+    actor: opts.actor ?? { type: 'system', id: null }, data,
   };
 }
 
-/** Publishes like a service's outbox relay would (msgID = event id unless given). */
-export async function publish(svc: Svc, env: ReturnType<typeof envelope>, msgID: string = env.id) {
-  const bus = await svc.ctx.bus;
+/** Publishes as another service would; `msgID` defaults to the event id (pass another to get past broker dedupe). */
+export async function publish(ctx: Ctx, env: EventEnvelope, msgID = env.id): Promise<void> {
+  const bus = await ctx.bus;
   await bus.js.publish(subjectFor(bus.names, env.type), JSON.stringify(env), { msgID });
 }
 
-export const count = async (svc: Svc, sql: string, params: unknown[] = []) => Number((await svc.ctx.pool.query(sql, params)).rows[0].n);
+/** The same envelope twice, with different broker message ids: only the inbox can dedupe it. */
+export async function publishTwice(ctx: Ctx, env: EventEnvelope): Promise<void> {
+  await publish(ctx, env);
+  await publish(ctx, env, `again-${env.id}`);
+}
+
+export async function count(pool: Pool, sql: string, params: unknown[] = []): Promise<number> {
+  const { rows } = await pool.query(sql, params);
+  return Number(rows[0].n);
+}
+
+/** Waits until every given consumer has recorded the event in its inbox. */
+export async function handledBy(pool: Pool, eventId: string, consumers: string[]): Promise<boolean> {
+  const n = await count(pool, 'SELECT count(*) AS n FROM aos_inbox WHERE event_id = $1 AND consumer = ANY($2)', [eventId, consumers.map((c) => `notifications:${c}`)]);
+  return n === consumers.length;
+}

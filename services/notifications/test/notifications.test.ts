@@ -1,105 +1,201 @@
-import { apiKeyPrincipal, sleep, userPrincipal, waitFor } from '@aos/testkit';
+import { apiKeyPrincipal, startTestService, tokenFor, userPrincipal, waitFor } from '@aos/testkit';
+import { INTERNAL_TOKEN_HEADER } from '@aos/contracts';
 import { randomUUID } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { count, envelope, publish, startNotifications, type Svc } from './helpers.js';
+import { service } from '../src/service.js';
+import { count } from './helpers.js';
 
-let svc: Svc;
-beforeAll(async () => { svc = await startNotifications(); });
-afterAll(() => svc?.close());
+let svc: Awaited<ReturnType<typeof startTestService<typeof service.schema, typeof service.config>>>;
+const orgA = randomUUID();
+const orgB = randomUUID();
+const alice = userPrincipal({ orgId: orgA, orgRole: 'member', userId: randomUUID() });
+const bob = userPrincipal({ orgId: orgA, orgRole: 'member', userId: randomUUID() });
+const adminA = userPrincipal({ orgId: orgA, orgRole: 'admin', userId: randomUUID() });
+const eve = userPrincipal({ orgId: orgB, orgRole: 'owner', userId: randomUUID() });
 
-const alice = userPrincipal();
-const orgId = alice.orgId!;
-const get = (url: string, p = alice) => svc.inject(p, { method: 'GET', url });
+const create = (p: typeof alice, payload: Record<string, unknown>) => svc.inject(p, { method: 'POST', url: '/notifications', payload });
+const get = (p: typeof alice, url: string) => svc.inject(p, { method: 'GET', url });
 
-async function registerUser(userId: string, username: string, email: string, platformRoles: string[] = []) {
-  await publish(svc, envelope('identity.user.registered', { userId, email, username, tenantId: randomUUID(), personalOrgId: orgId, platformRoles }, orgId));
-  await waitFor(() => count(svc, 'SELECT count(*) AS n FROM users WHERE user_id = $1', [userId]));
-}
+beforeAll(async () => { svc = await startTestService(service, { env: { SSE_HEARTBEAT_MS: '200' } }); });
+afterAll(async () => { await svc?.close(); });
 
-const task = (over: Record<string, unknown> = {}) => ({
-  taskId: 1, title: 'Ship it', status: 'todo', priority: 'P1', type: 'feature', assignee: 'alice', productId: null, productSlug: null, parentTaskId: null, createdBy: alice.userId, ...over,
-});
-
-describe('notifications from events: exactly one per event, even when redelivered', () => {
-  beforeAll(() => registerUser(alice.userId!, 'alice', 'alice@example.com', ['admin']));
-
-  const cases: Array<[string, () => ReturnType<typeof envelope>]> = [
-    ['task assigned', () => envelope('tasks.task.created', task({ taskId: 11 }), orgId)],
-    ['task completed', () => envelope('tasks.task.completed', { ...task({ taskId: 12, status: 'done' }), completedAt: new Date().toISOString(), resolution: null }, orgId)],
-    ['invite received', () => envelope('identity.invite.created', { orgId: randomUUID(), tenantId: randomUUID(), inviteId: randomUUID(), email: 'alice@example.com', role: 'member', teamId: null, invitedBy: null, inviteeUserId: null, acceptUrl: 'https://aos.local/invites/abc', expiresAt: new Date(Date.now() + 86_400_000).toISOString() }, orgId)],
-    ['payment failed', () => envelope('billing.payment.failed', { stripeObjectId: 'in_1', amountCents: 4900, currency: 'usd', reason: 'card declined', userId: alice.userId, email: null }, orgId)],
-    ['low balance', () => envelope('billing.balance.low', { ledger: 'tokens', balance: 10, threshold: 100, userId: null }, orgId)],
-    ['backup failed', () => envelope('backups.backup.failed', { backupId: null, database: 'aos_tasks', error: 'pg_dump: connection refused' }, null)],
-    ['agent error', () => envelope('agents.agent.errored', { agentId: 1, name: 'felix', status: 'error', error: 'provider timeout', ownerUserId: alice.userId }, orgId)],
-  ];
-
-  for (const [name, make] of cases) {
-    it(name, async () => {
-      const env = make();
-      await publish(svc, env);
-      await publish(svc, env, `${env.id}-redelivered`);
-      await waitFor(() => count(svc, 'SELECT count(*) AS n FROM notifications WHERE event_id = $1', [env.id]), { message: name });
-      await sleep(300);
-      expect(await count(svc, 'SELECT count(*) AS n FROM notifications WHERE event_id = $1', [env.id])).toBe(1);
-    });
-  }
-
-  it('shows them to the user, counts unread, marks read', async () => {
-    const list = (await get('/notifications?limit=200')).json();
-    expect(list.meta.total).toBeGreaterThanOrEqual(7);
-    expect(list.data.map((n: { title: string }) => n.title)).toEqual(expect.arrayContaining(['Task assigned: Ship it', 'Payment failed', 'Low tokens balance', 'Backup of aos_tasks failed']));
-    const unread = (await get('/notifications/unread-count')).json().data.count;
-    expect(unread).toBe(list.meta.total);
-    const first = list.data[0];
-    const marked = await svc.inject(alice, { method: 'PATCH', url: `/notifications/${first.id}/read` });
-    expect(marked.json().data.read).toBe(true);
-    expect((await get('/notifications/unread-count')).json().data.count).toBe(unread - 1);
-    expect((await get('/notifications?read=true')).json().data.map((n: { id: number }) => n.id)).toEqual([first.id]);
-    expect((await get('/notifications?type=error')).json().data.every((n: { type: string }) => n.type === 'error')).toBe(true);
-    await svc.inject(alice, { method: 'PATCH', url: '/notifications/read-all' });
-    expect((await get('/notifications/unread-count')).json().data.count).toBe(0);
-  });
-});
-
-describe('notification routes', () => {
-  it('creates, deletes, isolates users and orgs, validates', async () => {
-    const bob = userPrincipal({ orgId });
-    const res = await svc.inject(bob, { method: 'POST', url: '/notifications', payload: { title: 'Hello', message: 'World', type: 'success' } });
+describe('notifications API', () => {
+  it('creates a notification for the caller (201) and lists it', async () => {
+    const res = await create(alice, { title: 'Hello', message: 'World', type: 'success', source: 'test', link: '/tasks/1' });
     expect(res.statusCode).toBe(201);
-    const id = res.json().data.id;
-    expect((await get(`/notifications?limit=200`)).json().data.some((n: { id: number }) => n.id === id)).toBe(false); // bob's own
-    const stranger = userPrincipal();
-    expect((await svc.inject(stranger, { method: 'PATCH', url: `/notifications/${id}/read` })).statusCode).toBe(404);
-    expect((await svc.inject(stranger, { method: 'DELETE', url: `/notifications/${id}` })).statusCode).toBe(404);
-    expect((await svc.inject(bob, { method: 'DELETE', url: `/notifications/${id}` })).statusCode).toBe(200);
-    expect((await svc.inject(bob, { method: 'POST', url: '/notifications', payload: { title: '', message: 'x' } })).statusCode).toBe(400);
-    expect((await svc.inject(bob, { method: 'POST', url: '/notifications', payload: { title: 'x', message: 'x', type: 'fatal' } })).statusCode).toBe(400);
-    expect((await svc.inject(apiKeyPrincipal(['notifications:read'], { orgId }), { method: 'POST', url: '/notifications', payload: { title: 'x', message: 'y' } })).statusCode).toBe(403);
+    expect(res.json().data).toMatchObject({ title: 'Hello', message: 'World', type: 'success', source: 'test', link: '/tasks/1', read: false, user_id: alice.userId, kind: 'manual' });
+    const list = (await get(alice, '/notifications')).json();
+    expect(list.meta).toEqual({ total: 1, limit: 50, offset: 0 });
+    expect(list.data[0].title).toBe('Hello');
   });
 
-  it('streams new notifications to the caller over SSE', async () => {
-    const carol = userPrincipal();
-    await svc.ctx.internalKey; // ready
-    const address = await svc.app.listen({ host: '127.0.0.1', port: 0 });
-    const { tokenFor } = await import('@aos/testkit');
-    const controller = new AbortController();
-    const res = await fetch(`${address}/notifications/stream`, { headers: { 'x-aos-internal-token': await tokenFor(carol) }, signal: controller.signal });
-    expect(res.headers.get('content-type')).toContain('text/event-stream');
-    const reader = res.body!.getReader();
-    const decoder = new TextDecoder();
-    let text = '';
-    await reader.read().then((c) => { text += decoder.decode(c.value); }); // ": connected"
-    await svc.inject(carol, { method: 'POST', url: '/notifications', payload: { title: 'Live one', message: 'pushed' } });
-    await svc.inject(userPrincipal(), { method: 'POST', url: '/notifications', payload: { title: 'Not for carol', message: 'x' } });
-    const deadline = Date.now() + 5_000;
-    while (!text.includes('Live one') && Date.now() < deadline) {
-      const chunk = await reader.read();
-      text += decoder.decode(chunk.value);
+  it('keeps notifications per user and org: bob and another org see none of alice\'s', async () => {
+    expect((await get(bob, '/notifications')).json().meta.total).toBe(0);
+    expect((await get(eve, '/notifications')).json().meta.total).toBe(0);
+    const id = (await get(alice, '/notifications')).json().data[0].id;
+    for (const p of [bob, eve]) {
+      expect((await svc.inject(p, { method: 'PATCH', url: `/notifications/${id}/read` })).statusCode).toBe(404);
+      expect((await svc.inject(p, { method: 'DELETE', url: `/notifications/${id}` })).statusCode).toBe(404);
     }
-    controller.abort();
-    const events = text.split('\n\n').filter((e) => e.startsWith('id:'));
-    expect(events).toHaveLength(1);
-    const data = JSON.parse(events[0]!.split('\n').find((l) => l.startsWith('data: '))!.slice(6));
-    expect(data).toMatchObject({ title: 'Live one', read: false });
+  });
+
+  it('filters by read and type, paginates with a stable order, counts unread', async () => {
+    for (let i = 0; i < 5; i++) await create(bob, { title: `n${i}`, message: 'm', type: i % 2 ? 'error' : 'info' });
+    const page1 = (await get(bob, '/notifications?limit=2')).json();
+    const page2 = (await get(bob, '/notifications?limit=3&offset=2')).json();
+    expect(page1.meta).toEqual({ total: 5, limit: 2, offset: 0 });
+    expect([...page1.data, ...page2.data].map((n: { title: string }) => n.title)).toEqual(['n4', 'n3', 'n2', 'n1', 'n0']);
+    expect((await get(bob, '/notifications?type=error')).json().meta.total).toBe(2);
+    expect((await get(bob, '/notifications?type=error,info')).json().meta.total).toBe(5);
+    expect((await get(bob, '/notifications?type=bogus')).statusCode).toBe(400);
+    expect((await get(bob, '/notifications/unread-count')).json().data).toEqual({ count: 5 });
+
+    const id = page1.data[0].id;
+    const read = await svc.inject(bob, { method: 'PATCH', url: `/notifications/${id}/read` });
+    expect(read.statusCode).toBe(200);
+    expect(read.json().data).toMatchObject({ id, read: true });
+    expect(read.json().data.read_at).toBeTruthy();
+    expect((await get(bob, '/notifications?read=true')).json().data.map((n: { id: number }) => n.id)).toEqual([id]);
+    expect((await get(bob, '/notifications?read=false')).json().meta.total).toBe(4);
+    expect((await get(bob, '/notifications/unread-count')).json().data).toEqual({ count: 4 });
+
+    const all = await svc.inject(bob, { method: 'PATCH', url: '/notifications/read-all' });
+    expect(all.json().data).toEqual({ success: true, updated: 4 });
+    expect((await get(bob, '/notifications/unread-count')).json().data).toEqual({ count: 0 });
+    // Alice's unread notification is untouched by bob's read-all.
+    expect((await get(alice, '/notifications/unread-count')).json().data).toEqual({ count: 1 });
+  });
+
+  it('deletes a notification', async () => {
+    const id = (await create(bob, { title: 'tmp', message: 'm' })).json().data.id;
+    expect((await svc.inject(bob, { method: 'DELETE', url: `/notifications/${id}` })).json().data).toEqual({ success: true, id });
+    expect((await svc.inject(bob, { method: 'DELETE', url: `/notifications/${id}` })).statusCode).toBe(404);
+  });
+
+  it('lets admins notify another user or the whole org; members cannot', async () => {
+    expect((await create(bob, { title: 'x', message: 'y', user_id: alice.userId })).statusCode).toBe(403);
+    expect((await create(bob, { title: 'x', message: 'y', broadcast: true })).statusCode).toBe(403);
+    expect((await create(adminA, { title: 'to alice', message: 'y', user_id: alice.userId })).statusCode).toBe(201);
+    expect((await create(adminA, { title: 'everyone', message: 'y', broadcast: true })).statusCode).toBe(201);
+    const aliceTitles = (await get(alice, '/notifications')).json().data.map((n: { title: string }) => n.title);
+    expect(aliceTitles).toEqual(expect.arrayContaining(['to alice', 'everyone']));
+    expect((await get(bob, '/notifications')).json().data.map((n: { title: string }) => n.title)).toContain('everyone');
+    expect((await get(eve, '/notifications')).json().meta.total).toBe(0);
+  });
+
+  it('keeps read and dismiss state of org-wide notifications per member', async () => {
+    const id = (await create(adminA, { title: 'org news', message: 'm', broadcast: true })).json().data.id;
+    const unreadBob = (await get(bob, '/notifications/unread-count')).json().data.count;
+    const unreadAlice = (await get(alice, '/notifications/unread-count')).json().data.count;
+    const read = await svc.inject(bob, { method: 'PATCH', url: `/notifications/${id}/read` });
+    expect(read.json().data).toMatchObject({ id, read: true, user_id: null });
+    expect((await get(bob, '/notifications/unread-count')).json().data.count).toBe(unreadBob - 1);
+    expect((await get(alice, '/notifications/unread-count')).json().data.count).toBe(unreadAlice);
+    expect((await get(bob, '/notifications?read=true')).json().data.map((n: { id: number }) => n.id)).toContain(id);
+    expect((await get(alice, '/notifications?read=false')).json().data.map((n: { id: number }) => n.id)).toContain(id);
+    // Deleting an org-wide notification hides it for the caller only.
+    expect((await svc.inject(bob, { method: 'DELETE', url: `/notifications/${id}` })).statusCode).toBe(200);
+    expect((await get(bob, '/notifications?limit=200')).json().data.map((n: { id: number }) => n.id)).not.toContain(id);
+    expect((await get(alice, '/notifications?limit=200')).json().data.map((n: { id: number }) => n.id)).toContain(id);
+    expect((await svc.inject(bob, { method: 'PATCH', url: `/notifications/${id}/read` })).statusCode).toBe(404);
+    // read-all covers org-wide ones for the caller only.
+    const res = await svc.inject(alice, { method: 'PATCH', url: '/notifications/read-all' });
+    expect(res.json().data.updated).toBe(unreadAlice);
+    expect((await get(alice, '/notifications/unread-count')).json().data.count).toBe(0);
+    await create(adminA, { title: 'later news', message: 'm', broadcast: true });
+    expect((await get(alice, '/notifications/unread-count')).json().data.count).toBe(1);
+  });
+
+  it('validates input with a 400 envelope', async () => {
+    for (const payload of [{}, { title: '', message: 'm' }, { title: 't' }, { title: 't', message: 'm', type: 'fatal' },
+      { title: 't', message: 'm', link: 'javascript:alert(1)' }, { title: 't', message: 'm', link: '//evil.example' }, { title: 'x'.repeat(301), message: 'm' }]) {
+      const res = await create(alice, payload);
+      expect(res.statusCode, JSON.stringify(payload)).toBe(400);
+      expect(res.json().error.code).toBe('VALIDATION_ERROR');
+    }
+    expect((await svc.inject(alice, { method: 'PATCH', url: '/notifications/abc/read' })).statusCode).toBe(400);
+    expect((await get(alice, '/notifications?limit=0')).statusCode).toBe(400);
+    expect((await get(alice, '/notifications?limit=1000')).json().meta.limit).toBe(200);
+  });
+
+  it('enforces auth: 401 without a principal, 403 without the scope, read scope cannot write', async () => {
+    expect((await get(null as never, '/notifications')).statusCode).toBe(401);
+    const writeOnly = apiKeyPrincipal(['notifications:write'], { orgId: orgA });
+    const res = await get(writeOnly, '/notifications');
+    expect(res.statusCode).toBe(403);
+    expect(res.json().error.code).toBe('SCOPE_REQUIRED');
+    const readOnly = apiKeyPrincipal(['notifications:read'], { orgId: orgA });
+    expect((await get(readOnly, '/notifications/unread-count')).statusCode).toBe(200);
+    expect((await svc.inject(readOnly, { method: 'PATCH', url: '/notifications/read-all' })).statusCode).toBe(403);
+    expect((await create(readOnly, { title: 't', message: 'm' })).statusCode).toBe(403);
+  });
+});
+
+describe('OpenAPI', () => {
+  it('documents every route of the service', async () => {
+    const res = await svc.inject(null, { method: 'GET', url: '/openapi.json' });
+    expect(res.statusCode).toBe(200);
+    const paths = Object.keys(res.json().paths);
+    for (const p of ['/notifications', '/notifications/unread-count', '/notifications/read-all', '/notifications/{id}/read', '/notifications/{id}',
+      '/notifications/stream', '/activity-log', '/activity-log/stats', '/webhooks', '/webhooks/{id}', '/webhooks/{id}/deliveries',
+      '/webhooks/{id}/deliveries/{deliveryId}/redeliver', '/webhooks/{id}/rotate-secret']) expect(paths, p).toContain(p);
+  });
+});
+
+describe('live stream (SSE)', () => {
+  it('streams the caller\'s new notifications (and org-wide ones), not other users\' or orgs\', with heartbeats', async () => {
+    await svc.app.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = svc.app.server.address() as AddressInfo;
+    const chunks: string[] = [];
+    let contentType = '';
+    const req = http.get({ host: '127.0.0.1', port, path: '/notifications/stream', headers: { [INTERNAL_TOKEN_HEADER]: await tokenFor(alice) } }, (res) => {
+      contentType = String(res.headers['content-type']);
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => chunks.push(c));
+    });
+    try {
+      await waitFor(() => chunks.join('').includes(': connected'), { message: 'stream open' });
+      expect(contentType).toMatch(/^text\/event-stream/);
+      await create(bob, { title: 'for bob', message: 'm' });
+      await create(eve, { title: 'other org', message: 'm' });
+      await create(alice, { title: 'for alice', message: 'm' });
+      await create(adminA, { title: 'for all of A', message: 'm', broadcast: true });
+      await waitFor(() => chunks.join('').includes('for all of A'), { message: 'org-wide notification streamed' });
+      await waitFor(() => chunks.join('').includes(': heartbeat'), { message: 'heartbeat' });
+      const text = chunks.join('');
+      const events = text.split('\n\n').filter((b) => b.includes('event: notification'))
+        .map((b) => JSON.parse(b.split('\n').find((l) => l.startsWith('data: '))!.slice(6)));
+      expect(events.map((e: { title: string }) => e.title)).toEqual(['for alice', 'for all of A']);
+      expect(text).not.toContain('for bob');
+      expect(text).not.toContain('other org');
+    } finally {
+      req.destroy();
+    }
+  });
+
+  it('replays what a reconnecting client missed after Last-Event-ID', async () => {
+    const { port } = svc.app.server.address() as AddressInfo;
+    const mine = (await get(alice, '/notifications?limit=200')).json().data.map((n: { id: number }) => n.id).sort((a: number, b: number) => a - b);
+    const after = mine[mine.length - 3];
+    const chunks: string[] = [];
+    const req = http.get({ host: '127.0.0.1', port, path: '/notifications/stream', headers: { [INTERNAL_TOKEN_HEADER]: await tokenFor(alice), 'last-event-id': String(after) } }, (res) => {
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => chunks.push(c));
+    });
+    try {
+      await waitFor(() => (chunks.join('').match(/event: notification/g) ?? []).length >= 2, { message: 'replayed' });
+      const ids = [...chunks.join('').matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
+      expect(ids).toEqual(mine.slice(-2));
+    } finally {
+      req.destroy();
+    }
+  });
+
+  it('rejects an unauthenticated stream request', async () => {
+    const res = await get(null as never, '/notifications/stream');
+    expect(res.statusCode).toBe(401);
+    expect(await count(svc.ctx.pool, 'SELECT count(*) AS n FROM notifications')).toBeGreaterThan(0);
   });
 });

@@ -1,127 +1,259 @@
-import { userPrincipal, waitFor } from '@aos/testkit';
-import { createHmac } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { apiKeyPrincipal, startTestService, userPrincipal, waitFor, sleep } from '@aos/testkit';
+import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
+import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isPrivateAddress } from '../src/domain/ssrf.js';
-import { count, envelope, publish, startNotifications, type Svc } from './helpers.js';
+import { isBlockedAddress, resolveTarget } from '../src/domain/ssrf.js';
+import { deliver } from '../src/domain/webhooks.js';
+import { service } from '../src/service.js';
+import { count, envelope, publish } from './helpers.js';
 
-interface Received { headers: IncomingMessage['headers']; body: string }
-let receiver: Server;
-let receiverUrl: string;
+type Received = { path: string; headers: http.IncomingHttpHeaders; body: string };
 const received: Received[] = [];
-/** Paths starting with /fail-once fail their first request; /failing always fails. */
-const failedOnce = new Set<string>();
+/** Per path: the statuses to answer in turn (the last one repeats). */
+const script = new Map<string, number[]>();
+let receiver: http.Server;
+let port: number;
 
-let svc: Svc; // loopback allowed (as the tests' receiver is local)
-let strict: Svc; // production policy: private targets refused
-const admin = userPrincipal();
-const orgId = admin.orgId!;
+let svc: Awaited<ReturnType<typeof startTestService<typeof service.schema, typeof service.config>>>;
+const orgA = randomUUID();
+const orgB = randomUUID();
+const adminA = userPrincipal({ orgId: orgA, orgRole: 'admin' });
+const adminB = userPrincipal({ orgId: orgB, orgRole: 'admin' });
+const url = (path: string) => `http://localhost:${port}${path}`;
+
+const taskCreated = (taskId: number, org = orgA) => envelope('tasks.task.created', {
+  taskId, title: `t${taskId}`, status: 'todo', priority: 'low', type: 'chore', assignee: null, productId: null,
+  productSlug: null, parentTaskId: null, createdBy: null,
+}, { orgId: org, actor: { type: 'user', id: 'u1' } });
+
+async function register(path: string, events = ['tasks.task.created'], principal = adminA) {
+  const res = await svc.inject(principal, { method: 'POST', url: '/webhooks', payload: { url: url(path), events } });
+  expect(res.statusCode, res.body).toBe(201);
+  return res.json().data as { id: number; secret: string };
+}
+const deliveries = async (id: number) => (await svc.inject(adminA, { method: 'GET', url: `/webhooks/${id}/deliveries` })).json();
 
 beforeAll(async () => {
-  receiver = createServer((req, res) => {
+  receiver = http.createServer((req, res) => {
     let body = '';
     req.on('data', (c) => { body += c; });
     req.on('end', () => {
-      received.push({ headers: req.headers, body });
-      const path = req.url ?? '';
-      const fail = path.startsWith('/failing') || (path.startsWith('/fail-once') && !failedOnce.has(path));
-      if (path.startsWith('/fail-once')) failedOnce.add(path);
-      if (fail) res.writeHead(500).end('nope');
-      else res.writeHead(200).end('ok');
+      const path = req.url ?? '/';
+      received.push({ path, headers: req.headers, body });
+      const statuses = script.get(path) ?? [200];
+      const status = statuses.length > 1 ? statuses.shift()! : statuses[0]!;
+      if (status >= 300 && status < 400) res.setHeader('location', `http://127.0.0.1:${port}/ok`);
+      res.writeHead(status).end();
     });
   });
   await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
-  receiverUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`;
-  svc = await startNotifications({ env: { WEBHOOK_ALLOW_PRIVATE_TARGETS: 'true', WEBHOOK_BACKOFF_MS: '50', WEBHOOK_ATTEMPTS: '3', WEBHOOK_MAX_FAILURES: '2' } });
-  strict = await startNotifications();
+  port = (receiver.address() as AddressInfo).port;
+  svc = await startTestService(service, {
+    // Loopback is allowed by name for the local receiver only; 127.0.0.1 and every other private address stay refused.
+    env: { WEBHOOK_ALLOWED_HOSTS: 'localhost', WEBHOOK_BACKOFF_MS: '100', WEBHOOK_MAX_ATTEMPTS: '3', WEBHOOK_DISABLE_AFTER: '2' },
+  });
 });
 afterAll(async () => {
   await svc?.close();
-  await strict?.close();
-  receiver.close();
+  await new Promise((r) => receiver?.close(r));
 });
 
-const register = (s: Svc, body: object, p = admin) => s.inject(p, { method: 'POST', url: '/webhooks', payload: body });
-const taskEvent = (id: number) => envelope('tasks.task.created', { taskId: id, title: `T${id}`, status: 'todo', priority: 'P2', type: 'feature', assignee: null, productId: null, productSlug: null, parentTaskId: null, createdBy: null }, orgId);
-
-describe('outbound webhooks', () => {
-  it('delivers matching events with a verifiable HMAC signature', async () => {
-    const res = await register(svc, { url: receiverUrl, event_types: ['tasks.*'] });
-    expect(res.statusCode).toBe(201);
-    const { secret, id } = res.json().data;
-    expect(secret).toMatch(/^whsec_/);
-    expect((await svc.inject(admin, { method: 'GET', url: `/webhooks/${id}` })).json().data.secret).toBeUndefined();
-
-    const env = taskEvent(1);
-    await publish(svc, env);
-    await publish(svc, envelope('billing.balance.low', { ledger: 'tokens', balance: 1, threshold: 10, userId: null }, orgId)); // not subscribed
-    await waitFor(() => received.find((r) => r.headers['x-aos-event-id'] === env.id));
-    const hit = received.find((r) => r.headers['x-aos-event-id'] === env.id)!;
-    const [, t, v1] = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(hit.headers['x-aos-signature'] as string)!;
-    expect(createHmac('sha256', secret).update(`${t}.${hit.body}`).digest('hex')).toBe(v1);
-    expect(Math.abs(Date.now() / 1000 - Number(t))).toBeLessThan(60);
-    expect(JSON.parse(hit.body)).toMatchObject({ id: env.id, type: 'tasks.task.created', data: { taskId: 1 } });
-    expect(received.some((r) => r.headers['x-aos-event'] === 'billing.balance.low')).toBe(false);
-    // The receiver has the request; the worker records the outcome right after the response.
-    const deliveries = await waitFor(async () => {
-      const list = (await svc.inject(admin, { method: 'GET', url: `/webhooks/${id}/deliveries` })).json().data;
-      return list[0]?.status === 'delivered' ? list : null;
-    });
-    expect(deliveries[0]).toMatchObject({ event_id: env.id, status: 'delivered', response_status: 200, attempts: 1 });
-  });
-
-  it('retries a receiver that answers 500, then succeeds; redeliver sends again', async () => {
-    const { id } = (await register(svc, { url: receiverUrl.replace('/hook', '/fail-once-retry'), event_types: ['tasks.task.created'] })).json().data;
-    const env = taskEvent(2);
-    await publish(svc, env);
-    await waitFor(async () => (await svc.inject(admin, { method: 'GET', url: `/webhooks/${id}/deliveries` })).json().data[0]?.status === 'delivered', { message: 'delivered after retry' });
-    const d = (await svc.inject(admin, { method: 'GET', url: `/webhooks/${id}/deliveries` })).json().data[0];
-    expect(d.attempts).toBe(2);
-    const before = received.filter((r) => r.headers['x-aos-event-id'] === env.id).length;
-    const re = await svc.inject(admin, { method: 'POST', url: `/webhooks/${id}/deliveries/${d.id}/redeliver` });
-    expect(re.statusCode).toBe(202);
-    await waitFor(() => received.filter((r) => r.headers['x-aos-event-id'] === env.id).length > before);
-  });
-
-  it('disables an endpoint after repeated failures', async () => {
-    const { id } = (await register(svc, { url: receiverUrl.replace('/hook', '/failing'), event_types: ['billing.*'] })).json().data;
-    {
-      await publish(svc, envelope('billing.balance.low', { ledger: 'tokens', balance: 1, threshold: 10, userId: null }, orgId));
-      await publish(svc, envelope('billing.balance.low', { ledger: 'tokens', balance: 0, threshold: 10, userId: null }, orgId));
-      await waitFor(async () => (await svc.inject(admin, { method: 'GET', url: `/webhooks/${id}` })).json().data.is_active === false, { timeoutMs: 20_000, message: 'endpoint disabled' });
+describe('SSRF guard', () => {
+  it('classifies private, loopback, link-local, CGNAT, multicast, ULA and IPv4-mapped addresses', () => {
+    for (const a of ['10.1.2.3', '127.0.0.1', '169.254.169.254', '172.16.0.1', '192.168.1.1', '100.64.0.1', '0.0.0.0', '224.0.0.1',
+      '::1', '::', 'fe80::1', 'fd00::1', 'fc00::1', '::ffff:127.0.0.1', '::ffff:7f00:1', '::ffff:10.0.0.1', 'ff02::1']) {
+      expect(isBlockedAddress(a), a).toBe(true);
     }
-    await waitFor(() => count(svc, "SELECT count(*) AS n FROM aos_outbox WHERE type = 'notifications.webhook.disabled'"));
+    for (const a of ['93.184.216.34', '8.8.8.8', '2606:4700::1111']) expect(isBlockedAddress(a), a).toBe(false);
   });
 
-  it('refuses private targets at registration and at delivery', async () => {
-    for (const url of ['http://127.0.0.1/x', 'http://10.0.0.5/x', 'http://[::1]/x', 'http://169.254.169.254/latest', 'http://localhost:8080/', 'ftp://example.com/', 'http://user:pw@example.com/']) {
-      const res = await register(strict, { url, event_types: ['*'] });
-      expect(res.statusCode, url).toBe(400);
-    }
-    expect(isPrivateAddress('::ffff:10.1.2.3')).toBe(true);
-    expect(isPrivateAddress('100.64.1.1')).toBe(true);
-    expect(isPrivateAddress('93.184.216.34')).toBe(false);
-    // Registered while allowed, then delivered under the strict policy: refused without a request.
-    const [hook] = (await strict.ctx.pool.query(
-      `INSERT INTO webhooks (org_id, url, event_types, secret) VALUES ($1, $2, '{*}', 'whsec_x') RETURNING id`, [orgId, receiverUrl])).rows;
+  it('refuses a host name that resolves to loopback unless allow-listed, also at connect time', async () => {
+    const strict = { allowPrivate: false, allowedHosts: [] };
+    await expect(resolveTarget('localhost', strict)).rejects.toThrow(/private or reserved/);
+    await expect(resolveTarget('localhost', { allowPrivate: false, allowedHosts: ['localhost'] })).resolves.toBeTruthy();
+    await expect(resolveTarget('localhost', { allowPrivate: true, allowedHosts: [] })).resolves.toBeTruthy();
     const before = received.length;
-    const env = taskEvent(3);
-    await publish(strict, env);
-    await waitFor(async () => (await strict.inject(admin, { method: 'GET', url: `/webhooks/${hook.id}/deliveries` })).json().data[0]?.status === 'failed', { message: 'refused delivery' });
-    const d = (await strict.inject(admin, { method: 'GET', url: `/webhooks/${hook.id}/deliveries` })).json().data[0];
-    expect(d.error).toContain('private');
+    const r = await deliver(`http://localhost:${port}/strict`, '{}', {}, strict, 2_000);
+    expect(r).toMatchObject({ ok: false, permanent: true, status: null });
+    expect(r.error).toMatch(/private or reserved/);
     expect(received.length).toBe(before);
   });
 
-  it('is for org admins only, and per org', async () => {
-    const member = userPrincipal({ orgId, orgRole: 'member' });
-    expect((await register(svc, { url: receiverUrl, event_types: ['*'] }, member)).statusCode).toBe(403);
-    const { id } = (await register(svc, { url: receiverUrl, event_types: ['*'] })).json().data;
-    const other = userPrincipal();
-    expect((await svc.inject(other, { method: 'GET', url: `/webhooks/${id}` })).statusCode).toBe(404);
-    expect((await svc.inject(other, { method: 'DELETE', url: `/webhooks/${id}` })).statusCode).toBe(404);
-    expect((await register(svc, { url: receiverUrl, event_types: ['Bad Pattern'] })).statusCode).toBe(400);
-    expect((await svc.inject(admin, { method: 'DELETE', url: `/webhooks/${id}` })).statusCode).toBe(200);
+  it('refuses private targets at registration (422) and bad schemes', async () => {
+    for (const target of ['http://127.0.0.1/hook', `http://127.0.0.1:${port}/x`, 'http://10.0.0.5/hook', 'http://169.254.169.254/latest/meta-data',
+      'http://[::1]/hook', 'http://[::ffff:127.0.0.1]/hook', 'http://100.64.1.1/', 'http://192.168.0.10/', 'http://0.0.0.0/', 'http://[fd12::1]/',
+      'ftp://example.com/x', 'http://user:pw@localhost/x', 'not a url']) {
+      const res = await svc.inject(adminA, { method: 'POST', url: '/webhooks', payload: { url: target, events: ['*'] } });
+      expect(res.statusCode, target).toBe(422);
+      expect(res.json().error.code).toBe('UNPROCESSABLE');
+    }
+    expect(await count(svc.ctx.pool, 'SELECT count(*) AS n FROM webhooks')).toBe(0);
+  });
+
+  it('refuses a private target at delivery time too (row stored under another policy / DNS change)', async () => {
+    const { rows } = await svc.ctx.pool.query(
+      "INSERT INTO webhooks (org_id, url, events, secret) VALUES ($1, $2, '{tasks.task.created}', 'whsec_x') RETURNING id", [orgB, `http://127.0.0.1:${port}/private`]);
+    const e = taskCreated(500, orgB);
+    await publish(svc.ctx, e);
+    const d = await waitFor(async () => {
+      const list = (await svc.inject(adminB, { method: 'GET', url: `/webhooks/${rows[0].id}/deliveries` })).json().data;
+      return list[0]?.status === 'failed' ? list[0] : null;
+    }, { message: 'delivery refused' });
+    expect(d.attempts).toBe(1); // refused targets are not retried
+    expect(d.error).toMatch(/private or reserved/);
+    expect(received.filter((r) => r.path === '/private')).toHaveLength(0);
+  });
+});
+
+describe('webhook delivery', () => {
+  it('delivers a matching event with a verifiable HMAC-SHA256 signature over timestamp.body', async () => {
+    const hook = await register('/signed');
+    expect(hook.secret).toMatch(/^whsec_/);
+    const e = taskCreated(1);
+    await publish(svc.ctx, e);
+    const r = await waitFor(() => received.find((x) => x.path === '/signed'), { message: 'delivery received' });
+    const ts = r.headers['x-aos-timestamp'] as string;
+    const sig = r.headers['x-aos-signature'] as string;
+    const expected = `v1=${createHmac('sha256', hook.secret).update(`${ts}.${r.body}`).digest('hex')}`;
+    expect(timingSafeEqual(Buffer.from(sig), Buffer.from(expected))).toBe(true);
+    expect(Math.abs(Date.now() / 1000 - Number(ts))).toBeLessThan(60);
+    expect(r.headers['x-aos-event']).toBe('tasks.task.created');
+    expect(r.headers['x-aos-event-id']).toBe(e.id);
+    expect(JSON.parse(r.body)).toMatchObject({ id: e.id, type: 'tasks.task.created', org_id: orgA, data: { taskId: 1 } });
+    // A tampered body does not verify.
+    const forged = `v1=${createHmac('sha256', hook.secret).update(`${ts}.${r.body.replace('"t1"', '"t2"')}`).digest('hex')}`;
+    expect(forged).not.toBe(sig);
+    await waitFor(async () => (await deliveries(hook.id)).data[0]?.status === 'succeeded');
+    expect((await deliveries(hook.id)).data[0]).toMatchObject({ attempts: 1, response_status: 200, event_id: e.id });
+  });
+
+  it('retries a receiver answering 500 then 200 and gets the event through', async () => {
+    script.set('/flaky', [500, 200]);
+    const hook = await register('/flaky');
+    const e = taskCreated(2);
+    await publish(svc.ctx, e);
+    await waitFor(async () => (await deliveries(hook.id)).data[0]?.status === 'succeeded', { message: 'retry succeeded' });
+    const hits = received.filter((x) => x.path === '/flaky');
+    expect(hits).toHaveLength(2);
+    expect(hits.every((h) => JSON.parse(h.body).id === e.id)).toBe(true);
+    expect((await deliveries(hook.id)).data[0]).toMatchObject({ attempts: 2, response_status: 200 });
+  });
+
+  it('delivers an event once even when the bus redelivers it', async () => {
+    const hook = await register('/once');
+    const e = taskCreated(3);
+    await publish(svc.ctx, e);
+    await publish(svc.ctx, e, `again-${e.id}`);
+    await waitFor(() => received.some((x) => x.path === '/once'));
+    await sleep(600);
+    expect(received.filter((x) => x.path === '/once')).toHaveLength(1);
+    expect((await deliveries(hook.id)).meta.total).toBe(1);
+  });
+
+  it('treats a redirect as a failure and never follows it', async () => {
+    script.set('/redirect', [302]);
+    const hook = await register('/redirect');
+    await publish(svc.ctx, taskCreated(4));
+    await waitFor(async () => (await deliveries(hook.id)).data[0]?.status === 'failed', { message: 'redirect failed' });
+    expect((await deliveries(hook.id)).data[0]).toMatchObject({ attempts: 3, response_status: 302 });
+    expect(received.filter((x) => x.path === '/ok')).toHaveLength(0);
+  });
+
+  it('skips events the webhook did not subscribe to and events of other orgs; `tasks.*` matches the family', async () => {
+    const other = await register('/only-completed', ['tasks.task.completed']);
+    const family = await register('/family', ['tasks.*']);
+    await publish(svc.ctx, taskCreated(5));
+    await publish(svc.ctx, taskCreated(6, orgB));
+    await waitFor(() => received.filter((x) => x.path === '/family').length >= 1);
+    await sleep(500);
+    expect(received.filter((x) => x.path === '/family').map((x) => JSON.parse(x.body).data.taskId)).toEqual([5]);
+    expect((await deliveries(other.id)).meta.total).toBe(0);
+    expect((await deliveries(family.id)).meta.total).toBe(1);
+  });
+
+  it('auto-disables a webhook after N consecutive failed deliveries and publishes notifications.webhook.disabled', async () => {
+    script.set('/down', [500]);
+    const hook = await register('/down');
+    await publish(svc.ctx, taskCreated(7));
+    await publish(svc.ctx, taskCreated(8));
+    const w = await waitFor(async () => {
+      const res = (await svc.inject(adminA, { method: 'GET', url: `/webhooks/${hook.id}` })).json().data;
+      return res.active === false ? res : null;
+    }, { timeoutMs: 15_000, message: 'webhook disabled' });
+    expect(w).toMatchObject({ consecutive_failures: 2, disabled_reason: '2 consecutive failed deliveries' });
+    expect(await count(svc.ctx.pool, "SELECT count(*) AS n FROM aos_outbox WHERE type = 'notifications.webhook.disabled' AND (envelope->'data'->>'webhookId')::int = $1", [hook.id])).toBe(1);
+    const note = (await svc.inject(adminA, { method: 'GET', url: '/notifications?kind=webhook_disabled' })).json().data;
+    expect(note.map((n: { link: string }) => n.link)).toContain(`/webhooks/${hook.id}`);
+    // Disabled: new events are not delivered; re-enabling resets the streak.
+    await publish(svc.ctx, taskCreated(9));
+    await sleep(500);
+    expect((await deliveries(hook.id)).meta.total).toBe(2);
+    const res = await svc.inject(adminA, { method: 'PATCH', url: `/webhooks/${hook.id}`, payload: { active: true } });
+    expect(res.json().data).toMatchObject({ active: true, consecutive_failures: 0, disabled_at: null });
+  });
+
+  it('redelivers a past delivery on request (same event id, fresh signature)', async () => {
+    const hook = await register('/again');
+    const e = taskCreated(10);
+    await publish(svc.ctx, e);
+    await waitFor(async () => (await deliveries(hook.id)).data[0]?.status === 'succeeded');
+    const deliveryId = (await deliveries(hook.id)).data[0].id;
+    const res = await svc.inject(adminA, { method: 'POST', url: `/webhooks/${hook.id}/deliveries/${deliveryId}/redeliver` });
+    expect(res.statusCode).toBe(202);
+    await waitFor(() => received.filter((x) => x.path === '/again').length === 2, { message: 'redelivered' });
+    expect(received.filter((x) => x.path === '/again').map((x) => JSON.parse(x.body).id)).toEqual([e.id, e.id]);
+    await waitFor(async () => (await deliveries(hook.id)).data[0]?.status === 'succeeded');
+    expect((await deliveries(hook.id)).data[0].redeliveries).toBe(1);
+    expect((await svc.inject(adminA, { method: 'POST', url: `/webhooks/${hook.id}/deliveries/999999/redeliver` })).statusCode).toBe(404);
+    expect((await svc.inject(adminB, { method: 'POST', url: `/webhooks/${hook.id}/deliveries/${deliveryId}/redeliver` })).statusCode).toBe(404);
+  });
+});
+
+describe('webhook management', () => {
+  it('shows the secret only at creation, lists, updates, rotates and deletes', async () => {
+    const hook = await register('/crud', ['*']);
+    const got = await svc.inject(adminA, { method: 'GET', url: `/webhooks/${hook.id}` });
+    expect(got.statusCode).toBe(200);
+    expect(got.json().data.secret).toBeUndefined();
+    const listed = (await svc.inject(adminA, { method: 'GET', url: '/webhooks?limit=2' })).json();
+    expect(listed.meta).toMatchObject({ limit: 2, offset: 0 });
+    expect(listed.data).toHaveLength(2);
+    expect(listed.data.every((w: Record<string, unknown>) => w.secret === undefined)).toBe(true);
+    const upd = await svc.inject(adminA, { method: 'PATCH', url: `/webhooks/${hook.id}`, payload: { events: ['billing.*'], description: 'billing feed' } });
+    expect(upd.json().data).toMatchObject({ events: ['billing.*'], description: 'billing feed' });
+    expect((await svc.inject(adminA, { method: 'PATCH', url: `/webhooks/${hook.id}`, payload: { url: 'http://10.0.0.1/' } })).statusCode).toBe(422);
+    const rotated = await svc.inject(adminA, { method: 'POST', url: `/webhooks/${hook.id}/rotate-secret` });
+    expect(rotated.json().data.secret).toMatch(/^whsec_/);
+    expect(rotated.json().data.secret).not.toBe(hook.secret);
+    expect((await svc.inject(adminA, { method: 'DELETE', url: `/webhooks/${hook.id}` })).statusCode).toBe(200);
+    expect((await svc.inject(adminA, { method: 'GET', url: `/webhooks/${hook.id}` })).statusCode).toBe(404);
+  });
+
+  it('validates input: unknown event types, empty events, unknown fields stripped', async () => {
+    const bad = await svc.inject(adminA, { method: 'POST', url: '/webhooks', payload: { url: url('/v'), events: ['tasks.task.exploded'] } });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error.code).toBe('VALIDATION_ERROR');
+    expect((await svc.inject(adminA, { method: 'POST', url: '/webhooks', payload: { url: url('/v'), events: [] } })).statusCode).toBe(400);
+    expect((await svc.inject(adminA, { method: 'POST', url: '/webhooks', payload: { events: ['*'] } })).statusCode).toBe(400);
+    expect((await svc.inject(adminA, { method: 'GET', url: '/webhooks/abc' })).statusCode).toBe(400);
+  });
+
+  it('enforces auth: admins only, scopes for API keys, other org → 404, no auth → 401', async () => {
+    const hook = await register('/authz');
+    expect((await svc.inject(null, { method: 'GET', url: '/webhooks' })).statusCode).toBe(401);
+    const member = userPrincipal({ orgId: orgA, orgRole: 'member' });
+    expect((await svc.inject(member, { method: 'GET', url: '/webhooks' })).statusCode).toBe(403);
+    expect((await svc.inject(member, { method: 'POST', url: '/webhooks', payload: { url: url('/m'), events: ['*'] } })).statusCode).toBe(403);
+    const readKey = apiKeyPrincipal(['notifications:read'], { orgId: orgA, orgRole: 'admin' });
+    expect((await svc.inject(readKey, { method: 'GET', url: '/webhooks' })).statusCode).toBe(200);
+    const denied = await svc.inject(readKey, { method: 'POST', url: '/webhooks', payload: { url: url('/k'), events: ['*'] } });
+    expect(denied.statusCode).toBe(403);
+    expect(denied.json().error.code).toBe('SCOPE_REQUIRED');
+    for (const [method, path] of [['GET', `/webhooks/${hook.id}`], ['PATCH', `/webhooks/${hook.id}`], ['DELETE', `/webhooks/${hook.id}`], ['GET', `/webhooks/${hook.id}/deliveries`]] as const) {
+      const res = await svc.inject(adminB, { method, url: path, ...(method === 'PATCH' ? { payload: { description: 'x' } } : {}) });
+      expect(res.statusCode, `${method} ${path}`).toBe(404);
+    }
+    expect((await svc.inject(adminB, { method: 'GET', url: '/webhooks' })).json().data.every((w: { id: number }) => w.id !== hook.id)).toBe(true);
   });
 });

@@ -1,95 +1,109 @@
 import { badRequest } from '@aos/core';
-import { Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
-import { Type, type TSchema } from '@sinclair/typebox';
-import { and, desc, eq, sql, type SQL } from 'drizzle-orm';
+import { Envelope, ListEnvelope, list, Nullable, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
+import { Type } from '@sinclair/typebox';
+import { and, count, desc, eq, gte, lte, sql } from 'drizzle-orm';
 import { activityLog } from '../db/schema.js';
 import type { Ctx } from '../service.js';
 
-const Actor = Type.Unsafe<'agent' | 'system' | 'user'>(Type.Union([Type.Literal('agent'), Type.Literal('system'), Type.Literal('user')]));
-const Nullable = <T extends TSchema>(s: T) => Type.Union([s, Type.Null()]);
+const ActorType = Type.Union([Type.Literal('agent'), Type.Literal('system'), Type.Literal('user')]);
+
 const ActivitySchema = Type.Object({
-  id: Type.Integer(), event_id: Nullable(Type.String()), actor_type: Type.String(), actor_id: Nullable(Type.String()), action: Type.String(),
-  entity_type: Nullable(Type.String()), entity_id: Nullable(Type.String()), metadata: Type.Unknown(), created_at: Type.String(),
-});
-type Row = typeof activityLog.$inferSelect;
-const view = (a: Row) => ({
-  id: a.id, event_id: a.eventId, actor_type: a.actorType, actor_id: a.actorId, action: a.action, entity_type: a.entityType,
-  entity_id: a.entityId, metadata: a.metadata, created_at: a.createdAt.toISOString(),
+  id: Type.Integer(), actor_type: Type.String(), actor_id: Nullable(Type.String()), action: Type.String(),
+  entity_type: Nullable(Type.String()), entity_id: Nullable(Type.String()), metadata: Type.Record(Type.String(), Type.Unknown()),
+  event_id: Nullable(Type.String()), created_at: Type.String(),
 });
 
-export async function activityRoutes(app: App, ctx: Ctx) {
+const view = (r: typeof activityLog.$inferSelect) => ({
+  id: r.id, actor_type: r.actorType, actor_id: r.actorId, action: r.action, entity_type: r.entityType, entity_id: r.entityId,
+  metadata: r.metadata as Record<string, unknown>, event_id: r.eventId, created_at: r.createdAt.toISOString(),
+});
+
+const Name = (max = 200) => Type.String({ minLength: 1, maxLength: max });
+
+const CreateBody = Type.Object({
+  actor_type: ActorType,
+  actor_id: Name(),
+  action: Name(),
+  entity_type: Type.Optional(Name(100)),
+  entity_id: Type.Optional(Name()),
+  metadata: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+}, { additionalProperties: false });
+
+const Counts = Type.Object({
+  total: Type.Integer(),
+  by_action: Type.Array(Type.Object({ action: Type.String(), count: Type.Integer() })),
+  by_actor: Type.Array(Type.Object({ actor_type: Type.String(), actor_id: Nullable(Type.String()), count: Type.Integer() })),
+  by_actor_type: Type.Array(Type.Object({ actor_type: Type.String(), count: Type.Integer() })),
+});
+
+export function activityRoutes(app: App, ctx: Ctx) {
   app.get('/activity-log', {
-    config: { scope: 'notifications:read' },
     schema: {
-      tags: ['Activity log'], summary: 'Activity of the organization, newest first',
+      tags: ['Activity'], summary: 'List recent activities with filtering',
       querystring: Type.Object({
-        ...PaginationQuery, actor_type: Type.Optional(Actor), actor_id: Type.Optional(Type.String({ maxLength: 200 })),
-        action: Type.Optional(Type.String({ maxLength: 200 })), entity_type: Type.Optional(Type.String({ maxLength: 100 })), entity_id: Type.Optional(Type.String({ maxLength: 200 })),
+        actor_type: Type.Optional(ActorType), actor_id: Type.Optional(Name()), action: Type.Optional(Name()),
+        entity_type: Type.Optional(Name(100)), entity_id: Type.Optional(Name()),
+        since: Type.Optional(Type.String({ format: 'date-time' })), until: Type.Optional(Type.String({ format: 'date-time' })),
+        ...PaginationQuery,
       }),
       response: { 200: ListEnvelope(ActivitySchema) },
     },
+    config: { scope: 'notifications:read' },
   }, async (request) => {
     const q = request.query;
     const p = page(q);
-    const where: SQL[] = [eq(activityLog.orgId, orgOf(request))];
-    if (q.actor_type) where.push(eq(activityLog.actorType, q.actor_type));
-    if (q.actor_id) where.push(eq(activityLog.actorId, q.actor_id));
-    if (q.action) where.push(q.action.endsWith('*') ? sql`${activityLog.action} LIKE ${q.action.slice(0, -1).replace(/[\\%_]/g, (c) => `\\${c}`) + '%'}` : eq(activityLog.action, q.action));
-    if (q.entity_type) where.push(eq(activityLog.entityType, q.entity_type));
-    if (q.entity_id) where.push(eq(activityLog.entityId, q.entity_id));
-    const cond = and(...where);
-    const [rows, total] = await Promise.all([
-      ctx.db.select().from(activityLog).where(cond).orderBy(desc(activityLog.createdAt), desc(activityLog.id)).limit(p.limit).offset(p.offset),
-      ctx.db.select({ n: sql<number>`count(*)::int` }).from(activityLog).where(cond).then((r) => r[0]?.n ?? 0),
+    // `tasks.*` filters a family of actions.
+    const action = q.action?.endsWith('.*') ? sql`${activityLog.action} LIKE ${`${q.action.slice(0, -1).replace(/[%_\\]/g, '\\$&')}%`}` : q.action ? eq(activityLog.action, q.action) : undefined;
+    const where = and(
+      eq(activityLog.orgId, orgOf(request)),
+      q.actor_type ? eq(activityLog.actorType, q.actor_type) : undefined,
+      q.actor_id ? eq(activityLog.actorId, q.actor_id) : undefined,
+      action,
+      q.entity_type ? eq(activityLog.entityType, q.entity_type) : undefined,
+      q.entity_id ? eq(activityLog.entityId, q.entity_id) : undefined,
+      q.since ? gte(activityLog.createdAt, new Date(q.since)) : undefined,
+      q.until ? lte(activityLog.createdAt, new Date(q.until)) : undefined,
+    );
+    const [rows, [total]] = await Promise.all([
+      ctx.db.select().from(activityLog).where(where).orderBy(desc(activityLog.createdAt), desc(activityLog.id)).limit(p.limit).offset(p.offset),
+      ctx.db.select({ n: count() }).from(activityLog).where(where),
     ]);
-    return list(rows.map(view), total, p);
+    return list(rows.map(view), total?.n ?? 0, p);
   });
 
   app.post('/activity-log', {
+    schema: { tags: ['Activity'], summary: 'Create a new activity record', body: CreateBody, response: { 201: Envelope(ActivitySchema) } },
     config: { scope: 'notifications:write' },
-    schema: {
-      tags: ['Activity log'], summary: 'Record an activity manually',
-      body: Type.Object({
-        actor_type: Actor, actor_id: Type.String({ minLength: 1, maxLength: 200 }), action: Type.String({ minLength: 1, maxLength: 200 }),
-        entity_type: Type.Optional(Type.String({ maxLength: 100 })), entity_id: Type.Optional(Type.String({ maxLength: 200 })),
-        metadata: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
-      }, { additionalProperties: false }),
-      response: { 201: Envelope(ActivitySchema) },
-    },
   }, async (request, reply) => {
     const b = request.body;
-    if (JSON.stringify(b.metadata ?? {}).length > 32_768) throw badRequest('metadata is larger than 32 KiB', [{ field: 'metadata' }]);
+    const metadata = { ...(b.metadata ?? {}), recorded_by: { kind: request.principal.kind, id: request.principal.userId ?? request.principal.apiKeyId } };
+    if (JSON.stringify(metadata).length > 16_384) throw badRequest('metadata is too large (max 16 KiB)', [{ field: 'metadata' }]);
     const [row] = await ctx.db.insert(activityLog).values({
-      orgId: orgOf(request), actorType: b.actor_type, actorId: b.actor_id, action: b.action, entityType: b.entity_type ?? null,
-      entityId: b.entity_id ?? null, metadata: { ...(b.metadata ?? {}), recorded_by: request.principal.userId ?? request.principal.apiKeyId },
+      orgId: orgOf(request), actorType: b.actor_type, actorId: b.actor_id, action: b.action,
+      entityType: b.entity_type ?? null, entityId: b.entity_id ?? null, metadata,
     }).returning();
     return reply.status(201).send(ok(view(row!)));
   });
 
   app.get('/activity-log/stats', {
+    schema: { tags: ['Activity'], summary: 'Activity summary statistics', response: { 200: Envelope(Type.Object({ last_24h: Counts, last_7d: Counts, generated_at: Type.String() })) } },
     config: { scope: 'notifications:read' },
-    schema: {
-      tags: ['Activity log'], summary: 'Counts by action and actor over 24 h and 7 days',
-      response: {
-        200: Envelope(Type.Object({
-          last_24h: Type.Integer(), last_7d: Type.Integer(),
-          by_action: Type.Array(Type.Object({ action: Type.String(), last_24h: Type.Integer(), last_7d: Type.Integer() })),
-          by_actor: Type.Array(Type.Object({ actor_type: Type.String(), actor_id: Nullable(Type.String()), last_24h: Type.Integer(), last_7d: Type.Integer() })),
-        })),
-      },
-    },
   }, async (request) => {
     const orgId = orgOf(request);
-    const window = `org_id = $1 AND created_at > now() - interval '7 days'`;
-    const [totals, byAction, byActor] = await Promise.all([
-      ctx.pool.query(`SELECT count(*) FILTER (WHERE created_at > now() - interval '1 day')::int AS d1, count(*)::int AS d7 FROM activity_log WHERE ${window}`, [orgId]),
-      ctx.pool.query(`SELECT action, count(*) FILTER (WHERE created_at > now() - interval '1 day')::int AS d1, count(*)::int AS d7 FROM activity_log WHERE ${window} GROUP BY action ORDER BY d7 DESC, action LIMIT 50`, [orgId]),
-      ctx.pool.query(`SELECT actor_type, actor_id, count(*) FILTER (WHERE created_at > now() - interval '1 day')::int AS d1, count(*)::int AS d7 FROM activity_log WHERE ${window} GROUP BY actor_type, actor_id ORDER BY d7 DESC, actor_type LIMIT 50`, [orgId]),
-    ]);
-    return ok({
-      last_24h: totals.rows[0].d1, last_7d: totals.rows[0].d7,
-      by_action: byAction.rows.map((r) => ({ action: r.action, last_24h: r.d1, last_7d: r.d7 })),
-      by_actor: byActor.rows.map((r) => ({ actor_type: r.actor_type, actor_id: r.actor_id, last_24h: r.d1, last_7d: r.d7 })),
-    });
+    const window = async (hours: number) => {
+      const where = and(eq(activityLog.orgId, orgId), gte(activityLog.createdAt, sql`now() - make_interval(hours => ${hours})`));
+      const [[total], byAction, byActor, byActorType] = await Promise.all([
+        ctx.db.select({ n: count() }).from(activityLog).where(where),
+        ctx.db.select({ action: activityLog.action, count: count() }).from(activityLog).where(where)
+          .groupBy(activityLog.action).orderBy(desc(count()), activityLog.action).limit(50),
+        ctx.db.select({ actor_type: activityLog.actorType, actor_id: activityLog.actorId, count: count() }).from(activityLog).where(where)
+          .groupBy(activityLog.actorType, activityLog.actorId).orderBy(desc(count()), activityLog.actorType, activityLog.actorId).limit(50),
+        ctx.db.select({ actor_type: activityLog.actorType, count: count() }).from(activityLog).where(where)
+          .groupBy(activityLog.actorType).orderBy(activityLog.actorType),
+      ]);
+      return { total: total?.n ?? 0, by_action: byAction, by_actor: byActor, by_actor_type: byActorType };
+    };
+    const [last_24h, last_7d] = await Promise.all([window(24), window(24 * 7)]);
+    return ok({ last_24h, last_7d, generated_at: new Date().toISOString() });
   });
 }

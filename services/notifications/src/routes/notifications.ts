@@ -1,160 +1,254 @@
-import { notFound } from '@aos/core';
-import { Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
-import { Type, type TSchema } from '@sinclair/typebox';
-import { and, desc, eq, isNull, or, sql, type SQL } from 'drizzle-orm';
+import { badRequest, forbidden, notFound } from '@aos/core';
+import { Envelope, IdParam, ListEnvelope, list, Nullable, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
+import { Type } from '@sinclair/typebox';
+import { and, asc, count, desc, eq, gt, inArray, isNull, or, sql, type SQL } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
-import pg from 'pg';
-import { notifications } from '../db/schema.js';
+import { notificationReceipts as receipts, notifications } from '../db/schema.js';
+import { LiveHub } from '../domain/live.js';
+import { createNotification, notificationView } from '../domain/notifications.js';
 import type { Ctx } from '../service.js';
 
-const Types = ['info', 'warning', 'error', 'success'] as const;
-const TypeSchema = Type.Unsafe<(typeof Types)[number]>(Type.Union(Types.map((t) => Type.Literal(t))));
-const Nullable = <T extends TSchema>(s: T) => Type.Union([s, Type.Null()]);
+const NotificationType = Type.Union([Type.Literal('info'), Type.Literal('warning'), Type.Literal('error'), Type.Literal('success')]);
 
-const NotificationSchema = Type.Object({
-  id: Type.Integer(), type: Type.String(), title: Type.String(), message: Type.String(), source: Nullable(Type.String()),
-  link: Nullable(Type.String()), read: Type.Boolean(), read_at: Nullable(Type.String()), user_id: Nullable(Type.String()), created_at: Type.String(),
-});
-type Row = typeof notifications.$inferSelect;
-const view = (n: Row) => ({
-  id: n.id, type: n.type, title: n.title, message: n.message, source: n.source, link: n.link, read: n.readAt !== null,
-  read_at: n.readAt?.toISOString() ?? null, user_id: n.userId, created_at: n.createdAt.toISOString(),
+export const NotificationSchema = Type.Object({
+  id: Type.Integer(), user_id: Nullable(Type.String()), type: Type.String(), kind: Type.String(), title: Type.String(),
+  message: Type.String(), source: Nullable(Type.String()), link: Nullable(Type.String()), read: Type.Boolean(),
+  read_at: Nullable(Type.String()), event_id: Nullable(Type.String()), created_at: Type.String(),
 });
 
-/** A caller sees notifications addressed to them (in any org) and those for everyone in the org they act in. */
-function visibleTo(request: FastifyRequest): SQL {
+const CreateBody = Type.Object({
+  title: Type.String({ minLength: 1, maxLength: 300 }),
+  message: Type.String({ minLength: 1, maxLength: 5_000 }),
+  type: Type.Optional(NotificationType),
+  source: Type.Optional(Type.String({ maxLength: 100 })),
+  // Relative app paths or http(s) URLs only: a `javascript:` link would run in the web client.
+  link: Type.Optional(Type.String({ maxLength: 2_000, pattern: '^(/(?!/)|https?://)' })),
+  user_id: Type.Optional(Type.String({ minLength: 1, maxLength: 100, description: 'Recipient (default: the caller); another user needs the admin role' })),
+  broadcast: Type.Optional(Type.Boolean({ description: 'Visible to every member of the organization (admin role)' })),
+}, { additionalProperties: false });
+
+const ListQuery = Type.Object({
+  read: Type.Optional(Type.Boolean()),
+  type: Type.Optional(Type.String({ description: 'Comma-separated: info,warning,error,success' })),
+  kind: Type.Optional(Type.String({ maxLength: 50 })),
+  ...PaginationQuery,
+});
+
+const TYPES = ['info', 'warning', 'error', 'success'];
+
+/** Who reads: the user, or the API key itself when it acts for no user. */
+export function readerOf(request: FastifyRequest): string | null {
+  return request.principal.userId ?? request.principal.apiKeyId ?? null;
+}
+
+/** Joins the caller's receipt of org-wide notifications (their own read/dismiss state). */
+const receiptJoin = (reader: string | null) =>
+  and(eq(receipts.notificationId, notifications.id), eq(receipts.userId, reader ?? ''));
+
+/** What the caller sees: their own notifications and the org-wide ones they did not dismiss. */
+export function visibleTo(request: FastifyRequest): SQL {
   const orgId = orgOf(request);
-  const userId = request.principal.userId;
-  const orgWide = and(eq(notifications.orgId, orgId), isNull(notifications.userId))!;
-  return userId ? or(eq(notifications.userId, userId), orgWide)! : orgWide;
+  const reader = readerOf(request);
+  const broadcast = and(isNull(notifications.userId), isNull(receipts.dismissedAt));
+  return and(eq(notifications.orgId, orgId), reader ? or(eq(notifications.userId, reader), broadcast) : broadcast)!;
 }
 
-/** One LISTEN connection per process fans new notifications out to open SSE streams. */
-class NotificationStreams {
-  private client: pg.Client | null = null;
-  private readonly listeners = new Set<(n: { id: number; org_id: string; user_id: string | null }) => void>();
-  constructor(private readonly ctx: Ctx) {}
-  async subscribe(fn: (n: { id: number; org_id: string; user_id: string | null }) => void): Promise<() => void> {
-    if (!this.client) {
-      const client = new pg.Client({ connectionString: this.ctx.config.DATABASE_URL });
-      client.on('notification', (msg) => {
-        try {
-          const payload = JSON.parse(msg.payload ?? '{}');
-          for (const l of this.listeners) l(payload);
-        } catch { /* ignore malformed */ }
-      });
-      client.on('error', () => { this.client = null; });
-      this.client = client;
-      await client.connect();
-      await client.query('LISTEN aos_notifications');
-      this.ctx.shutdown.add('notification streams', () => client.end());
-    }
-    this.listeners.add(fn);
-    return () => this.listeners.delete(fn);
+const isRead = sql<boolean>`(CASE WHEN ${notifications.userId} IS NULL THEN ${receipts.readAt} IS NOT NULL ELSE ${notifications.read} END)`;
+const readAtOf = sql<Date | null>`(CASE WHEN ${notifications.userId} IS NULL THEN ${receipts.readAt} ELSE ${notifications.readAt} END)`;
+
+type Joined = { n: typeof notifications.$inferSelect; read: boolean; readAt: Date | string | null };
+const joinedView = (r: Joined) => ({
+  ...notificationView(r.n), read: r.read, read_at: r.readAt === null ? null : new Date(r.readAt).toISOString(),
+});
+
+function requireReader(request: FastifyRequest): string {
+  const reader = readerOf(request);
+  if (!reader) throw badRequest('This principal has no user to keep read state for');
+  return reader;
+}
+
+const hubs = new WeakMap<Ctx, LiveHub>();
+export function liveHub(ctx: Ctx): LiveHub {
+  let hub = hubs.get(ctx);
+  if (!hub) {
+    hub = new LiveHub(ctx.pool, ctx.log);
+    hubs.set(ctx, hub);
+    const h = hub;
+    ctx.shutdown.add('live notifications', () => h.stop());
   }
+  return hub;
 }
 
-export async function notificationRoutes(app: App, ctx: Ctx) {
+export function notificationRoutes(app: App, ctx: Ctx) {
   const read = { scope: 'notifications:read' as const };
   const write = { scope: 'notifications:write' as const };
-  const streams = new NotificationStreams(ctx);
 
   app.get('/notifications', {
+    schema: { tags: ['Notifications'], summary: 'List notifications', querystring: ListQuery, response: { 200: ListEnvelope(NotificationSchema) } },
     config: read,
-    schema: {
-      tags: ['Notifications'], summary: 'List notifications, newest first',
-      querystring: Type.Object({ ...PaginationQuery, read: Type.Optional(Type.Boolean()), type: Type.Optional(TypeSchema) }),
-      response: { 200: ListEnvelope(NotificationSchema) },
-    },
   }, async (request) => {
-    const p = page(request.query);
-    const where: SQL[] = [visibleTo(request)];
-    if (request.query.read !== undefined) where.push(request.query.read ? sql`${notifications.readAt} IS NOT NULL` : isNull(notifications.readAt));
-    if (request.query.type) where.push(eq(notifications.type, request.query.type));
-    const cond = and(...where);
-    const [rows, total] = await Promise.all([
-      ctx.db.select().from(notifications).where(cond).orderBy(desc(notifications.id)).limit(p.limit).offset(p.offset),
-      ctx.db.select({ n: sql<number>`count(*)::int` }).from(notifications).where(cond).then((r) => r[0]?.n ?? 0),
+    const q = request.query;
+    const p = page(q);
+    const types = q.type?.split(',').map((s) => s.trim()).filter(Boolean);
+    if (types?.some((t) => !TYPES.includes(t))) throw badRequest('type must be one of info, warning, error, success', [{ field: 'type' }]);
+    const reader = readerOf(request);
+    const where = and(
+      visibleTo(request),
+      q.read === undefined ? undefined : q.read ? isRead : sql`NOT ${isRead}`,
+      types?.length ? inArray(notifications.type, types) : undefined,
+      q.kind ? eq(notifications.kind, q.kind) : undefined,
+    );
+    const [rows, [total]] = await Promise.all([
+      ctx.db.select({ n: notifications, read: isRead, readAt: readAtOf }).from(notifications).leftJoin(receipts, receiptJoin(reader))
+        .where(where).orderBy(desc(notifications.createdAt), desc(notifications.id)).limit(p.limit).offset(p.offset),
+      ctx.db.select({ n: count() }).from(notifications).leftJoin(receipts, receiptJoin(reader)).where(where),
     ]);
-    return list(rows.map(view), total, p);
+    return list(rows.map(joinedView), total?.n ?? 0, p);
   });
 
   app.post('/notifications', {
+    schema: { tags: ['Notifications'], summary: 'Create a notification', body: CreateBody, response: { 201: Envelope(NotificationSchema) } },
     config: write,
-    schema: {
-      tags: ['Notifications'], summary: 'Create a notification (for the caller, or the whole org with `broadcast`)',
-      body: Type.Object({
-        title: Type.String({ minLength: 1, maxLength: 300 }), message: Type.String({ minLength: 1, maxLength: 5_000 }), type: Type.Optional(TypeSchema),
-        source: Type.Optional(Type.String({ maxLength: 100 })), link: Type.Optional(Type.String({ maxLength: 2_000 })), broadcast: Type.Optional(Type.Boolean()),
-      }, { additionalProperties: false }),
-      response: { 201: Envelope(NotificationSchema) },
-    },
   }, async (request, reply) => {
+    const orgId = orgOf(request);
     const b = request.body;
-    const [row] = await ctx.db.insert(notifications).values({
-      orgId: orgOf(request), userId: b.broadcast ? null : request.principal.userId, type: b.type ?? 'info', title: b.title, message: b.message,
-      source: b.source ?? null, link: b.link ?? null,
-    }).returning();
-    return reply.status(201).send(ok(view(row!)));
+    const p = request.principal;
+    const isAdmin = p.platformRoles.includes('admin') || p.orgRole === 'owner' || p.orgRole === 'admin';
+    const self = readerOf(request);
+    let userId: string | null = b.user_id ?? self;
+    if (b.broadcast) {
+      if (b.user_id) throw badRequest('user_id and broadcast are exclusive', [{ field: 'broadcast' }]);
+      if (!isAdmin) throw forbidden('Only organization admins can notify the whole organization');
+      userId = null;
+    } else if (b.user_id && b.user_id !== self && !isAdmin) {
+      throw forbidden('Only organization admins can notify another user');
+    }
+    if (!userId && !b.broadcast) throw badRequest('This principal has no user: give user_id or broadcast', [{ field: 'user_id' }]);
+    const row = await ctx.db.transaction((tx) => createNotification(tx, ctx.outbox, {
+      orgId, userId, type: b.type ?? 'info', kind: 'manual', title: b.title, message: b.message, source: b.source ?? null, link: b.link ?? null,
+    }, p.tenantId));
+    return reply.status(201).send(ok(notificationView(row!)));
   });
 
   app.get('/notifications/unread-count', {
+    schema: { tags: ['Notifications'], summary: 'Get unread notification count', response: { 200: Envelope(Type.Object({ count: Type.Integer() })) } },
     config: read,
-    schema: { tags: ['Notifications'], summary: 'Unread count', response: { 200: Envelope(Type.Object({ count: Type.Integer() })) } },
   }, async (request) => {
-    const [r] = await ctx.db.select({ n: sql<number>`count(*)::int` }).from(notifications).where(and(visibleTo(request), isNull(notifications.readAt)));
+    const [r] = await ctx.db.select({ n: count() }).from(notifications).leftJoin(receipts, receiptJoin(readerOf(request)))
+      .where(and(visibleTo(request), sql`NOT ${isRead}`));
     return ok({ count: r?.n ?? 0 });
   });
 
   app.patch('/notifications/read-all', {
+    schema: { tags: ['Notifications'], summary: 'Mark all notifications as read', response: { 200: Envelope(Type.Object({ success: Type.Boolean(), updated: Type.Integer() })) } },
     config: write,
-    schema: { tags: ['Notifications'], summary: 'Mark all as read', response: { 200: Envelope(Type.Object({ updated: Type.Integer() })) } },
   }, async (request) => {
-    const rows = await ctx.db.update(notifications).set({ readAt: new Date() }).where(and(visibleTo(request), isNull(notifications.readAt))).returning({ id: notifications.id });
-    return ok({ updated: rows.length });
+    const orgId = orgOf(request);
+    const reader = requireReader(request);
+    const updated = await ctx.db.transaction(async (tx) => {
+      const own = await tx.update(notifications).set({ read: true, readAt: new Date() })
+        .where(and(eq(notifications.orgId, orgId), eq(notifications.userId, reader), eq(notifications.read, false))).returning({ id: notifications.id });
+      const shared = await tx.execute(sql`
+        INSERT INTO notification_receipts (notification_id, user_id, read_at)
+        SELECT n.id, ${reader}, now() FROM notifications n
+        LEFT JOIN notification_receipts r ON r.notification_id = n.id AND r.user_id = ${reader}
+        WHERE n.org_id = ${orgId} AND n.user_id IS NULL AND r.read_at IS NULL AND r.dismissed_at IS NULL
+        ON CONFLICT (notification_id, user_id) DO UPDATE SET read_at = now()`);
+      return own.length + (shared.rowCount ?? 0);
+    });
+    return ok({ success: true, updated });
   });
 
-  const Id = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2_147_483_647 }) });
   app.patch('/notifications/:id/read', {
+    schema: { tags: ['Notifications'], summary: 'Mark one notification as read', params: IdParam, response: { 200: Envelope(NotificationSchema) } },
     config: write,
-    schema: { tags: ['Notifications'], summary: 'Mark one as read', params: Id, response: { 200: Envelope(NotificationSchema) } },
   }, async (request) => {
-    const [row] = await ctx.db.update(notifications).set({ readAt: sql`coalesce(${notifications.readAt}, now())` })
-      .where(and(visibleTo(request), eq(notifications.id, request.params.id))).returning();
+    const reader = requireReader(request);
+    const [found] = await ctx.db.select({ n: notifications }).from(notifications).leftJoin(receipts, receiptJoin(reader))
+      .where(and(visibleTo(request), eq(notifications.id, request.params.id)));
+    if (!found) throw notFound('Notification');
+    if (found.n.userId === null) {
+      const now = new Date();
+      const [r] = await ctx.db.insert(receipts).values({ notificationId: found.n.id, userId: reader, readAt: now })
+        .onConflictDoUpdate({ target: [receipts.notificationId, receipts.userId], set: { readAt: sql`coalesce(${receipts.readAt}, now())` } })
+        .returning({ readAt: receipts.readAt });
+      return ok(joinedView({ n: found.n, read: true, readAt: r?.readAt ?? now }));
+    }
+    const [row] = await ctx.db.update(notifications)
+      .set({ read: true, readAt: sql`coalesce(${notifications.readAt}, now())` })
+      .where(and(eq(notifications.orgId, found.n.orgId), eq(notifications.id, found.n.id))).returning();
     if (!row) throw notFound('Notification');
-    return ok(view(row));
+    return ok(notificationView(row));
   });
 
   app.delete('/notifications/:id', {
+    schema: { tags: ['Notifications'], summary: 'Delete a notification', params: IdParam, response: { 200: Envelope(Type.Object({ success: Type.Boolean(), id: Type.Integer() })) } },
     config: write,
-    schema: { tags: ['Notifications'], summary: 'Delete one', params: Id, response: { 200: Envelope(Type.Object({ id: Type.Integer(), deleted: Type.Boolean() })) } },
   }, async (request) => {
-    const rows = await ctx.db.delete(notifications).where(and(visibleTo(request), eq(notifications.id, request.params.id))).returning({ id: notifications.id });
-    if (rows.length === 0) throw notFound('Notification');
-    return ok({ id: request.params.id, deleted: true });
+    const reader = requireReader(request);
+    const [found] = await ctx.db.select({ n: notifications }).from(notifications).leftJoin(receipts, receiptJoin(reader))
+      .where(and(visibleTo(request), eq(notifications.id, request.params.id)));
+    if (!found) throw notFound('Notification');
+    if (found.n.userId === null) {
+      // An org-wide notification is dismissed for the caller only.
+      await ctx.db.insert(receipts).values({ notificationId: found.n.id, userId: reader, dismissedAt: new Date() })
+        .onConflictDoUpdate({ target: [receipts.notificationId, receipts.userId], set: { dismissedAt: new Date() } });
+    } else {
+      await ctx.db.delete(notifications).where(and(eq(notifications.orgId, found.n.orgId), eq(notifications.id, found.n.id)));
+    }
+    return ok({ success: true, id: found.n.id });
   });
 
+  const streams = new Set<() => void>();
+  app.addHook('preClose', async () => { for (const end of [...streams]) end(); });
+
   app.get('/notifications/stream', {
+    schema: { tags: ['Notifications'], summary: 'Live stream (SSE) of new notifications for the caller', produces: ['text/event-stream'] },
     config: read,
-    schema: { tags: ['Notifications'], summary: 'Server-sent events: each new notification for the caller as it is created' },
   }, async (request, reply) => {
     const orgId = orgOf(request);
-    const userId = request.principal.userId;
-    const res = reply.raw;
-    // Listening before the stream opens: nothing created after the client sees ": connected" is missed.
-    const unsubscribe = await streams.subscribe(async (n) => {
-      const mine = n.user_id ? n.user_id === userId : n.org_id === orgId;
-      if (!mine) return;
-      const [row] = await ctx.db.select().from(notifications).where(eq(notifications.id, n.id));
-      if (row) res.write(`id: ${row.id}\nevent: notification\ndata: ${JSON.stringify(view(row))}\n\n`);
-    });
+    const userId = readerOf(request);
+    const hub = liveHub(ctx);
+    await hub.ensure();
     reply.hijack();
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-trace-id': request.id });
-    res.write(': connected\n\n');
-    const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
-    request.raw.on('close', () => {
+    const res = reply.raw;
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache, no-transform',
+      connection: 'keep-alive', 'x-accel-buffering': 'no', 'x-trace-id': request.id,
+    });
+    res.write(': connected\nretry: 3000\n\n');
+    let closed = false;
+    const send = (row: typeof notifications.$inferSelect) => {
+      if (!closed) res.write(`id: ${row.id}\nevent: notification\ndata: ${JSON.stringify(notificationView(row))}\n\n`);
+    };
+    const unsubscribe = hub.subscribe((e) => {
+      if (closed || e.orgId !== orgId || (e.userId !== null && e.userId !== userId)) return;
+      void ctx.db.select().from(notifications).where(and(eq(notifications.id, e.id), eq(notifications.orgId, orgId))).then(([row]) => {
+        if (row) send(row);
+      }, (err: Error) => request.log.warn({ err: err.message }, 'stream lookup failed'));
+    });
+    const heartbeat = setInterval(() => res.write(': heartbeat\n\n'), ctx.config.SSE_HEARTBEAT_MS);
+    const end = () => {
+      if (closed) return;
+      closed = true;
       clearInterval(heartbeat);
       unsubscribe();
-    });
+      streams.delete(end);
+      res.end();
+    };
+    streams.add(end);
+    res.on('close', end);
+    res.on('error', end);
+    // A reconnecting EventSource sends the last id it saw: replay what it missed (bounded).
+    const lastId = Number(request.headers['last-event-id']);
+    if (Number.isSafeInteger(lastId) && lastId > 0) {
+      try {
+        const missed = await ctx.db.select({ n: notifications }).from(notifications).leftJoin(receipts, receiptJoin(readerOf(request)))
+          .where(and(visibleTo(request), gt(notifications.id, lastId))).orderBy(asc(notifications.id)).limit(100);
+        for (const row of missed) send(row.n);
+      } catch (err) {
+        request.log.warn({ err: (err as Error).message }, 'stream replay failed');
+      }
+    }
   });
 }

@@ -1,138 +1,194 @@
-import { Queues } from '@aos/contracts';
-import { badRequest, notFound, splitList } from '@aos/core';
-import { Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
-import { Type, type TSchema } from '@sinclair/typebox';
-import { and, desc, eq, sql } from 'drizzle-orm';
-import { randomBytes } from 'node:crypto';
+import { EventCatalog, Queues } from '@aos/contracts';
+import { badRequest, conflict, notFound, unprocessable } from '@aos/core';
+import { Envelope, IdParam, ListEnvelope, list, Nullable, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
+import { Type } from '@sinclair/typebox';
+import { and, count, desc, eq, sql } from 'drizzle-orm';
 import { webhookDeliveries, webhooks } from '../db/schema.js';
-import { assertDeliverable } from '../domain/ssrf.js';
-import { webhookJobOptions } from '../events/handlers.js';
+import { assertSafeTarget, BlockedTargetError } from '../domain/ssrf.js';
+import { generateSecret } from '../domain/webhooks.js';
+import { targetPolicy, type WebhookJob } from '../jobs/webhook-delivery.js';
 import type { Ctx } from '../service.js';
 
-const Nullable = <T extends TSchema>(s: T) => Type.Union([s, Type.Null()]);
-const EventPattern = Type.String({ minLength: 1, maxLength: 100, pattern: '^(\\*|[a-z_]+(\\.[a-z_]+)*(\\.\\*)?)$' });
 const WebhookSchema = Type.Object({
-  id: Type.Integer(), url: Type.String(), description: Nullable(Type.String()), event_types: Type.Array(Type.String()), is_active: Type.Boolean(),
-  consecutive_failures: Type.Integer(), disabled_at: Nullable(Type.String()), created_at: Type.String(), secret: Type.Optional(Type.String()),
+  id: Type.Integer(), url: Type.String(), description: Nullable(Type.String()), events: Type.Array(Type.String()),
+  active: Type.Boolean(), consecutive_failures: Type.Integer(), disabled_at: Nullable(Type.String()), disabled_reason: Nullable(Type.String()),
+  created_at: Type.String(), updated_at: Type.String(),
 });
+const WithSecret = Type.Intersect([WebhookSchema, Type.Object({ secret: Type.String({ description: 'Shown only once' }) })]);
+
 const DeliverySchema = Type.Object({
-  id: Type.Integer(), event_id: Type.String(), event_type: Type.String(), status: Type.String(), attempts: Type.Integer(),
-  response_status: Nullable(Type.Integer()), error: Nullable(Type.String()), created_at: Type.String(), delivered_at: Nullable(Type.String()),
+  id: Type.Integer(), webhook_id: Type.Integer(), event_id: Type.String(), event_type: Type.String(), status: Type.String(),
+  attempts: Type.Integer(), redeliveries: Type.Integer(), response_status: Nullable(Type.Integer()), error: Nullable(Type.String()),
+  duration_ms: Nullable(Type.Integer()), last_attempt_at: Nullable(Type.String()), delivered_at: Nullable(Type.String()), created_at: Type.String(),
 });
-type Hook = typeof webhooks.$inferSelect;
-const view = (w: Hook, withSecret = false) => ({
-  id: w.id, url: w.url, description: w.description, event_types: w.eventTypes, is_active: w.isActive, consecutive_failures: w.consecutiveFailures,
-  disabled_at: w.disabledAt?.toISOString() ?? null, created_at: w.createdAt.toISOString(), ...(withSecret ? { secret: w.secret } : {}),
+
+const view = (w: typeof webhooks.$inferSelect) => ({
+  id: w.id, url: w.url, description: w.description, events: w.events, active: w.active, consecutive_failures: w.consecutiveFailures,
+  disabled_at: w.disabledAt?.toISOString() ?? null, disabled_reason: w.disabledReason, created_at: w.createdAt.toISOString(), updated_at: w.updatedAt.toISOString(),
 });
 const deliveryView = (d: typeof webhookDeliveries.$inferSelect) => ({
-  id: d.id, event_id: d.eventId, event_type: d.eventType, status: d.status, attempts: d.attempts, response_status: d.responseStatus,
-  error: d.error, created_at: d.createdAt.toISOString(), delivered_at: d.deliveredAt?.toISOString() ?? null,
+  id: d.id, webhook_id: d.webhookId, event_id: d.eventId, event_type: d.eventType, status: d.status, attempts: d.attempts,
+  redeliveries: d.redeliveries, response_status: d.responseStatus, error: d.error, duration_ms: d.durationMs,
+  last_attempt_at: d.lastAttemptAt?.toISOString() ?? null, delivered_at: d.deliveredAt?.toISOString() ?? null, created_at: d.createdAt.toISOString(),
 });
-const Id = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2_147_483_647 }) });
 
-/** Outbound webhooks: org admins register endpoints; each matching event is POSTed, signed, by a BullMQ job. */
-export async function webhookRoutes(app: App, ctx: Ctx) {
-  const policy = () => ({ allowPrivate: ctx.config.WEBHOOK_ALLOW_PRIVATE_TARGETS, allowedHosts: splitList(ctx.config.WEBHOOK_ALLOWED_HOSTS) });
-  const admin = { scope: 'notifications:write' as const, minRole: 'admin' as const };
-  const find = async (orgId: string, id: number) => {
+const EventPattern = Type.String({ minLength: 1, maxLength: 100, pattern: '^(\\*|[a-z_]+(\\.[a-z_]+)*(\\.\\*)?)$' });
+const Url = Type.String({ minLength: 1, maxLength: 2_000 });
+const CreateBody = Type.Object({
+  url: Url,
+  events: Type.Array(EventPattern, { minItems: 1, maxItems: 100, uniqueItems: true }),
+  description: Type.Optional(Type.String({ maxLength: 500 })),
+  active: Type.Optional(Type.Boolean()),
+}, { additionalProperties: false });
+const UpdateBody = Type.Partial(CreateBody, { additionalProperties: false });
+
+const known = Object.keys(EventCatalog);
+function checkEvents(events: string[]) {
+  const unknown = events.filter((e) => e !== '*' && (e.endsWith('.*') ? !known.some((k) => k.startsWith(e.slice(0, -1))) : !known.includes(e)));
+  if (unknown.length) throw badRequest(`Unknown event types: ${unknown.join(', ')}`, unknown.map((e) => ({ field: 'events', value: e })));
+}
+
+export function webhookRoutes(app: App, ctx: Ctx) {
+  const admin = { minRole: 'admin' as const };
+  const checkUrl = async (url: string) => {
+    try {
+      return (await assertSafeTarget(url, targetPolicy(ctx))).toString();
+    } catch (err) {
+      if (err instanceof BlockedTargetError) throw unprocessable(`Webhook URL refused: ${err.message}`, [{ field: 'url' }]);
+      throw err;
+    }
+  };
+  const load = async (orgId: string, id: number) => {
     const [w] = await ctx.db.select().from(webhooks).where(and(eq(webhooks.orgId, orgId), eq(webhooks.id, id)));
     if (!w) throw notFound('Webhook');
     return w;
   };
 
-  app.post('/webhooks', {
-    config: admin,
-    schema: {
-      tags: ['Webhooks'], summary: 'Register an endpoint (the signing secret is shown once)',
-      body: Type.Object({ url: Type.String({ minLength: 1, maxLength: 2_000 }), event_types: Type.Array(EventPattern, { minItems: 1, maxItems: 100 }), description: Type.Optional(Type.String({ maxLength: 500 })) }, { additionalProperties: false }),
-      response: { 201: Envelope(WebhookSchema) },
-    },
-  }, async (request, reply) => {
-    const url = await assertDeliverable(request.body.url, policy());
-    const [w] = await ctx.db.insert(webhooks).values({
-      orgId: orgOf(request), url: url.toString(), eventTypes: [...new Set(request.body.event_types)], description: request.body.description ?? null,
-      secret: `whsec_${randomBytes(32).toString('base64url')}`, createdBy: request.principal.userId,
-    }).returning();
-    return reply.status(201).send(ok(view(w!, true)));
-  });
-
   app.get('/webhooks', {
-    config: { scope: 'notifications:read', minRole: 'admin' },
-    schema: { tags: ['Webhooks'], summary: 'List endpoints', querystring: Type.Object(PaginationQuery), response: { 200: ListEnvelope(WebhookSchema) } },
+    schema: { tags: ['Webhooks'], summary: 'List outbound webhooks', querystring: Type.Object({ active: Type.Optional(Type.Boolean()), ...PaginationQuery }), response: { 200: ListEnvelope(WebhookSchema) } },
+    config: { ...admin, scope: 'notifications:read' },
   }, async (request) => {
     const p = page(request.query);
-    const cond = eq(webhooks.orgId, orgOf(request));
-    const [rows, total] = await Promise.all([
-      ctx.db.select().from(webhooks).where(cond).orderBy(desc(webhooks.id)).limit(p.limit).offset(p.offset),
-      ctx.db.select({ n: sql<number>`count(*)::int` }).from(webhooks).where(cond).then((r) => r[0]?.n ?? 0),
+    const where = and(eq(webhooks.orgId, orgOf(request)), request.query.active === undefined ? undefined : eq(webhooks.active, request.query.active));
+    const [rows, [total]] = await Promise.all([
+      ctx.db.select().from(webhooks).where(where).orderBy(desc(webhooks.id)).limit(p.limit).offset(p.offset),
+      ctx.db.select({ n: count() }).from(webhooks).where(where),
     ]);
-    return list(rows.map((w) => view(w)), total, p);
+    return list(rows.map(view), total?.n ?? 0, p);
+  });
+
+  app.post('/webhooks', {
+    schema: { tags: ['Webhooks'], summary: 'Register an outbound webhook (the secret is returned once)', body: CreateBody, response: { 201: Envelope(WithSecret) } },
+    config: { ...admin, scope: 'notifications:write' },
+  }, async (request, reply) => {
+    const orgId = orgOf(request);
+    const b = request.body;
+    checkEvents(b.events);
+    const url = await checkUrl(b.url);
+    const secret = generateSecret();
+    const [row] = await ctx.db.insert(webhooks).values({
+      orgId, url, events: b.events, description: b.description ?? null, secret, active: b.active ?? true, createdBy: request.principal.userId,
+    }).returning();
+    return reply.status(201).send(ok({ ...view(row!), secret }));
   });
 
   app.get('/webhooks/:id', {
-    config: { scope: 'notifications:read', minRole: 'admin' },
-    schema: { tags: ['Webhooks'], summary: 'Get an endpoint', params: Id, response: { 200: Envelope(WebhookSchema) } },
-  }, async (request) => ok(view(await find(orgOf(request), request.params.id))));
+    schema: { tags: ['Webhooks'], summary: 'Get a webhook', params: IdParam, response: { 200: Envelope(WebhookSchema) } },
+    config: { ...admin, scope: 'notifications:read' },
+  }, async (request) => ok(view(await load(orgOf(request), request.params.id))));
 
   app.patch('/webhooks/:id', {
-    config: admin,
-    schema: {
-      tags: ['Webhooks'], summary: 'Update an endpoint (re-enabling resets the failure count)', params: Id,
-      body: Type.Object({ url: Type.Optional(Type.String({ minLength: 1, maxLength: 2_000 })), event_types: Type.Optional(Type.Array(EventPattern, { minItems: 1, maxItems: 100 })), description: Type.Optional(Nullable(Type.String({ maxLength: 500 }))), is_active: Type.Optional(Type.Boolean()) }, { additionalProperties: false }),
-      response: { 200: Envelope(WebhookSchema) },
-    },
+    schema: { tags: ['Webhooks'], summary: 'Update a webhook (re-enabling resets the failure count)', params: IdParam, body: UpdateBody, response: { 200: Envelope(WebhookSchema) } },
+    config: { ...admin, scope: 'notifications:write' },
   }, async (request) => {
     const orgId = orgOf(request);
-    const current = await find(orgId, request.params.id);
+    await load(orgId, request.params.id);
     const b = request.body;
-    if (Object.keys(b).length === 0) throw badRequest('Nothing to update');
+    if (b.events) checkEvents(b.events);
     const set: Partial<typeof webhooks.$inferInsert> = { updatedAt: new Date() };
-    if (b.url !== undefined) set.url = (await assertDeliverable(b.url, policy())).toString();
-    if (b.event_types) set.eventTypes = [...new Set(b.event_types)];
+    if (b.url !== undefined) set.url = await checkUrl(b.url);
+    if (b.events !== undefined) set.events = b.events;
     if (b.description !== undefined) set.description = b.description;
-    if (b.is_active !== undefined) {
-      set.isActive = b.is_active;
-      if (b.is_active && !current.isActive) Object.assign(set, { consecutiveFailures: 0, disabledAt: null });
+    if (b.active !== undefined) {
+      set.active = b.active;
+      if (b.active) Object.assign(set, { consecutiveFailures: 0, disabledAt: null, disabledReason: null });
     }
-    const [w] = await ctx.db.update(webhooks).set(set).where(eq(webhooks.id, current.id)).returning();
-    return ok(view(w!));
+    const [row] = await ctx.db.update(webhooks).set(set).where(and(eq(webhooks.orgId, orgId), eq(webhooks.id, request.params.id))).returning();
+    if (!row) throw notFound('Webhook');
+    return ok(view(row));
+  });
+
+  app.post('/webhooks/:id/rotate-secret', {
+    schema: { tags: ['Webhooks'], summary: 'Replace the signing secret (returned once)', params: IdParam, response: { 200: Envelope(WithSecret) } },
+    config: { ...admin, scope: 'notifications:write' },
+  }, async (request) => {
+    const orgId = orgOf(request);
+    const secret = generateSecret();
+    const [row] = await ctx.db.update(webhooks).set({ secret, updatedAt: new Date() })
+      .where(and(eq(webhooks.orgId, orgId), eq(webhooks.id, request.params.id))).returning();
+    if (!row) throw notFound('Webhook');
+    return ok({ ...view(row), secret });
   });
 
   app.delete('/webhooks/:id', {
-    config: admin,
-    schema: { tags: ['Webhooks'], summary: 'Delete an endpoint', params: Id, response: { 200: Envelope(Type.Object({ id: Type.Integer(), deleted: Type.Boolean() })) } },
+    schema: { tags: ['Webhooks'], summary: 'Delete a webhook and its delivery log', params: IdParam, response: { 200: Envelope(Type.Object({ success: Type.Boolean(), id: Type.Integer() })) } },
+    config: { ...admin, scope: 'notifications:write' },
   }, async (request) => {
-    const w = await find(orgOf(request), request.params.id);
-    await ctx.db.delete(webhooks).where(eq(webhooks.id, w.id));
-    return ok({ id: w.id, deleted: true });
+    const [row] = await ctx.db.delete(webhooks).where(and(eq(webhooks.orgId, orgOf(request)), eq(webhooks.id, request.params.id))).returning({ id: webhooks.id });
+    if (!row) throw notFound('Webhook');
+    return ok({ success: true, id: row.id });
   });
 
   app.get('/webhooks/:id/deliveries', {
-    config: { scope: 'notifications:read', minRole: 'admin' },
-    schema: { tags: ['Webhooks'], summary: 'Delivery log, newest first', params: Id, querystring: Type.Object(PaginationQuery), response: { 200: ListEnvelope(DeliverySchema) } },
+    schema: {
+      tags: ['Webhooks'], summary: 'Delivery log of a webhook (newest first)', params: IdParam,
+      querystring: Type.Object({
+        status: Type.Optional(Type.Union(['pending', 'retrying', 'succeeded', 'failed'].map((s) => Type.Literal(s)))),
+        event_type: Type.Optional(Type.String({ maxLength: 100 })), ...PaginationQuery,
+      }),
+      response: { 200: ListEnvelope(DeliverySchema) },
+    },
+    config: { ...admin, scope: 'notifications:read' },
   }, async (request) => {
-    const w = await find(orgOf(request), request.params.id);
-    const p = page(request.query);
-    const cond = eq(webhookDeliveries.webhookId, w.id);
-    const [rows, total] = await Promise.all([
-      ctx.db.select().from(webhookDeliveries).where(cond).orderBy(desc(webhookDeliveries.id)).limit(p.limit).offset(p.offset),
-      ctx.db.select({ n: sql<number>`count(*)::int` }).from(webhookDeliveries).where(cond).then((r) => r[0]?.n ?? 0),
+    const orgId = orgOf(request);
+    await load(orgId, request.params.id);
+    const q = request.query;
+    const p = page(q);
+    const where = and(eq(webhookDeliveries.orgId, orgId), eq(webhookDeliveries.webhookId, request.params.id),
+      q.status ? eq(webhookDeliveries.status, q.status) : undefined, q.event_type ? eq(webhookDeliveries.eventType, q.event_type) : undefined);
+    const [rows, [total]] = await Promise.all([
+      ctx.db.select().from(webhookDeliveries).where(where).orderBy(desc(webhookDeliveries.id)).limit(p.limit).offset(p.offset),
+      ctx.db.select({ n: count() }).from(webhookDeliveries).where(where),
     ]);
-    return list(rows.map(deliveryView), total, p);
+    return list(rows.map(deliveryView), total?.n ?? 0, p);
   });
 
   app.post('/webhooks/:id/deliveries/:deliveryId/redeliver', {
-    config: admin,
     schema: {
-      tags: ['Webhooks'], summary: 'Deliver an event again', params: Type.Object({ id: Id.properties.id, deliveryId: Id.properties.id }),
+      tags: ['Webhooks'], summary: 'Deliver an event again (same event id, fresh signature)',
+      params: Type.Object({ id: IdParam.properties.id, deliveryId: IdParam.properties.id }),
       response: { 202: Envelope(DeliverySchema) },
     },
+    config: { ...admin, scope: 'notifications:write' },
   }, async (request, reply) => {
-    const w = await find(orgOf(request), request.params.id);
-    const [d] = await ctx.db.update(webhookDeliveries).set({ status: 'pending', error: null })
-      .where(and(eq(webhookDeliveries.webhookId, w.id), eq(webhookDeliveries.id, request.params.deliveryId))).returning();
-    if (!d) throw notFound('Delivery');
-    await ctx.queues.add(Queues.webhookDelivery, d.eventType, { deliveryId: d.id }, webhookJobOptions(ctx, d.id, `-r${Date.now()}`));
-    return reply.status(202).send(ok(deliveryView(d)));
+    const orgId = orgOf(request);
+    const w = await load(orgId, request.params.id);
+    if (!w.active) throw conflict('Webhook is disabled; enable it first');
+    const [row] = await ctx.db.update(webhookDeliveries)
+      .set({ status: 'pending', redeliveries: sql`${webhookDeliveries.redeliveries} + 1`, error: null })
+      .where(and(eq(webhookDeliveries.orgId, orgId), eq(webhookDeliveries.webhookId, w.id), eq(webhookDeliveries.id, request.params.deliveryId),
+        sql`${webhookDeliveries.status} IN ('succeeded', 'failed')`))
+      .returning();
+    if (!row) {
+      const [exists] = await ctx.db.select({ id: webhookDeliveries.id }).from(webhookDeliveries)
+        .where(and(eq(webhookDeliveries.orgId, orgId), eq(webhookDeliveries.webhookId, w.id), eq(webhookDeliveries.id, request.params.deliveryId)));
+      if (!exists) throw notFound('Delivery');
+      throw conflict('Delivery is still in progress');
+    }
+    await ctx.queues.add(Queues.webhookDelivery, row.eventType, { webhookId: w.id, eventId: row.eventId } satisfies WebhookJob, {
+      jobId: `${w.id}-${row.eventId}-r${row.redeliveries}`, attempts: ctx.config.WEBHOOK_MAX_ATTEMPTS,
+      backoff: { type: 'exponential', delay: ctx.config.WEBHOOK_BACKOFF_MS },
+    });
+    return reply.status(202).send(ok(deliveryView(row)));
   });
 }

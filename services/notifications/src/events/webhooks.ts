@@ -1,0 +1,37 @@
+import { defineHandler } from '@aos/bus';
+import { Queues, type EventType } from '@aos/contracts';
+import { and, eq } from 'drizzle-orm';
+import { webhookDeliveries, webhooks } from '../db/schema.js';
+import type * as schema from '../db/schema.js';
+import { metadataOf } from '../domain/activity.js';
+import { matchesEvent } from '../domain/webhooks.js';
+import type { Ctx } from '../service.js';
+import type { WebhookJob } from '../jobs/webhook-delivery.js';
+
+/** Fans each org event out to the org's active webhooks: one delivery row + one job per (webhook, event). */
+export const webhookFanout = (ctx: Ctx) => defineHandler<EventType, typeof schema>({
+  name: 'webhook-fanout',
+  events: 'all',
+  concurrency: 8,
+  async handle(event, tx) {
+    if (!event.orgId) return;
+    const hooks = await tx.select({ id: webhooks.id, events: webhooks.events }).from(webhooks)
+      .where(and(eq(webhooks.orgId, event.orgId), eq(webhooks.active, true)));
+    const matching = hooks.filter((h) => matchesEvent(h.events, event.type));
+    if (matching.length === 0) return;
+    const { data } = metadataOf(event, event.actor.type);
+    const payload = { id: event.id, type: event.type, occurred_at: event.occurredAt, org_id: event.orgId, actor: event.actor, data };
+    for (const hook of matching) {
+      const [row] = await tx.insert(webhookDeliveries).values({
+        orgId: event.orgId, webhookId: hook.id, eventId: event.id, eventType: event.type, payload,
+      }).onConflictDoNothing().returning({ id: webhookDeliveries.id });
+      if (!row) continue;
+      // Enqueued before commit: the job finds its row by (webhook, event) once committed (it retries until then)
+      // and the job id makes the add of a redelivered event a no-op.
+      await ctx.queues.add(Queues.webhookDelivery, event.type, { webhookId: hook.id, eventId: event.id } satisfies WebhookJob, {
+        jobId: `${hook.id}-${event.id}`, attempts: ctx.config.WEBHOOK_MAX_ATTEMPTS,
+        backoff: { type: 'exponential', delay: ctx.config.WEBHOOK_BACKOFF_MS },
+      });
+    }
+  },
+});

@@ -1,0 +1,133 @@
+import { startTestService, waitFor, sleep } from '@aos/testkit';
+import { randomUUID } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import { SMTPServer } from 'smtp-server';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { service } from '../src/service.js';
+import { count, envelope, handledBy, publish, publishTwice } from './helpers.js';
+
+type Mail = { from: string; to: string[]; raw: string; decoded: string };
+const inbox: Mail[] = [];
+let smtp: SMTPServer;
+let smtpPort: number;
+
+/** Undoes quoted-printable so assertions can read the text and HTML parts. */
+const decodeQp = (raw: string) => Buffer.from(raw.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16))), 'latin1').toString('utf8');
+
+let svc: Awaited<ReturnType<typeof startTestService<typeof service.schema, typeof service.config>>>;
+let bare: Awaited<ReturnType<typeof startTestService<typeof service.schema, typeof service.config>>>;
+const orgA = randomUUID();
+const evil = { userId: randomUUID(), username: '<img src=x onerror=alert(1)>', email: 'evil@example.com' };
+
+const resetEvent = (email: string) => envelope('identity.password_reset.requested', {
+  userId: randomUUID(), email, resetUrl: 'https://app.example/reset?token=SECRET-TOKEN-123', expiresAt: '2030-01-01T00:00:00.000Z',
+});
+
+beforeAll(async () => {
+  smtp = new SMTPServer({
+    authOptional: true, disabledCommands: ['STARTTLS'], logger: false,
+    onRcptTo(address, _session, cb) {
+      if (address.address.startsWith('bounce')) return cb(Object.assign(new Error('mailbox unavailable'), { responseCode: 450 }));
+      cb();
+    },
+    onData(stream, session, cb) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => {
+        const raw = Buffer.concat(chunks).toString('utf8');
+        inbox.push({ from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', to: session.envelope.rcptTo.map((r) => r.address), raw, decoded: decodeQp(raw) });
+        cb();
+      });
+    },
+  });
+  await new Promise<void>((r) => smtp.listen(0, '127.0.0.1', () => r()));
+  smtpPort = (smtp.server.address() as AddressInfo).port;
+  svc = await startTestService(service, {
+    env: { SMTP_URL: `smtp://127.0.0.1:${smtpPort}`, MAIL_FROM: 'AOS <noreply@aos.test>', EMAIL_MAX_ATTEMPTS: '2', EMAIL_BACKOFF_MS: '50' },
+  });
+  bare = await startTestService(service);
+  await publish(svc.ctx, envelope('identity.user.registered', {
+    userId: evil.userId, email: evil.email, username: evil.username, tenantId: randomUUID(), personalOrgId: randomUUID(), platformRoles: [],
+  }));
+  await publish(svc.ctx, envelope('identity.org.created', { orgId: orgA, tenantId: randomUUID(), name: 'Acme <Corp>', slug: 'acme' }));
+  await waitFor(async () => (await count(svc.ctx.pool, 'SELECT count(*) AS n FROM users')) === 1);
+  await waitFor(async () => (await count(svc.ctx.pool, 'SELECT count(*) AS n FROM orgs')) === 1);
+});
+afterAll(async () => {
+  await svc?.close();
+  await bare?.close();
+  await new Promise<void>((r) => smtp?.close(() => r()));
+});
+
+const mailTo = (addr: string) => inbox.filter((m) => m.to.includes(addr));
+
+describe('e-mail over SMTP', () => {
+  it('sends the password reset e-mail once, with text and HTML parts', async () => {
+    const e = resetEvent('reset@example.com');
+    await publishTwice(svc.ctx, e);
+    const mail = await waitFor(() => mailTo('reset@example.com')[0], { message: 'reset mail' });
+    expect(mail.from).toBe('noreply@aos.test');
+    expect(mail.raw).toMatch(/^Subject: Reset your AOS password/m);
+    expect(mail.raw).toMatch(/Content-Type: text\/plain/);
+    expect(mail.raw).toMatch(/Content-Type: text\/html/);
+    expect(mail.decoded).toContain('https://app.example/reset?token=SECRET-TOKEN-123');
+    expect(mail.decoded).toContain('href="https://app.example/reset?token=SECRET-TOKEN-123"');
+    await waitFor(async () => (await count(svc.ctx.pool, "SELECT count(*) AS n FROM emails WHERE recipient = 'reset@example.com' AND status = 'sent'")) === 1);
+    await sleep(400);
+    expect(mailTo('reset@example.com')).toHaveLength(1);
+    await waitFor(async () => (await count(svc.ctx.pool, "SELECT count(*) AS n FROM aos_outbox WHERE type = 'notifications.email.sent'")) >= 1);
+  });
+
+  it('sends the invite e-mail with the accept link and escapes user data in HTML', async () => {
+    const e = envelope('identity.invite.created', {
+      orgId: orgA, tenantId: randomUUID(), inviteId: randomUUID(), email: 'newbie@example.com', role: 'member', teamId: null,
+      invitedBy: evil.userId, inviteeUserId: null, acceptUrl: 'https://app.example/invites/abc?x=1&y=2', expiresAt: '2030-01-01T00:00:00.000Z',
+    }, { orgId: orgA });
+    await publish(svc.ctx, e);
+    const mail = await waitFor(() => mailTo('newbie@example.com')[0], { message: 'invite mail' });
+    expect(mail.raw).toMatch(/^Subject: You are invited to join/m);
+    expect(mail.decoded).toContain('&lt;img src=x onerror=alert(1)&gt; invited you');
+    const html = mail.decoded.slice(mail.decoded.indexOf('<!doctype html>'));
+    expect(html).not.toContain('<img src=x');
+    expect(html).toContain('<b>Acme &lt;Corp&gt;</b>');
+    expect(mail.decoded).toContain('href="https://app.example/invites/abc?x=1&amp;y=2"');
+    expect(mail.decoded).toContain('https://app.example/invites/abc?x=1&y=2'); // text part, raw
+  });
+
+  it('sends the payment failure e-mail to the address of the event or of the user', async () => {
+    const e = envelope('billing.payment.failed', { stripeObjectId: 'in_1', amountCents: 4200, currency: 'eur', reason: 'expired_card', userId: evil.userId, email: null }, { orgId: orgA });
+    await publish(svc.ctx, e);
+    const mail = await waitFor(() => mailTo(evil.email)[0], { message: 'payment mail' });
+    expect(mail.raw).toMatch(/^Subject: Your AOS payment failed/m);
+    expect(mail.decoded).toContain('€42.00');
+    expect(mail.decoded).toContain('expired_card');
+  });
+
+  it('retries a refused send and records it failed after the last attempt', async () => {
+    await publish(svc.ctx, resetEvent('bounce@example.com'));
+    await waitFor(async () => (await count(svc.ctx.pool, "SELECT count(*) AS n FROM emails WHERE recipient = 'bounce@example.com' AND status = 'failed' AND attempts = 2")) === 1,
+      { message: 'failed after 2 attempts' });
+    const { rows } = await svc.ctx.pool.query("SELECT error FROM emails WHERE recipient = 'bounce@example.com'");
+    expect(rows[0].error).toMatch(/mailbox unavailable/);
+  });
+});
+
+describe('e-mail without SMTP', () => {
+  it('stores the e-mail (status stored) once, and never sends it; the log names template and recipient, not the link', async () => {
+    const logged: unknown[][] = [];
+    const info = bare.ctx.log.info.bind(bare.ctx.log);
+    bare.ctx.log.info = ((...args: unknown[]) => { logged.push(args); return (info as (...a: unknown[]) => void)(...args); }) as typeof bare.ctx.log.info;
+    const e = resetEvent('nosmtp@example.com');
+    await publishTwice(bare.ctx, e);
+    await waitFor(() => handledBy(bare.ctx.pool, e.id, ['mailer']));
+    await sleep(400);
+    const { rows } = await bare.ctx.pool.query("SELECT status, template, subject, text FROM emails WHERE recipient = 'nosmtp@example.com'");
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ status: 'stored', template: 'password_reset', subject: 'Reset your AOS password' });
+    expect(rows[0].text).toContain('SECRET-TOKEN-123');
+    expect(mailTo('nosmtp@example.com')).toHaveLength(0);
+    const line = logged.find((a) => String(a[1]).includes('SMTP not configured'));
+    expect(line?.[0]).toMatchObject({ template: 'password_reset', recipient: 'n***@example.com' });
+    expect(JSON.stringify(logged)).not.toContain('SECRET-TOKEN');
+  });
+});
