@@ -19,7 +19,8 @@ export const maskEmail = (email: string) => email.replace(/^(.).*(@.*)$/, '$1***
  * template and recipient (never the body: it may carry a reset or invite token).
  */
 export async function queueEmail<T extends TemplateName>(
-  tx: STx, ctx: Ctx, e: { template: T; to: string; vars: Parameters<(typeof templates)[T]>[0]; orgId: string | null; eventId: string | null },
+  tx: STx, ctx: Ctx, afterCommit: (fn: () => Promise<unknown>) => void,
+  e: { template: T; to: string; vars: Parameters<(typeof templates)[T]>[0]; orgId: string | null; eventId: string | null },
 ) {
   const rendered = (templates[e.template] as (v: typeof e.vars) => { subject: string; text: string; html: string })(e.vars);
   const smtp = !!ctx.config.SMTP_URL;
@@ -29,9 +30,10 @@ export async function queueEmail<T extends TemplateName>(
   }).onConflictDoNothing().returning({ id: emails.id });
   if (!row) return null;
   if (smtp) {
-    await ctx.queues.add(Queues.email, e.template, { emailId: row.id } satisfies EmailJob, {
+    // Queued once the row is committed, so the mailer always finds it.
+    afterCommit(() => ctx.queues.add(Queues.email, e.template, { emailId: row.id } satisfies EmailJob, {
       jobId: `email-${row.id}`, attempts: ctx.config.EMAIL_MAX_ATTEMPTS, backoff: { type: 'exponential', delay: ctx.config.EMAIL_BACKOFF_MS },
-    });
+    }));
   } else {
     ctx.log.info({ emailId: row.id, template: e.template, recipient: maskEmail(e.to) }, 'SMTP not configured: e-mail stored, not sent');
   }
@@ -50,14 +52,8 @@ function transporter(url: string): Transporter {
 
 /** The e-mail job: sends a queued row, records `sent` or (after the last attempt) `failed`. */
 export async function sendEmailJob(ctx: Ctx, job: EmailJob, attempt: number, maxAttempts: number): Promise<void> {
-  const find = () => ctx.db.select().from(emails).where(eq(emails.id, job.emailId));
-  let [row] = await find();
-  // The job is enqueued inside the handler's transaction, so it can start just before that commits.
-  for (let i = 0; !row && i < 20; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    [row] = await find();
-  }
-  if (!row) throw new UnrecoverableError('e-mail row not found (transaction rolled back)');
+  const [row] = await ctx.db.select().from(emails).where(eq(emails.id, job.emailId));
+  if (!row) throw new UnrecoverableError('e-mail row not found');
   if (row.status === 'sent') return;
   const url = ctx.config.SMTP_URL;
   if (!url) throw new UnrecoverableError('SMTP not configured');

@@ -12,18 +12,18 @@ type Handled = 'identity.password_reset.requested' | 'identity.invite.created' |
 export const mailer = (ctx: Ctx) => defineHandler<Handled, typeof schema>({
   name: 'mailer',
   events: ['identity.password_reset.requested', 'identity.invite.created', 'billing.payment.failed'],
-  async handle(event, tx) {
+  async handle(event, tx, { afterCommit }) {
     switch (event.type) {
       case 'identity.password_reset.requested': {
         const d = event.data;
-        await queueEmail(tx, ctx, { template: 'password_reset', to: d.email, vars: { resetUrl: d.resetUrl, expiresAt: d.expiresAt }, orgId: event.orgId, eventId: event.id });
+        await queueEmail(tx, ctx, afterCommit, { template: 'password_reset', to: d.email, vars: { resetUrl: d.resetUrl, expiresAt: d.expiresAt }, orgId: event.orgId, eventId: event.id });
         break;
       }
       case 'identity.invite.created': {
         const d = event.data;
         const [inviter] = d.invitedBy ? await tx.select().from(users).where(eq(users.userId, d.invitedBy)) : [];
         const [org] = await tx.select().from(orgs).where(eq(orgs.orgId, d.orgId));
-        await queueEmail(tx, ctx, {
+        await queueEmail(tx, ctx, afterCommit, {
           template: 'invite', to: d.email, orgId: d.orgId, eventId: event.id,
           vars: { orgName: org?.name ?? 'an organization', role: d.role, acceptUrl: d.acceptUrl, expiresAt: d.expiresAt, inviter: inviter?.username ?? null },
         });
@@ -34,7 +34,7 @@ export const mailer = (ctx: Ctx) => defineHandler<Handled, typeof schema>({
         let to = d.email;
         if (!to && d.userId) to = (await tx.select().from(users).where(eq(users.userId, d.userId)))[0]?.email ?? null;
         if (!to) return;
-        await queueEmail(tx, ctx, { template: 'payment_failed', to, vars: { amount: formatAmount(d.amountCents, d.currency), reason: d.reason }, orgId: event.orgId, eventId: event.id });
+        await queueEmail(tx, ctx, afterCommit, { template: 'payment_failed', to, vars: { amount: formatAmount(d.amountCents, d.currency), reason: d.reason }, orgId: event.orgId, eventId: event.id });
         break;
       }
     }

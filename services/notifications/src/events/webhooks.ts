@@ -13,7 +13,7 @@ export const webhookFanout = (ctx: Ctx) => defineHandler<EventType, typeof schem
   name: 'webhook-fanout',
   events: 'all',
   concurrency: 8,
-  async handle(event, tx) {
+  async handle(event, tx, { afterCommit }) {
     if (!event.orgId) return;
     const hooks = await tx.select({ id: webhooks.id, events: webhooks.events }).from(webhooks)
       .where(and(eq(webhooks.orgId, event.orgId), eq(webhooks.active, true)));
@@ -26,12 +26,11 @@ export const webhookFanout = (ctx: Ctx) => defineHandler<EventType, typeof schem
         orgId: event.orgId, webhookId: hook.id, eventId: event.id, eventType: event.type, payload,
       }).onConflictDoNothing().returning({ id: webhookDeliveries.id });
       if (!row) continue;
-      // Enqueued before commit: the job finds its row by (webhook, event) once committed (it retries until then)
-      // and the job id makes the add of a redelivered event a no-op.
-      await ctx.queues.add(Queues.webhookDelivery, event.type, { webhookId: hook.id, eventId: event.id } satisfies WebhookJob, {
+      // Queued once the delivery row is committed; the job id makes a redelivered event's add a no-op.
+      afterCommit(() => ctx.queues.add(Queues.webhookDelivery, event.type, { webhookId: hook.id, eventId: event.id } satisfies WebhookJob, {
         jobId: `${hook.id}-${event.id}`, attempts: ctx.config.WEBHOOK_MAX_ATTEMPTS,
         backoff: { type: 'exponential', delay: ctx.config.WEBHOOK_BACKOFF_MS },
-      });
+      }));
     }
   },
 });

@@ -24,17 +24,8 @@ export async function deliverWebhookJob(ctx: Ctx, job: WebhookJob, attempt: numb
     .where(and(eq(webhookDeliveries.webhookId, job.webhookId), eq(webhookDeliveries.eventId, job.eventId)));
   const [hook] = await ctx.db.select({ id: webhooks.id }).from(webhooks).where(eq(webhooks.id, job.webhookId));
   if (!hook) return; // webhook deleted since (its deliveries went with it)
-  let [row] = await find();
-  // The job is enqueued inside the fan-out transaction, so it can start just before that commits.
-  for (let i = 0; !row && i < 20; i++) {
-    await new Promise((r) => setTimeout(r, 100));
-    [row] = await find();
-  }
-  if (!row) {
-    // The fan-out transaction may not have committed yet (or rolled back and will be redone).
-    if (attempt >= maxAttempts) throw new UnrecoverableError('delivery row not found');
-    throw new Error('delivery row not committed yet');
-  }
+  const [row] = await find();
+  if (!row) return; // queued after the fan-out committed: a missing row was deleted since
   const { d, w } = row;
   if (d.status === 'succeeded') return;
   if (!w.active) {
