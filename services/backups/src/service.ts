@@ -1,9 +1,9 @@
 import { fileURLToPath } from 'node:url';
 import { defineService, VERSION, type ServiceContext } from '@aos/runtime';
 import { routes } from './app.js';
-import { startJobs } from './jobs/backups.js';
 import { config } from './config.js';
 import * as schema from './db/schema.js';
+import { startBackupJobs } from './jobs/backups.js';
 
 export type Ctx = ServiceContext<typeof schema, typeof config>;
 
@@ -15,5 +15,5 @@ export const service = defineService({
   schema,
   migrationsFolder: fileURLToPath(new URL('../migrations', import.meta.url)),
   routes,
-  jobs: startJobs,
+  jobs: startBackupJobs,
 });

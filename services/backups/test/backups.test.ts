@@ -1,155 +1,343 @@
-import { adminPrincipal, createTestDatabase, startTestService, userPrincipal, waitFor } from '@aos/testkit';
+import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import pg from 'pg';
+import { existsSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { adminPrincipal, apiKeyPrincipal, createTestDatabase, startTestService, userPrincipal, waitFor, type TestService } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { backups } from '../src/db/schema.js';
+import { backupEnv, recoverInterrupted } from '../src/domain/backup.js';
 import { service } from '../src/service.js';
+import { missingDatabaseUrl, pgRestoreList, rowCounts, seededDatabase, sql, tempDir } from './helpers.js';
 
-type Svc = Awaited<ReturnType<typeof startTestService<typeof service.schema, typeof service.config>>>;
-let svc: Svc;
-let seeded: { url: string; drop: () => Promise<void> };
-let restoreTarget: { url: string; drop: () => Promise<void> };
-const dir = mkdtempSync(join(tmpdir(), 'aos-backups-'));
-const outside = join(mkdtempSync(join(tmpdir(), 'aos-outside-')), 'canary.txt');
-const remote = join(mkdtempSync(join(tmpdir(), 'aos-remote-')), 'offsite.git');
+type Svc = TestService<typeof service.schema, typeof service.config>;
+interface BackupJson { id: number; filename: string; database: string; status: string; sha256: string | null; size_bytes: number | null; error: string | null; table_counts: Record<string, number> | null; verification: { status: string; tables: { table: string; ok: boolean }[] } | null }
+
 const admin = adminPrincipal();
+let svc: Svc;
+let seed: Awaited<ReturnType<typeof seededDatabase>>;
+let dir: string;
+let outside: string;
+let canary: string;
+const cleanup: (() => Promise<void>)[] = [];
 
-async function sql(url: string, text: string) {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try { return (await c.query(text)).rows; } finally { await c.end(); }
+async function trigger(body: object) {
+  const res = await svc.inject(admin, { method: 'POST', url: '/backups/trigger', payload: body });
+  expect(res.statusCode, res.body).toBe(200);
+  return res.json().data as { job_id: string; databases: string[] };
+}
+
+async function listAll(query = 'status=all&limit=200'): Promise<BackupJson[]> {
+  const res = await svc.inject(admin, { method: 'GET', url: `/backups?${query}` });
+  expect(res.statusCode, res.body).toBe(200);
+  return res.json().data;
+}
+
+/** Waits until every backup row of the job is finished. */
+async function finished(jobId: string, n = 1): Promise<BackupJson[]> {
+  return waitFor(async () => {
+    const rows = await sql<{ id: number; status: string }>(svc.databaseUrl, `SELECT id, status FROM backups WHERE job_id = '${jobId}'`);
+    if (rows.length < n || rows.some((r) => r.status === 'running')) return null;
+    const all = await listAll();
+    return all.filter((b) => rows.some((r) => r.id === b.id));
+  }, { timeoutMs: 60_000, message: `job ${jobId}` });
 }
 
 beforeAll(async () => {
-  writeFileSync(outside, 'do not touch');
-  execFileSync('git', ['init', '--bare', '--quiet', '-b', 'main', remote]);
-  seeded = await createTestDatabase('seeded');
-  restoreTarget = await createTestDatabase('restore');
-  await sql(seeded.url, `CREATE TABLE widgets (id serial primary key, name text); INSERT INTO widgets (name) SELECT 'w' || g FROM generate_series(1, 250) g;
-    CREATE SCHEMA extra; CREATE TABLE extra.gadgets (id int); INSERT INTO extra.gadgets SELECT generate_series(1, 42);`);
-  const missing = new URL(seeded.url);
-  missing.pathname = '/aos_does_not_exist_xyz';
-  const badCreds = new URL(seeded.url);
-  badCreds.username = 'nobody_here';
-  badCreds.password = 'wrong-secret';
+  seed = await seededDatabase();
+  cleanup.push(seed.drop);
+  dir = tempDir('backups');
+  outside = tempDir('outside');
+  canary = join(outside, 'canary.txt');
+  writeFileSync(canary, 'do not touch');
+  const badRole = new URL(seed.url);
+  badRole.username = 'no_such_role_x';
+  badRole.password = 's3cretPassw0rd';
   svc = await startTestService(service, {
     env: {
-      BACKUP_DIR: dir, BACKUP_GIT_REMOTE: remote, BACKUP_KEEP_LAST: '3', BACKUP_KEEP_DAILY_DAYS: '0',
-      BACKUP_DATABASE_URLS: JSON.stringify({ seeded: seeded.url, missing_db: missing.toString(), bad_creds: badCreds.toString(), restore_target: restoreTarget.url }),
+      BACKUP_DIR: dir,
+      BACKUP_DATABASE_URLS: JSON.stringify({ seed: seed.url, ghost: missingDatabaseUrl(seed.url), badrole: badRole.toString() }),
+      BACKUP_KEEP_LAST: '50',
     },
   });
-});
+}, 60_000);
+
 afterAll(async () => {
   await svc?.close();
-  await seeded?.drop();
-  await restoreTarget?.drop();
+  for (const c of cleanup) await c().catch(() => {});
+  rmSync(dir, { recursive: true, force: true });
+  rmSync(outside, { recursive: true, force: true });
 });
 
-const call = (method: 'GET' | 'POST' | 'DELETE', url: string, payload?: object, p = admin) => svc.inject(p, { method, url, ...(payload ? { payload } : {}) });
-async function backupOf(database: string) {
-  const before = (await call('GET', `/backups?database=${database}&limit=200`)).json().meta.total;
-  expect((await call('POST', '/backups/trigger', { database })).statusCode).toBe(202);
-  return waitFor(async () => {
-    const list = (await call('GET', `/backups?database=${database}&limit=200`)).json();
-    const done = list.data.filter((b: { status: string }) => b.status !== 'running');
-    return list.meta.total > before && done.length > 0 && list.data[0].status !== 'running' ? list.data[0] : null;
-  }, { timeoutMs: 60_000, message: `backup of ${database}` });
-}
-
-describe('backups', () => {
-  let first: { filename: string; sha256: string; size_bytes: number };
-
-  it('dumps a database atomically with size and SHA-256, and it restores with identical row counts', async () => {
-    first = await backupOf('seeded');
-    expect(first).toMatchObject({ status: 'completed', database: 'seeded' });
-    expect(first.filename).toMatch(/^seeded-\d{8}T\d{9}Z\.dump$/);
-    const files = readdirSync(dir);
-    expect(files).toContain(first.filename);
-    expect(files.some((f) => f.endsWith('.tmp'))).toBe(false);
-    const bytes = readFileSync(join(dir, first.filename));
-    expect(bytes.length).toBe(first.size_bytes);
-    expect((await import('node:crypto')).createHash('sha256').update(bytes).digest('hex')).toBe(first.sha256);
-
-    const verify = await call('POST', `/backups/${first.filename}/verify`);
-    expect(verify.json().data).toMatchObject({ ok: true, tables: 2, mismatches: [] });
-    const listed = (await call('GET', '/backups')).json().data.find((b: { filename: string }) => b.filename === first.filename);
-    expect(listed.verify_ok).toBe(true);
-
-    execFileSync('pg_restore', ['--no-owner', '--dbname', restoreTarget.url, join(dir, first.filename)]);
-    expect(await sql(restoreTarget.url, 'SELECT (SELECT count(*) FROM widgets)::int AS w, (SELECT count(*) FROM extra.gadgets)::int AS g')).toEqual([{ w: 250, g: 42 }]);
-    const events = (await svc.ctx.pool.query("SELECT type FROM aos_outbox WHERE type LIKE 'backups.%'")).rows.map((r) => r.type);
-    expect(events).toEqual(expect.arrayContaining(['backups.backup.completed', 'backups.backup.verified']));
+describe('access', () => {
+  it('401 without a principal, 403 for non-admins on writes, 403 for keys without backups:read', async () => {
+    expect((await svc.inject(null, { method: 'GET', url: '/backups' })).statusCode).toBe(401);
+    const member = userPrincipal({ orgRole: 'owner' });
+    for (const [method, url, payload] of [['POST', '/backups/trigger', {}], ['DELETE', '/backups/seed-2026-01-01T00-00-00-000Z.dump', undefined],
+      ['GET', '/backups/seed-2026-01-01T00-00-00-000Z.dump/download', undefined], ['POST', '/backups/seed-2026-01-01T00-00-00-000Z.dump/restore', { confirm: 'x' }],
+      ['POST', '/backups/seed-2026-01-01T00-00-00-000Z.dump/verify', undefined]] as const) {
+      const res = await svc.inject(member, { method, url, payload });
+      expect(res.statusCode, `${method} ${url}`).toBe(403);
+    }
+    const key = apiKeyPrincipal(['tasks:read']);
+    const res = await svc.inject(key, { method: 'GET', url: '/backups/stats' });
+    expect(res.statusCode).toBe(403);
+    expect(res.json().error.code).toBe('SCOPE_REQUIRED');
+    expect((await svc.inject(apiKeyPrincipal(['backups:read']), { method: 'GET', url: '/backups' })).statusCode).toBe(200);
   });
 
-  it('streams downloads with the checksum header', async () => {
-    const res = await call('GET', `/backups/${first.filename}/download`);
+  it('rejects unknown databases and unknown body fields with 400', async () => {
+    const res = await svc.inject(admin, { method: 'POST', url: '/backups/trigger', payload: { database: 'aos_nope' } });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error.code).toBe('VALIDATION_ERROR');
+  });
+});
+
+describe('backup, verify, restore', () => {
+  let done: BackupJson;
+
+  it('dumps a seeded database atomically with size, sha256, counts and a completed event', async () => {
+    const job = await trigger({ database: 'seed' });
+    expect(job.databases).toEqual(['seed']);
+    [done] = (await finished(job.job_id)) as [BackupJson];
+    expect(done.status, done.error ?? '').toBe('completed');
+    expect(done.filename).toMatch(/^seed-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z\.dump$/);
+    const file = join(dir, done.filename);
+    const bytes = readFileSync(file);
+    expect(done.size_bytes).toBe(bytes.length);
+    expect(done.sha256).toBe(createHash('sha256').update(bytes).digest('hex'));
+    expect(bytes.subarray(0, 5).toString()).toBe('PGDMP'); // custom format
+    expect(done.table_counts).toMatchObject({ 'public.customers': 25, 'public.orders': 130, 'public.empty_one': 0, 'extra.events': 7 });
+    expect(readdirSync(dir).filter((f) => f.startsWith('.tmp'))).toEqual([]);
+    const events = await sql<{ envelope: { data: { filename: string; sha256: string } } }>(svc.databaseUrl,
+      `SELECT envelope FROM aos_outbox WHERE type = 'backups.backup.completed'`);
+    expect(events.map((e) => e.envelope.data)).toContainEqual(expect.objectContaining({ filename: done.filename, sha256: done.sha256 }));
+  });
+
+  it('restores into a fresh database with identical row counts', async () => {
+    const fresh = await createTestDatabase('bkfresh');
+    cleanup.push(fresh.drop);
+    const u = new URL(fresh.url);
+    execFileSync('pg_restore', ['--no-owner', '--exit-on-error', '-h', u.hostname, '-p', u.port || '5432', '-U', u.username || 'postgres', '-d', u.pathname.slice(1), join(dir, done.filename)]);
+    expect(await rowCounts(fresh.url)).toEqual(await rowCounts(seed.url));
+    expect(await rowCounts(fresh.url)).toEqual(done.table_counts);
+  });
+
+  it('verify restores into a scratch database, compares counts, drops it and shows the result in the list', async () => {
+    const res = await svc.inject(admin, { method: 'POST', url: `/backups/${done.filename}/verify` });
+    expect(res.statusCode, res.body).toBe(200);
+    const v = res.json().data.verification;
+    expect(v.status).toBe('ok');
+    expect(v.tables.length).toBeGreaterThanOrEqual(4);
+    expect(v.tables.every((t: { ok: boolean }) => t.ok)).toBe(true);
+    const scratch = await sql(seed.url, `SELECT datname FROM pg_database WHERE datname LIKE 'aos_verify_${done.id}_%'`);
+    expect(scratch).toEqual([]);
+    const listed = (await listAll()).find((b) => b.id === done.id)!;
+    expect(listed.verification?.status).toBe('ok');
+  });
+
+  it('a verify slower than BACKUP_VERIFY_WAIT_MS answers 202 and the result shows in the listing', async () => {
+    Object.assign(svc.ctx.config, { BACKUP_VERIFY_WAIT_MS: 0 });
+    try {
+      const res = await svc.inject(admin, { method: 'POST', url: `/backups/${done.filename}/verify` });
+      expect(res.statusCode, res.body).toBe(202);
+      expect(res.json().data.verification.status).toBe('running');
+      await waitFor(async () => (await listAll()).find((b) => b.id === done.id)?.verification?.status === 'ok', { timeoutMs: 30_000 });
+    } finally {
+      Object.assign(svc.ctx.config, { BACKUP_VERIFY_WAIT_MS: 20_000 });
+    }
+  });
+
+  it('verify reports a mismatch when the recorded counts differ from the dump', async () => {
+    await sql(svc.databaseUrl, `UPDATE backups SET table_counts = table_counts || '{"public.orders": 131}' WHERE id = ${done.id}`);
+    const res = await svc.inject(admin, { method: 'POST', url: `/backups/${done.filename}/verify` });
+    expect(res.json().data.verification.status).toBe('mismatch');
+    expect(res.json().data.verification.tables.find((t: { table: string }) => t.table === 'public.orders')).toMatchObject({ expected: 131, actual: 130, ok: false });
+    await sql(svc.databaseUrl, `UPDATE backups SET table_counts = table_counts || '{"public.orders": 130}' WHERE id = ${done.id}`);
+  });
+
+  it('restore needs the exact filename as confirmation, then brings the database back', async () => {
+    await sql(seed.url, `DELETE FROM orders WHERE id > 10; INSERT INTO customers (name) VALUES ('late')`);
+    const bad = await svc.inject(admin, { method: 'POST', url: `/backups/${done.filename}/restore`, payload: { confirm: 'yes' } });
+    expect(bad.statusCode).toBe(400);
+    expect((await rowCounts(seed.url))['public.orders']).toBe(10);
+    const res = await svc.inject(admin, { method: 'POST', url: `/backups/${done.filename}/restore`, payload: { confirm: done.filename } });
+    expect(res.statusCode, res.body).toBe(200);
+    expect(await rowCounts(seed.url)).toEqual({ 'public.customers': 25, 'public.orders': 130, 'public.empty_one': 0, 'extra.events': 7 });
+    const ev = await sql(svc.databaseUrl, `SELECT 1 FROM aos_outbox WHERE type = 'backups.backup.restored'`);
+    expect(ev.length).toBe(1);
+  });
+
+  it('restore refuses while another restore of the database runs, and refuses the service own database', async () => {
+    const holder = await svc.ctx.pool.connect();
+    try {
+      await holder.query(`SELECT pg_advisory_lock(hashtext('aos-backups-restore'), hashtext('seed'))`);
+      const busy = await svc.inject(admin, { method: 'POST', url: `/backups/${done.filename}/restore`, payload: { confirm: done.filename } });
+      expect(busy.statusCode, busy.body).toBe(409);
+    } finally {
+      await holder.query(`SELECT pg_advisory_unlock(hashtext('aos-backups-restore'), hashtext('seed'))`);
+      holder.release();
+    }
+    backupEnv(svc.ctx).databases.set('self', svc.databaseUrl);
+    try {
+      const filename = 'self-2026-01-01T00-00-00-000Z.dump';
+      writeFileSync(join(dir, filename), 'x');
+      await svc.ctx.db.insert(backups).values({ filename, database: 'self', status: 'completed', trigger: 'manual', sizeBytes: 1, sha256: 'a'.repeat(64), completedAt: new Date(0) });
+      const own = await svc.inject(admin, { method: 'POST', url: `/backups/${filename}/restore`, payload: { confirm: filename } });
+      expect(own.statusCode, own.body).toBe(409);
+      await sql(svc.databaseUrl, `DELETE FROM backups WHERE filename = '${filename}'`);
+      rmSync(join(dir, filename));
+    } finally {
+      backupEnv(svc.ctx).databases.delete('self');
+    }
+  });
+
+  it('downloads the file streamed with checksum and content-disposition headers', async () => {
+    const res = await svc.inject(admin, { method: 'GET', url: `/backups/${done.filename}/download` });
     expect(res.statusCode).toBe(200);
-    expect(res.headers['x-checksum-sha256']).toBe(first.sha256);
-    expect(res.rawPayload.length).toBe(first.size_bytes);
+    expect(res.headers['x-checksum-sha256']).toBe(done.sha256);
+    expect(res.headers['content-disposition']).toBe(`attachment; filename="${done.filename}"`);
+    expect(createHash('sha256').update(res.rawPayload).digest('hex')).toBe(done.sha256);
   });
 
-  it('refuses traversal, absolute, encoded and unknown names without touching anything outside', async () => {
-    for (const name of ['..%2F..%2Fetc%2Fpasswd', '%2e%2e%2f%2e%2e%2fcanary.txt', '..', '%2Fetc%2Fpasswd', 'seeded-20260101T000000000Z.dump%00.txt', encodeURIComponent(outside), 'seeded-20990101T000000000Z.dump', 'backup.log']) {
-      for (const [method, suffix] of [['GET', '/download'], ['DELETE', ''], ['POST', '/verify']] as const) {
-        const res = await call(method, `/backups/${name}${suffix}`);
-        expect([400, 404], `${method} ${name}${suffix} → ${res.statusCode}`).toContain(res.statusCode);
+  it('stats and logs', async () => {
+    const stats = (await svc.inject(apiKeyPrincipal(['backups:read']), { method: 'GET', url: '/backups/stats' })).json().data;
+    expect(stats.count).toBeGreaterThanOrEqual(1);
+    expect(stats.total_size_bytes).toBeGreaterThanOrEqual(done.size_bytes!);
+    expect(stats.newest_age_seconds).toBeGreaterThanOrEqual(0);
+    const seedStats = stats.databases.find((d: { database: string }) => d.database === 'seed');
+    expect(seedStats.configured).toBe(true);
+    expect(seedStats.last_backup.filename).toMatch(/^seed-/);
+    expect(stats.databases.map((d: { database: string }) => d.database)).toEqual(expect.arrayContaining(['ghost', 'badrole', 'seed']));
+    const logs = (await svc.inject(admin, { method: 'GET', url: '/backups/logs' })).json().data.lines as string[];
+    expect(logs.some((l) => l.includes(`OK ${done.filename}`))).toBe(true);
+    expect(logs.length).toBeLessThanOrEqual(100);
+  });
+});
+
+describe('failures', () => {
+  it('a pg_dump of a nonexistent database or role gives failed records and events, no file, secrets redacted', async () => {
+    const before = new Set(readdirSync(dir));
+    const job = await trigger({ databases: ['ghost', 'badrole'] });
+    const rows = await finished(job.job_id, 2);
+    expect(rows.map((r) => r.status)).toEqual(['failed', 'failed']);
+    for (const r of rows) expect(r.error).toBeTruthy();
+    expect(rows.map((r) => r.error).join(' ')).not.toContain('s3cretPassw0rd');
+    expect(readdirSync(dir).filter((f) => !before.has(f) && f !== 'offsite_backup.log')).toEqual([]);
+    const listed = await listAll('status=completed');
+    expect(listed.some((b) => b.database === 'ghost' || b.database === 'badrole')).toBe(false);
+    const failedEvents = await sql<{ envelope: { data: { database: string } } }>(svc.databaseUrl, `SELECT envelope FROM aos_outbox WHERE type = 'backups.backup.failed'`);
+    expect(failedEvents.map((e) => e.envelope.data.database).sort()).toEqual(['badrole', 'ghost']);
+    for (const r of rows) {
+      expect((await svc.inject(admin, { method: 'GET', url: `/backups/${r.filename}/download` })).statusCode).toBe(404);
+    }
+    expect(readFileSync(join(dir, 'offsite_backup.log'), 'utf8')).not.toContain('s3cretPassw0rd');
+  });
+});
+
+describe('filename safety', () => {
+  it('traversal, absolute, encoded separators, NUL and unknown names → 400/404; nothing outside is touched', async () => {
+    const rel = `..%2F${encodeURIComponent(outside.split('/').pop()!)}%2Fcanary.txt`;
+    const attempts = [
+      rel,
+      `%2e%2e%2F%2e%2e%2Fetc%2Fpasswd`,
+      `%2e%2e`,
+      '..',
+      encodeURIComponent(canary),
+      `%2F${canary.slice(1).split('/').join('%2F')}`,
+      'seed-2026-01-01T00-00-00-000Z.dump%00',
+      '%00',
+      'seed-2026-01-01T00-00-00-000Z.dump',
+      `..%5C..%5Cwindows`,
+      `seed-2026-01-01T00-00-00-000Z.dump%2F..%2F..%2Fcanary.txt`,
+    ];
+    for (const name of attempts) {
+      for (const [method, url] of [['GET', `/backups/${name}/download`], ['DELETE', `/backups/${name}`], ['POST', `/backups/${name}/verify`]] as const) {
+        const res = await svc.inject(admin, { method, url });
+        expect([400, 404], `${method} ${url} → ${res.statusCode}`).toContain(res.statusCode);
+        expect(res.body).not.toContain('do not touch');
       }
     }
-    expect(readFileSync(outside, 'utf8')).toBe('do not touch');
-    expect(existsSync(join(dir, 'backup.log'))).toBe(true);
-  });
-
-  it('a failing pg_dump leaves a failed record and event, and no file', async () => {
-    for (const database of ['missing_db', 'bad_creds']) {
-      const b = await backupOf(database);
-      expect(b.status).toBe('failed');
-      expect(b.error).not.toContain('wrong-secret');
-      expect(existsSync(join(dir, b.filename))).toBe(false);
+    // Unencoded traversal never reaches a handler either.
+    for (const url of ['/backups/../../etc/passwd/download', `/backups/${canary}/download`]) {
+      const res = await svc.inject(admin, { method: 'GET', url });
+      expect([400, 404]).toContain(res.statusCode);
     }
-    expect(readdirSync(dir).some((f) => f.endsWith('.tmp'))).toBe(false);
-    const failed = (await svc.ctx.pool.query("SELECT envelope FROM aos_outbox WHERE type = 'backups.backup.failed'")).rows.map((r) => r.envelope.data.database);
-    expect(failed).toEqual(expect.arrayContaining(['missing_db', 'bad_creds']));
-    expect((await call('GET', '/backups/logs')).json().data.lines.some((l: string) => l.includes('FAILED'))).toBe(true);
+    expect(readFileSync(canary, 'utf8')).toBe('do not touch');
+    expect(existsSync(dirname(canary))).toBe(true);
   });
 
-  it('concurrent triggers produce distinct, valid dumps; retention keeps the newest', async () => {
-    await Promise.all(Array.from({ length: 4 }, () => call('POST', '/backups/trigger', { database: 'seeded' })));
-    await waitFor(async () => (await svc.ctx.pool.query("SELECT count(*)::int AS n FROM backups WHERE database = 'seeded' AND status <> 'running'")).rows[0].n >= 5, { timeoutMs: 90_000 });
-    // Retention runs after each backup's offsite push: wait for the last one to settle.
-    await waitFor(async () => (await svc.ctx.pool.query("SELECT count(*)::int AS n FROM backups WHERE database = 'seeded' AND status = 'completed'")).rows[0].n === 3, { timeoutMs: 30_000 });
-    const rows = (await svc.ctx.pool.query("SELECT filename, status FROM backups WHERE database = 'seeded' ORDER BY id")).rows;
-    expect(new Set(rows.map((r) => r.filename)).size).toBe(rows.length);
-    const present = rows.filter((r) => r.status === 'completed');
-    expect(present.length).toBe(3); // BACKUP_KEEP_LAST
-    for (const r of present) execFileSync('pg_restore', ['--list', join(dir, r.filename)], { stdio: 'ignore' });
-    for (const r of rows.filter((x) => x.status === 'deleted')) expect(existsSync(join(dir, r.filename))).toBe(false);
+  it('a file in BACKUP_DIR that was never recorded is not served', async () => {
+    const stray = 'seed-2020-01-01T00-00-00-000Z.dump';
+    writeFileSync(join(dir, stray), 'stray');
+    expect((await svc.inject(admin, { method: 'GET', url: `/backups/${stray}/download` })).statusCode).toBe(404);
+    expect((await svc.inject(admin, { method: 'DELETE', url: `/backups/${stray}` })).statusCode).toBe(404);
+    expect(existsSync(join(dir, stray))).toBe(true);
   });
+});
 
-  it('pushes each backup offsite and reports whether the newest matches', async () => {
-    const status = (await call('GET', '/backups/github-status')).json().data;
-    expect(status.configured).toBe(true);
-    expect(status.in_sync).toBe(true);
-    const log = execFileSync('git', ['--git-dir', remote, 'log', '--format=%s', 'main'], { encoding: 'utf8' });
-    expect(log).toContain(status.latest.filename);
-  });
-
-  it('deletes and restores only for platform admins; restore needs the confirmation', async () => {
-    const user = userPrincipal();
-    const [newest] = (await call('GET', '/backups?database=seeded&status=completed')).json().data;
-    for (const [method, url] of [['GET', '/backups'], ['POST', '/backups/trigger'], ['GET', `/backups/${newest.filename}/download`], ['DELETE', `/backups/${newest.filename}`]] as const) {
-      expect((await call(method, url, method === 'POST' ? {} : undefined, user)).statusCode, url).toBe(403);
+describe('concurrency and delete', () => {
+  it('concurrent triggers produce distinct, valid dumps', async () => {
+    const jobs = await Promise.all([1, 2, 3, 4].map(() => trigger({ database: 'seed' })));
+    const rows = (await Promise.all(jobs.map((j) => finished(j.job_id)))).flat();
+    expect(rows.map((r) => r.status)).toEqual(['completed', 'completed', 'completed', 'completed']);
+    expect(new Set(rows.map((r) => r.filename)).size).toBe(4);
+    for (const r of rows) {
+      const file = join(dir, r.filename);
+      expect(pgRestoreList(file)).toContain('TABLE DATA public orders');
+      expect(createHash('sha256').update(readFileSync(file)).digest('hex')).toBe(r.sha256);
     }
-    expect((await call('POST', `/backups/${newest.filename}/restore`, { confirm: 'nope' })).statusCode).toBe(400);
-    await sql(seeded.url, "DELETE FROM widgets WHERE id > 10");
-    const restored = await call('POST', `/backups/${newest.filename}/restore`, { confirm: newest.filename });
-    expect(restored.statusCode).toBe(200);
-    expect((await sql(seeded.url, 'SELECT count(*)::int AS n FROM widgets'))[0].n).toBe(250);
-    expect((await call('DELETE', `/backups/${newest.filename}`)).statusCode).toBe(200);
-    expect(existsSync(join(dir, newest.filename))).toBe(false);
-    expect((await call('GET', `/backups/${newest.filename}/download`)).statusCode).toBe(404);
-    const stats = (await call('GET', '/backups/stats')).json().data;
-    expect(stats.count).toBeGreaterThanOrEqual(1);
+    expect(readdirSync(dir).filter((f) => f.startsWith('.tmp'))).toEqual([]);
+  });
+
+  it('DELETE removes the file and hides it from the default listing', async () => {
+    const [latest] = await listAll('status=completed&database=seed&limit=1');
+    const res = await svc.inject(admin, { method: 'DELETE', url: `/backups/${latest!.filename}` });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().data.status).toBe('deleted');
+    expect(existsSync(join(dir, latest!.filename))).toBe(false);
+    expect((await listAll('limit=200')).some((b) => b.id === latest!.id)).toBe(false);
+    expect((await svc.inject(admin, { method: 'DELETE', url: `/backups/${latest!.filename}` })).statusCode).toBe(404);
+  });
+
+  it('lists newest first with pagination', async () => {
+    const res = await svc.inject(admin, { method: 'GET', url: '/backups?limit=2&offset=1&status=all' });
+    const body = res.json();
+    expect(body.meta).toMatchObject({ limit: 2, offset: 1 });
+    expect(body.meta.total).toBeGreaterThanOrEqual(5);
+    const all = await listAll();
+    expect(body.data.map((b: BackupJson) => b.id)).toEqual(all.slice(1, 3).map((b) => b.id));
+    const ids = all.map((b) => b.id);
+    expect([...ids].sort((a, b) => b - a)).toEqual(ids);
+  });
+});
+
+describe('retries and crashes', () => {
+  it('the same Idempotency-Key queues one job', async () => {
+    const headers = { 'idempotency-key': `k-${Date.now()}` };
+    const a = await svc.inject(admin, { method: 'POST', url: '/backups/trigger', payload: { database: 'seed' }, headers });
+    const b = await svc.inject(admin, { method: 'POST', url: '/backups/trigger', payload: { database: 'seed' }, headers });
+    expect(a.statusCode).toBe(200);
+    expect(b.json().data.job_id).toBe(a.json().data.job_id);
+    await finished(a.json().data.job_id);
+    const rows = await sql(svc.databaseUrl, `SELECT id FROM backups WHERE job_id = '${a.json().data.job_id}'`);
+    expect(rows.length).toBe(1);
+  });
+
+  it('a dump interrupted by a crash becomes failed and its old temp file is removed', async () => {
+    const old = new Date(Date.now() - svc.ctx.config.BACKUP_TIMEOUT_MS - 120_000);
+    const [row] = await svc.ctx.db.insert(backups).values({ filename: 'seed-2001-01-01T00-00-00-000Z.dump', database: 'seed', status: 'running', trigger: 'manual', startedAt: old }).returning();
+    const tmp = join(dir, `.tmp-${row!.id}-abcdef.dump`);
+    const young = join(dir, `.tmp-999999-abcdef.dump`);
+    writeFileSync(tmp, 'partial');
+    writeFileSync(young, 'in progress elsewhere');
+    utimesSync(tmp, old, old);
+    expect(await recoverInterrupted(svc.ctx)).toBe(1);
+    const [after] = await sql<{ status: string; error: string }>(svc.databaseUrl, `SELECT status, error FROM backups WHERE id = ${row!.id}`);
+    expect(after).toMatchObject({ status: 'failed' });
+    expect(existsSync(tmp)).toBe(false);
+    expect(existsSync(young)).toBe(true);
+    rmSync(young);
+    const ev = await sql(svc.databaseUrl, `SELECT 1 FROM aos_outbox WHERE type = 'backups.backup.failed' AND envelope->'data'->>'backupId' = '${row!.id}'`);
+    expect(ev.length).toBe(1);
   });
 });

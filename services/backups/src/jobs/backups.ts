@@ -1,31 +1,45 @@
 import { Queues } from '@aos/contracts';
+import { applyRetention, backupEnv, pushOffsite, recoverInterrupted, runBackup } from '../domain/backup.js';
 import type { Ctx } from '../service.js';
-import { applyRetention, backupDatabase, databases } from '../domain/backup.js';
-import { pushOffsite } from '../domain/offsite.js';
 
-export interface BackupJob { database: string | null; trigger: string }
-
-/** Runs one backup job: each named database (or all), then retention and the offsite copy. */
-export async function runBackupJob(ctx: Ctx, job: BackupJob) {
-  const names = job.database ? [job.database] : Object.keys(databases(ctx));
-  const results = [];
-  for (const name of names) {
-    const row = await backupDatabase(ctx, name, job.trigger);
-    if (row.status === 'completed') {
-      await pushOffsite(ctx, row);
-      await applyRetention(ctx, name);
-    }
-    results.push({ filename: row.filename, status: row.status });
-  }
-  return results;
+export interface BackupJob {
+  /** Logical names of BACKUP_DATABASE_URLS; empty = all. */
+  databases: string[];
+  trigger: 'manual' | 'schedule';
 }
 
-export async function startJobs(ctx: Ctx) {
-  ctx.queues.worker<BackupJob>(Queues.backups, (payload) => runBackupJob(ctx, payload), { concurrency: 2 });
+export const SCHEDULER_ID = 'backup-schedule';
+
+/** Dumps each requested database, then pushes offsite and applies retention for it. */
+export async function processBackupJob(ctx: Ctx, payload: BackupJob, jobId: string | null): Promise<{ ids: number[] }> {
+  const { databases } = backupEnv(ctx);
+  const names = payload.databases.length > 0 ? payload.databases.filter((d) => databases.has(d)) : [...databases.keys()];
+  const ids: number[] = [];
+  for (const name of names) {
+    const row = await runBackup(ctx, name, payload.trigger, jobId);
+    ids.push(row.id);
+    if (row.status !== 'completed') continue;
+    await pushOffsite(ctx, row);
+    await applyRetention(ctx, name).catch((err: Error) => ctx.log.warn({ err: err.message, database: name }, 'retention failed'));
+  }
+  return { ids };
+}
+
+export async function startBackupJobs(ctx: Ctx): Promise<void> {
+  await recoverInterrupted(ctx).catch((err: Error) => ctx.log.warn({ err: err.message }, 'backup recovery failed'));
+  ctx.queues.worker<BackupJob>(Queues.backups, (payload, job) => processBackupJob(ctx, payload, job.id ?? null), {
+    concurrency: ctx.config.BACKUP_CONCURRENCY,
+    // A dump can take long; the lock is renewed while the process lives.
+    lockDuration: 120_000,
+  });
   const queue = ctx.queues.queue(Queues.backups);
   if (ctx.config.BACKUP_CRON) {
-    await queue.upsertJobScheduler('scheduled-backup', { pattern: ctx.config.BACKUP_CRON }, { name: 'scheduled', data: { payload: { database: null, trigger: 'schedule' }, trace: {} } });
+    await queue.upsertJobScheduler(SCHEDULER_ID, { pattern: ctx.config.BACKUP_CRON, tz: 'UTC' }, {
+      name: 'backup',
+      data: { payload: { databases: [], trigger: 'schedule' } satisfies BackupJob, trace: {} },
+      opts: { attempts: 1 },
+    });
   } else {
-    await queue.removeJobScheduler('scheduled-backup').catch(() => {});
+    await queue.removeJobScheduler(SCHEDULER_ID).catch(() => {});
   }
 }

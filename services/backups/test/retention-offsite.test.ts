@@ -1,0 +1,154 @@
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { Queues } from '@aos/contracts';
+import { adminPrincipal, apiKeyPrincipal, startTestService, waitFor, type TestService } from '@aos/testkit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { backups } from '../src/db/schema.js';
+import { applyRetention, backupEnv } from '../src/domain/backup.js';
+import { GitOffsite } from '../src/domain/offsite.js';
+import { backupFilename } from '../src/domain/targets.js';
+import { service } from '../src/service.js';
+import { seededDatabase, sql, tempDir } from './helpers.js';
+
+type Svc = TestService<typeof service.schema, typeof service.config>;
+const admin = adminPrincipal();
+let svc: Svc;
+let seed: Awaited<ReturnType<typeof seededDatabase>>;
+let dir: string;
+let remote: string;
+
+async function backupOnce(): Promise<{ id: number; filename: string; sha256: string; status: string }> {
+  const res = await svc.inject(admin, { method: 'POST', url: '/backups/trigger', payload: { database: 'seed' } });
+  expect(res.statusCode, res.body).toBe(200);
+  const jobId = res.json().data.job_id as string;
+  // Finished means dumped, pushed offsite and retention applied (the job is done).
+  return waitFor(async () => {
+    const job = await svc.ctx.queues.queue(Queues.backups).getJob(jobId);
+    if (!job || !(await job.isCompleted())) return null;
+    const [row] = await sql<{ id: number; filename: string; sha256: string; status: string }>(svc.databaseUrl, `SELECT id, filename, sha256, status FROM backups WHERE job_id = '${jobId}'`);
+    return row;
+  }, { timeoutMs: 60_000 });
+}
+
+beforeAll(async () => {
+  seed = await seededDatabase('bkret');
+  dir = tempDir('backups-ret');
+  remote = join(tempDir('remote'), 'db-backups.git');
+  execFileSync('git', ['init', '-q', '--bare', remote]);
+  svc = await startTestService(service, {
+    env: {
+      BACKUP_DIR: dir,
+      BACKUP_DATABASE_URLS: `seed=${seed.url}`,
+      BACKUP_KEEP_LAST: '2',
+      BACKUP_KEEP_DAILY_DAYS: '0',
+      BACKUP_GIT_REMOTE: remote,
+      BACKUP_GIT_BRANCH: 'main',
+    },
+  });
+}, 60_000);
+
+afterAll(async () => {
+  await svc?.close();
+  await seed?.drop().catch(() => {});
+  rmSync(dir, { recursive: true, force: true });
+  rmSync(dirname(remote), { recursive: true, force: true });
+});
+
+describe('offsite git copy', () => {
+  it('github-status before any backup: configured, nothing pushed, not in sync', async () => {
+    const res = await svc.inject(apiKeyPrincipal(['backups:read']), { method: 'GET', url: '/backups/github-status' });
+    expect(res.statusCode, res.body).toBe(200);
+    expect(res.json().data).toMatchObject({ configured: true, branch: 'main', latest_offsite: null, in_sync: false });
+  });
+
+  it('pushes each backup to the bare remote and reports it in sync by checksum', async () => {
+    const b = await backupOnce();
+    expect(b.status).toBe('completed');
+    const tree = execFileSync('git', ['--git-dir', remote, 'ls-tree', '--name-only', 'main'], { encoding: 'utf8' });
+    expect(tree.split('\n')).toContain(b.filename);
+    const blob = execFileSync('git', ['--git-dir', remote, 'show', `main:${b.filename}`]);
+    expect(createHash('sha256').update(blob).digest('hex')).toBe(b.sha256);
+    const status = (await svc.inject(admin, { method: 'GET', url: '/backups/github-status' })).json().data;
+    expect(status.latest_offsite).toMatchObject({ filename: b.filename, sha256: b.sha256 });
+    expect(status.newest_local).toMatchObject({ filename: b.filename, sha256: b.sha256 });
+    expect(status.in_sync).toBe(true);
+    const listed = (await svc.inject(admin, { method: 'GET', url: '/backups' })).json().data.find((x: { id: number }) => x.id === b.id);
+    expect(listed.offsite.status).toBe('pushed');
+  });
+
+  it('reports out of sync when the newest local backup is not offsite', async () => {
+    // A newer local backup the remote does not have (the push is simulated as missing).
+    const [last] = await sql<{ id: number }>(svc.databaseUrl, `SELECT id FROM backups ORDER BY id DESC LIMIT 1`);
+    const filename = backupFilename('seed', new Date(Date.now() + 60_000));
+    writeFileSync(join(dir, filename), 'x');
+    await svc.ctx.db.insert(backups).values({ filename, database: 'seed', status: 'completed', trigger: 'manual', sizeBytes: 1, sha256: 'f'.repeat(64), completedAt: new Date(Date.now() + 60_000) });
+    const status = (await svc.inject(admin, { method: 'GET', url: '/backups/github-status' })).json().data;
+    expect(status.newest_local.filename).toBe(filename);
+    expect(status.in_sync).toBe(false);
+    await sql(svc.databaseUrl, `DELETE FROM backups WHERE id > ${last!.id}`);
+    rmSync(join(dir, filename));
+  });
+});
+
+describe('offsite failures', () => {
+  it('an unreachable remote marks the offsite copy failed (token redacted), keeps the backup, and github-status answers 503', async () => {
+    const env = backupEnv(svc.ctx);
+    const good = env.offsite;
+    env.offsite = new GitOffsite(dir, 'http://user:tok3n@127.0.0.1:9/nope.git', 'main');
+    try {
+      const b = await backupOnce();
+      expect(b.status).toBe('completed');
+      const [row] = await sql<{ offsite_status: string; offsite_error: string }>(svc.databaseUrl, `SELECT offsite_status, offsite_error FROM backups WHERE id = ${b.id}`);
+      expect(row!.offsite_status).toBe('failed');
+      expect(row!.offsite_error).not.toContain('tok3n');
+      const status = await svc.inject(admin, { method: 'GET', url: '/backups/github-status' });
+      expect(status.statusCode).toBe(503);
+      expect(status.body).not.toContain('tok3n');
+    } finally {
+      env.offsite = good;
+    }
+  });
+});
+
+describe('retention', () => {
+  it('keeps only the newest BACKUP_KEEP_LAST backups after each backup, deleting older files', async () => {
+    const made = [];
+    for (let i = 0; i < 3; i++) made.push(await backupOnce());
+    const rows = await sql<{ filename: string; status: string; deleted_reason: string | null }>(svc.databaseUrl, `SELECT filename, status, deleted_reason FROM backups ORDER BY id`);
+    const completed = rows.filter((r) => r.status === 'completed').map((r) => r.filename);
+    expect(completed).toEqual(made.slice(-2).map((m) => m.filename));
+    const deleted = rows.filter((r) => r.status === 'deleted');
+    expect(deleted.length).toBe(rows.length - 2);
+    expect(deleted.length).toBeGreaterThanOrEqual(2);
+    expect(deleted.every((r) => r.deleted_reason === 'retention')).toBe(true);
+    for (const r of deleted) expect(existsSync(join(dir, r.filename))).toBe(false);
+    const dumps = readdirSync(dir).filter((f) => f.endsWith('.dump'));
+    expect(dumps.sort()).toEqual([...completed].sort());
+  });
+
+  it('keeps the newest backup of each of the last D days beyond the last N', async () => {
+    Object.assign(svc.ctx.config, { BACKUP_KEEP_LAST: 1, BACKUP_KEEP_DAILY_DAYS: 3 });
+    try {
+      await sql(svc.databaseUrl, `DELETE FROM backups`);
+      const now = new Date('2026-06-10T12:00:00Z');
+      const at = (days: number, hour: number) => new Date(Date.UTC(2026, 5, 10 - days, hour));
+      const plan = [at(0, 11), at(0, 9), at(1, 20), at(1, 8), at(2, 5), at(3, 23), at(5, 1)];
+      const names: string[] = [];
+      for (const t of plan) {
+        const filename = backupFilename('daily', t);
+        writeFileSync(join(dir, filename), 'x');
+        await svc.ctx.db.insert(backups).values({ filename, database: 'daily', status: 'completed', trigger: 'schedule', sizeBytes: 1, sha256: 'a'.repeat(64), completedAt: t, createdAt: t });
+        names.push(filename);
+      }
+      const removed = await applyRetention(svc.ctx, 'daily', now);
+      // Kept: newest overall (day 0 11h), newest of day -1 (20h), newest of day -2 (5h).
+      expect(removed.sort()).toEqual([names[1], names[3], names[5], names[6]].sort());
+      for (const n of removed) expect(existsSync(join(dir, n))).toBe(false);
+      for (const n of [names[0], names[2], names[4]]) expect(existsSync(join(dir, n!))).toBe(true);
+    } finally {
+      Object.assign(svc.ctx.config, { BACKUP_KEEP_LAST: 2, BACKUP_KEEP_DAILY_DAYS: 0 });
+    }
+  });
+});
