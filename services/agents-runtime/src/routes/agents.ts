@@ -2,14 +2,13 @@ import { metaFromPrincipal } from '@aos/bus';
 import { Queues } from '@aos/contracts';
 import { badRequest, conflict, notFound } from '@aos/core';
 import { isUniqueViolation } from '@aos/db';
-import { csv, Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
-import { Type, type TSchema } from '@sinclair/typebox';
+import { type App, csv, Envelope, list, ListEnvelope, Nullable, ok, orgOf, page, PaginationQuery } from '@aos/http';
+import { Type } from '@sinclair/typebox';
 import { and, desc, eq, ilike, inArray, or, sql, type SQL } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
 import { agents, files } from '../db/schema.js';
 import type { Ctx } from '../service.js';
 
-const Nullable = <T extends TSchema>(s: T) => Type.Union([s, Type.Null()]);
 export const AGENT_NAME = '^[a-z0-9][a-z0-9-]{0,62}$';
 export const Statuses = ['active', 'idle', 'working', 'blocked', 'offline', 'paused', 'error'] as const;
 const Rule = Type.Object({

@@ -1,14 +1,13 @@
 import { Queues } from '@aos/contracts';
 import { badRequest, conflict, notFound } from '@aos/core';
 import { isUniqueViolation } from '@aos/db';
-import { Envelope, ListEnvelope, list, ok, orgOf, type App } from '@aos/http';
-import { Type, type TSchema } from '@sinclair/typebox';
+import { type App, Envelope, list, ListEnvelope, Nullable, ok, orgOf } from '@aos/http';
+import { Type } from '@sinclair/typebox';
 import { and, desc, eq } from 'drizzle-orm';
 import { discoveryEngines, discoveryRuns, factoryConfig } from '../db/schema.js';
 import type { FactoryPool } from '../jobs/factory.js';
 import type { Ctx } from '../service.js';
 
-const Nullable = <T extends TSchema>(s: T) => Type.Union([s, Type.Null()]);
 const QUEUES = Object.values(Queues) as string[];
 const QueueName = Type.String({ minLength: 1, maxLength: 60 });
 const checkQueue = (q: string) => {

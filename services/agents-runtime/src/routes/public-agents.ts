@@ -1,14 +1,13 @@
 import { metaFromPrincipal } from '@aos/bus';
 import { badRequest, conflict } from '@aos/core';
 import { isUniqueViolation } from '@aos/db';
-import { Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
-import { Type, type TSchema } from '@sinclair/typebox';
+import { type App, Envelope, list, ListEnvelope, Nullable, ok, orgOf, page, PaginationQuery } from '@aos/http';
+import { Type } from '@sinclair/typebox';
 import { and, desc, eq, sql, type SQL } from 'drizzle-orm';
 import { agents } from '../db/schema.js';
 import type { Ctx } from '../service.js';
 import { checkName, findAgent, schedule, unschedule, type AgentRow } from './agents.js';
 
-const Nullable = <T extends TSchema>(s: T) => Type.Union([s, Type.Null()]);
 const PublicStatus = Type.Union(['idle', 'working', 'blocked', 'offline', 'paused'].map((s) => Type.Literal(s)));
 const PublicAgent = Type.Object({
   id: Type.Integer(), name: Type.String(), emoji: Nullable(Type.String()), role: Type.String(), status: Type.String(),

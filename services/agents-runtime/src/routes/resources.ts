@@ -1,12 +1,11 @@
 import { badRequest, conflict, forbidden, notFound } from '@aos/core';
 import { isUniqueViolation } from '@aos/db';
-import { csv, Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
-import { Type, type TSchema } from '@sinclair/typebox';
+import { type App, csv, Envelope, list, ListEnvelope, Nullable, ok, orgOf, page, PaginationQuery } from '@aos/http';
+import { Type } from '@sinclair/typebox';
 import { and, asc, desc, eq, ilike, inArray, isNull, or, sql, type SQL } from 'drizzle-orm';
 import { automations, files, logs, rules, templates } from '../db/schema.js';
 import type { Ctx } from '../service.js';
 
-const Nullable = <T extends TSchema>(s: T) => Type.Union([s, Type.Null()]);
 const Id = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2_147_483_647 }) });
 const like = (q: string) => `%${q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
 const count = async (ctx: Ctx, table: typeof rules | typeof templates | typeof logs | typeof files | typeof automations, cond: SQL | undefined) =>

@@ -1,7 +1,7 @@
 import { Queues } from '@aos/contracts';
 import { badRequest, conflict, notFound } from '@aos/core';
-import { Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
-import { Type, type TSchema } from '@sinclair/typebox';
+import { type App, Envelope, list, ListEnvelope, Nullable, ok, orgOf, page, PaginationQuery } from '@aos/http';
+import { Type } from '@sinclair/typebox';
 import { and, asc, desc, eq, sql, type SQL } from 'drizzle-orm';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
@@ -12,7 +12,6 @@ import type { Ctx } from '../service.js';
 import { checkName, findAgent, NameParam } from './agents.js';
 import { systemMeta } from '@aos/bus';
 
-const Nullable = <T extends TSchema>(s: T) => Type.Union([s, Type.Null()]);
 export const RunSchema = Type.Object({
   id: Type.Integer(), agent_id: Type.Integer(), task_id: Nullable(Type.Integer()), input: Type.String(), status: Type.String(), output: Nullable(Type.String()),
   error: Nullable(Type.String()), provider: Type.String(), model: Type.String(), input_tokens: Type.Integer(), output_tokens: Type.Integer(),

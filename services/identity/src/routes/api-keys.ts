@@ -1,8 +1,8 @@
 import { metaFromPrincipal } from '@aos/bus';
 import { Scopes } from '@aos/contracts';
 import { badRequest, conflict, notFound } from '@aos/core';
-import { Envelope, ListEnvelope, list, ok, page, PaginationQuery, type App } from '@aos/http';
-import { Type, type TSchema } from '@sinclair/typebox';
+import { type App, Envelope, list, ListEnvelope, Nullable, ok, page, PaginationQuery } from '@aos/http';
+import { Type } from '@sinclair/typebox';
 import { and, desc, eq, isNull, sql } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
 import { apiKeys, apiKeyUsage } from '../db/schema.js';
@@ -10,7 +10,6 @@ import { requireRole } from '../domain/access.js';
 import { apiKeyHash, generateApiKey, maskApiKey } from '../domain/crypto.js';
 import type { Ctx } from '../service.js';
 
-const Nullable = <T extends TSchema>(s: T) => Type.Union([s, Type.Null()]);
 const Scope = Type.Unsafe<string>(Type.Union(Scopes.map((s) => Type.Literal(s))));
 const KeySchema = Type.Object({
   id: Type.String(), org_id: Type.String(), name: Type.String(), description: Nullable(Type.String()), scopes: Type.Array(Type.String()),

@@ -2,8 +2,8 @@ import { metaFromPrincipal } from '@aos/bus';
 import { OrgRoles, type OrgRole } from '@aos/contracts';
 import { badRequest, conflict, forbidden, notFound, unprocessable } from '@aos/core';
 import { isUniqueViolation } from '@aos/db';
-import { Envelope, ListEnvelope, list, ok, page, PaginationQuery, type App } from '@aos/http';
-import { Type, type TSchema } from '@sinclair/typebox';
+import { type App, Envelope, list, ListEnvelope, Nullable, ok, page, PaginationQuery } from '@aos/http';
+import { Type } from '@sinclair/typebox';
 import { and, asc, desc, eq, gt, isNull, sql } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
 import { invites, memberships, organizations, teamMembers, users } from '../db/schema.js';
@@ -15,7 +15,6 @@ import { Email } from './auth.js';
 const Role = Type.Unsafe<OrgRole>(Type.Union(OrgRoles.map((r) => Type.Literal(r))));
 const Slug = Type.String({ minLength: 2, maxLength: 60, pattern: '^[a-z0-9]+(?:-[a-z0-9]+)*$' });
 const OrgId = Type.Object({ id: Type.String({ maxLength: 64 }) });
-const Nullable = <T extends TSchema>(s: T) => Type.Union([s, Type.Null()]);
 
 const OrgSchema = Type.Object({
   id: Type.String(), name: Type.String(), slug: Type.String(), avatar_url: Nullable(Type.String()), personal: Type.Boolean(),

@@ -159,14 +159,20 @@ export function notificationRoutes(app: App, ctx: Ctx) {
     return ok({ success: true, updated });
   });
 
+  /** A notification the caller may see (their own, or org-wide and not dismissed), else 404. */
+  const findVisible = async (request: FastifyRequest, reader: string, id: number) => {
+    const [found] = await ctx.db.select({ n: notifications }).from(notifications).leftJoin(receipts, receiptJoin(reader))
+      .where(and(visibleTo(request), eq(notifications.id, id)));
+    if (!found) throw notFound('Notification');
+    return found;
+  };
+
   app.patch('/notifications/:id/read', {
     schema: { tags: ['Notifications'], summary: 'Mark one notification as read', params: IdParam, response: { 200: Envelope(NotificationSchema) } },
     config: write,
   }, async (request) => {
     const reader = requireReader(request);
-    const [found] = await ctx.db.select({ n: notifications }).from(notifications).leftJoin(receipts, receiptJoin(reader))
-      .where(and(visibleTo(request), eq(notifications.id, request.params.id)));
-    if (!found) throw notFound('Notification');
+    const found = await findVisible(request, reader, request.params.id);
     if (found.n.userId === null) {
       const now = new Date();
       const [r] = await ctx.db.insert(receipts).values({ notificationId: found.n.id, userId: reader, readAt: now })
@@ -186,9 +192,7 @@ export function notificationRoutes(app: App, ctx: Ctx) {
     config: write,
   }, async (request) => {
     const reader = requireReader(request);
-    const [found] = await ctx.db.select({ n: notifications }).from(notifications).leftJoin(receipts, receiptJoin(reader))
-      .where(and(visibleTo(request), eq(notifications.id, request.params.id)));
-    if (!found) throw notFound('Notification');
+    const found = await findVisible(request, reader, request.params.id);
     if (found.n.userId === null) {
       // An org-wide notification is dismissed for the caller only.
       await ctx.db.insert(receipts).values({ notificationId: found.n.id, userId: reader, dismissedAt: new Date() })

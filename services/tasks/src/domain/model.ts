@@ -1,4 +1,7 @@
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Nullable } from '@aos/http';
+import { Type, type Static } from '@sinclair/typebox';
+
+export { Nullable };
 
 export const TaskStatuses = ['todo', 'in_progress', 'review', 'done', 'blocked', 'cancelled'] as const;
 export const Priorities = ['P0', 'P1', 'P2', 'P3'] as const;
@@ -42,7 +45,6 @@ export function slugify(name: string): string {
 
 export const SLUG_PATTERN = '^[a-z0-9]+(?:-[a-z0-9]+)*$';
 
-export const Nullable = <S extends TSchema>(s: S) => Type.Union([s, Type.Null()]);
 
 export const TaskRefSchema = Type.Object({ id: Type.Integer(), title: Type.String(), status: Type.String() });
 

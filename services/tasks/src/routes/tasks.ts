@@ -14,8 +14,8 @@ const Title = Type.String({ minLength: 1, maxLength: 500, pattern: '\\S' });
 const Text = (max: number) => Type.String({ maxLength: max });
 const Name = Type.String({ minLength: 1, maxLength: 200 });
 
-export const CreateTaskBody = Type.Object({
-  title: Title,
+/** Fields a client may set on create and on update. */
+const TaskFields = {
   description: Type.Optional(Nullable(Text(20_000))),
   status: Type.Optional(literals(TaskStatuses)),
   priority: Type.Optional(literals(Priorities)),
@@ -26,25 +26,20 @@ export const CreateTaskBody = Type.Object({
   tags: Type.Optional(Nullable(Text(500))),
   estimated_minutes: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 1_000_000 }))),
   due_date: Type.Optional(Nullable(Type.String({ format: 'date' }))),
+  max_duration_seconds: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 30 * 86_400 }))),
+};
+
+export const CreateTaskBody = Type.Object({
+  title: Title,
+  ...TaskFields,
   parent_task_id: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 2_147_483_647 }))),
   blocked_by: Type.Optional(Type.Array(Type.Integer({ minimum: 1, maximum: 2_147_483_647 }), { maxItems: 100 })),
-  max_duration_seconds: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 30 * 86_400 }))),
 }, { additionalProperties: false });
 
 const UpdateTaskBody = Type.Object({
   title: Type.Optional(Title),
-  description: Type.Optional(Nullable(Text(20_000))),
-  status: Type.Optional(literals(TaskStatuses)),
-  priority: Type.Optional(literals(Priorities)),
-  type: Type.Optional(literals(TaskTypes)),
-  assignee: Type.Optional(Nullable(Name)),
-  product_slug: Type.Optional(Nullable(Type.String({ minLength: 1, maxLength: 100 }))),
-  category: Type.Optional(Nullable(Text(100))),
-  tags: Type.Optional(Nullable(Text(500))),
-  estimated_minutes: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 1_000_000 }))),
-  due_date: Type.Optional(Nullable(Type.String({ format: 'date' }))),
+  ...TaskFields,
   resolution: Type.Optional(Nullable(Text(5_000))),
-  max_duration_seconds: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 30 * 86_400 }))),
 }, { additionalProperties: false });
 
 export const ListQuery = Type.Object({
