@@ -1,3 +1,4 @@
+import { subjectFor } from '@aos/bus';
 import { sleep, waitFor } from '@aos/testkit';
 import { exportSPKI, importJWK, SignJWT, UnsecuredJWT } from 'jose';
 import { createSecretKey, randomUUID } from 'node:crypto';
@@ -112,6 +113,18 @@ describe('through the gateway', () => {
     expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
     // Another principal is not affected.
     expect((await api('GET', '/api/tasks?limit=1', { token: u.token })).statusCode).toBe(200);
+  });
+
+  it('follows the subscription tier from billing events', async () => {
+    const u = await signup();
+    expect((await api('GET', '/api/tasks', { token: u.token })).headers['x-ratelimit-limit']).toBe('100');
+    const bus = await stack.tasks.ctx.bus;
+    const envelope = {
+      id: randomUUID(), type: 'billing.subscription.changed', version: 1, source: 'billing', occurredAt: new Date().toISOString(), tenantId: null, orgId: u.org_id,
+      actor: { type: 'system', id: null }, data: { subscriptionId: 'sub_1', tier: 'pro', previousTier: 'free', status: 'active', userId: u.user.id, effectiveAt: new Date().toISOString() },
+    };
+    await bus.js.publish(subjectFor(bus.names, 'billing.subscription.changed'), JSON.stringify(envelope), { msgID: envelope.id });
+    await waitFor(async () => (await api('GET', '/api/tasks', { token: u.token })).headers['x-ratelimit-limit'] === '600', { message: 'pro tier limit' });
   });
 
   it('limits logins per IP more strictly', async () => {
