@@ -60,7 +60,3 @@ export function currentTraceCarrier(): Record<string, string> {
 export function contextFromCarrier(carrier: Record<string, string> | undefined): Context {
   return carrier ? propagation.extract(context.active(), carrier) : context.active();
 }
-
-export function currentTraceId(): string | undefined {
-  return trace.getActiveSpan()?.spanContext().traceId;
-}

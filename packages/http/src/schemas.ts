@@ -24,14 +24,6 @@ export function page(query: { limit?: number; offset?: number }): Page {
 export const Envelope = <S extends TSchema>(data: S) => Type.Object({ data });
 export const ListEnvelope = <S extends TSchema>(item: S) => Type.Object({ data: Type.Array(item), meta: PageMeta });
 
-export const ErrorBody = Type.Object({
-  error: Type.Object({
-    code: Type.String(),
-    message: Type.String(),
-    details: Type.Optional(Type.Array(Type.Unknown())),
-  }),
-}, { $id: 'ErrorBody' });
-
 export const ok = <T>(data: T) => ({ data });
 export const list = <T>(data: T[], total: number, p: Page) => ({ data, meta: { total, limit: p.limit, offset: p.offset } });
 
@@ -43,6 +35,4 @@ export function csv(value: string | undefined): string[] | undefined {
 }
 
 export const IdParam = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2 ** 53 - 1 }) });
-export const UuidParam = Type.Object({ id: Type.String({ format: 'uuid' }) });
-export const Timestamp = Type.String({ format: 'date-time' });
 export const Nullable = <S extends TSchema>(s: S) => Type.Union([s, Type.Null()]);
