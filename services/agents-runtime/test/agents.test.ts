@@ -1,5 +1,5 @@
 import { Queues } from '@aos/contracts';
-import { apiKeyPrincipal, sleep, userPrincipal } from '@aos/testkit';
+import { apiKeyPrincipal, sleep, userPrincipal, waitFor } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client, outbox, startAgents, type Svc } from './helpers.js';
 
@@ -41,9 +41,7 @@ describe('agents registry and lifecycle', () => {
     const a = await api.agent({ name: 'ticker', interval_sec: 1 });
     const heartbeat = async () => (await api.call('GET', '/agents?q=ticker')).json().data[0].last_heartbeat as string;
     const first = await heartbeat();
-    await sleep(2_300);
-    const second = await heartbeat();
-    expect(new Date(second).getTime()).toBeGreaterThan(new Date(first).getTime());
+    await waitFor(async () => new Date(await heartbeat()).getTime() > new Date(first).getTime(), { message: 'scheduled cycle' });
     const stopped = await api.call('POST', '/agents/ticker/stop', { note: 'maintenance' });
     expect(stopped.json().data.status).toBe('paused');
     expect(await svc.ctx.queues.queue(Queues.agentSchedules).getJobScheduler(`agent-${a.id}`)).toBeFalsy();

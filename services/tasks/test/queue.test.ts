@@ -45,14 +45,15 @@ describe('task queue (SKIP LOCKED)', () => {
 
   it('a claimed job whose lease expires is reclaimable; heartbeats extend the lease', async () => {
     const api = client(svc);
-    const job = (await api.post('/task-queue/submit', { task_type: 't', queue_name: 'q-lease', timeout_seconds: 1 })).json().data;
+    // Lease 3 s; a heartbeat 1.5 s in pushes it to ~4.5 s, so a claim at ~3 s finds nothing and one at ~6 s reclaims.
+    const job = (await api.post('/task-queue/submit', { task_type: 't', queue_name: 'q-lease', timeout_seconds: 3 })).json().data;
     await api.post('/task-queue/claim', { worker_id: 'slow', queue_name: 'q-lease' });
     expect((await api.post('/task-queue/claim', { worker_id: 'other', queue_name: 'q-lease' })).json().data).toBeNull();
-    await sleep(600);
+    await sleep(1_500);
     expect((await api.post(`/task-queue/${job.id}/heartbeat`, { worker_id: 'slow' })).statusCode).toBe(200);
-    await sleep(600);
+    await sleep(1_500);
     expect((await api.post('/task-queue/claim', { worker_id: 'other', queue_name: 'q-lease' })).json().data).toBeNull();
-    await sleep(1_100);
+    await sleep(3_200);
     const reclaimed = (await api.post('/task-queue/claim', { worker_id: 'other', queue_name: 'q-lease' })).json().data;
     expect(reclaimed).toMatchObject({ id: job.id, worker_id: 'other', attempts: 2 });
     expect((await api.post(`/task-queue/${job.id}/complete`, { worker_id: 'slow' })).statusCode).toBe(409);
