@@ -1,11 +1,13 @@
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { adminPrincipal, apiKeyPrincipal, createTestDatabase, startTestService, userPrincipal, waitFor, type TestService } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backups } from '../src/db/schema.js';
-import { backupEnv, recoverInterrupted } from '../src/domain/backup.js';
+import { backupEnv } from '../src/domain/backup.js';
+import { tryLease } from '../src/domain/lease.js';
+import { recoverInterrupted } from '../src/domain/recovery.js';
 import { service } from '../src/service.js';
 import { missingDatabaseUrl, pgRestoreList, rowCounts, seededDatabase, sql, tempDir } from './helpers.js';
 
@@ -106,6 +108,8 @@ describe('backup, verify, restore', () => {
     expect(done.size_bytes).toBe(bytes.length);
     expect(done.sha256).toBe(createHash('sha256').update(bytes).digest('hex'));
     expect(bytes.subarray(0, 5).toString()).toBe('PGDMP'); // custom format
+    expect(statSync(file).mode & 0o777).toBe(0o600); // dumps hold every service's data
+    expect(statSync(join(dir, 'offsite_backup.log')).mode & 0o777).toBe(0o600);
     expect(done.table_counts).toMatchObject({ 'public.customers': 25, 'public.orders': 130, 'public.empty_one': 0, 'extra.events': 7 });
     expect(readdirSync(dir).filter((f) => f.startsWith('.tmp'))).toEqual([]);
     const events = await sql<{ envelope: { data: { filename: string; sha256: string } } }>(svc.databaseUrl,
@@ -153,6 +157,29 @@ describe('backup, verify, restore', () => {
     expect(res.json().data.verification.status).toBe('mismatch');
     expect(res.json().data.verification.tables.find((t: { table: string }) => t.table === 'public.orders')).toMatchObject({ expected: 131, actual: 130, ok: false });
     await sql(svc.databaseUrl, `UPDATE backups SET table_counts = table_counts || '{"public.orders": 130}' WHERE id = ${done.id}`);
+  });
+
+  it('a file changed since the dump fails verification on its checksum and is refused for restore', async () => {
+    const file = join(dir, done.filename);
+    const original = readFileSync(file);
+    const tampered = Buffer.from(original);
+    tampered.writeUInt8(tampered.readUInt8(tampered.length - 1) ^ 0xff, tampered.length - 1);
+    writeFileSync(file, tampered);
+    try {
+      const v = await svc.inject(admin, { method: 'POST', url: `/backups/${done.filename}/verify` });
+      expect(v.statusCode, v.body).toBe(200);
+      expect(v.json().data.verification).toMatchObject({ status: 'error', checksum_ok: false });
+      expect(v.json().data.verification.error).toMatch(/checksum mismatch/);
+      const before = await rowCounts(seed.url);
+      const r = await svc.inject(admin, { method: 'POST', url: `/backups/${done.filename}/restore`, payload: { confirm: done.filename } });
+      expect(r.statusCode, r.body).toBe(422);
+      expect(r.body).toMatch(/checksum mismatch/);
+      expect(await rowCounts(seed.url)).toEqual(before);
+    } finally {
+      writeFileSync(file, original);
+    }
+    const again = await svc.inject(admin, { method: 'POST', url: `/backups/${done.filename}/verify` });
+    expect(again.json().data.verification).toMatchObject({ status: 'ok', checksum_ok: true });
   });
 
   it('restore needs the exact filename as confirmation, then brings the database back', async () => {
@@ -266,6 +293,50 @@ describe('filename safety', () => {
     expect(existsSync(dirname(canary))).toBe(true);
   });
 
+  it('a symlink or FIFO under a recorded name is never followed: no read, verify or restore of the target; delete removes only the link', async () => {
+    const canarySha = createHash('sha256').update('do not touch').digest('hex');
+    const linked = 'seed-2030-01-01T00-00-00-000Z.dump';
+    const fifo = 'seed-2030-01-01T00-00-00-001Z.dump';
+    symlinkSync(canary, join(dir, linked));
+    execFileSync('mkfifo', [join(dir, fifo)]);
+    for (const filename of [linked, fifo]) {
+      await svc.ctx.db.insert(backups).values({ filename, database: 'seed', status: 'completed', trigger: 'manual', sizeBytes: 12, sha256: canarySha, completedAt: new Date(0), tableCounts: {} });
+    }
+    for (const filename of [linked, fifo]) {
+      const dl = await svc.inject(admin, { method: 'GET', url: `/backups/${filename}/download` });
+      expect(dl.statusCode, filename).toBe(404);
+      expect(dl.body).not.toContain('do not touch');
+      const v = await svc.inject(admin, { method: 'POST', url: `/backups/${filename}/verify` });
+      expect(v.statusCode, v.body).toBe(200);
+      expect(v.json().data.verification).toMatchObject({ status: 'error', checksum_ok: null });
+      expect(v.json().data.verification.error).toMatch(/unavailable|not a regular file/);
+      const r = await svc.inject(admin, { method: 'POST', url: `/backups/${filename}/restore`, payload: { confirm: filename } });
+      expect(r.statusCode, r.body).toBe(404);
+      const del = await svc.inject(admin, { method: 'DELETE', url: `/backups/${filename}` });
+      expect(del.statusCode, del.body).toBe(200);
+      expect(existsSync(join(dir, filename))).toBe(false);
+    }
+    expect(readFileSync(canary, 'utf8')).toBe('do not touch');
+  });
+
+  it('a symlink in place of the backup log is neither read nor written through', async () => {
+    const log = join(dir, 'offsite_backup.log');
+    const saved = readFileSync(log);
+    rmSync(log);
+    symlinkSync(canary, log);
+    try {
+      const res = await svc.inject(admin, { method: 'GET', url: '/backups/logs' });
+      expect(res.statusCode).toBe(200);
+      expect(res.json().data.lines).toEqual([]);
+      const job = await trigger({ database: 'seed' });
+      expect((await finished(job.job_id))[0]!.status).toBe('completed');
+      expect(readFileSync(canary, 'utf8')).toBe('do not touch');
+    } finally {
+      rmSync(log);
+      writeFileSync(log, saved, { mode: 0o600 });
+    }
+  });
+
   it('a file in BACKUP_DIR that was never recorded is not served', async () => {
     const stray = 'seed-2020-01-01T00-00-00-000Z.dump';
     writeFileSync(join(dir, stray), 'stray');
@@ -323,21 +394,32 @@ describe('retries and crashes', () => {
     expect(rows.length).toBe(1);
   });
 
-  it('a dump interrupted by a crash becomes failed and its old temp file is removed', async () => {
-    const old = new Date(Date.now() - svc.ctx.config.BACKUP_TIMEOUT_MS - 120_000);
-    const [row] = await svc.ctx.db.insert(backups).values({ filename: 'seed-2001-01-01T00-00-00-000Z.dump', database: 'seed', status: 'running', trigger: 'manual', startedAt: old }).returning();
-    const tmp = join(dir, `.tmp-${row!.id}-abcdef.dump`);
-    const young = join(dir, `.tmp-999999-abcdef.dump`);
-    writeFileSync(tmp, 'partial');
-    writeFileSync(young, 'in progress elsewhere');
-    utimesSync(tmp, old, old);
-    expect(await recoverInterrupted(svc.ctx)).toBe(1);
-    const [after] = await sql<{ status: string; error: string }>(svc.databaseUrl, `SELECT status, error FROM backups WHERE id = ${row!.id}`);
-    expect(after).toMatchObject({ status: 'failed' });
-    expect(existsSync(tmp)).toBe(false);
-    expect(existsSync(young)).toBe(true);
-    rmSync(young);
-    const ev = await sql(svc.databaseUrl, `SELECT 1 FROM aos_outbox WHERE type = 'backups.backup.failed' AND envelope->'data'->>'backupId' = '${row!.id}'`);
-    expect(ev.length).toBe(1);
+  it('recovery fails dumps nobody holds the lease of and removes their temp files; live work of another process is untouched', async () => {
+    const [dead] = await svc.ctx.db.insert(backups).values({ filename: 'seed-2001-01-01T00-00-00-000Z.dump', database: 'seed', status: 'running', trigger: 'manual' }).returning();
+    const [alive] = await svc.ctx.db.insert(backups).values({ filename: 'seed-2001-01-01T00-00-00-001Z.dump', database: 'seed', status: 'running', trigger: 'manual' }).returning();
+    // Another replica's dump in progress: it holds the lease of its row.
+    const lease = (await tryLease(svc.ctx, 'dump', alive!.id))!;
+    const deadTmp = join(dir, `.tmp-${dead!.id}-abcdef.dump`);
+    const aliveTmp = join(dir, `.tmp-${alive!.id}-abcdef.dump`);
+    const strayTmp = join(dir, '.tmp-999999-abcdef.dump');
+    for (const f of [deadTmp, aliveTmp, strayTmp]) writeFileSync(f, 'partial');
+    try {
+      expect(await recoverInterrupted(svc.ctx)).toMatchObject({ dumps: 1, tempFiles: 2 });
+      const rows = await sql<{ id: number; status: string; error: string }>(svc.databaseUrl, `SELECT id, status, error FROM backups WHERE id IN (${dead!.id}, ${alive!.id}) ORDER BY id`);
+      expect(rows.map((r) => r.status)).toEqual(['failed', 'running']);
+      expect(rows[0]!.error).toMatch(/interrupted/);
+      expect(existsSync(deadTmp)).toBe(false);
+      expect(existsSync(strayTmp)).toBe(false);
+      expect(existsSync(aliveTmp)).toBe(true);
+      const ev = await sql(svc.databaseUrl, `SELECT 1 FROM aos_outbox WHERE type = 'backups.backup.failed' AND envelope->'data'->>'backupId' = '${dead!.id}'`);
+      expect(ev.length).toBe(1);
+      // A second pass changes nothing (no duplicate event).
+      expect(await recoverInterrupted(svc.ctx)).toMatchObject({ dumps: 0, tempFiles: 0 });
+    } finally {
+      await lease.release();
+      rmSync(aliveTmp, { force: true });
+      await sql(svc.databaseUrl, `DELETE FROM backups WHERE id = ${alive!.id}`);
+    }
   });
+
 });

@@ -43,6 +43,8 @@ export const backups = pgTable('backups', {
 
 export interface VerifyDetails {
   scratchDatabase?: string;
+  /** Whether the file still had the SHA-256 recorded at dump time (unset: not checked yet). */
+  checksumOk?: boolean;
   tables: { table: string; expected: number | null; actual: number | null; ok: boolean }[];
   error?: string;
 }

@@ -1,15 +1,16 @@
 import { systemMeta, type EventMeta } from '@aos/bus';
 import { isUniqueViolation } from '@aos/db';
-import { and, desc, eq, lt } from 'drizzle-orm';
+import { and, desc, eq } from 'drizzle-orm';
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { appendFile, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { backups } from '../db/schema.js';
 import type { Ctx } from '../service.js';
+import { appendNoFollow, createExclusive, ensureDir, fsyncPath, hashFile, openRegular } from './files.js';
+import { insertLeased } from './lease.js';
 import { GitOffsite } from './offsite.js';
 import { s3Put, type S3Settings } from './s3.js';
-import { connect, countDatabase, countTables, onServer, pgEnv, quoteIdent, redact, runTool, withDatabase } from './pg.js';
+import { connect, countTables, pgEnv, redact, runTool } from './pg.js';
 import { backupFilename, parseDatabaseUrls, resolveBackupDir, safePath } from './targets.js';
 
 export type BackupRow = typeof backups.$inferSelect;
@@ -23,6 +24,11 @@ export interface BackupEnv {
   databases: Map<string, string>;
   offsite: GitOffsite | null;
   s3: S3Settings | null;
+  /**
+   * Short hash of this service's own database: names of scratch databases and of pg_dump
+   * sessions carry it, so a start only ever cleans up what its own deployment left behind.
+   */
+  tag: string;
 }
 
 const envs = new WeakMap<object, BackupEnv>();
@@ -31,11 +37,13 @@ export function backupEnv(ctx: Ctx): BackupEnv {
   let env = envs.get(ctx);
   if (!env) {
     const dir = resolveBackupDir(ctx.config.BACKUP_DIR);
+    const own = new URL(ctx.config.DATABASE_URL);
     env = {
       dir,
       databases: parseDatabaseUrls(ctx.config.BACKUP_DATABASE_URLS, ctx.config.DATABASE_URL),
       offsite: ctx.config.BACKUP_GIT_REMOTE ? new GitOffsite(dir, ctx.config.BACKUP_GIT_REMOTE, ctx.config.BACKUP_GIT_BRANCH) : null,
       s3: s3Settings(ctx),
+      tag: createHash('sha256').update(`${own.hostname}:${own.port || '5432'}${own.pathname}`).digest('hex').slice(0, 8),
     };
     envs.set(ctx, env);
   }
@@ -55,21 +63,25 @@ function s3Settings(ctx: Ctx): S3Settings | null {
   };
 }
 
-/** Appends one line to BACKUP_DIR/backup.log (never a URL or password). */
+/** The application_name of the pg_dump session of a backup row: lets a later start stop an orphaned pg_dump. */
+export const dumpSessionName = (env: BackupEnv, id: number) => `aos-backups-dump-${env.tag}-${id}`;
+
+/** Appends one line to BACKUP_DIR/offsite_backup.log (never a URL or password). */
 export async function logLine(ctx: Ctx, line: string): Promise<void> {
   const { dir } = backupEnv(ctx);
-  await mkdir(dir, { recursive: true });
-  await appendFile(join(dir, LOG_FILE), `${new Date().toISOString()} ${line.replace(/[\r\n]+/g, ' ')}\n`).catch((err: Error) => {
-    ctx.log.warn({ err: err.message }, 'backup log write failed');
-  });
+  try {
+    await ensureDir(dir);
+    await appendNoFollow(join(dir, LOG_FILE), `${new Date().toISOString()} ${line.replace(/[\r\n]+/g, ' ')}\n`);
+  } catch (err) {
+    ctx.log.warn({ err: (err as Error).message }, 'backup log write failed');
+  }
 }
 
 export async function tailLog(ctx: Ctx, lines = 100): Promise<string[]> {
-  const file = join(backupEnv(ctx).dir, LOG_FILE);
-  const fh = await open(file, 'r').catch(() => null);
-  if (!fh) return [];
+  const file = await openRegular(join(backupEnv(ctx).dir, LOG_FILE)).catch(() => null);
+  if (!file) return [];
+  const { fh, size } = file;
   try {
-    const { size } = await fh.stat();
     const want = Math.min(size, 256 * 1024);
     const buf = Buffer.alloc(want);
     await fh.read(buf, 0, want, size - want);
@@ -81,34 +93,18 @@ export async function tailLog(ctx: Ctx, lines = 100): Promise<string[]> {
   }
 }
 
-export async function hashFile(path: string): Promise<{ size: number; sha256: string }> {
-  const hash = createHash('sha256');
-  let size = 0;
-  for await (const chunk of createReadStream(path)) {
-    hash.update(chunk as Buffer);
-    size += (chunk as Buffer).length;
-  }
-  return { size, sha256: hash.digest('hex') };
-}
+export const systemEventMeta = (): EventMeta => systemMeta(null, null);
 
-async function fsyncPath(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-const meta = (): EventMeta => systemMeta(null, null);
-
-async function insertRunning(ctx: Ctx, database: string, trigger: string, jobId: string | null): Promise<BackupRow> {
+/** Inserts the `running` row and takes its dump lease in one statement (see lease.ts). */
+async function insertRunning(ctx: Ctx, database: string, trigger: string, jobId: string | null) {
   for (let i = 0; ; i++) {
     try {
-      const [row] = await ctx.db.insert(backups).values({
-        filename: backupFilename(database, new Date()), database, status: 'running', trigger, jobId,
-      }).returning();
-      return row!;
+      const { id, lease } = await insertLeased(ctx, 'dump', {
+        text: `INSERT INTO backups (filename, database, status, trigger, job_id) VALUES ($1, $2, 'running', $3, $4) RETURNING id`,
+        values: [backupFilename(database, new Date()), database, trigger, jobId],
+      });
+      const [row] = await ctx.db.select().from(backups).where(eq(backups.id, id));
+      return { row: row!, lease };
     } catch (err) {
       // Two dumps of one database in the same millisecond: take the next millisecond.
       if (!isUniqueViolation(err) || i >= 20) throw err;
@@ -119,50 +115,65 @@ async function insertRunning(ctx: Ctx, database: string, trigger: string, jobId:
 
 /**
  * Dumps one database: counts every table and runs pg_dump in the same exported snapshot,
- * writes a temp file in BACKUP_DIR, fsyncs, hashes and renames it into place, then records
- * the result and its event in one transaction. A failure leaves no file and a failed row.
+ * writes an owner-only temp file in BACKUP_DIR, fsyncs, hashes and renames it into place,
+ * then records the result and its event in one transaction. A failure leaves no file and a
+ * failed row. The row's lease is held throughout, so a crash is recognised at the next start.
  */
 export async function runBackup(ctx: Ctx, database: string, trigger: string, jobId: string | null): Promise<BackupRow> {
   const env = backupEnv(ctx);
   const url = env.databases.get(database);
   if (!url) throw new Error(`unknown database ${database}`);
-  await mkdir(env.dir, { recursive: true });
-  const row = await insertRunning(ctx, database, trigger, jobId);
+  await ensureDir(env.dir);
+  const { row, lease } = await insertRunning(ctx, database, trigger, jobId);
+  try {
+    return await dump(ctx, env, row, url);
+  } finally {
+    await lease.release();
+  }
+}
+
+async function dump(ctx: Ctx, env: BackupEnv, row: BackupRow, url: string): Promise<BackupRow> {
   const tmp = join(env.dir, `.tmp-${row.id}-${randomBytes(6).toString('hex')}.dump`);
   const final = safePath(env.dir, row.filename);
   if (!final) throw new Error('generated filename rejected');
-  await logLine(ctx, `START ${row.filename} (${trigger})`);
+  await logLine(ctx, `START ${row.filename} (${row.trigger})`);
   let client: Awaited<ReturnType<typeof connect>> | null = null;
+  let renamed = false;
   try {
+    await createExclusive(tmp);
     client = await connect(url);
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     const snapshot = (await client.query<{ s: string }>('SELECT pg_export_snapshot() AS s')).rows[0]!.s;
     const counts = await countTables(client);
     const res = await runTool('pg_dump', ['--format=custom', '--compress=6', `--snapshot=${snapshot}`, '--no-password', `--file=${tmp}`],
-      pgEnv(url), ctx.config.BACKUP_TIMEOUT_MS);
+      { ...pgEnv(url), PGAPPNAME: dumpSessionName(env, row.id) }, ctx.config.BACKUP_TIMEOUT_MS);
     if (res.code !== 0) throw new Error(res.stderr || `pg_dump exited with code ${res.code}`);
     await client.query('COMMIT');
     await fsyncPath(tmp);
     const { size, sha256 } = await hashFile(tmp);
     await rename(tmp, final);
+    renamed = true;
     await fsyncPath(env.dir);
     const done = await ctx.db.transaction(async (tx) => {
       const [r] = await tx.update(backups).set({ status: 'completed', sizeBytes: size, sha256, tableCounts: counts, completedAt: new Date() })
-        .where(eq(backups.id, row.id)).returning();
-      await ctx.outbox.enqueue(tx, 'backups.backup.completed', { backupId: row.id, filename: row.filename, database, sizeBytes: size, sha256 }, meta());
-      return r!;
+        .where(and(eq(backups.id, row.id), eq(backups.status, 'running'))).returning();
+      if (r) await ctx.outbox.enqueue(tx, 'backups.backup.completed', { backupId: row.id, filename: row.filename, database: row.database, sizeBytes: size, sha256 }, systemEventMeta());
+      return r;
     });
+    if (!done) throw new Error('the backup was marked interrupted while it ran');
     await logLine(ctx, `OK ${row.filename} size=${size} sha256=${sha256}`);
     return done;
   } catch (err) {
     await unlink(tmp).catch(() => {});
+    if (renamed) await unlink(final).catch(() => {});
     const message = redact((err as Error).message || 'backup failed', url);
-    ctx.log.warn({ database, backupId: row.id, err: message }, 'backup failed');
+    ctx.log.warn({ database: row.database, backupId: row.id, err: message }, 'backup failed');
     await logLine(ctx, `FAILED ${row.filename}: ${message}`);
     return ctx.db.transaction(async (tx) => {
-      const [r] = await tx.update(backups).set({ status: 'failed', error: message, completedAt: new Date() }).where(eq(backups.id, row.id)).returning();
-      await ctx.outbox.enqueue(tx, 'backups.backup.failed', { backupId: row.id, database, error: message }, meta());
-      return r!;
+      const [r] = await tx.update(backups).set({ status: 'failed', error: message, completedAt: new Date() })
+        .where(and(eq(backups.id, row.id), eq(backups.status, 'running'))).returning();
+      if (r) await ctx.outbox.enqueue(tx, 'backups.backup.failed', { backupId: row.id, database: row.database, error: message }, systemEventMeta());
+      return r ?? (await tx.select().from(backups).where(eq(backups.id, row.id)))[0]!;
     });
   } finally {
     await client?.end().catch(() => {});
@@ -203,6 +214,7 @@ export async function pushOffsite(ctx: Ctx, row: BackupRow): Promise<void> {
 
 /** Removes a backup's file and marks the row deleted. */
 export async function deleteBackup(ctx: Ctx, row: BackupRow, reason: string): Promise<void> {
+  // unlink never follows a symlink: a link planted under a recorded name is removed, not its target.
   const path = safePath(backupEnv(ctx).dir, row.filename);
   if (path) await unlink(path).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err; });
   await ctx.db.update(backups).set({ status: 'deleted', deletedAt: new Date(), deletedReason: reason })
@@ -242,106 +254,3 @@ export async function applyRetention(ctx: Ctx, database: string, now = new Date(
   return removed;
 }
 
-/** Restores a dump into the scratch database, compares row counts with the recorded ones, drops the scratch. */
-export async function verifyBackup(ctx: Ctx, row: BackupRow): Promise<BackupRow> {
-  const env = backupEnv(ctx);
-  const path = safePath(env.dir, row.filename);
-  const url = env.databases.get(row.database) ?? ctx.config.DATABASE_URL;
-  const scratch = `aos_verify_${row.id}_${randomBytes(4).toString('hex')}`;
-  const scratchUrl = withDatabase(url, scratch);
-  let ok = false;
-  const details: NonNullable<BackupRow['verifyDetails']> = { scratchDatabase: scratch, tables: [] };
-  await ctx.db.update(backups).set({ verifyStatus: 'running', verifyDetails: details, verifiedAt: new Date() }).where(eq(backups.id, row.id));
-  try {
-    if (!path) throw new Error('file missing');
-    await stat(path);
-    await onServer(url, (c) => c.query(`CREATE DATABASE ${quoteIdent(scratch)}`));
-    const res = await runTool('pg_restore', ['--no-owner', '--no-privileges', '--exit-on-error', '--no-password', `--dbname=${scratch}`, path],
-      pgEnv(scratchUrl), ctx.config.BACKUP_TIMEOUT_MS);
-    if (res.code !== 0) throw new Error(res.stderr || `pg_restore exited with code ${res.code}`);
-    const actual = await countDatabase(scratchUrl);
-    const expected = row.tableCounts ?? {};
-    const names = [...new Set([...Object.keys(expected), ...Object.keys(actual)])].sort();
-    details.tables = names.map((t) => ({ table: t, expected: expected[t] ?? null, actual: actual[t] ?? null, ok: expected[t] === actual[t] }));
-    ok = row.tableCounts !== null && details.tables.every((t) => t.ok);
-  } catch (err) {
-    details.error = redact((err as Error).message || 'verify failed', url);
-  } finally {
-    await onServer(url, (c) => c.query(`DROP DATABASE IF EXISTS ${quoteIdent(scratch)} WITH (FORCE)`)).catch((err: Error) => {
-      ctx.log.warn({ err: err.message, scratch }, 'scratch database drop failed');
-    });
-  }
-  const status = details.error ? 'error' : ok ? 'ok' : 'mismatch';
-  await logLine(ctx, `VERIFY ${row.filename} ${status}`);
-  return ctx.db.transaction(async (tx) => {
-    const [r] = await tx.update(backups).set({ verifyStatus: status, verifyDetails: details, verifiedAt: new Date() }).where(eq(backups.id, row.id)).returning();
-    await ctx.outbox.enqueue(tx, 'backups.backup.verified', { backupId: row.id, filename: row.filename, ok: status === 'ok' }, meta());
-    return r!;
-  });
-}
-
-/** Restores a dump over its service database (clean + recreate objects, one transaction). */
-export async function restoreBackup(ctx: Ctx, row: BackupRow, metaOf: EventMeta): Promise<BackupRow> {
-  const env = backupEnv(ctx);
-  const url = env.databases.get(row.database);
-  const path = safePath(env.dir, row.filename);
-  if (!url || !path) throw new Error('not restorable');
-  // One restore per database at a time, across replicas (session advisory lock on our own database).
-  const lock = await ctx.pool.connect();
-  try {
-    const got = await lock.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(hashtext('aos-backups-restore'), hashtext($1)) AS ok`, [row.database]);
-    if (!got.rows[0]?.ok) throw new RestoreBusyError(`A restore of ${row.database} is already running`);
-    try {
-      return await restoreLocked(ctx, row, url, path, metaOf);
-    } finally {
-      await lock.query(`SELECT pg_advisory_unlock(hashtext('aos-backups-restore'), hashtext($1))`, [row.database]).catch(() => {});
-    }
-  } finally {
-    lock.release();
-  }
-}
-
-async function restoreLocked(ctx: Ctx, row: BackupRow, url: string, path: string, metaOf: EventMeta): Promise<BackupRow> {
-  await logLine(ctx, `RESTORE START ${row.filename}`);
-  const res = await runTool('pg_restore', ['--clean', '--if-exists', '--no-owner', '--no-privileges', '--single-transaction', '--exit-on-error', '--no-password',
-    `--dbname=${new URL(url).pathname.slice(1)}`, path], pgEnv(url), ctx.config.BACKUP_TIMEOUT_MS);
-  if (res.code !== 0) {
-    const message = redact(res.stderr || `pg_restore exited with code ${res.code}`, url);
-    await logLine(ctx, `RESTORE FAILED ${row.filename}: ${message}`);
-    throw new RestoreError(message);
-  }
-  await logLine(ctx, `RESTORE OK ${row.filename}`);
-  return ctx.db.transaction(async (tx) => {
-    const [r] = await tx.update(backups).set({ restoredAt: new Date() }).where(eq(backups.id, row.id)).returning();
-    await ctx.outbox.enqueue(tx, 'backups.backup.restored', { backupId: row.id, filename: row.filename, database: row.database }, metaOf);
-    return r!;
-  });
-}
-
-export class RestoreError extends Error {}
-export class RestoreBusyError extends Error {}
-
-
-/**
- * After a crash: rows still `running` longer than the dump timeout become failed (with their
- * event), and temp files that old are removed. Younger ones may belong to another replica.
- */
-export async function recoverInterrupted(ctx: Ctx, now = Date.now()): Promise<number> {
-  const cutoff = new Date(now - ctx.config.BACKUP_TIMEOUT_MS - 60_000);
-  const stale = await ctx.db.select().from(backups).where(and(eq(backups.status, 'running'), lt(backups.startedAt, cutoff)));
-  for (const row of stale) {
-    await ctx.db.transaction(async (tx) => {
-      const [r] = await tx.update(backups).set({ status: 'failed', error: 'interrupted (process stopped during the dump)', completedAt: new Date() })
-        .where(and(eq(backups.id, row.id), eq(backups.status, 'running'))).returning();
-      if (r) await ctx.outbox.enqueue(tx, 'backups.backup.failed', { backupId: row.id, database: row.database, error: r.error! }, meta());
-    });
-    await logLine(ctx, `FAILED ${row.filename}: interrupted`);
-  }
-  const { dir } = backupEnv(ctx);
-  for (const f of await readdir(dir).catch(() => [] as string[])) {
-    if (!/^\.tmp-\d+-[0-9a-f]+\.dump$/.test(f)) continue;
-    const st = await stat(join(dir, f)).catch(() => null);
-    if (st && st.mtimeMs < cutoff.getTime()) await unlink(join(dir, f)).catch(() => {});
-  }
-  return stale.length;
-}

@@ -41,12 +41,15 @@ export function redact(message: string, url: string): string {
 
 export interface RunResult { code: number | null; stderr: string }
 
-/** Runs a libpq tool; rejects on spawn errors, resolves with the exit code and stderr. */
-export function runTool(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<RunResult> {
+/**
+ * Runs a libpq tool; rejects on spawn errors, resolves with the exit code and stderr.
+ * `stdin` is an open file descriptor handed to the tool (pg_restore reads an archive from it).
+ */
+export function runTool(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number, stdin?: number): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(cmd, args, { env, stdio: [stdin ?? 'ignore', 'ignore', 'pipe'] });
     let stderr = '';
-    child.stderr.on('data', (d: Buffer) => {
+    child.stderr!.on('data', (d: Buffer) => {
       if (stderr.length < 8_000) stderr += d.toString();
     });
     const timer = setTimeout(() => {

@@ -1,5 +1,6 @@
 import { Queues } from '@aos/contracts';
-import { applyRetention, backupEnv, pushOffsite, recoverInterrupted, runBackup } from '../domain/backup.js';
+import { applyRetention, backupEnv, pushOffsite, runBackup } from '../domain/backup.js';
+import { recoverInterrupted } from '../domain/recovery.js';
 import type { Ctx } from '../service.js';
 
 export interface BackupJob {
@@ -12,6 +13,8 @@ export const SCHEDULER_ID = 'backup-schedule';
 
 /** Dumps each requested database, then pushes offsite and applies retention for it. */
 export async function processBackupJob(ctx: Ctx, payload: BackupJob, jobId: string | null): Promise<{ ids: number[] }> {
+  // What a crashed replica left behind is cleaned up by the next job anywhere, not only at a restart.
+  await recover(ctx);
   const { databases } = backupEnv(ctx);
   const names = payload.databases.length > 0 ? payload.databases.filter((d) => databases.has(d)) : [...databases.keys()];
   const ids: number[] = [];
@@ -25,8 +28,17 @@ export async function processBackupJob(ctx: Ctx, payload: BackupJob, jobId: stri
   return { ids };
 }
 
+async function recover(ctx: Ctx): Promise<void> {
+  try {
+    const r = await recoverInterrupted(ctx);
+    if (r.dumps + r.verifications + r.tempFiles + r.scratchDatabases > 0) ctx.log.warn(r, 'cleaned up interrupted backup work');
+  } catch (err) {
+    ctx.log.warn({ err: (err as Error).message }, 'backup recovery failed');
+  }
+}
+
 export async function startBackupJobs(ctx: Ctx): Promise<void> {
-  await recoverInterrupted(ctx).catch((err: Error) => ctx.log.warn({ err: err.message }, 'backup recovery failed'));
+  await recover(ctx);
   ctx.queues.worker<BackupJob>(Queues.backups, (payload, job) => processBackupJob(ctx, payload, job.id ?? null), {
     concurrency: ctx.config.BACKUP_CONCURRENCY,
     // A dump can take long; the lock is renewed while the process lives.

@@ -5,10 +5,10 @@ import { Envelope, list, ListEnvelope, Nullable, ok, page, PaginationQuery, type
 import { Type, type Static } from '@sinclair/typebox';
 import { and, count, desc, eq, ne, sql, type SQL } from 'drizzle-orm';
 import { createHash, randomUUID } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { lstat } from 'node:fs/promises';
 import { backups } from '../db/schema.js';
-import { backupEnv, deleteBackup, restoreBackup, RestoreBusyError, RestoreError, tailLog, verifyBackup, type BackupRow } from '../domain/backup.js';
+import { backupEnv, deleteBackup, tailLog, type BackupRow } from '../domain/backup.js';
+import { MissingFileError, openBackupFile } from '../domain/files.js';
+import { BusyError, restoreBackup, RestoreError, startVerify } from '../domain/restore.js';
 import { FILENAME_RE, safePath } from '../domain/targets.js';
 import type { BackupJob } from '../jobs/backups.js';
 import type { Ctx } from '../service.js';
@@ -29,6 +29,7 @@ const Backup = Type.Object({
   verification: Nullable(Type.Object({
     status: Type.String({ description: 'running | ok | mismatch | error' }),
     verified_at: Ts,
+    checksum_ok: Nullable(Type.Boolean({ description: 'the file still had the SHA-256 recorded at dump time' })),
     error: Nullable(Type.String()),
     tables: Type.Array(Type.Object({ table: Type.String(), expected: Nullable(Type.Integer()), actual: Nullable(Type.Integer()), ok: Type.Boolean() })),
   })),
@@ -49,7 +50,7 @@ export function toBackup(r: BackupRow): Static<typeof Backup> {
     id: r.id, filename: r.filename, database: r.database, status: r.status, trigger: r.trigger, job_id: r.jobId,
     size_bytes: r.sizeBytes, sha256: r.sha256, error: r.error, table_counts: r.tableCounts,
     verification: r.verifyStatus && r.verifiedAt ? {
-      status: r.verifyStatus, verified_at: r.verifiedAt.toISOString(), error: r.verifyDetails?.error ?? null, tables: r.verifyDetails?.tables ?? [],
+      status: r.verifyStatus, verified_at: r.verifiedAt.toISOString(), checksum_ok: r.verifyDetails?.checksumOk ?? null, error: r.verifyDetails?.error ?? null, tables: r.verifyDetails?.tables ?? [],
     } : null,
     offsite: r.offsiteStatus ? { status: r.offsiteStatus, ref: r.offsiteRef, error: r.offsiteError, at: iso(r.offsiteAt) } : null,
     s3: r.s3Status ? { status: r.s3Status, key: r.s3Key, error: r.s3Error, at: iso(r.s3At) } : null,
@@ -64,13 +65,13 @@ const FilenameParam = Type.Object({ filename: Type.String({ minLength: 1, maxLen
  * The recorded, completed backup named `filename`. The name must match the strict pattern
  * (no separators, dots or NUL can pass) before the database is even asked.
  */
-async function recorded(ctx: Ctx, filename: string): Promise<{ row: BackupRow; path: string }> {
-  if (!FILENAME_RE.test(filename)) throw badRequest('Invalid backup filename', [{ field: 'filename', pattern: FILENAME_RE.source }]);
-  const path = safePath(backupEnv(ctx).dir, filename);
-  if (!path) throw badRequest('Invalid backup filename');
+async function recorded(ctx: Ctx, filename: string): Promise<BackupRow> {
+  if (!FILENAME_RE.test(filename) || !safePath(backupEnv(ctx).dir, filename)) {
+    throw badRequest('Invalid backup filename', [{ field: 'filename', pattern: FILENAME_RE.source }]);
+  }
   const [row] = await ctx.db.select().from(backups).where(and(eq(backups.filename, filename), eq(backups.status, 'completed')));
   if (!row) throw notFound('Backup');
-  return { row, path };
+  return row;
 }
 
 export async function backupRoutes(app: App, ctx: Ctx): Promise<void> {
@@ -242,16 +243,20 @@ export async function backupRoutes(app: App, ctx: Ctx): Promise<void> {
     },
     config: { platformAdmin: true, scope: 'backups:read' },
   }, async (request, reply) => {
-    const { row, path } = await recorded(ctx, request.params.filename);
-    const st = await lstat(path).catch(() => null);
-    if (!st || !st.isFile()) throw notFound('Backup file');
+    const row = await recorded(ctx, request.params.filename);
+    // The descriptor opened without following links is what is streamed: a symlink swapped in
+    // under a recorded name is never followed, not even between a check and the read.
+    const file = await openBackupFile(backupEnv(ctx).dir, row.filename).catch((err: unknown) => {
+      if (err instanceof MissingFileError) throw notFound('Backup file');
+      throw err;
+    });
     void reply
       .header('content-type', 'application/octet-stream')
-      .header('content-length', String(st.size))
+      .header('content-length', String(file.size))
       .header('content-disposition', `attachment; filename="${row.filename}"`)
       .header('x-checksum-sha256', row.sha256 ?? '')
       .header('cache-control', 'no-store');
-    return reply.send(createReadStream(path));
+    return reply.send(file.fh.createReadStream({ start: 0 }));
   });
 
   app.delete('/backups/:filename', {
@@ -262,7 +267,7 @@ export async function backupRoutes(app: App, ctx: Ctx): Promise<void> {
     },
     config: { platformAdmin: true, scope: 'backups:write' },
   }, async (request) => {
-    const { row } = await recorded(ctx, request.params.filename);
+    const row = await recorded(ctx, request.params.filename);
     await deleteBackup(ctx, row, 'manual');
     const [after] = await ctx.db.select().from(backups).where(eq(backups.id, row.id));
     return ok(toBackup(after!));
@@ -276,9 +281,12 @@ export async function backupRoutes(app: App, ctx: Ctx): Promise<void> {
     },
     config: { platformAdmin: true, scope: 'backups:write' },
   }, async (request, reply) => {
-    const { row } = await recorded(ctx, request.params.filename);
+    const row = await recorded(ctx, request.params.filename);
     const startedAt = new Date();
-    const running = verifyBackup(ctx, row);
+    const { done: running } = await startVerify(ctx, row).catch((err: unknown) => {
+      if (err instanceof BusyError) throw conflict(err.message);
+      throw err;
+    });
     running.catch((err: Error) => ctx.log.warn({ err: err.message, backupId: row.id }, 'verify failed'));
     let timer: NodeJS.Timeout | undefined;
     const waited = await Promise.race([running, new Promise<null>((r) => { timer = setTimeout(() => r(null), ctx.config.BACKUP_VERIFY_WAIT_MS); })]);
@@ -300,7 +308,7 @@ export async function backupRoutes(app: App, ctx: Ctx): Promise<void> {
     },
     config: { platformAdmin: true, scope: 'backups:write' },
   }, async (request) => {
-    const { row } = await recorded(ctx, request.params.filename);
+    const row = await recorded(ctx, request.params.filename);
     if (request.body.confirm !== row.filename) {
       throw badRequest('confirm must equal the backup filename', [{ field: 'confirm' }]);
     }
@@ -314,7 +322,8 @@ export async function backupRoutes(app: App, ctx: Ctx): Promise<void> {
     try {
       return ok(toBackup(await restoreBackup(ctx, row, metaFromPrincipal(request.principal))));
     } catch (err) {
-      if (err instanceof RestoreBusyError) throw conflict(err.message);
+      if (err instanceof BusyError) throw conflict(err.message);
+      if (err instanceof MissingFileError) throw notFound('Backup file');
       if (err instanceof RestoreError) throw new AppError('UNPROCESSABLE', 'pg_restore failed; the database was left unchanged', [{ error: err.message }]);
       throw err;
     }

@@ -1,0 +1,142 @@
+import type { EventMeta } from '@aos/bus';
+import { eq } from 'drizzle-orm';
+import { randomBytes } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
+import { backups } from '../db/schema.js';
+import type { Ctx } from '../service.js';
+import { backupEnv, logLine, systemEventMeta, type BackupEnv, type BackupRow } from './backup.js';
+import { hashHandle, openBackupFile } from './files.js';
+import { tryLease, type Lease } from './lease.js';
+import { countDatabase, onServer, pgEnv, quoteIdent, redact, runTool, withDatabase } from './pg.js';
+
+export class BusyError extends Error {}
+export class RestoreError extends Error {}
+
+/** Scratch databases of this deployment: `aos_verify_<tag>_<backup id>_<random>`. */
+export const scratchPrefix = (env: BackupEnv) => `aos_verify_${env.tag}_`;
+
+/**
+ * Opens the recorded file without following links and checks it still has the recorded
+ * SHA-256; pg_restore then reads this very descriptor (its stdin), never the path again.
+ */
+async function openVerified(env: BackupEnv, row: BackupRow): Promise<FileHandle> {
+  const { fh } = await openBackupFile(env.dir, row.filename);
+  try {
+    const { sha256 } = await hashHandle(fh);
+    if (row.sha256 && sha256 !== row.sha256) throw new ChecksumError(`checksum mismatch: the file's SHA-256 is ${sha256}, ${row.sha256} was recorded`);
+    return fh;
+  } catch (err) {
+    await fh.close();
+    throw err;
+  }
+}
+
+export class ChecksumError extends Error {}
+
+/**
+ * Starts a verification: takes the backup's verify lease (another running verification of the
+ * same backup → BusyError) and marks it running; `done` settles with the result.
+ */
+export async function startVerify(ctx: Ctx, row: BackupRow): Promise<{ done: Promise<BackupRow> }> {
+  const lease = await tryLease(ctx, 'verify', row.id);
+  if (!lease) throw new BusyError(`A verification of ${row.filename} is already running`);
+  try {
+    const env = backupEnv(ctx);
+    const scratch = `${scratchPrefix(env)}${row.id}_${randomBytes(4).toString('hex')}`;
+    await ctx.db.update(backups).set({ verifyStatus: 'running', verifyDetails: { scratchDatabase: scratch, tables: [] }, verifiedAt: new Date() })
+      .where(eq(backups.id, row.id));
+    return { done: verify(ctx, env, row, scratch, lease) };
+  } catch (err) {
+    await lease.release();
+    throw err;
+  }
+}
+
+/** Restores the dump into the scratch database, compares row counts with the recorded ones, drops the scratch. */
+async function verify(ctx: Ctx, env: BackupEnv, row: BackupRow, scratch: string, lease: Lease): Promise<BackupRow> {
+  const url = env.databases.get(row.database) ?? ctx.config.DATABASE_URL;
+  const scratchUrl = withDatabase(url, scratch);
+  let ok = false;
+  const details: NonNullable<BackupRow['verifyDetails']> = { scratchDatabase: scratch, tables: [] };
+  let fh: FileHandle | null = null;
+  try {
+    try {
+      fh = await openVerified(env, row);
+      details.checksumOk = true;
+      await onServer(url, (c) => c.query(`CREATE DATABASE ${quoteIdent(scratch)}`));
+      const res = await runTool('pg_restore', ['--no-owner', '--no-privileges', '--exit-on-error', '--no-password', `--dbname=${scratch}`],
+        pgEnv(scratchUrl), ctx.config.BACKUP_TIMEOUT_MS, fh.fd);
+      if (res.code !== 0) throw new Error(res.stderr || `pg_restore exited with code ${res.code}`);
+      const actual = await countDatabase(scratchUrl);
+      const expected = row.tableCounts ?? {};
+      const names = [...new Set([...Object.keys(expected), ...Object.keys(actual)])].sort();
+      details.tables = names.map((t) => ({ table: t, expected: expected[t] ?? null, actual: actual[t] ?? null, ok: expected[t] === actual[t] }));
+      ok = row.tableCounts !== null && details.tables.every((t) => t.ok);
+    } catch (err) {
+      if (err instanceof ChecksumError) details.checksumOk = false;
+      details.error = redact((err as Error).message || 'verify failed', url);
+    } finally {
+      await fh?.close().catch(() => {});
+      await onServer(url, (c) => c.query(`DROP DATABASE IF EXISTS ${quoteIdent(scratch)} WITH (FORCE)`)).catch((err: Error) => {
+        ctx.log.warn({ err: redact(err.message, url), scratch }, 'scratch database drop failed');
+      });
+    }
+    const status = details.error ? 'error' : ok ? 'ok' : 'mismatch';
+    await logLine(ctx, `VERIFY ${row.filename} ${status}`);
+    return await ctx.db.transaction(async (tx) => {
+      const [r] = await tx.update(backups).set({ verifyStatus: status, verifyDetails: details, verifiedAt: new Date() }).where(eq(backups.id, row.id)).returning();
+      await ctx.outbox.enqueue(tx, 'backups.backup.verified', { backupId: row.id, filename: row.filename, ok: status === 'ok' }, systemEventMeta());
+      return r!;
+    });
+  } finally {
+    await lease.release();
+  }
+}
+
+/** Restores a dump over its service database (clean + recreate objects, one transaction). */
+export async function restoreBackup(ctx: Ctx, row: BackupRow, metaOf: EventMeta): Promise<BackupRow> {
+  const env = backupEnv(ctx);
+  const url = env.databases.get(row.database);
+  if (!url) throw new Error('not restorable');
+  // One restore per database at a time, across replicas (session advisory lock on our own database).
+  const lock = await ctx.pool.connect();
+  try {
+    const got = await lock.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(hashtext('aos-backups-restore'), hashtext($1)) AS ok`, [row.database]);
+    if (!got.rows[0]?.ok) throw new BusyError(`A restore of ${row.database} is already running`);
+    try {
+      return await restoreLocked(ctx, env, row, url, metaOf);
+    } finally {
+      await lock.query(`SELECT pg_advisory_unlock(hashtext('aos-backups-restore'), hashtext($1))`, [row.database]).catch(() => {});
+    }
+  } finally {
+    lock.release();
+  }
+}
+
+async function restoreLocked(ctx: Ctx, env: BackupEnv, row: BackupRow, url: string, metaOf: EventMeta): Promise<BackupRow> {
+  await logLine(ctx, `RESTORE START ${row.filename}`);
+  let fh: FileHandle;
+  try {
+    fh = await openVerified(env, row);
+  } catch (err) {
+    await logLine(ctx, `RESTORE FAILED ${row.filename}: ${(err as Error).message}`);
+    throw err instanceof ChecksumError ? new RestoreError(err.message) : err;
+  }
+  try {
+    const res = await runTool('pg_restore', ['--clean', '--if-exists', '--no-owner', '--no-privileges', '--single-transaction', '--exit-on-error', '--no-password',
+      `--dbname=${new URL(url).pathname.slice(1)}`], pgEnv(url), ctx.config.BACKUP_TIMEOUT_MS, fh.fd);
+    if (res.code !== 0) {
+      const message = redact(res.stderr || `pg_restore exited with code ${res.code}`, url);
+      await logLine(ctx, `RESTORE FAILED ${row.filename}: ${message}`);
+      throw new RestoreError(message);
+    }
+  } finally {
+    await fh.close().catch(() => {});
+  }
+  await logLine(ctx, `RESTORE OK ${row.filename}`);
+  return ctx.db.transaction(async (tx) => {
+    const [r] = await tx.update(backups).set({ restoredAt: new Date() }).where(eq(backups.id, row.id)).returning();
+    await ctx.outbox.enqueue(tx, 'backups.backup.restored', { backupId: row.id, filename: row.filename, database: row.database }, metaOf);
+    return r!;
+  });
+}
