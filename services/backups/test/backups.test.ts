@@ -8,6 +8,7 @@ import { backups } from '../src/db/schema.js';
 import { backupEnv } from '../src/domain/backup.js';
 import { tryLease } from '../src/domain/lease.js';
 import { recoverInterrupted } from '../src/domain/recovery.js';
+import { scratchPrefix } from '../src/domain/restore.js';
 import { service } from '../src/service.js';
 import { missingDatabaseUrl, pgRestoreList, rowCounts, seededDatabase, sql, tempDir } from './helpers.js';
 
@@ -180,6 +181,36 @@ describe('backup, verify, restore', () => {
     }
     const again = await svc.inject(admin, { method: 'POST', url: `/backups/${done.filename}/verify` });
     expect(again.json().data.verification).toMatchObject({ status: 'ok', checksum_ok: true });
+  });
+
+  it('a second verification of the same backup while one runs → 409', async () => {
+    const lease = (await tryLease(svc.ctx, 'verify', done.id))!;
+    try {
+      const res = await svc.inject(admin, { method: 'POST', url: `/backups/${done.filename}/verify` });
+      expect(res.statusCode, res.body).toBe(409);
+    } finally {
+      await lease.release();
+    }
+  });
+
+  it('recovery drops scratch databases and ends verifications of dead processes, not of live ones', async () => {
+    const prefix = scratchPrefix(backupEnv(svc.ctx));
+    const deadScratch = `${prefix}${done.id}_0000dead`;
+    const liveScratch = `${prefix}${done.id + 100000}_0000a11e`;
+    const foreign = `aos_verify_ffffffff_${done.id}_0000f00d`; // another deployment's, same server
+    for (const name of [deadScratch, liveScratch, foreign]) await sql(seed.url, `CREATE DATABASE ${name}`);
+    await sql(svc.databaseUrl, `UPDATE backups SET verify_status = 'running' WHERE id = ${done.id}`);
+    const live = (await tryLease(svc.ctx, 'verify', done.id + 100000))!;
+    try {
+      expect(await recoverInterrupted(svc.ctx)).toMatchObject({ verifications: 1, scratchDatabases: 1 });
+      const left = (await sql<{ datname: string }>(seed.url, `SELECT datname FROM pg_database WHERE datname IN ('${deadScratch}', '${liveScratch}', '${foreign}')`)).map((r) => r.datname);
+      expect(left.sort()).toEqual([foreign, liveScratch].sort());
+      const listed = (await listAll()).find((b) => b.id === done.id)!;
+      expect(listed.verification).toMatchObject({ status: 'error' });
+    } finally {
+      await live.release();
+      for (const name of [liveScratch, foreign]) await sql(seed.url, `DROP DATABASE IF EXISTS ${name}`);
+    }
   });
 
   it('restore needs the exact filename as confirmation, then brings the database back', async () => {

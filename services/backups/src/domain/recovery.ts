@@ -75,22 +75,28 @@ export async function recoverInterrupted(ctx: Ctx): Promise<Recovered> {
     });
   }
 
-  const servers = new Map<string, string>();
+  // Scratch databases live on the server of the backed-up database; any working login there can list and drop them.
+  const servers = new Map<string, string[]>();
   for (const url of [ctx.config.DATABASE_URL, ...env.databases.values()]) {
     const u = new URL(url);
-    servers.set(`${u.hostname}:${u.port || '5432'}`, url);
+    const key = `${u.hostname}:${u.port || '5432'}`;
+    servers.set(key, [...(servers.get(key) ?? []), url]);
   }
   const prefix = scratchPrefix(env);
-  for (const url of servers.values()) {
-    const names = await onServer(url, async (c) => (await c.query<{ datname: string }>(
-      `SELECT datname FROM pg_database WHERE starts_with(datname, $1)`, [prefix])).rows.map((r) => r.datname)).catch(() => [] as string[]);
-    for (const name of names) {
-      const id = Number(/^(\d+)_[0-9a-f]+$/.exec(name.slice(prefix.length))?.[1]);
-      if (!Number.isSafeInteger(id)) continue;
-      await ifAbandoned(ctx, 'verify', id, async () => {
-        await onServer(url, (c) => c.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`));
-        out.scratchDatabases++;
-      }).catch((err: Error) => ctx.log.warn({ err: err.message, database: name }, 'scratch database not dropped'));
+  for (const urls of servers.values()) {
+    for (const url of urls) {
+      const names = await onServer(url, async (c) => (await c.query<{ datname: string }>(
+        `SELECT datname FROM pg_database WHERE starts_with(datname, $1)`, [prefix])).rows.map((r) => r.datname)).catch(() => null);
+      if (!names) continue;
+      for (const name of names) {
+        const id = Number(/^(\d+)_[0-9a-f]+$/.exec(name.slice(prefix.length))?.[1]);
+        if (!Number.isSafeInteger(id)) continue;
+        await ifAbandoned(ctx, 'verify', id, async () => {
+          await onServer(url, (c) => c.query(`DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`));
+          out.scratchDatabases++;
+        }).catch((err: Error) => ctx.log.warn({ err: err.message, database: name }, 'scratch database not dropped'));
+      }
+      break;
     }
   }
   return out;
