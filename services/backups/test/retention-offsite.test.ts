@@ -87,8 +87,23 @@ describe('offsite git copy', () => {
     const status = (await svc.inject(admin, { method: 'GET', url: '/backups/github-status' })).json().data;
     expect(status.newest_local.filename).toBe(filename);
     expect(status.in_sync).toBe(false);
+    expect(status.newest_local_commit).toBeNull();
     await sql(svc.databaseUrl, `DELETE FROM backups WHERE id > ${last!.id}`);
     rmSync(join(dir, filename));
+  });
+});
+
+describe('offsite order', () => {
+  it('in sync when the newest local backup is on the remote branch even if another push landed after it', async () => {
+    const older = await backupOnce();
+    const newest = await backupOnce();
+    // An older dump pushed last (concurrent jobs can finish their pushes in any order).
+    await backupEnv(svc.ctx).offsite!.push(join(dir, older.filename), older.filename, older.sha256);
+    const status = (await svc.inject(admin, { method: 'GET', url: '/backups/github-status' })).json().data;
+    expect(status.latest_offsite.filename).toBe(older.filename);
+    expect(status.newest_local.filename).toBe(newest.filename);
+    expect(status.newest_local_commit).toMatch(/^[0-9a-f]{40}$/);
+    expect(status.in_sync).toBe(true);
   });
 });
 

@@ -23,6 +23,9 @@ function verifySigV4(req: IncomingMessage, body: Buffer): string | null {
   if (!m) return 'malformed authorization';
   const [, akid, date, region, signedHeaders, signature] = m as unknown as string[];
   if (akid !== 'AKIDEXAMPLE') return 'unknown key';
+  // S3 refuses x-amz-* headers that are not signed (AccessDenied, HeadersNotSigned).
+  const unsigned = Object.keys(req.headers).filter((h) => h.startsWith('x-amz-') && !signedHeaders!.split(';').includes(h));
+  if (unsigned.length > 0) return `There were headers present in the request which were not signed: ${unsigned.join(', ')}`;
   const payloadHash = createHash('sha256').update(body).digest('hex');
   if (req.headers['x-amz-content-sha256'] !== payloadHash) return 'payload hash mismatch';
   const canonical = [req.method, req.url!.split('?')[0], '',
@@ -39,10 +42,17 @@ beforeAll(async () => {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
-      const problem = req.method === 'PUT' ? verifySigV4(req, body) : 'method';
+      const problem = req.method === 'PUT' || req.method === 'HEAD' ? verifySigV4(req, body) : 'method';
       if (problem) {
-        res.writeHead(403, { 'content-type': 'application/xml' }).end(`<Error><Code>SignatureDoesNotMatch</Code><Message>${problem}</Message></Error>`);
+        // Like S3, the error body echoes the key id and what was signed.
+        res.writeHead(403, { 'content-type': 'application/xml' }).end(`<Error><Code>SignatureDoesNotMatch</Code><Message>${problem}</Message>`
+          + `<AWSAccessKeyId>AKIDEXAMPLE</AWSAccessKeyId><StringToSign>AWS4-HMAC-SHA256 ...</StringToSign></Error>`);
         return;
+      }
+      if (req.method === 'HEAD') {
+        const obj = objects.get(req.url!);
+        if (!obj) return void res.writeHead(404).end();
+        return void res.writeHead(200, { 'content-length': String(obj.body.length), 'x-amz-meta-sha256': String(obj.headers['x-amz-meta-sha256']) }).end();
       }
       objects.set(req.url!, { body, headers: req.headers });
       res.writeHead(200, { etag: `"${createHash('md5').update(body).digest('hex')}"` }).end();
@@ -97,9 +107,36 @@ describe('S3 offsite copy', () => {
       const row = await backupOnce();
       expect(row.s3_status).toBe('failed');
       expect(row.s3_error).toContain('403');
+      expect(row.s3_error).toContain('SignatureDoesNotMatch');
       expect(row.s3_error).not.toContain(SECRET);
+      expect(row.s3_error).not.toContain('AKIDEXAMPLE');
       const [r] = await sql<{ status: string }>(svc.databaseUrl, `SELECT status FROM backups WHERE id = ${row.id}`);
       expect(r!.status).toBe('completed');
+    } finally {
+      serverSecret = SECRET;
+    }
+  });
+
+  it('github-status checks the newest local backup in the bucket with a signed HEAD', async () => {
+    const row = await backupOnce();
+    expect(row.s3_status).toBe('uploaded');
+    const status = async () => (await svc.inject(adminPrincipal(), { method: 'GET', url: '/backups/github-status' })).json().data;
+    const ok = await status();
+    expect(ok).toMatchObject({ configured: false, in_sync: false });
+    expect(ok.s3).toMatchObject({ bucket: 'aos-backups', prefix: 'db/', newest_local_present: true, in_sync: true, error: null });
+    expect(ok.s3.latest_uploaded).toMatchObject({ filename: row.filename, key: `db/${row.filename}` });
+    const path = `/aos-backups/db/${row.filename}`;
+    const stored = objects.get(path)!;
+    objects.set(path, { ...stored, headers: { ...stored.headers, 'x-amz-meta-sha256': '0'.repeat(64) } });
+    expect((await status()).s3).toMatchObject({ newest_local_present: true, in_sync: false });
+    objects.delete(path);
+    expect((await status()).s3).toMatchObject({ newest_local_present: false, in_sync: false });
+    serverSecret = 'another-secret';
+    try {
+      const broken = (await status()).s3;
+      expect(broken).toMatchObject({ newest_local_present: null, in_sync: false });
+      expect(broken.error).toMatch(/403/);
+      expect(broken.error).not.toContain('AKIDEXAMPLE');
     } finally {
       serverSecret = SECRET;
     }

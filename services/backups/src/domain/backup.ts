@@ -9,7 +9,7 @@ import type { Ctx } from '../service.js';
 import { appendNoFollow, createExclusive, ensureDir, fsyncPath, hashFile, openRegular } from './files.js';
 import { insertLeased } from './lease.js';
 import { GitOffsite } from './offsite.js';
-import { s3Put, type S3Settings } from './s3.js';
+import { redactS3, s3Put, type S3Settings } from './s3.js';
 import { connect, countTables, pgEnv, redact, runTool } from './pg.js';
 import { backupFilename, parseDatabaseUrls, resolveBackupDir, safePath } from './targets.js';
 
@@ -192,7 +192,7 @@ export async function pushOffsite(ctx: Ctx, row: BackupRow): Promise<void> {
       await ctx.db.update(backups).set({ s3Status: 'uploaded', s3Key: key, s3Error: null, s3At: new Date() }).where(eq(backups.id, row.id));
       await logLine(ctx, `OFFSITE ${row.filename} s3 ${key}`);
     } catch (err) {
-      const message = ((err as Error).message || 'upload failed').split(env.s3.secretAccessKey).join('***').slice(0, 2_000);
+      const message = redactS3((err as Error).message || 'upload failed', env.s3);
       await ctx.db.update(backups).set({ s3Status: 'failed', s3Error: message, s3At: new Date() }).where(eq(backups.id, row.id));
       ctx.log.warn({ backupId: row.id, err: message }, 's3 upload failed');
       await logLine(ctx, `OFFSITE FAILED ${row.filename} s3`);

@@ -58,21 +58,31 @@ export class GitOffsite {
       await this.ensureClone();
       await copyFile(file, join(this.dir, filename));
       await this.git(['add', '--', filename]);
-      await this.git(['commit', '-q', '-m', `backup ${filename} sha256=${sha256}`]);
+      // --allow-empty: pushing a file the branch already has (a retry) still records the push.
+      await this.git(['commit', '-q', '--allow-empty', '-m', `backup ${filename} sha256=${sha256}`]);
       await this.git(['push', '-q', 'origin', `HEAD:refs/heads/${this.branch}`]);
       return this.git(['rev-parse', 'HEAD']);
     });
   }
 
-  /** The newest commit of the remote branch, or null when nothing was pushed yet. */
-  latest(): Promise<OffsiteCommit | null> {
+  /**
+   * After a fetch: the newest commit of the remote branch (null when nothing was pushed yet)
+   * and, for `wanted`, the commit that pushed exactly that file with that checksum (null when absent).
+   */
+  status(wanted: { filename: string; sha256: string } | null): Promise<{ latest: OffsiteCommit | null; wanted: string | null }> {
     return this.serial(async () => {
       await this.ensureClone();
-      const out = await this.git(['log', '-1', '--format=%H%x09%cI%x09%s', `refs/remotes/origin/${this.branch}`]).catch(() => '');
-      if (!out) return null;
+      const branch = `refs/remotes/origin/${this.branch}`;
+      const out = await this.git(['log', '-1', '--format=%H%x09%cI%x09%s', branch]).catch(() => '');
+      if (!out) return { latest: null, wanted: null };
       const [ref, committedAt, subject] = out.split('\t') as [string, string, string];
       const m = /^backup (\S+) sha256=([0-9a-f]{64})$/.exec(subject ?? '');
-      return { ref, committedAt, filename: m?.[1] ?? null, sha256: m?.[2] ?? null };
+      const latest = { ref, committedAt, filename: m?.[1] ?? null, sha256: m?.[2] ?? null };
+      if (!wanted) return { latest, wanted: null };
+      if (latest.filename === wanted.filename && latest.sha256 === wanted.sha256) return { latest, wanted: ref };
+      // Pushes of concurrent jobs can land in any order: look the file up, not only the head.
+      const found = await this.git(['log', '-1', '--format=%H', '--fixed-strings', `--grep=backup ${wanted.filename} sha256=${wanted.sha256}`, branch]).catch(() => '');
+      return { latest, wanted: found || null };
     });
   }
 }

@@ -9,6 +9,7 @@ import { backups } from '../db/schema.js';
 import { backupEnv, deleteBackup, tailLog, type BackupRow } from '../domain/backup.js';
 import { MissingFileError, openBackupFile } from '../domain/files.js';
 import { BusyError, restoreBackup, RestoreError, startVerify } from '../domain/restore.js';
+import { redactS3, s3Head, type S3Settings } from '../domain/s3.js';
 import { FILENAME_RE, safePath } from '../domain/targets.js';
 import type { BackupJob } from '../jobs/backups.js';
 import type { Ctx } from '../service.js';
@@ -171,38 +172,67 @@ export async function backupRoutes(app: App, ctx: Ctx): Promise<void> {
 
   app.get('/backups/github-status', {
     schema: {
-      summary: 'Latest offsite (git) backup and whether it matches the newest local one',
+      summary: 'Latest offsite backup (git remote, S3 bucket) and whether the newest local backup is there',
       response: {
         200: Envelope(Type.Object({
-          configured: Type.Boolean(),
+          configured: Type.Boolean({ description: 'a git remote is configured' }),
           branch: Nullable(Type.String()),
           latest_offsite: Nullable(Type.Object({ commit: Type.String(), filename: Nullable(Type.String()), sha256: Nullable(Type.String()), committed_at: Type.String() })),
           newest_local: Nullable(Type.Object({ filename: Type.String(), sha256: Nullable(Type.String()), completed_at: Nullable(Ts) })),
-          in_sync: Type.Boolean(),
+          newest_local_commit: Nullable(Type.String({ description: 'the commit on the remote branch holding the newest local backup' })),
+          in_sync: Type.Boolean({ description: 'the newest local backup is on the remote branch with the same SHA-256' }),
+          s3: Nullable(Type.Object({
+            bucket: Type.String(),
+            prefix: Type.String(),
+            latest_uploaded: Nullable(Type.Object({ filename: Type.String(), key: Nullable(Type.String()), uploaded_at: Nullable(Ts) })),
+            newest_local_present: Nullable(Type.Boolean({ description: 'HEAD of the newest local backup\'s object succeeded' })),
+            in_sync: Type.Boolean({ description: 'the object exists and its x-amz-meta-sha256 equals the local SHA-256' }),
+            error: Nullable(Type.String()),
+          })),
         })),
       },
     },
     config: { scope: 'backups:read' },
   }, async () => {
-    const { offsite } = backupEnv(ctx);
+    const { offsite, s3 } = backupEnv(ctx);
     const [newest] = await ctx.db.select().from(backups).where(eq(backups.status, 'completed'))
       .orderBy(sql`${backups.completedAt} DESC NULLS LAST`, desc(backups.id)).limit(1);
     const newestLocal = newest ? { filename: newest.filename, sha256: newest.sha256, completed_at: iso(newest.completedAt) } : null;
-    if (!offsite) return ok({ configured: false, branch: null, latest_offsite: null, newest_local: newestLocal, in_sync: false });
-    let latest;
-    try {
-      latest = await offsite.latest();
-    } catch {
-      throw serviceUnavailable('The offsite git remote cannot be read');
+    const wanted = newest?.sha256 ? { filename: newest.filename, sha256: newest.sha256 } : null;
+    let git: Awaited<ReturnType<NonNullable<typeof offsite>['status']>> | null = null;
+    if (offsite) {
+      try {
+        git = await offsite.status(wanted);
+      } catch {
+        throw serviceUnavailable('The offsite git remote cannot be read');
+      }
     }
     return ok({
-      configured: true,
-      branch: ctx.config.BACKUP_GIT_BRANCH,
-      latest_offsite: latest ? { commit: latest.ref, filename: latest.filename, sha256: latest.sha256, committed_at: latest.committedAt } : null,
+      configured: !!offsite,
+      branch: offsite ? ctx.config.BACKUP_GIT_BRANCH : null,
+      latest_offsite: git?.latest ? { commit: git.latest.ref, filename: git.latest.filename, sha256: git.latest.sha256, committed_at: git.latest.committedAt } : null,
       newest_local: newestLocal,
-      in_sync: !!latest?.sha256 && !!newest?.sha256 && latest.sha256 === newest.sha256,
+      newest_local_commit: git?.wanted ?? null,
+      in_sync: !!git?.wanted,
+      s3: s3 ? await s3Status(s3, wanted) : null,
     });
   });
+
+  async function s3Status(s3: S3Settings, wanted: { filename: string; sha256: string } | null) {
+    const [uploaded] = await ctx.db.select().from(backups).where(eq(backups.s3Status, 'uploaded'))
+      .orderBy(sql`${backups.s3At} DESC NULLS LAST`, desc(backups.id)).limit(1);
+    const base = {
+      bucket: s3.bucket, prefix: s3.prefix,
+      latest_uploaded: uploaded ? { filename: uploaded.filename, key: uploaded.s3Key, uploaded_at: iso(uploaded.s3At) } : null,
+    };
+    if (!wanted) return { ...base, newest_local_present: null, in_sync: false, error: null };
+    try {
+      const head = await s3Head(s3, wanted.filename);
+      return { ...base, newest_local_present: !!head, in_sync: head?.sha256 === wanted.sha256, error: null };
+    } catch (err) {
+      return { ...base, newest_local_present: null, in_sync: false, error: redactS3((err as Error).message || 'S3 unreachable', s3) };
+    }
+  }
 
   app.post('/backups/trigger', {
     schema: {
