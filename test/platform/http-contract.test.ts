@@ -23,6 +23,7 @@ beforeAll(async () => {
     const p = page(req.query);
     return list([], 0, p);
   });
+  app.get('/items/:id', async (req) => ({ data: req.params }));
   app.get('/scoped', { config: { scope: 'tasks:write' } }, async (req) => ({ data: { kind: req.principal.kind } }));
   app.get('/admins', { config: { minRole: 'admin' } }, async () => ({ data: 'ok' }));
   app.get('/public', { config: { auth: 'public' } }, async (req) => ({ data: { kind: req.principal.kind } }));
@@ -46,6 +47,17 @@ describe('error envelope and X-Trace-Id', () => {
     expect(res.statusCode).toBe(400);
     expect(res.json().error.code).toBe('VALIDATION_ERROR');
     expect(res.headers['x-trace-id']).toMatch(/^[0-9a-f]{32}$/);
+  });
+
+  it('4xx in the envelope for a malformed URL encoding or an over-long parameter', async () => {
+    for (const url of ['/items/%', '/items/%ZZ']) {
+      const res = await app.inject({ method: 'GET', url, headers: await as() });
+      expect(res.statusCode, url).toBe(400);
+      expect(res.json().error.code, url).toBe('VALIDATION_ERROR');
+    }
+    const long = await app.inject({ method: 'GET', url: `/items/${'x'.repeat(600)}`, headers: await as() });
+    expect(long.statusCode).toBe(414);
+    expect(long.json().error.code).toBeTruthy();
   });
 
   it('400 with field details for a schema violation', async () => {

@@ -71,6 +71,8 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<App> {
     },
     ajv: { customOptions: { allErrors: true } },
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 500 },
+    // Malformed URL encoding (`/x/%`) and over-long parameters: the same envelope as every other error.
+    frameworkErrors: (err, request, reply) => sendError(err, request, reply),
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
   app.decorateRequest('principal', null as unknown as Principal);

@@ -1,9 +1,10 @@
-import { createTestDatabase } from '@aos/testkit';
+import { createTestDatabase, startTestService } from '@aos/testkit';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { service } from '../src/service.js';
 
 export async function sql<T extends pg.QueryResultRow = pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
   const c = new pg.Client({ connectionString: url });
@@ -51,4 +52,19 @@ export function missingDatabaseUrl(url: string): string {
 
 export function pgRestoreList(file: string): string {
   return execFileSync('pg_restore', ['--list', file], { encoding: 'utf8' });
+}
+
+/** The service against a seeded database and its own BACKUP_DIR; `close` removes all three. */
+export async function startBackups(label: string, env: (seedUrl: string) => Record<string, string>) {
+  const seed = await seededDatabase(label);
+  const dir = tempDir(label);
+  const svc = await startTestService(service, { env: { BACKUP_DIR: dir, ...env(seed.url) } });
+  return {
+    svc, seed, dir,
+    close: async () => {
+      await svc.close();
+      await seed.drop().catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

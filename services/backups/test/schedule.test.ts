@@ -1,27 +1,17 @@
-import { rmSync } from 'node:fs';
 import { Queues } from '@aos/contracts';
-import { startTestService, waitFor, type TestService } from '@aos/testkit';
+import { waitFor } from '@aos/testkit';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { service } from '../src/service.js';
-import { seededDatabase, sql, tempDir } from './helpers.js';
+import { sql, startBackups } from './helpers.js';
 
-let svc: TestService<typeof service.schema, typeof service.config>;
-let seed: Awaited<ReturnType<typeof seededDatabase>>;
-let dir: string;
+let fx: Awaited<ReturnType<typeof startBackups>>;
+let svc: typeof fx.svc;
 
 beforeAll(async () => {
-  seed = await seededDatabase('bksched');
-  dir = tempDir('backups-sched');
-  svc = await startTestService(service, {
-    env: { BACKUP_DIR: dir, BACKUP_DATABASE_URLS: JSON.stringify({ sched: seed.url }), BACKUP_CRON: '*/2 * * * * *' },
-  });
+  fx = await startBackups('bksched', (url) => ({ BACKUP_DATABASE_URLS: JSON.stringify({ sched: url }), BACKUP_CRON: '*/2 * * * * *' }));
+  ({ svc } = fx);
 }, 60_000);
 
-afterAll(async () => {
-  await svc?.close();
-  await seed?.drop().catch(() => {});
-  rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() => fx?.close());
 
 it('BACKUP_CRON registers a repeatable job that dumps every configured database', async () => {
   const schedulers = await svc.ctx.queues.queue(Queues.backups).getJobSchedulers();

@@ -137,18 +137,23 @@ async function dump(ctx: Ctx, env: BackupEnv, row: BackupRow, url: string): Prom
   const final = safePath(env.dir, row.filename);
   if (!final) throw new Error('generated filename rejected');
   await logLine(ctx, `START ${row.filename} (${row.trigger})`);
-  let client: Awaited<ReturnType<typeof connect>> | null = null;
+  let exporter: Awaited<ReturnType<typeof connect>> | null = null;
   let renamed = false;
   try {
     await createExclusive(tmp);
-    client = await connect(url);
-    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    const snapshot = (await client.query<{ s: string }>('SELECT pg_export_snapshot() AS s')).rows[0]!.s;
-    const counts = await countTables(client);
+    // The exporting transaction only holds the snapshot (no table locks) until pg_dump has
+    // imported it. Counting happens in a second transaction on the same snapshot that commits
+    // before pg_dump starts: none of our sessions holds a table lock while pg_dump waits for
+    // its own, so DDL arriving meanwhile (a migration, a restore) cannot close a lock cycle
+    // through this process that Postgres would never detect.
+    exporter = await connect(url);
+    await exporter.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    const snapshot = (await exporter.query<{ s: string }>('SELECT pg_export_snapshot() AS s')).rows[0]!.s;
+    const counts = await countInSnapshot(url, snapshot);
     const res = await runTool('pg_dump', ['--format=custom', '--compress=6', `--snapshot=${snapshot}`, '--no-password', `--file=${tmp}`],
       { ...pgEnv(url), PGAPPNAME: dumpSessionName(env, row.id) }, ctx.config.BACKUP_TIMEOUT_MS);
     if (res.code !== 0) throw new Error(res.stderr || `pg_dump exited with code ${res.code}`);
-    await client.query('COMMIT');
+    await exporter.query('COMMIT');
     await fsyncPath(tmp);
     const { size, sha256 } = await hashFile(tmp);
     await rename(tmp, final);
@@ -176,7 +181,22 @@ async function dump(ctx: Ctx, env: BackupEnv, row: BackupRow, url: string): Prom
       return r ?? (await tx.select().from(backups).where(eq(backups.id, row.id)))[0]!;
     });
   } finally {
-    await client?.end().catch(() => {});
+    await exporter?.end().catch(() => {});
+  }
+}
+
+/** Row counts of every table as of an exported snapshot, in a transaction that ends before returning (its locks with it). */
+async function countInSnapshot(url: string, snapshot: string): Promise<Record<string, number>> {
+  if (!/^[0-9A-F]+-[0-9A-F]+(-[0-9A-F]+)?$/i.test(snapshot)) throw new Error('unexpected snapshot id');
+  const client = await connect(url);
+  try {
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await client.query(`SET TRANSACTION SNAPSHOT '${snapshot}'`);
+    const counts = await countTables(client);
+    await client.query('COMMIT');
+    return counts;
+  } finally {
+    await client.end().catch(() => {});
   }
 }
 

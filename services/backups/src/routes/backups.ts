@@ -60,6 +60,9 @@ export function toBackup(r: BackupRow): Static<typeof Backup> {
   };
 }
 
+/** What a replayed trigger reports for its job. */
+const JOB_STATES: Record<string, string> = { active: 'running', completed: 'completed', failed: 'failed' };
+
 const FilenameParam = Type.Object({ filename: Type.String({ minLength: 1, maxLength: 255 }) });
 
 /**
@@ -241,7 +244,7 @@ export async function backupRoutes(app: App, ctx: Ctx): Promise<void> {
         database: Type.Optional(Type.String({ minLength: 1, maxLength: 63 })),
         databases: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 63 }), { minItems: 1, maxItems: 50, uniqueItems: true })),
       }, { additionalProperties: false })),
-      response: { 200: Envelope(Type.Object({ job_id: Type.String(), databases: Type.Array(Type.String()), status: Type.String() })) },
+      response: { 200: Envelope(Type.Object({ job_id: Type.String(), databases: Type.Array(Type.String()), status: Type.String({ description: 'queued; for a replayed Idempotency-Key also running | completed | failed' }) })) },
     },
     config: { platformAdmin: true, scope: 'backups:write' },
   }, async (request) => {
@@ -252,16 +255,30 @@ export async function backupRoutes(app: App, ctx: Ctx): Promise<void> {
       throw badRequest('Unknown database', [{ field: 'database', unknown, allowed: [...databases.keys()] }]);
     }
     const chosen = asked.length > 0 ? [...new Set(asked)] : [...databases.keys()];
-    // A retried request with the same Idempotency-Key queues one job (BullMQ ignores a duplicate job id).
+    // A retried request with the same Idempotency-Key queues one job (job id derived from the key).
     const key = request.headers['idempotency-key'];
-    const jobId = typeof key === 'string' && key.length > 0 && key.length <= 200
-      ? `manual-${createHash('sha256').update(key).digest('hex').slice(0, 32)}`
-      : `manual-${randomUUID()}`;
+    if (key !== undefined && (typeof key !== 'string' || key.length === 0 || key.length > 200)) {
+      throw badRequest('Idempotency-Key must be one header of 1 to 200 characters', [{ field: 'Idempotency-Key' }]);
+    }
+    const jobId = key ? `manual-${createHash('sha256').update(key).digest('hex').slice(0, 32)}` : `manual-${randomUUID()}`;
+    let replay: { databases: string[]; status: string } | null = null;
     try {
-      await ctx.queues.add<BackupJob>(Queues.backups, 'backup', { databases: chosen, trigger: 'manual' }, { jobId, attempts: 1 });
-    } catch {
+      const queue = ctx.queues.queue(Queues.backups);
+      const existing = key ? await queue.getJob(jobId) : undefined;
+      if (existing) {
+        const before = (existing.data as { payload: BackupJob }).payload.databases;
+        if (before.length !== chosen.length || !chosen.every((d) => before.includes(d))) {
+          throw conflict('This Idempotency-Key was already used to trigger a backup of other databases');
+        }
+        replay = { databases: before, status: JOB_STATES[await existing.getState()] ?? 'queued' };
+      } else {
+        await ctx.queues.add<BackupJob>(Queues.backups, 'backup', { databases: chosen, trigger: 'manual' }, { jobId, attempts: 1 });
+      }
+    } catch (err) {
+      if (err instanceof AppError) throw err;
       throw serviceUnavailable('The job queue is unavailable; try again');
     }
+    if (replay) return ok({ job_id: jobId, ...replay });
     return ok({ job_id: jobId, databases: chosen, status: 'queued' });
   });
 
