@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { adminPrincipal, apiKeyPrincipal, createTestDatabase, startTestService, userPrincipal, waitFor, type TestService } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -269,6 +269,12 @@ describe('backup, verify, restore', () => {
     const logs = (await svc.inject(admin, { method: 'GET', url: '/backups/logs' })).json().data.lines as string[];
     expect(logs.some((l) => l.includes(`OK ${done.filename}`))).toBe(true);
     expect(logs.length).toBeLessThanOrEqual(100);
+    // A long log: exactly the last 100 lines, in order.
+    appendFileSync(join(dir, 'offsite_backup.log'), Array.from({ length: 150 }, (_, i) => `2026-01-01T00:00:00.000Z filler ${i}\n`).join(''));
+    const tail = (await svc.inject(admin, { method: 'GET', url: '/backups/logs' })).json().data.lines as string[];
+    expect(tail.length).toBe(100);
+    expect(tail[0]).toMatch(/filler 50$/);
+    expect(tail[99]).toMatch(/filler 149$/);
   });
 });
 
@@ -423,6 +429,14 @@ describe('retries and crashes', () => {
     await finished(a.json().data.job_id);
     const rows = await sql(svc.databaseUrl, `SELECT id FROM backups WHERE job_id = '${a.json().data.job_id}'`);
     expect(rows.length).toBe(1);
+  });
+
+  it('a file whose row was already marked deleted (crash between the two steps) is removed by recovery', async () => {
+    const filename = 'seed-2002-02-02T00-00-00-000Z.dump';
+    writeFileSync(join(dir, filename), 'left behind');
+    await svc.ctx.db.insert(backups).values({ filename, database: 'seed', status: 'deleted', trigger: 'manual', deletedAt: new Date(), deletedReason: 'manual' });
+    expect(await recoverInterrupted(svc.ctx)).toMatchObject({ deletedFiles: 1 });
+    expect(existsSync(join(dir, filename))).toBe(false);
   });
 
   it('recovery fails dumps nobody holds the lease of and removes their temp files; live work of another process is untouched', async () => {

@@ -1,6 +1,7 @@
 import { Queues } from '@aos/contracts';
 import { waitFor } from '@aos/testkit';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { startBackupJobs } from '../src/jobs/backups.js';
 import { sql, startBackups } from './helpers.js';
 
 let fx: Awaited<ReturnType<typeof startBackups>>;
@@ -21,4 +22,14 @@ it('BACKUP_CRON registers a repeatable job that dumps every configured database'
     return r.length > 0 ? r : null;
   }, { timeoutMs: 20_000, message: 'a scheduled backup' });
   expect(rows[0]).toMatchObject({ status: 'completed', trigger: 'schedule' });
+});
+
+it('an invalid BACKUP_CRON stops the start naming the setting', async () => {
+  const saved = svc.ctx.config.BACKUP_CRON;
+  Object.assign(svc.ctx.config, { BACKUP_CRON: '61 * * * *' });
+  try {
+    await expect(startBackupJobs(svc.ctx)).rejects.toThrow(/^BACKUP_CRON "61 \* \* \* \*" cannot be scheduled: .*59/);
+  } finally {
+    Object.assign(svc.ctx.config, { BACKUP_CRON: saved });
+  }
 });

@@ -234,12 +234,21 @@ export async function pushOffsite(ctx: Ctx, row: BackupRow): Promise<void> {
 
 /** Removes a backup's file and marks the row deleted. */
 export async function deleteBackup(ctx: Ctx, row: BackupRow, reason: string): Promise<void> {
-  // unlink never follows a symlink: a link planted under a recorded name is removed, not its target.
-  const path = safePath(backupEnv(ctx).dir, row.filename);
-  if (path) await unlink(path).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err; });
+  // Row first: a crash in between leaves an unlisted file (removed by the next recovery), never a listed backup without its file.
   await ctx.db.update(backups).set({ status: 'deleted', deletedAt: new Date(), deletedReason: reason })
     .where(and(eq(backups.id, row.id), eq(backups.status, 'completed')));
+  await removeDumpFile(ctx, row.filename);
   await logLine(ctx, `DELETED ${row.filename} (${reason})`);
+}
+
+/** unlink never follows a symlink: a link planted under a recorded name is removed, not its target. */
+export async function removeDumpFile(ctx: Ctx, filename: string): Promise<boolean> {
+  const path = safePath(backupEnv(ctx).dir, filename);
+  if (!path) return false;
+  return unlink(path).then(() => true, (err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return false;
+    throw err;
+  });
 }
 
 /**

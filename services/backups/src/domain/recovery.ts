@@ -3,10 +3,11 @@ import { readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { backups } from '../db/schema.js';
 import type { Ctx } from '../service.js';
-import { backupEnv, dumpSessionName, logLine, systemEventMeta } from './backup.js';
+import { backupEnv, dumpSessionName, logLine, removeDumpFile, systemEventMeta } from './backup.js';
 import { ifAbandoned } from './lease.js';
 import { connect, onServer, quoteIdent } from './pg.js';
 import { scratchPrefix } from './restore.js';
+import { FILENAME_RE } from './targets.js';
 
 const TEMP_RE = /^\.tmp-(\d+)-[0-9a-f]+\.dump$/;
 
@@ -16,6 +17,8 @@ export interface Recovered {
   /** Verifications whose process is gone, now `error`. */
   verifications: number;
   tempFiles: number;
+  /** Dump files of backups already marked deleted (the process stopped between the two steps). */
+  deletedFiles: number;
   scratchDatabases: number;
 }
 
@@ -28,7 +31,7 @@ export interface Recovered {
  */
 export async function recoverInterrupted(ctx: Ctx): Promise<Recovered> {
   const env = backupEnv(ctx);
-  const out: Recovered = { dumps: 0, verifications: 0, tempFiles: 0, scratchDatabases: 0 };
+  const out: Recovered = { dumps: 0, verifications: 0, tempFiles: 0, deletedFiles: 0, scratchDatabases: 0 };
 
   const running = await ctx.db.select().from(backups).where(eq(backups.status, 'running'));
   for (const row of running) {
@@ -47,7 +50,14 @@ export async function recoverInterrupted(ctx: Ctx): Promise<Recovered> {
     });
   }
 
-  const temps = (await readdir(env.dir).catch(() => [] as string[])).flatMap((f) => {
+  const files = await readdir(env.dir).catch(() => [] as string[]);
+  const dumps = files.filter((f) => FILENAME_RE.test(f));
+  if (dumps.length > 0) {
+    const deleted = await ctx.db.select({ filename: backups.filename }).from(backups).where(and(eq(backups.status, 'deleted'), inArray(backups.filename, dumps)));
+    for (const d of deleted) if (await removeDumpFile(ctx, d.filename)) out.deletedFiles++;
+  }
+
+  const temps = files.flatMap((f) => {
     const m = TEMP_RE.exec(f);
     return m ? [{ file: f, id: Number(m[1]) }] : [];
   });

@@ -31,7 +31,7 @@ export async function processBackupJob(ctx: Ctx, payload: BackupJob, jobId: stri
 async function recover(ctx: Ctx): Promise<void> {
   try {
     const r = await recoverInterrupted(ctx);
-    if (r.dumps + r.verifications + r.tempFiles + r.scratchDatabases > 0) ctx.log.warn(r, 'cleaned up interrupted backup work');
+    if (Object.values(r).some((n) => n > 0)) ctx.log.warn(r, 'cleaned up interrupted backup work');
   } catch (err) {
     ctx.log.warn({ err: (err as Error).message }, 'backup recovery failed');
   }
@@ -50,6 +50,9 @@ export async function startBackupJobs(ctx: Ctx): Promise<void> {
       name: 'backup',
       data: { payload: { databases: [], trigger: 'schedule' } satisfies BackupJob, trace: {} },
       opts: { attempts: 1 },
+    }).catch((err: Error) => {
+      // The start fails naming the setting (a pattern is no secret).
+      throw new Error(`BACKUP_CRON "${ctx.config.BACKUP_CRON}" cannot be scheduled: ${err.message.slice(0, 200)}`);
     });
   } else {
     await queue.removeJobScheduler(SCHEDULER_ID).catch(() => {});
