@@ -18,6 +18,11 @@ export const config = {
   BACKUP_KEEP_DAILY_DAYS: Env.int(7, { minimum: 0, maximum: 3650 }),
   /** pg_dump / pg_restore are killed after this long. */
   BACKUP_TIMEOUT_MS: Env.int(30 * 60_000, { minimum: 1_000, maximum: 24 * 3600_000 }),
+  /**
+   * A restore waiting this long for one lock (a session of the service still using a table) is
+   * cancelled and rolls back, instead of holding the locks it already took until BACKUP_TIMEOUT_MS.
+   */
+  BACKUP_RESTORE_LOCK_TIMEOUT_MS: Env.int(10_000, { minimum: 100, maximum: 3600_000 }),
   /** POST verify answers with the result when done within this time, else 202 and the result appears in the listing. */
   BACKUP_VERIFY_WAIT_MS: Env.int(20_000, { minimum: 0, maximum: 600_000 }),
   /** Concurrent backup jobs in this process. */

@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { appendFileSync, existsSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { adminPrincipal, apiKeyPrincipal, createTestDatabase, startTestService, userPrincipal, waitFor, type TestService } from '@aos/testkit';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backups } from '../src/db/schema.js';
 import { backupEnv } from '../src/domain/backup.js';
@@ -223,6 +224,27 @@ describe('backup, verify, restore', () => {
     expect(await rowCounts(seed.url)).toEqual({ 'public.customers': 25, 'public.orders': 130, 'public.empty_one': 0, 'extra.events': 7 });
     const ev = await sql(svc.databaseUrl, `SELECT 1 FROM aos_outbox WHERE type = 'backups.backup.restored'`);
     expect(ev.length).toBe(1);
+  });
+
+  it('a restore blocked by a session still using a table fails after the lock timeout and leaves the database unchanged', async () => {
+    const user = new pg.Client({ connectionString: seed.url });
+    await user.connect();
+    Object.assign(svc.ctx.config, { BACKUP_RESTORE_LOCK_TIMEOUT_MS: 300 });
+    try {
+      await sql(seed.url, `INSERT INTO customers (name) VALUES ('after the backup')`);
+      await user.query('BEGIN');
+      await user.query('SELECT count(*) FROM orders'); // an idle-in-transaction session of the service
+      const before = await rowCounts(seed.url);
+      const res = await svc.inject(admin, { method: 'POST', url: `/backups/${done.filename}/restore`, payload: { confirm: done.filename } });
+      expect(res.statusCode, res.body).toBe(422);
+      expect(res.body).toMatch(/lock timeout/);
+      await user.query('COMMIT');
+      expect(await rowCounts(seed.url)).toEqual(before);
+    } finally {
+      Object.assign(svc.ctx.config, { BACKUP_RESTORE_LOCK_TIMEOUT_MS: 10_000 });
+      await user.end();
+      await sql(seed.url, `DELETE FROM customers WHERE name = 'after the backup'`);
+    }
   });
 
   it('restore refuses while another restore of the database runs, and refuses the service own database', async () => {

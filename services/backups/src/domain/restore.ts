@@ -7,7 +7,7 @@ import type { Ctx } from '../service.js';
 import { backupEnv, logLine, systemEventMeta, type BackupEnv, type BackupRow } from './backup.js';
 import { hashHandle, openBackupFile } from './files.js';
 import { tryLease, type Lease } from './lease.js';
-import { countDatabase, onServer, pgEnv, quoteIdent, redact, runTool, withDatabase } from './pg.js';
+import { connect, countDatabase, onServer, pgEnv, quoteIdent, redact, runTool, withDatabase } from './pg.js';
 
 export class BusyError extends Error {}
 export class RestoreError extends Error {}
@@ -122,15 +122,21 @@ async function restoreLocked(ctx: Ctx, env: BackupEnv, row: BackupRow, url: stri
     await logLine(ctx, `RESTORE FAILED ${row.filename}: ${(err as Error).message}`);
     throw err instanceof ChecksumError ? new RestoreError(err.message) : err;
   }
+  const session = `aos-backups-restore-${env.tag}-${row.id}`;
+  const watchdog = cancelOnLockWait(url, session, ctx.config.BACKUP_RESTORE_LOCK_TIMEOUT_MS);
   try {
     const res = await runTool('pg_restore', ['--clean', '--if-exists', '--no-owner', '--no-privileges', '--single-transaction', '--exit-on-error', '--no-password',
-      `--dbname=${new URL(url).pathname.slice(1)}`], pgEnv(url), ctx.config.BACKUP_TIMEOUT_MS, fh.fd);
+      `--dbname=${new URL(url).pathname.slice(1)}`], { ...pgEnv(url), PGAPPNAME: session }, ctx.config.BACKUP_TIMEOUT_MS, fh.fd);
     if (res.code !== 0) {
-      const message = redact(res.stderr || `pg_restore exited with code ${res.code}`, url);
+      await watchdog.stop(); // a cancel in flight is counted before deciding what failed
+      const message = watchdog.fired()
+        ? `lock timeout: waited more than ${ctx.config.BACKUP_RESTORE_LOCK_TIMEOUT_MS} ms for a lock held by another session of ${row.database}`
+        : redact(res.stderr || `pg_restore exited with code ${res.code}`, url);
       await logLine(ctx, `RESTORE FAILED ${row.filename}: ${message}`);
       throw new RestoreError(message);
     }
   } finally {
+    await watchdog.stop();
     await fh.close().catch(() => {});
   }
   await logLine(ctx, `RESTORE OK ${row.filename}`);
@@ -139,4 +145,39 @@ async function restoreLocked(ctx: Ctx, env: BackupEnv, row: BackupRow, url: stri
     await ctx.outbox.enqueue(tx, 'backups.backup.restored', { backupId: row.id, filename: row.filename, database: row.database }, metaOf);
     return r!;
   });
+}
+
+/**
+ * Cancels the restore session once it has waited for a single lock longer than `ms` (its single
+ * transaction then rolls back). A lock_timeout setting cannot do this: every pg_dump archive
+ * starts with `SET lock_timeout = 0`.
+ */
+function cancelOnLockWait(url: string, applicationName: string, ms: number): { fired(): boolean; stop(): Promise<void> } {
+  let fired = false;
+  let stopped = false;
+  const loop = (async () => {
+    const client = await connect(url).catch(() => null);
+    if (!client) return;
+    try {
+      while (!stopped && !fired) {
+        const { rows } = await client.query<{ cancelled: boolean }>(
+          `SELECT pg_cancel_backend(a.pid) AS cancelled FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+           WHERE a.application_name = $1 AND NOT l.granted AND l.waitstart < now() - make_interval(secs => $2::float8 / 1000)`,
+          [applicationName, ms]);
+        if (rows.some((r) => r.cancelled)) fired = true;
+        else await new Promise((r) => setTimeout(r, Math.min(250, Math.max(50, ms / 4))));
+      }
+    } catch {
+      // best effort: without the watchdog the restore still ends at BACKUP_TIMEOUT_MS
+    } finally {
+      await client.end().catch(() => {});
+    }
+  })();
+  return {
+    fired: () => fired,
+    stop: async () => {
+      stopped = true;
+      await loop;
+    },
+  };
 }
