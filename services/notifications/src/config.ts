@@ -12,6 +12,8 @@ export const config = {
   WEBHOOK_ALLOW_PRIVATE_TARGETS: Env.bool(false),
   /** Comma-separated host names allowed whatever they resolve to (e.g. an internal receiver). */
   WEBHOOK_ALLOWED_HOSTS: Env.list(''),
+  /** DNS servers (`ip` or `ip:port`, comma-separated) for webhook hosts; empty = the system resolver. */
+  WEBHOOK_DNS_SERVERS: Type.String({ default: '', pattern: '^[0-9A-Fa-f.:\\[\\], ]*$' }),
   WEBHOOK_MAX_ATTEMPTS: Env.int(6, { minimum: 1, maximum: 20 }),
   WEBHOOK_BACKOFF_MS: Env.int(5_000, { minimum: 10 }),
   WEBHOOK_TIMEOUT_MS: Env.int(10_000, { minimum: 100, maximum: 60_000 }),

@@ -66,7 +66,9 @@ describe('activity log API', () => {
     expect(res.json().data).toMatchObject({ actor_type: 'user', actor_id: 'me', action: 'deploy.started', entity_type: 'product', entity_id: 'p1', event_id: null });
     expect(res.json().data.metadata.env).toBe('prod');
     for (const payload of [{}, { actor_type: 'robot', actor_id: 'x', action: 'y' }, { actor_type: 'user', action: 'y' }, { actor_type: 'user', actor_id: 'x', action: '' },
-      { actor_type: 'user', actor_id: 'x', action: 'y', metadata: 'nope' }, { actor_type: 'user', actor_id: 'x', action: 'y', metadata: { big: 'x'.repeat(20_000) } }]) {
+      { actor_type: 'user', actor_id: 'x', action: 'y', metadata: 'nope' }, { actor_type: 'user', actor_id: 'x', action: 'y', metadata: { big: 'x'.repeat(20_000) } },
+      { actor_type: 'user', actor_id: 'x', action: 'y', metadata: { note: 'a\u0000b' } }, { actor_type: 'user', actor_id: 'x', action: 'y', metadata: { 'k\u0000': 1 } },
+      { actor_type: 'user', actor_id: 'x\u0000', action: 'y' }]) {
       const bad = await svc.inject(userA, { method: 'POST', url: '/activity-log', payload });
       expect(bad.statusCode, JSON.stringify(payload).slice(0, 80)).toBe(400);
       expect(bad.json().error.code).toBe('VALIDATION_ERROR');

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isBlockedAddress, resolveTarget } from '../src/domain/ssrf.js';
 import { deliver } from '../src/domain/webhooks.js';
 import { service } from '../src/service.js';
+import { TestDnsServer } from './dns-server.js';
 import { count, envelope, publish } from './helpers.js';
 
 type Received = { path: string; headers: http.IncomingHttpHeaders; body: string };
@@ -16,6 +17,9 @@ let receiver: http.Server;
 let port: number;
 
 let svc: Awaited<ReturnType<typeof startTestService<typeof service.schema, typeof service.config>>>;
+/** An instance resolving webhook hosts with `dns` (a local DNS server whose answers tests change). */
+let resolving: typeof svc;
+const dns = new TestDnsServer();
 const orgA = randomUUID();
 const orgB = randomUUID();
 const adminA = userPrincipal({ orgId: orgA, orgRole: 'admin' });
@@ -49,6 +53,10 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
   port = (receiver.address() as AddressInfo).port;
+  await dns.start();
+  resolving = await startTestService(service, {
+    env: { WEBHOOK_DNS_SERVERS: `127.0.0.1:${dns.port}`, WEBHOOK_ALLOWED_HOSTS: 'pinned.test', WEBHOOK_BACKOFF_MS: '100', WEBHOOK_MAX_ATTEMPTS: '3' },
+  });
   svc = await startTestService(service, {
     // Loopback is allowed by name for the local receiver only; 127.0.0.1 and every other private address stay refused.
     env: { WEBHOOK_ALLOWED_HOSTS: 'localhost', WEBHOOK_BACKOFF_MS: '100', WEBHOOK_MAX_ATTEMPTS: '3', WEBHOOK_DISABLE_AFTER: '2' },
@@ -56,16 +64,20 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await svc?.close();
+  await resolving?.close();
+  await dns.stop();
   await new Promise((r) => receiver?.close(r));
 });
 
 describe('SSRF guard', () => {
   it('classifies private, loopback, link-local, CGNAT, multicast, ULA and IPv4-mapped addresses', () => {
     for (const a of ['10.1.2.3', '127.0.0.1', '169.254.169.254', '172.16.0.1', '192.168.1.1', '100.64.0.1', '0.0.0.0', '224.0.0.1',
-      '::1', '::', 'fe80::1', 'fd00::1', 'fc00::1', '::ffff:127.0.0.1', '::ffff:7f00:1', '::ffff:10.0.0.1', 'ff02::1']) {
+      '::1', '::', 'fe80::1', 'fd00::1', 'fc00::1', '::ffff:127.0.0.1', '::ffff:7f00:1', '::ffff:10.0.0.1', 'ff02::1',
+      '0:0:0:0:0:ffff:127.0.0.1', '::127.0.0.1', '::7f00:1', '2002:7f00:1::', '2002:a9fe:a9fe::1', 'fec0::1', '64:ff9b:1::a00:1',
+      '2001:0:4136:e378:8000:63bf:3fff:fdd2', '::ffff:0:7f00:1', 'fe80::1%eth0', '192.88.99.1']) {
       expect(isBlockedAddress(a), a).toBe(true);
     }
-    for (const a of ['93.184.216.34', '8.8.8.8', '2606:4700::1111']) expect(isBlockedAddress(a), a).toBe(false);
+    for (const a of ['93.184.216.34', '8.8.8.8', '2606:4700::1111', '::ffff:8.8.8.8', '2002:808:808::1', '2a00:1450:4001::200e']) expect(isBlockedAddress(a), a).toBe(false);
   });
 
   it('refuses a host name that resolves to loopback unless allow-listed, also at connect time', async () => {
@@ -82,7 +94,7 @@ describe('SSRF guard', () => {
 
   it('refuses private targets at registration (422) and bad schemes', async () => {
     for (const target of ['http://127.0.0.1/hook', `http://127.0.0.1:${port}/x`, 'http://10.0.0.5/hook', 'http://169.254.169.254/latest/meta-data',
-      'http://[::1]/hook', 'http://[::ffff:127.0.0.1]/hook', 'http://100.64.1.1/', 'http://192.168.0.10/', 'http://0.0.0.0/', 'http://[fd12::1]/',
+      'http://[::1]/hook', 'http://[::ffff:127.0.0.1]/hook', 'http://[::127.0.0.1]/', 'http://[2002:7f00:1::]/', 'http://0x7f000001/', 'http://2130706433/', 'http://127.1/', 'http://100.64.1.1/', 'http://192.168.0.10/', 'http://0.0.0.0/', 'http://[fd12::1]/',
       'ftp://example.com/x', 'http://user:pw@localhost/x', 'not a url']) {
       const res = await svc.inject(adminA, { method: 'POST', url: '/webhooks', payload: { url: target, events: ['*'] } });
       expect(res.statusCode, target).toBe(422);
@@ -103,6 +115,44 @@ describe('SSRF guard', () => {
     expect(d.attempts).toBe(1); // refused targets are not retried
     expect(d.error).toMatch(/private or reserved/);
     expect(received.filter((r) => r.path === '/private')).toHaveLength(0);
+  });
+});
+
+describe('SSRF guard with DNS answers that change (rebinding)', () => {
+  const orgR = randomUUID();
+  const adminR = userPrincipal({ orgId: orgR, orgRole: 'admin' });
+  const registerOn = (target: string) => resolving.inject(adminR, { method: 'POST', url: '/webhooks', payload: { url: target, events: ['tasks.task.created'] } });
+  const deliveriesOn = async (id: number) => (await resolving.inject(adminR, { method: 'GET', url: `/webhooks/${id}/deliveries` })).json().data;
+
+  it('refuses a name with any private address among its answers at registration', async () => {
+    dns.records.set('mixed.test', ['93.184.216.34', '10.0.0.7']);
+    dns.records.set('v6-loopback.test', ['93.184.216.34', '::1']);
+    for (const host of ['mixed.test', 'v6-loopback.test', 'unknown.test']) {
+      const res = await registerOn(`http://${host}:${port}/x`);
+      expect(res.statusCode, host).toBe(422);
+    }
+  });
+
+  it('accepts a public answer at registration, then refuses the private answer at delivery without connecting', async () => {
+    dns.records.set('rebind.test', ['93.184.216.34']);
+    const res = await registerOn(`http://rebind.test:${port}/rebind`);
+    expect(res.statusCode, res.body).toBe(201);
+    dns.records.set('rebind.test', ['127.0.0.1']);
+    await publish(resolving.ctx, taskCreated(600, orgR));
+    const d = await waitFor(async () => (await deliveriesOn(res.json().data.id)).find((x: { status: string }) => x.status === 'failed'), { message: 'delivery refused' });
+    expect(d).toMatchObject({ attempts: 1, response_status: null });
+    expect(d.error).toMatch(/private or reserved/);
+    expect(received.filter((r) => r.path === '/rebind')).toHaveLength(0);
+    expect(dns.queries.filter((q) => q.name === 'rebind.test' && q.type === 1).length).toBeGreaterThanOrEqual(2); // resolved again at delivery
+  });
+
+  it('connects to the address it checked (an allowed name the system resolver does not know)', async () => {
+    dns.records.set('pinned.test', ['127.0.0.1']);
+    const res = await registerOn(`http://pinned.test:${port}/pinned`);
+    expect(res.statusCode, res.body).toBe(201);
+    await publish(resolving.ctx, taskCreated(601, orgR));
+    const hit = await waitFor(() => received.find((r) => r.path === '/pinned'), { message: 'delivered to the resolved address' });
+    expect(hit.headers.host).toBe(`pinned.test:${port}`);
   });
 });
 
@@ -173,8 +223,8 @@ describe('webhook delivery', () => {
   });
 
   it('auto-disables a webhook after N consecutive failed deliveries and publishes notifications.webhook.disabled', async () => {
-    script.set('/down', [500]);
-    const hook = await register('/down');
+    script.set('/down?token=receiver-secret', [500]);
+    const hook = await register('/down?token=receiver-secret');
     await publish(svc.ctx, taskCreated(7));
     await publish(svc.ctx, taskCreated(8));
     const w = await waitFor(async () => {
@@ -182,7 +232,8 @@ describe('webhook delivery', () => {
       return res.active === false ? res : null;
     }, { timeoutMs: 15_000, message: 'webhook disabled' });
     expect(w).toMatchObject({ consecutive_failures: 2, disabled_reason: '2 consecutive failed deliveries' });
-    expect(await count(svc.ctx.pool, "SELECT count(*) AS n FROM aos_outbox WHERE type = 'notifications.webhook.disabled' AND (envelope->'data'->>'webhookId')::int = $1", [hook.id])).toBe(1);
+    const { rows: disabled } = await svc.ctx.pool.query("SELECT envelope->'data' AS data FROM aos_outbox WHERE type = 'notifications.webhook.disabled' AND (envelope->'data'->>'webhookId')::int = $1", [hook.id]);
+    expect(disabled.map((r) => r.data)).toEqual([{ webhookId: hook.id, url: `http://localhost:${port}`, consecutiveFailures: 2 }]);
     const note = (await svc.inject(adminA, { method: 'GET', url: '/notifications?kind=webhook_disabled' })).json().data;
     expect(note.map((n: { link: string }) => n.link)).toContain(`/webhooks/${hook.id}`);
     // Disabled: new events are not delivered; re-enabling resets the streak.

@@ -2,6 +2,7 @@ import { defineHandler } from '@aos/bus';
 import { eq } from 'drizzle-orm';
 import { orgs, users } from '../db/schema.js';
 import type * as schema from '../db/schema.js';
+import { jsonWithoutNul } from '../domain/sanitize.js';
 import { queueEmail } from '../domain/email.js';
 import { formatAmount } from '../domain/email-templates.js';
 import type { Ctx } from '../service.js';
@@ -12,7 +13,8 @@ type Handled = 'identity.password_reset.requested' | 'identity.invite.created' |
 export const mailer = (ctx: Ctx) => defineHandler<Handled, typeof schema>({
   name: 'mailer',
   events: ['identity.password_reset.requested', 'identity.invite.created', 'billing.payment.failed'],
-  async handle(event, tx, { afterCommit }) {
+  async handle(raw, tx, { afterCommit }) {
+    const event = jsonWithoutNul(raw);
     switch (event.type) {
       case 'identity.password_reset.requested': {
         const d = event.data;

@@ -2,6 +2,7 @@ import { defineHandler } from '@aos/bus';
 import { eq } from 'drizzle-orm';
 import { notifications, orgs, users, webhooks } from '../db/schema.js';
 import type * as schema from '../db/schema.js';
+import { jsonWithoutNul } from '../domain/sanitize.js';
 
 type Handled = 'identity.user.registered' | 'identity.user.deleted' | 'identity.org.created' | 'identity.org.deleted';
 
@@ -13,7 +14,8 @@ type Handled = 'identity.user.registered' | 'identity.user.deleted' | 'identity.
 export const usersProjection = () => defineHandler<Handled, typeof schema>({
   name: 'users-projection',
   events: ['identity.user.registered', 'identity.user.deleted', 'identity.org.created', 'identity.org.deleted'],
-  async handle(event, tx) {
+  async handle(raw, tx) {
+    const event = jsonWithoutNul(raw);
     if (event.type === 'identity.user.registered') {
       const d = event.data;
       const values = { userId: d.userId, username: d.username, email: d.email, personalOrgId: d.personalOrgId, platformRoles: d.platformRoles };

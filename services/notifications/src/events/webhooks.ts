@@ -4,6 +4,7 @@ import { and, eq } from 'drizzle-orm';
 import { webhookDeliveries, webhooks } from '../db/schema.js';
 import type * as schema from '../db/schema.js';
 import { metadataOf } from '../domain/activity.js';
+import { jsonWithoutNul } from '../domain/sanitize.js';
 import { matchesEvent } from '../domain/webhooks.js';
 import type { Ctx } from '../service.js';
 import type { WebhookJob } from '../jobs/webhook-delivery.js';
@@ -20,7 +21,7 @@ export const webhookFanout = (ctx: Ctx) => defineHandler<EventType, typeof schem
     const matching = hooks.filter((h) => matchesEvent(h.events, event.type));
     if (matching.length === 0) return;
     const { data } = metadataOf(event, event.actor.type);
-    const payload = { id: event.id, type: event.type, occurred_at: event.occurredAt, org_id: event.orgId, actor: event.actor, data };
+    const payload = { id: event.id, type: event.type, occurred_at: event.occurredAt, org_id: event.orgId, actor: jsonWithoutNul(event.actor), data };
     for (const hook of matching) {
       const [row] = await tx.insert(webhookDeliveries).values({
         orgId: event.orgId, webhookId: hook.id, eventId: event.id, eventType: event.type, payload,

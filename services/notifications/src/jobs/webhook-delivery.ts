@@ -12,6 +12,7 @@ export interface WebhookJob { webhookId: number; eventId: string }
 export const targetPolicy = (ctx: Ctx) => ({
   allowPrivate: ctx.config.WEBHOOK_ALLOW_PRIVATE_TARGETS,
   allowedHosts: splitList(ctx.config.WEBHOOK_ALLOWED_HOSTS),
+  dnsServers: splitList(ctx.config.WEBHOOK_DNS_SERVERS),
 });
 
 /**
@@ -57,7 +58,8 @@ export async function deliverWebhookJob(ctx: Ctx, job: WebhookJob, attempt: numb
       if (updated && updated.active && updated.failures >= ctx.config.WEBHOOK_DISABLE_AFTER) {
         await tx.update(webhooks).set({ active: false, disabledAt: new Date(), disabledReason: `${updated.failures} consecutive failed deliveries`, updatedAt: new Date() })
           .where(eq(webhooks.id, w.id));
-        await ctx.outbox.enqueue(tx, 'notifications.webhook.disabled', { webhookId: w.id, url: w.url, consecutiveFailures: updated.failures }, systemMeta(null, w.orgId));
+        // Only the origin: a path or query may hold the receiver's token, and events reach every member (activity log).
+        await ctx.outbox.enqueue(tx, 'notifications.webhook.disabled', { webhookId: w.id, url: new URL(w.url).origin, consecutiveFailures: updated.failures }, systemMeta(null, w.orgId));
         await createNotification(tx, ctx.outbox, {
           orgId: w.orgId, userId: w.createdBy, type: 'warning', kind: 'webhook_disabled', title: 'Webhook disabled',
           message: `Webhook #${w.id} was disabled after ${updated.failures} consecutive failed deliveries. Fix the receiver and re-enable it.`,

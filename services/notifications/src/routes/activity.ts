@@ -3,6 +3,7 @@ import { Envelope, ListEnvelope, list, Nullable, ok, orgOf, page, PaginationQuer
 import { Type } from '@sinclair/typebox';
 import { and, count, desc, eq, gte, lte, sql } from 'drizzle-orm';
 import { activityLog } from '../db/schema.js';
+import { hasNul } from '../domain/sanitize.js';
 import type { Ctx } from '../service.js';
 
 const ActorType = Type.Union([Type.Literal('agent'), Type.Literal('system'), Type.Literal('user')]);
@@ -78,6 +79,7 @@ export function activityRoutes(app: App, ctx: Ctx) {
     const b = request.body;
     const metadata = { ...(b.metadata ?? {}), recorded_by: { kind: request.principal.kind, id: request.principal.userId ?? request.principal.apiKeyId } };
     if (JSON.stringify(metadata).length > 16_384) throw badRequest('metadata is too large (max 16 KiB)', [{ field: 'metadata' }]);
+    if (hasNul(metadata)) throw badRequest('metadata must not contain NUL characters', [{ field: 'metadata' }]);
     const [row] = await ctx.db.insert(activityLog).values({
       orgId: orgOf(request), actorType: b.actor_type, actorId: b.actor_id, action: b.action,
       entityType: b.entity_type ?? null, entityId: b.entity_id ?? null, metadata,
