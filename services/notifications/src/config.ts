@@ -28,4 +28,6 @@ export const config = {
   EMAIL_RETENTION_DAYS: Env.int(30, { minimum: 0 }),
   READ_NOTIFICATION_RETENTION_DAYS: Env.int(90, { minimum: 0 }),
   RETENTION_INTERVAL_MS: Env.int(3_600_000, { minimum: 1_000 }),
+  /** How often (and after how long unfinished) deliveries and e-mails without a live job are queued again. */
+  JOB_RECOVERY_INTERVAL_MS: Env.int(60_000, { minimum: 1_000 }),
 } satisfies TProperties;

@@ -3,6 +3,8 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { SMTPServer } from 'smtp-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { queueEmail } from '../src/domain/email.js';
+import { recoverLostJobs } from '../src/jobs/recovery.js';
 import { service } from '../src/service.js';
 import { count, envelope, handledBy, publish, publishTwice } from './helpers.js';
 
@@ -109,6 +111,20 @@ describe('e-mail over SMTP', () => {
       { message: 'failed after 2 attempts' });
     const { rows } = await svc.ctx.pool.query("SELECT error FROM emails WHERE recipient = 'bounce@example.com'");
     expect(rows[0].error).toMatch(/mailbox unavailable/);
+  });
+});
+
+describe('lost e-mail jobs', () => {
+  it('sends a queued e-mail whose job was never added (crash between commit and enqueue)', async () => {
+    const id = await svc.ctx.db.transaction((tx) => queueEmail(tx, svc.ctx, () => {}, {
+      template: 'password_reset', to: 'lost@example.com', vars: { resetUrl: 'https://app.example/reset?token=t', expiresAt: '2030-01-01T00:00:00.000Z' }, orgId: null, eventId: randomUUID(),
+    }));
+    expect(id).toBeTypeOf('number');
+    expect(await recoverLostJobs(svc.ctx, 0)).toMatchObject({ emails: 1 });
+    await waitFor(() => mailTo('lost@example.com')[0], { message: 'recovered e-mail sent' });
+    await waitFor(async () => (await count(svc.ctx.pool, "SELECT count(*) AS n FROM emails WHERE id = $1 AND status = 'sent'", [id])) === 1);
+    expect(await recoverLostJobs(svc.ctx, 0)).toMatchObject({ emails: 0 });
+    expect(mailTo('lost@example.com')).toHaveLength(1);
   });
 });
 

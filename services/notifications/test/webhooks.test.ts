@@ -1,10 +1,14 @@
+import { Queues } from '@aos/contracts';
 import { apiKeyPrincipal, startTestService, userPrincipal, waitFor, sleep } from '@aos/testkit';
 import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { isBlockedAddress, resolveTarget } from '../src/domain/ssrf.js';
 import { deliver } from '../src/domain/webhooks.js';
+import { webhookFanout } from '../src/events/webhooks.js';
+import { recoverLostJobs } from '../src/jobs/recovery.js';
+import { deliveryJobId } from '../src/jobs/webhook-delivery.js';
 import { service } from '../src/service.js';
 import { TestDnsServer } from './dns-server.js';
 import { count, envelope, publish } from './helpers.js';
@@ -36,7 +40,7 @@ async function register(path: string, events = ['tasks.task.created'], principal
   expect(res.statusCode, res.body).toBe(201);
   return res.json().data as { id: number; secret: string };
 }
-const deliveries = async (id: number) => (await svc.inject(adminA, { method: 'GET', url: `/webhooks/${id}/deliveries` })).json();
+const deliveries = async (id: number, principal = adminA) => (await svc.inject(principal, { method: 'GET', url: `/webhooks/${id}/deliveries` })).json();
 
 beforeAll(async () => {
   receiver = http.createServer((req, res) => {
@@ -258,6 +262,52 @@ describe('webhook delivery', () => {
     expect((await deliveries(hook.id)).data[0].redeliveries).toBe(1);
     expect((await svc.inject(adminA, { method: 'POST', url: `/webhooks/${hook.id}/deliveries/999999/redeliver` })).statusCode).toBe(404);
     expect((await svc.inject(adminB, { method: 'POST', url: `/webhooks/${hook.id}/deliveries/${deliveryId}/redeliver` })).statusCode).toBe(404);
+  });
+});
+
+describe('lost jobs', () => {
+  // Each test in an org of its own: its events reach only its webhook.
+  let orgC = randomUUID();
+  let adminC = userPrincipal({ orgId: orgC, orgRole: 'admin' });
+  beforeEach(() => {
+    orgC = randomUUID();
+    adminC = userPrincipal({ orgId: orgC, orgRole: 'admin' });
+  });
+  const fanOutWithoutEnqueue = (e: ReturnType<typeof taskCreated>) => svc.ctx.db.transaction((tx) =>
+    webhookFanout(svc.ctx).handle(e, tx, { log: svc.ctx.log, deliveryCount: 1, afterCommit: () => {} }));
+
+  it('re-queues a delivery whose job was never added (crash between commit and enqueue), once', async () => {
+    const hook = await register('/lost', undefined, adminC);
+    const e = taskCreated(700, orgC);
+    // The fan-out exactly as the consumer runs it, but the process "dies" before its after-commit enqueue.
+    await fanOutWithoutEnqueue(e);
+    expect((await deliveries(hook.id, adminC)).data[0]).toMatchObject({ status: 'pending', attempts: 0 });
+    expect(await recoverLostJobs(svc.ctx, 60_000)).toMatchObject({ deliveries: 0 }); // too recent to be called lost
+    expect(await recoverLostJobs(svc.ctx, 0)).toMatchObject({ deliveries: 1 });
+    await waitFor(async () => (await deliveries(hook.id, adminC)).data[0]?.status === 'succeeded', { message: 'recovered delivery succeeded' });
+    expect(received.filter((r) => r.path === '/lost').map((r) => JSON.parse(r.body).id)).toEqual([e.id]);
+    expect(await recoverLostJobs(svc.ctx, 0)).toMatchObject({ deliveries: 0 });
+  });
+
+  it('leaves a delivery alone while its job is still to run (e.g. waiting out a backoff)', async () => {
+    const hook = await register('/later', undefined, adminC);
+    const e = taskCreated(701, orgC);
+    await fanOutWithoutEnqueue(e);
+    const job = await svc.ctx.queues.add(Queues.webhookDelivery, e.type, { webhookId: hook.id, eventId: e.id }, { jobId: deliveryJobId(hook.id, e.id, 0), delay: 60_000 });
+    expect(await recoverLostJobs(svc.ctx, 0)).toMatchObject({ deliveries: 0 });
+    expect(await job.getState()).toBe('delayed');
+    await job.remove();
+    await svc.inject(adminC, { method: 'DELETE', url: `/webhooks/${hook.id}` });
+  });
+
+  it('closes what a disabled webhook still owed instead of leaving it pending', async () => {
+    const hook = await register('/closed', undefined, adminC);
+    const e = taskCreated(702, orgC);
+    await fanOutWithoutEnqueue(e);
+    await svc.inject(adminC, { method: 'PATCH', url: `/webhooks/${hook.id}`, payload: { active: false } });
+    expect(await recoverLostJobs(svc.ctx, 0)).toMatchObject({ deliveries: 0 });
+    expect((await deliveries(hook.id, adminC)).data[0]).toMatchObject({ status: 'failed', error: 'webhook disabled' });
+    expect(await svc.ctx.queues.queue(Queues.webhookDelivery).getJob(deliveryJobId(hook.id, e.id, 0))).toBeUndefined();
   });
 });
 

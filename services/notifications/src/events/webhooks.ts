@@ -1,5 +1,5 @@
 import { defineHandler } from '@aos/bus';
-import { Queues, type EventType } from '@aos/contracts';
+import type { EventType } from '@aos/contracts';
 import { and, eq } from 'drizzle-orm';
 import { webhookDeliveries, webhooks } from '../db/schema.js';
 import type * as schema from '../db/schema.js';
@@ -7,7 +7,7 @@ import { metadataOf } from '../domain/activity.js';
 import { jsonWithoutNul } from '../domain/sanitize.js';
 import { matchesEvent } from '../domain/webhooks.js';
 import type { Ctx } from '../service.js';
-import type { WebhookJob } from '../jobs/webhook-delivery.js';
+import { enqueueDelivery } from '../jobs/webhook-delivery.js';
 
 /** Fans each org event out to the org's active webhooks: one delivery row + one job per (webhook, event). */
 export const webhookFanout = (ctx: Ctx) => defineHandler<EventType, typeof schema>({
@@ -28,10 +28,8 @@ export const webhookFanout = (ctx: Ctx) => defineHandler<EventType, typeof schem
       }).onConflictDoNothing().returning({ id: webhookDeliveries.id });
       if (!row) continue;
       // Queued once the delivery row is committed; the job id makes a redelivered event's add a no-op.
-      afterCommit(() => ctx.queues.add(Queues.webhookDelivery, event.type, { webhookId: hook.id, eventId: event.id } satisfies WebhookJob, {
-        jobId: `${hook.id}-${event.id}`, attempts: ctx.config.WEBHOOK_MAX_ATTEMPTS,
-        backoff: { type: 'exponential', delay: ctx.config.WEBHOOK_BACKOFF_MS },
-      }));
+      // A crash between commit and this add leaves the row pending: jobs/recovery.ts re-adds it.
+      afterCommit(() => enqueueDelivery(ctx, { webhookId: hook.id, eventId: event.id, eventType: event.type, redeliveries: 0 }));
     }
   },
 });

@@ -1,4 +1,5 @@
 import { systemMeta } from '@aos/bus';
+import { Queues } from '@aos/contracts';
 import { UnrecoverableError } from '@aos/queue';
 import { and, eq, sql } from 'drizzle-orm';
 import { webhookDeliveries, webhooks } from '../db/schema.js';
@@ -8,6 +9,17 @@ import type { Ctx } from '../service.js';
 import { createNotification } from '../domain/notifications.js';
 
 export interface WebhookJob { webhookId: number; eventId: string }
+
+/** One job per (webhook, event), and one more per manual redelivery: the ids make adds idempotent. */
+export const deliveryJobId = (webhookId: number, eventId: string, redeliveries: number) =>
+  redeliveries === 0 ? `${webhookId}-${eventId}` : `${webhookId}-${eventId}-r${redeliveries}`;
+
+export function enqueueDelivery(ctx: Ctx, d: { webhookId: number; eventId: string; eventType: string; redeliveries: number }) {
+  return ctx.queues.add(Queues.webhookDelivery, d.eventType, { webhookId: d.webhookId, eventId: d.eventId } satisfies WebhookJob, {
+    jobId: deliveryJobId(d.webhookId, d.eventId, d.redeliveries), attempts: ctx.config.WEBHOOK_MAX_ATTEMPTS,
+    backoff: { type: 'exponential', delay: ctx.config.WEBHOOK_BACKOFF_MS },
+  });
+}
 
 export const targetPolicy = (ctx: Ctx) => ({
   allowPrivate: ctx.config.WEBHOOK_ALLOW_PRIVATE_TARGETS,

@@ -1,4 +1,4 @@
-import { EventCatalog, Queues } from '@aos/contracts';
+import { EventCatalog } from '@aos/contracts';
 import { badRequest, conflict, notFound, unprocessable } from '@aos/core';
 import { Envelope, IdParam, ListEnvelope, list, Nullable, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
@@ -6,7 +6,7 @@ import { and, count, desc, eq, sql } from 'drizzle-orm';
 import { webhookDeliveries, webhooks } from '../db/schema.js';
 import { assertSafeTarget, BlockedTargetError } from '../domain/ssrf.js';
 import { generateSecret } from '../domain/webhooks.js';
-import { targetPolicy, type WebhookJob } from '../jobs/webhook-delivery.js';
+import { enqueueDelivery, targetPolicy } from '../jobs/webhook-delivery.js';
 import type { Ctx } from '../service.js';
 
 const WebhookSchema = Type.Object({
@@ -185,10 +185,7 @@ export function webhookRoutes(app: App, ctx: Ctx) {
       if (!exists) throw notFound('Delivery');
       throw conflict('Delivery is still in progress');
     }
-    await ctx.queues.add(Queues.webhookDelivery, row.eventType, { webhookId: w.id, eventId: row.eventId } satisfies WebhookJob, {
-      jobId: `${w.id}-${row.eventId}-r${row.redeliveries}`, attempts: ctx.config.WEBHOOK_MAX_ATTEMPTS,
-      backoff: { type: 'exponential', delay: ctx.config.WEBHOOK_BACKOFF_MS },
-    });
+    await enqueueDelivery(ctx, { webhookId: w.id, eventId: row.eventId, eventType: row.eventType, redeliveries: row.redeliveries });
     return reply.status(202).send(ok(deliveryView(row)));
   });
 }
