@@ -22,6 +22,7 @@ export const config = {
   WEBHOOK_CONCURRENCY: Env.int(8, { minimum: 1, maximum: 100 }),
   ACTIVITY_CONCURRENCY: Env.int(16, { minimum: 1, maximum: 256 }),
   SSE_HEARTBEAT_MS: Env.int(15_000, { minimum: 100 }),
+  SSE_MAX_STREAMS_PER_CALLER: Env.int(10, { minimum: 1, maximum: 1_000 }),
   /** Retention (days; 0 = keep forever) and how often the sweep runs. */
   ACTIVITY_RETENTION_DAYS: Env.int(90, { minimum: 0 }),
   DELIVERY_RETENTION_DAYS: Env.int(30, { minimum: 0 }),

@@ -11,9 +11,9 @@ import { recoverLostJobs } from '../src/jobs/recovery.js';
 import { deliveryJobId } from '../src/jobs/webhook-delivery.js';
 import { service } from '../src/service.js';
 import { TestDnsServer } from './dns-server.js';
-import { count, envelope, publish } from './helpers.js';
+import { count, envelope, handledBy, publish } from './helpers.js';
 
-type Received = { path: string; headers: http.IncomingHttpHeaders; body: string };
+type Received = { path: string; headers: http.IncomingHttpHeaders; body: string; at: number };
 const received: Received[] = [];
 /** Per path: the statuses to answer in turn (the last one repeats). */
 const script = new Map<string, number[]>();
@@ -48,7 +48,7 @@ beforeAll(async () => {
     req.on('data', (c) => { body += c; });
     req.on('end', () => {
       const path = req.url ?? '/';
-      received.push({ path, headers: req.headers, body });
+      received.push({ path, headers: req.headers, body, at: Date.now() });
       const statuses = script.get(path) ?? [200];
       const status = statuses.length > 1 ? statuses.shift()! : statuses[0]!;
       if (status >= 300 && status < 400) res.setHeader('location', `http://127.0.0.1:${port}/ok`);
@@ -205,22 +205,29 @@ describe('webhook delivery', () => {
     expect((await deliveries(hook.id)).meta.total).toBe(1);
   });
 
-  it('treats a redirect as a failure and never follows it', async () => {
+  it('treats a redirect as a failure and never follows it; retries back off exponentially', async () => {
     script.set('/redirect', [302]);
     const hook = await register('/redirect');
     await publish(svc.ctx, taskCreated(4));
     await waitFor(async () => (await deliveries(hook.id)).data[0]?.status === 'failed', { message: 'redirect failed' });
     expect((await deliveries(hook.id)).data[0]).toMatchObject({ attempts: 3, response_status: 302 });
     expect(received.filter((x) => x.path === '/ok')).toHaveLength(0);
+    // WEBHOOK_BACKOFF_MS = 100: the 2nd attempt comes ≥ 100 ms after the 1st, the 3rd ≥ 200 ms after the 2nd.
+    const at = received.filter((x) => x.path === '/redirect').map((x) => x.at);
+    expect(at).toHaveLength(3);
+    expect(at[1]! - at[0]!).toBeGreaterThanOrEqual(100);
+    expect(at[2]! - at[1]!).toBeGreaterThanOrEqual(200);
   });
 
   it('skips events the webhook did not subscribe to and events of other orgs; `tasks.*` matches the family', async () => {
     const other = await register('/only-completed', ['tasks.task.completed']);
     const family = await register('/family', ['tasks.*']);
-    await publish(svc.ctx, taskCreated(5));
-    await publish(svc.ctx, taskCreated(6, orgB));
+    const mine = taskCreated(5);
+    const theirs = taskCreated(6, orgB);
+    await publish(svc.ctx, mine);
+    await publish(svc.ctx, theirs);
+    await waitFor(async () => (await handledBy(svc.ctx.pool, mine.id, ['webhook-fanout'])) && handledBy(svc.ctx.pool, theirs.id, ['webhook-fanout']));
     await waitFor(() => received.filter((x) => x.path === '/family').length >= 1);
-    await sleep(500);
     expect(received.filter((x) => x.path === '/family').map((x) => JSON.parse(x.body).data.taskId)).toEqual([5]);
     expect((await deliveries(other.id)).meta.total).toBe(0);
     expect((await deliveries(family.id)).meta.total).toBe(1);
@@ -240,12 +247,18 @@ describe('webhook delivery', () => {
     expect(disabled.map((r) => r.data)).toEqual([{ webhookId: hook.id, url: `http://localhost:${port}`, consecutiveFailures: 2 }]);
     const note = (await svc.inject(adminA, { method: 'GET', url: '/notifications?kind=webhook_disabled' })).json().data;
     expect(note.map((n: { link: string }) => n.link)).toContain(`/webhooks/${hook.id}`);
-    // Disabled: new events are not delivered; re-enabling resets the streak.
-    await publish(svc.ctx, taskCreated(9));
-    await sleep(500);
-    expect((await deliveries(hook.id)).meta.total).toBe(2);
+    // Disabled: new events are not delivered, nor redelivered; re-enabling resets the streak.
+    const later = taskCreated(9);
+    await publish(svc.ctx, later);
+    await waitFor(() => handledBy(svc.ctx.pool, later.id, ['webhook-fanout']), { message: 'fan-out saw the event' });
+    const log = await deliveries(hook.id);
+    expect(log.meta.total).toBe(2);
+    const refused = await svc.inject(adminA, { method: 'POST', url: `/webhooks/${hook.id}/deliveries/${log.data[0].id}/redeliver` });
+    expect(refused.statusCode).toBe(409);
+    expect(refused.json().error.code).toBe('CONFLICT');
     const res = await svc.inject(adminA, { method: 'PATCH', url: `/webhooks/${hook.id}`, payload: { active: true } });
     expect(res.json().data).toMatchObject({ active: true, consecutive_failures: 0, disabled_at: null });
+    expect((await svc.inject(adminA, { method: 'POST', url: `/webhooks/${hook.id}/deliveries/${log.data[0].id}/redeliver` })).statusCode).toBe(202);
   });
 
   it('redelivers a past delivery on request (same event id, fresh signature)', async () => {
@@ -295,6 +308,9 @@ describe('lost jobs', () => {
     await fanOutWithoutEnqueue(e);
     const job = await svc.ctx.queues.add(Queues.webhookDelivery, e.type, { webhookId: hook.id, eventId: e.id }, { jobId: deliveryJobId(hook.id, e.id, 0), delay: 60_000 });
     expect(await recoverLostJobs(svc.ctx, 0)).toMatchObject({ deliveries: 0 });
+    const pending = (await deliveries(hook.id, adminC)).data[0];
+    const busy = await svc.inject(adminC, { method: 'POST', url: `/webhooks/${hook.id}/deliveries/${pending.id}/redeliver` });
+    expect(busy.statusCode).toBe(409); // still in progress
     expect(await job.getState()).toBe('delayed');
     await job.remove();
     await svc.inject(adminC, { method: 'DELETE', url: `/webhooks/${hook.id}` });
