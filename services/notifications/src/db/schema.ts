@@ -46,6 +46,27 @@ export const users = pgTable('users', {
   index('users_email_idx').on(sql`lower(${t.email})`),
 ]);
 
+/**
+ * Users identity deleted. Each event type has its own consumer, so a replay may bring a
+ * user's registration after their deletion: this keeps a deleted user (and e-mail) out.
+ */
+export const deletedUsers = pgTable('deleted_users', {
+  userId: text('user_id').primaryKey(),
+  deletedAt: ts('deleted_at').notNull(),
+});
+
+/**
+ * Projection of identity's memberships: who owns and administers an org (recipients of
+ * org-level e-mails). Events of different types may arrive out of order: a row changes only
+ * for a newer event (`changed_at` = its occurredAt), and a removal leaves role `removed`.
+ */
+export const orgMembers = pgTable('org_members', {
+  orgId: text('org_id').notNull(),
+  userId: text('user_id').notNull(),
+  role: text('role').notNull(),
+  changedAt: ts('changed_at').notNull(),
+}, (t) => [primaryKey({ columns: [t.orgId, t.userId] }), index('org_members_user_idx').on(t.userId)]);
+
 /** Projection of identity's organizations (names for e-mails). */
 export const orgs = pgTable('orgs', {
   orgId: text('org_id').primaryKey(),
