@@ -75,6 +75,18 @@ describe('activity log API', () => {
     }
   });
 
+  it('a retried record with the same Idempotency-Key is stored once', async () => {
+    const headers = { 'idempotency-key': `a-${randomUUID()}` };
+    const payload = { actor_type: 'system', actor_id: 'cron', action: 'report.sent' };
+    const first = await svc.inject(userA, { method: 'POST', url: '/activity-log', payload, headers });
+    const again = await svc.inject(userA, { method: 'POST', url: '/activity-log', payload, headers });
+    expect([first.statusCode, again.statusCode]).toEqual([201, 200]);
+    expect(again.json().data.id).toBe(first.json().data.id);
+    expect((await list('?action=report.sent')).meta.total).toBe(1);
+    await svc.inject(userA, { method: 'POST', url: '/activity-log', payload });
+    expect((await list('?action=report.sent')).meta.total).toBe(2); // without a key, each call records
+  });
+
   it('filters by actor, action (and action family), entity; paginates newest first', async () => {
     for (let i = 0; i < 4; i++) {
       await svc.inject(userA, { method: 'POST', url: '/activity-log', payload: { actor_type: i % 2 ? 'agent' : 'system', actor_id: `a${i}`, action: `job.step${i}` } });

@@ -108,6 +108,21 @@ describe('notifications API', () => {
     expect((await get(alice, '/notifications/unread-count')).json().data.count).toBe(1);
   });
 
+  it('a retried create with the same Idempotency-Key returns the first notification (per org)', async () => {
+    const headers = { 'idempotency-key': `retry-${randomUUID()}` };
+    const first = await svc.inject(alice, { method: 'POST', url: '/notifications', payload: { title: 'once', message: 'm' }, headers });
+    const again = await svc.inject(alice, { method: 'POST', url: '/notifications', payload: { title: 'once', message: 'm' }, headers });
+    expect(first.statusCode).toBe(201);
+    expect(again.statusCode).toBe(200);
+    expect(again.json().data.id).toBe(first.json().data.id);
+    expect(await count(svc.ctx.pool, "SELECT count(*) AS n FROM notifications WHERE title = 'once'")).toBe(1);
+    expect((await svc.inject(eve, { method: 'POST', url: '/notifications', payload: { title: 'once', message: 'm' }, headers })).statusCode).toBe(201);
+    for (const key of ['x'.repeat(201), 'has space', '']) {
+      const bad = await svc.inject(alice, { method: 'POST', url: '/notifications', payload: { title: 't', message: 'm' }, headers: { 'idempotency-key': key } });
+      expect(bad.statusCode, key.slice(0, 10)).toBe(400);
+    }
+  });
+
   it('validates input with a 400 envelope', async () => {
     for (const payload of [{}, { title: '', message: 'm' }, { title: 't' }, { title: 't', message: 'm', type: 'fatal' },
       { title: 't', message: 'm', link: 'javascript:alert(1)' }, { title: 't', message: 'm', link: '//evil.example' }, { title: 'x'.repeat(301), message: 'm' }]) {

@@ -347,6 +347,18 @@ describe('webhook management', () => {
     expect((await svc.inject(adminA, { method: 'GET', url: `/webhooks/${hook.id}` })).statusCode).toBe(404);
   });
 
+  it('a retried registration with the same Idempotency-Key creates one webhook and does not show the secret again', async () => {
+    const headers = { 'idempotency-key': `w-${randomUUID()}` };
+    const payload = { url: url('/idem'), events: ['tasks.task.created'] };
+    const first = await svc.inject(adminA, { method: 'POST', url: '/webhooks', payload, headers });
+    const again = await svc.inject(adminA, { method: 'POST', url: '/webhooks', payload, headers });
+    expect([first.statusCode, again.statusCode]).toEqual([201, 200]);
+    expect(first.json().data.secret).toMatch(/^whsec_/);
+    expect(again.json().data).toMatchObject({ id: first.json().data.id });
+    expect(again.json().data.secret).toBeUndefined();
+    expect(await count(svc.ctx.pool, "SELECT count(*) AS n FROM webhooks WHERE url = $1", [url('/idem')])).toBe(1);
+  });
+
   it('validates input: unknown event types, empty events, unknown fields stripped', async () => {
     const bad = await svc.inject(adminA, { method: 'POST', url: '/webhooks', payload: { url: url('/v'), events: ['tasks.task.exploded'] } });
     expect(bad.statusCode).toBe(400);

@@ -1,4 +1,4 @@
-import { AppError, badRequest, forbidden, notFound } from '@aos/core';
+import { AppError, badRequest, conflict, forbidden, notFound } from '@aos/core';
 import { Envelope, IdParam, ListEnvelope, list, Nullable, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, asc, count, desc, eq, gt, inArray, isNull, or, sql, type SQL } from 'drizzle-orm';
@@ -7,6 +7,7 @@ import { notificationReceipts as receipts, notifications } from '../db/schema.js
 import { LiveHub, type LiveEvent } from '../domain/live.js';
 import { createNotification, notificationView } from '../domain/notifications.js';
 import type { Ctx } from '../service.js';
+import { IdempotencyHeaders } from './idempotency.js';
 
 const NotificationType = Type.Union([Type.Literal('info'), Type.Literal('warning'), Type.Literal('error'), Type.Literal('success')]);
 
@@ -107,7 +108,7 @@ export function notificationRoutes(app: App, ctx: Ctx) {
   });
 
   app.post('/notifications', {
-    schema: { tags: ['Notifications'], summary: 'Create a notification', body: CreateBody, response: { 201: Envelope(NotificationSchema) } },
+    schema: { tags: ['Notifications'], summary: 'Create a notification', headers: IdempotencyHeaders, body: CreateBody, response: { 201: Envelope(NotificationSchema), 200: Envelope(NotificationSchema) } },
     config: write,
   }, async (request, reply) => {
     const orgId = orgOf(request);
@@ -124,10 +125,14 @@ export function notificationRoutes(app: App, ctx: Ctx) {
       throw forbidden('Only organization admins can notify another user');
     }
     if (!userId && !b.broadcast) throw badRequest('This principal has no user: give user_id or broadcast', [{ field: 'user_id' }]);
+    const idempotencyKey = request.headers['idempotency-key'] ?? null;
     const row = await ctx.db.transaction((tx) => createNotification(tx, ctx.outbox, {
-      orgId, userId, type: b.type ?? 'info', kind: 'manual', title: b.title, message: b.message, source: b.source ?? null, link: b.link ?? null,
+      orgId, userId, type: b.type ?? 'info', kind: 'manual', title: b.title, message: b.message, source: b.source ?? null, link: b.link ?? null, idempotencyKey,
     }, p.tenantId));
-    return reply.status(201).send(ok(notificationView(row!)));
+    if (row) return reply.status(201).send(ok(notificationView(row)));
+    const [first] = await ctx.db.select().from(notifications).where(and(eq(notifications.orgId, orgId), eq(notifications.idempotencyKey, idempotencyKey ?? '')));
+    if (!first) throw conflict('A notification with this Idempotency-Key was created and removed since');
+    return reply.status(200).send(ok(notificationView(first)));
   });
 
   app.get('/notifications/unread-count', {

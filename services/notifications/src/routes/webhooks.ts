@@ -8,6 +8,7 @@ import { assertSafeTarget, BlockedTargetError } from '../domain/ssrf.js';
 import { generateSecret } from '../domain/webhooks.js';
 import { enqueueDelivery, targetPolicy } from '../jobs/webhook-delivery.js';
 import type { Ctx } from '../service.js';
+import { IdempotencyHeaders } from './idempotency.js';
 
 const WebhookSchema = Type.Object({
   id: Type.Integer(), url: Type.String(), description: Nullable(Type.String()), events: Type.Array(Type.String()),
@@ -78,7 +79,10 @@ export function webhookRoutes(app: App, ctx: Ctx) {
   });
 
   app.post('/webhooks', {
-    schema: { tags: ['Webhooks'], summary: 'Register an outbound webhook (the secret is returned once)', body: CreateBody, response: { 201: Envelope(WithSecret) } },
+    schema: {
+      tags: ['Webhooks'], summary: 'Register an outbound webhook (the secret is returned once)', headers: IdempotencyHeaders, body: CreateBody,
+      response: { 201: Envelope(WithSecret), 200: Envelope(WebhookSchema) },
+    },
     config: { ...admin, scope: 'notifications:write' },
   }, async (request, reply) => {
     const orgId = orgOf(request);
@@ -86,10 +90,15 @@ export function webhookRoutes(app: App, ctx: Ctx) {
     checkEvents(b.events);
     const url = await checkUrl(b.url);
     const secret = generateSecret();
+    const idempotencyKey = request.headers['idempotency-key'] ?? null;
     const [row] = await ctx.db.insert(webhooks).values({
-      orgId, url, events: b.events, description: b.description ?? null, secret, active: b.active ?? true, createdBy: request.principal.userId,
-    }).returning();
-    return reply.status(201).send(ok({ ...view(row!), secret }));
+      orgId, url, events: b.events, description: b.description ?? null, secret, active: b.active ?? true, createdBy: request.principal.userId, idempotencyKey,
+    }).onConflictDoNothing().returning();
+    if (row) return reply.status(201).send(ok({ ...view(row), secret }));
+    // A retry gets the webhook, not its secret again (shown once: rotate it if the first answer was lost).
+    const [first] = await ctx.db.select().from(webhooks).where(and(eq(webhooks.orgId, orgId), eq(webhooks.idempotencyKey, idempotencyKey ?? '')));
+    if (!first) throw conflict('A webhook with this Idempotency-Key was created and deleted since');
+    return reply.status(200).send(ok(view(first)));
   });
 
   app.get('/webhooks/:id', {
