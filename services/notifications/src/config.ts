@@ -14,6 +14,8 @@ export const config = {
   WEBHOOK_ALLOWED_HOSTS: Env.list(''),
   /** DNS servers (`ip` or `ip:port`, comma-separated) for webhook hosts; empty = the system resolver. */
   WEBHOOK_DNS_SERVERS: Type.String({ default: '', pattern: '^[0-9A-Fa-f.:\\[\\], ]*$' }),
+  /** 32 bytes (64 hex or 44 base64 characters): webhook signing secrets are stored AES-256-GCM encrypted with it. */
+  WEBHOOK_SECRET_KEY: Type.Optional(Type.String({ pattern: '^([0-9a-fA-F]{64}|[A-Za-z0-9+/]{43}=)$' })),
   WEBHOOK_MAX_ATTEMPTS: Env.int(6, { minimum: 1, maximum: 20 }),
   WEBHOOK_BACKOFF_MS: Env.int(5_000, { minimum: 10 }),
   WEBHOOK_TIMEOUT_MS: Env.int(10_000, { minimum: 100, maximum: 60_000 }),

@@ -1,6 +1,6 @@
 import { Queues } from '@aos/contracts';
 import { apiKeyPrincipal, startTestService, userPrincipal, waitFor, sleep } from '@aos/testkit';
-import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -59,7 +59,10 @@ beforeAll(async () => {
   port = (receiver.address() as AddressInfo).port;
   await dns.start();
   resolving = await startTestService(service, {
-    env: { WEBHOOK_DNS_SERVERS: `127.0.0.1:${dns.port}`, WEBHOOK_ALLOWED_HOSTS: 'pinned.test', WEBHOOK_BACKOFF_MS: '100', WEBHOOK_MAX_ATTEMPTS: '3' },
+    env: {
+      WEBHOOK_DNS_SERVERS: `127.0.0.1:${dns.port}`, WEBHOOK_ALLOWED_HOSTS: 'pinned.test', WEBHOOK_BACKOFF_MS: '100', WEBHOOK_MAX_ATTEMPTS: '3',
+      WEBHOOK_SECRET_KEY: randomBytes(32).toString('hex'),
+    },
   });
   svc = await startTestService(service, {
     // Loopback is allowed by name for the local receiver only; 127.0.0.1 and every other private address stay refused.
@@ -157,6 +160,13 @@ describe('SSRF guard with DNS answers that change (rebinding)', () => {
     await publish(resolving.ctx, taskCreated(601, orgR));
     const hit = await waitFor(() => received.find((r) => r.path === '/pinned'), { message: 'delivered to the resolved address' });
     expect(hit.headers.host).toBe(`pinned.test:${port}`);
+    // This instance has WEBHOOK_SECRET_KEY: the stored secret is sealed, the signature still verifies.
+    const secret = res.json().data.secret as string;
+    const { rows: [stored] } = await resolving.ctx.pool.query('SELECT secret FROM webhooks WHERE id = $1', [res.json().data.id]);
+    expect(stored.secret).toMatch(/^enc1:/);
+    expect(stored.secret).not.toContain(secret.slice(6));
+    const ts = hit.headers['x-aos-timestamp'] as string;
+    expect(hit.headers['x-aos-signature']).toBe(`v1=${createHmac('sha256', secret).update(`${ts}.${hit.body}`).digest('hex')}`);
   });
 });
 
@@ -259,6 +269,19 @@ describe('webhook delivery', () => {
     const res = await svc.inject(adminA, { method: 'PATCH', url: `/webhooks/${hook.id}`, payload: { active: true } });
     expect(res.json().data).toMatchObject({ active: true, consecutive_failures: 0, disabled_at: null });
     expect((await svc.inject(adminA, { method: 'POST', url: `/webhooks/${hook.id}/deliveries/${log.data[0].id}/redeliver` })).statusCode).toBe(202);
+  });
+
+  it('fails a delivery at once, saying why, when the stored secret is sealed but this instance has no WEBHOOK_SECRET_KEY', async () => {
+    const orgS = randomUUID();
+    const { rows } = await svc.ctx.pool.query(
+      "INSERT INTO webhooks (org_id, url, events, secret) VALUES ($1, $2, '{tasks.task.created}', 'enc1:AAAA.BBBB.CCCC') RETURNING id", [orgS, url('/sealed')]);
+    await publish(svc.ctx, taskCreated(800, orgS));
+    const d = await waitFor(async () => {
+      const r = await svc.ctx.pool.query('SELECT status, error, attempts FROM webhook_deliveries WHERE webhook_id = $1', [rows[0].id]);
+      return r.rows[0]?.status === 'failed' ? r.rows[0] : null;
+    }, { message: 'delivery failed' });
+    expect(d.error).toMatch(/WEBHOOK_SECRET_KEY/);
+    expect(received.filter((r) => r.path === '/sealed')).toHaveLength(0);
   });
 
   it('redelivers a past delivery on request (same event id, fresh signature)', async () => {

@@ -7,6 +7,7 @@ import { deliver, sign, SIGNATURE_HEADER, TIMESTAMP_HEADER } from '../domain/web
 import { splitList } from '@aos/core';
 import type { Ctx } from '../service.js';
 import { createNotification } from '../domain/notifications.js';
+import { openSecret, secretKey } from '../domain/secret-box.js';
 
 export interface WebhookJob { webhookId: number; eventId: string }
 
@@ -45,10 +46,18 @@ export async function deliverWebhookJob(ctx: Ctx, job: WebhookJob, attempt: numb
     await ctx.db.update(webhookDeliveries).set({ status: 'failed', error: 'webhook disabled' }).where(eq(webhookDeliveries.id, d.id));
     return;
   }
+  let secret: string;
+  try {
+    secret = openSecret(w.secret, secretKey(ctx.config.WEBHOOK_SECRET_KEY));
+  } catch (err) {
+    // Misconfiguration (key missing or changed): retrying cannot help; fix the key and redeliver.
+    await ctx.db.update(webhookDeliveries).set({ status: 'failed', error: (err as Error).message.slice(0, 500) }).where(eq(webhookDeliveries.id, d.id));
+    throw new UnrecoverableError((err as Error).message);
+  }
   const body = JSON.stringify(d.payload);
   const timestamp = Math.floor(Date.now() / 1000);
   const result = await deliver(w.url, body, {
-    [SIGNATURE_HEADER]: sign(w.secret, timestamp, body),
+    [SIGNATURE_HEADER]: sign(secret, timestamp, body),
     [TIMESTAMP_HEADER]: String(timestamp),
     'x-aos-event': d.eventType,
     'x-aos-event-id': d.eventId,

@@ -5,6 +5,7 @@ import { Type } from '@sinclair/typebox';
 import { and, count, desc, eq, sql } from 'drizzle-orm';
 import { webhookDeliveries, webhooks } from '../db/schema.js';
 import { assertSafeTarget, BlockedTargetError } from '../domain/ssrf.js';
+import { sealSecret, secretKey } from '../domain/secret-box.js';
 import { generateSecret } from '../domain/webhooks.js';
 import { enqueueDelivery, targetPolicy } from '../jobs/webhook-delivery.js';
 import type { Ctx } from '../service.js';
@@ -92,7 +93,7 @@ export function webhookRoutes(app: App, ctx: Ctx) {
     const secret = generateSecret();
     const idempotencyKey = request.headers['idempotency-key'] ?? null;
     const [row] = await ctx.db.insert(webhooks).values({
-      orgId, url, events: b.events, description: b.description ?? null, secret, active: b.active ?? true, createdBy: request.principal.userId, idempotencyKey,
+      orgId, url, events: b.events, description: b.description ?? null, secret: sealSecret(secret, secretKey(ctx.config.WEBHOOK_SECRET_KEY)), active: b.active ?? true, createdBy: request.principal.userId, idempotencyKey,
     }).onConflictDoNothing().returning();
     if (row) return reply.status(201).send(ok({ ...view(row), secret }));
     // A retry gets the webhook, not its secret again (shown once: rotate it if the first answer was lost).
@@ -133,7 +134,7 @@ export function webhookRoutes(app: App, ctx: Ctx) {
   }, async (request) => {
     const orgId = orgOf(request);
     const secret = generateSecret();
-    const [row] = await ctx.db.update(webhooks).set({ secret, updatedAt: new Date() })
+    const [row] = await ctx.db.update(webhooks).set({ secret: sealSecret(secret, secretKey(ctx.config.WEBHOOK_SECRET_KEY)), updatedAt: new Date() })
       .where(and(eq(webhooks.orgId, orgId), eq(webhooks.id, request.params.id))).returning();
     if (!row) throw notFound('Webhook');
     return ok({ ...view(row), secret });
