@@ -68,7 +68,7 @@ describe('activity log API', () => {
     for (const payload of [{}, { actor_type: 'robot', actor_id: 'x', action: 'y' }, { actor_type: 'user', action: 'y' }, { actor_type: 'user', actor_id: 'x', action: '' },
       { actor_type: 'user', actor_id: 'x', action: 'y', metadata: 'nope' }, { actor_type: 'user', actor_id: 'x', action: 'y', metadata: { big: 'x'.repeat(20_000) } },
       { actor_type: 'user', actor_id: 'x', action: 'y', metadata: { note: 'a\u0000b' } }, { actor_type: 'user', actor_id: 'x', action: 'y', metadata: { 'k\u0000': 1 } },
-      { actor_type: 'user', actor_id: 'x\u0000', action: 'y' }]) {
+      { actor_type: 'user', actor_id: 'x\u0000', action: 'y' }, { actor_type: 'user', actor_id: 'x', action: 'y', metadata: { deep: JSON.parse('['.repeat(5_000) + ']'.repeat(5_000)) } }]) {
       const bad = await svc.inject(userA, { method: 'POST', url: '/activity-log', payload });
       expect(bad.statusCode, JSON.stringify(payload).slice(0, 80)).toBe(400);
       expect(bad.json().error.code).toBe('VALIDATION_ERROR');

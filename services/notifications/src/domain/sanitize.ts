@@ -17,3 +17,15 @@ export function jsonWithoutNul<T>(value: T): T {
 
 /** True when a JSON value holds a NUL anywhere (API input: refused with a 400, not cleaned). */
 export const hasNul = (value: unknown) => JSON.stringify(value ?? null).includes('\\u0000');
+
+/** True when a JSON value nests deeper than `max` (checked without recursion: deep input cannot overflow the stack). */
+export function nestsDeeperThan(value: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth >= max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return false;
+}

@@ -3,7 +3,7 @@ import { Envelope, ListEnvelope, list, Nullable, ok, orgOf, page, PaginationQuer
 import { Type } from '@sinclair/typebox';
 import { and, count, desc, eq, gte, lte, sql } from 'drizzle-orm';
 import { activityLog } from '../db/schema.js';
-import { hasNul } from '../domain/sanitize.js';
+import { hasNul, nestsDeeperThan } from '../domain/sanitize.js';
 import type { Ctx } from '../service.js';
 import { IdempotencyHeaders } from './idempotency.js';
 
@@ -78,6 +78,7 @@ export function activityRoutes(app: App, ctx: Ctx) {
     config: { scope: 'notifications:write' },
   }, async (request, reply) => {
     const b = request.body;
+    if (nestsDeeperThan(b.metadata ?? {}, 32)) throw badRequest('metadata nests too deep (max 32 levels)', [{ field: 'metadata' }]);
     const metadata = { ...(b.metadata ?? {}), recorded_by: { kind: request.principal.kind, id: request.principal.userId ?? request.principal.apiKeyId } };
     if (JSON.stringify(metadata).length > 16_384) throw badRequest('metadata is too large (max 16 KiB)', [{ field: 'metadata' }]);
     if (hasNul(metadata)) throw badRequest('metadata must not contain NUL characters', [{ field: 'metadata' }]);
