@@ -11,10 +11,10 @@ import { service as tasks } from '../../services/tasks/src/service.js';
 
 /**
  * Identity and tasks services listening on loopback ports behind a real gateway, all on
- * one test namespace: the path a client's request really takes.
+ * one test namespace: the path a client's request really takes. Pass `ns` (and the URL of a
+ * service started on it in `gatewayEnv`) to put more services behind the same gateway.
  */
-export async function startStack(gatewayEnv: Record<string, string> = {}) {
-  const ns: TestNamespace = createNamespace();
+export async function startStack(gatewayEnv: Record<string, string> = {}, ns: TestNamespace = createNamespace()) {
   const { privateKey } = await generateKeyPair('EdDSA', { crv: 'Ed25519', extractable: true });
   const identityJwk = JSON.stringify({ ...(await exportJWK(privateKey)), kid: randomUUID(), alg: 'EdDSA' });
   const id = await startTestService(identity, { namespace: ns, env: { IDENTITY_JWT_PRIVATE_JWK: identityJwk, API_KEY_PEPPER: randomBytes(24).toString('hex'), PASSWORD_SCRYPT_LOG_N: '10' } });

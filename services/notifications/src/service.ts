@@ -10,6 +10,7 @@ import { mailer } from './events/mailer.js';
 import { notifier } from './events/notify.js';
 import { usersProjection } from './events/users.js';
 import { webhookFanout } from './events/webhooks.js';
+import { scheduleRecovery } from './jobs/recovery.js';
 import { scheduleRetention } from './jobs/retention.js';
 import { deliverWebhookJob, type WebhookJob } from './jobs/webhook-delivery.js';
 
@@ -29,6 +30,7 @@ export const service = defineService({
   ],
   jobs: (ctx) => {
     scheduleRetention(ctx);
+    scheduleRecovery(ctx);
     ctx.queues.worker<WebhookJob>(Queues.webhookDelivery, (payload, job) =>
       deliverWebhookJob(ctx, payload, job.attemptsMade + 1, job.opts.attempts ?? 1), { concurrency: ctx.config.WEBHOOK_CONCURRENCY });
     if (ctx.config.SMTP_URL) {

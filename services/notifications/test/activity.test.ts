@@ -66,11 +66,29 @@ describe('activity log API', () => {
     expect(res.json().data).toMatchObject({ actor_type: 'user', actor_id: 'me', action: 'deploy.started', entity_type: 'product', entity_id: 'p1', event_id: null });
     expect(res.json().data.metadata.env).toBe('prod');
     for (const payload of [{}, { actor_type: 'robot', actor_id: 'x', action: 'y' }, { actor_type: 'user', action: 'y' }, { actor_type: 'user', actor_id: 'x', action: '' },
-      { actor_type: 'user', actor_id: 'x', action: 'y', metadata: 'nope' }, { actor_type: 'user', actor_id: 'x', action: 'y', metadata: { big: 'x'.repeat(20_000) } }]) {
+      { actor_type: 'user', actor_id: 'x', action: 'y', metadata: 'nope' }, { actor_type: 'user', actor_id: 'x', action: 'y', metadata: { big: 'x'.repeat(20_000) } },
+      { actor_type: 'user', actor_id: 'x', action: 'y', metadata: { note: 'a\u0000b' } }, { actor_type: 'user', actor_id: 'x', action: 'y', metadata: { 'k\u0000': 1 } },
+      { actor_type: 'user', actor_id: 'x\u0000', action: 'y' }]) {
       const bad = await svc.inject(userA, { method: 'POST', url: '/activity-log', payload });
       expect(bad.statusCode, JSON.stringify(payload).slice(0, 80)).toBe(400);
       expect(bad.json().error.code).toBe('VALIDATION_ERROR');
     }
+    const deep = `{"actor_type":"user","actor_id":"x","action":"y","metadata":{"deep":${'['.repeat(5_000)}${']'.repeat(5_000)}}}`;
+    const tooDeep = await svc.inject(userA, { method: 'POST', url: '/activity-log', payload: deep, headers: { 'content-type': 'application/json' } });
+    expect(tooDeep.statusCode).toBe(400);
+    expect(tooDeep.json().error.message).toMatch(/nests too deep/);
+  });
+
+  it('a retried record with the same Idempotency-Key is stored once', async () => {
+    const headers = { 'idempotency-key': `a-${randomUUID()}` };
+    const payload = { actor_type: 'system', actor_id: 'cron', action: 'report.sent' };
+    const first = await svc.inject(userA, { method: 'POST', url: '/activity-log', payload, headers });
+    const again = await svc.inject(userA, { method: 'POST', url: '/activity-log', payload, headers });
+    expect([first.statusCode, again.statusCode]).toEqual([201, 200]);
+    expect(again.json().data.id).toBe(first.json().data.id);
+    expect((await list('?action=report.sent')).meta.total).toBe(1);
+    await svc.inject(userA, { method: 'POST', url: '/activity-log', payload });
+    expect((await list('?action=report.sent')).meta.total).toBe(2); // without a key, each call records
   });
 
   it('filters by actor, action (and action family), entity; paginates newest first', async () => {

@@ -3,6 +3,8 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { SMTPServer } from 'smtp-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { queueEmail } from '../src/domain/email.js';
+import { recoverLostJobs } from '../src/jobs/recovery.js';
 import { service } from '../src/service.js';
 import { count, envelope, handledBy, publish, publishTwice } from './helpers.js';
 
@@ -103,12 +105,69 @@ describe('e-mail over SMTP', () => {
     expect(mail.decoded).toContain('expired_card');
   });
 
+  it('without an e-mail or user on the event, mails the org\'s current owners and admins (membership events out of order)', async () => {
+    const orgX = randomUUID();
+    const tenantId = randomUUID();
+    const people = ['owner', 'admin', 'member', 'ex-admin', 'gone-admin'].map((r) => ({ role: r, userId: randomUUID(), email: `${r}-${orgX.slice(0, 6)}@example.com` }));
+    const [owner, admin, member, exAdmin, goneAdmin] = people as [typeof people[number], typeof people[number], typeof people[number], typeof people[number], typeof people[number]];
+    const t0 = Date.now() - 60_000;
+    const events = [
+      ...people.map((p) => envelope('identity.user.registered', { userId: p.userId, email: p.email, username: p.role, tenantId, personalOrgId: randomUUID(), platformRoles: [] }, { occurredAt: new Date(t0) })),
+      envelope('identity.member.added', { orgId: orgX, tenantId, userId: owner.userId, role: 'owner' }, { orgId: orgX, occurredAt: new Date(t0 + 1_000) }),
+      envelope('identity.member.added', { orgId: orgX, tenantId, userId: admin.userId, role: 'member' }, { orgId: orgX, occurredAt: new Date(t0 + 1_000) }),
+      envelope('identity.member.role_changed', { orgId: orgX, tenantId, userId: admin.userId, role: 'admin' }, { orgId: orgX, occurredAt: new Date(t0 + 2_000) }),
+      envelope('identity.member.added', { orgId: orgX, tenantId, userId: member.userId, role: 'member' }, { orgId: orgX, occurredAt: new Date(t0 + 1_000) }),
+      // Removed, but the removal is consumed before the (older) addition.
+      envelope('identity.member.removed', { orgId: orgX, tenantId, userId: exAdmin.userId }, { orgId: orgX, occurredAt: new Date(t0 + 3_000) }),
+      envelope('identity.member.added', { orgId: orgX, tenantId, userId: exAdmin.userId, role: 'admin' }, { orgId: orgX, occurredAt: new Date(t0 + 1_000) }),
+      envelope('identity.member.added', { orgId: orgX, tenantId, userId: goneAdmin.userId, role: 'admin' }, { orgId: orgX, occurredAt: new Date(t0 + 1_000) }),
+      envelope('identity.user.deleted', { userId: goneAdmin.userId, tenantId }, { occurredAt: new Date(t0 + 4_000) }),
+    ];
+    for (const e of events) {
+      await publish(svc.ctx, e);
+      await waitFor(() => handledBy(svc.ctx.pool, e.id, ['users-projection']), { message: `${e.type} projected` });
+    }
+    const failed = envelope('billing.payment.failed', { stripeObjectId: 'pi_auto', amountCents: 500, currency: 'usd', reason: 'card_declined', userId: null, email: null }, { orgId: orgX });
+    await publishTwice(svc.ctx, failed);
+    await waitFor(() => mailTo(owner.email)[0] && mailTo(admin.email)[0], { message: 'owner and admin mailed' });
+    await waitFor(() => handledBy(svc.ctx.pool, failed.id, ['mailer']));
+    const { rows } = await svc.ctx.pool.query("SELECT recipient FROM emails WHERE event_id = $1 ORDER BY recipient", [failed.id]);
+    expect(rows.map((r) => r.recipient)).toEqual([admin.email, owner.email].sort());
+    for (const p of [member, exAdmin, goneAdmin]) expect(mailTo(p.email)).toHaveLength(0);
+  });
+
+  it('keeps a deleted user out even when their registration is consumed after the deletion', async () => {
+    const userId = randomUUID();
+    const deleted = envelope('identity.user.deleted', { userId, tenantId: null }, { occurredAt: new Date() });
+    const registered = envelope('identity.user.registered', { userId, email: 'late@example.com', username: 'late', tenantId: randomUUID(), personalOrgId: randomUUID(), platformRoles: [] },
+      { occurredAt: new Date(Date.now() - 60_000) });
+    for (const e of [deleted, registered]) {
+      await publish(svc.ctx, e);
+      await waitFor(() => handledBy(svc.ctx.pool, e.id, ['users-projection']));
+    }
+    expect(await count(svc.ctx.pool, 'SELECT count(*) AS n FROM users WHERE user_id = $1', [userId])).toBe(0);
+  });
+
   it('retries a refused send and records it failed after the last attempt', async () => {
     await publish(svc.ctx, resetEvent('bounce@example.com'));
     await waitFor(async () => (await count(svc.ctx.pool, "SELECT count(*) AS n FROM emails WHERE recipient = 'bounce@example.com' AND status = 'failed' AND attempts = 2")) === 1,
       { message: 'failed after 2 attempts' });
     const { rows } = await svc.ctx.pool.query("SELECT error FROM emails WHERE recipient = 'bounce@example.com'");
     expect(rows[0].error).toMatch(/mailbox unavailable/);
+  });
+});
+
+describe('lost e-mail jobs', () => {
+  it('sends a queued e-mail whose job was never added (crash between commit and enqueue)', async () => {
+    const id = await svc.ctx.db.transaction((tx) => queueEmail(tx, svc.ctx, () => {}, {
+      template: 'password_reset', to: 'lost@example.com', vars: { resetUrl: 'https://app.example/reset?token=t', expiresAt: '2030-01-01T00:00:00.000Z' }, orgId: null, eventId: randomUUID(),
+    }));
+    expect(id).toBeTypeOf('number');
+    expect(await recoverLostJobs(svc.ctx, 0)).toMatchObject({ emails: 1 });
+    await waitFor(() => mailTo('lost@example.com')[0], { message: 'recovered e-mail sent' });
+    await waitFor(async () => (await count(svc.ctx.pool, "SELECT count(*) AS n FROM emails WHERE id = $1 AND status = 'sent'", [id])) === 1);
+    expect(await recoverLostJobs(svc.ctx, 0)).toMatchObject({ emails: 0 });
+    expect(mailTo('lost@example.com')).toHaveLength(1);
   });
 });
 

@@ -112,6 +112,17 @@ describe('notifications from events (exactly once per event)', () => {
     expect(await count(svc.ctx.pool, "SELECT count(*) AS n FROM notifications WHERE link IN ('/tasks/11', '/tasks/12')")).toBe(0);
   });
 
+  it('an event carrying NUL characters (Postgres refuses them) still gives its notification and activity row', async () => {
+    const e = envelope('agents.agent.errored', { agentId: 4, name: 'nul\u0000bot', status: 'error', error: 'bad\u0000byte', ownerUserId: alice.userId },
+      { orgId: orgA, actor: { type: 'agent', id: 'nul\u0000bot' } });
+    await deliverTwice(e);
+    await waitFor(() => handledBy(svc.ctx.pool, e.id, ['activity-log']), { message: 'activity recorded' });
+    const { rows } = await svc.ctx.pool.query('SELECT title, message FROM notifications WHERE event_id = $1', [e.id]);
+    expect(rows).toEqual([{ title: 'Agent nulbot errored', message: 'badbyte' }]);
+    const { rows: activity } = await svc.ctx.pool.query("SELECT actor_id, metadata->'data'->>'error' AS error FROM activity_log WHERE event_id = $1", [e.id]);
+    expect(activity).toEqual([{ actor_id: 'nulbot', error: 'badbyte' }]);
+  });
+
   it('publishes notifications.notification.created for each notification', async () => {
     expect(await count(svc.ctx.pool, 'SELECT count(*) AS n FROM notifications')).toBeGreaterThan(5);
     expect(await count(svc.ctx.pool, `SELECT count(*) AS n FROM notifications n WHERE NOT EXISTS (SELECT 1 FROM aos_outbox o

@@ -4,9 +4,9 @@ import type { Pool } from '@aos/db';
 import { randomUUID } from 'node:crypto';
 import type { Ctx } from '../src/service.js';
 
-export function envelope<T extends EventType>(type: T, data: EventData<T>, opts: { orgId?: string | null; tenantId?: string | null; actor?: Actor; id?: string } = {}): EventEnvelope<T> {
+export function envelope<T extends EventType>(type: T, data: EventData<T>, opts: { orgId?: string | null; tenantId?: string | null; actor?: Actor; id?: string; occurredAt?: Date } = {}): EventEnvelope<T> {
   return {
-    id: opts.id ?? randomUUID(), type, version: 1, source: 'test', occurredAt: new Date().toISOString(),
+    id: opts.id ?? randomUUID(), type, version: 1, source: 'test', occurredAt: (opts.occurredAt ?? new Date()).toISOString(),
     tenantId: opts.tenantId ?? null, orgId: opts.orgId === undefined ? null : opts.orgId,
     actor: opts.actor ?? { type: 'system', id: null }, data,
   };

@@ -18,7 +18,7 @@ const eve = userPrincipal({ orgId: orgB, orgRole: 'owner', userId: randomUUID() 
 const create = (p: typeof alice, payload: Record<string, unknown>) => svc.inject(p, { method: 'POST', url: '/notifications', payload });
 const get = (p: typeof alice, url: string) => svc.inject(p, { method: 'GET', url });
 
-beforeAll(async () => { svc = await startTestService(service, { env: { SSE_HEARTBEAT_MS: '200' } }); });
+beforeAll(async () => { svc = await startTestService(service, { env: { SSE_HEARTBEAT_MS: '200', SSE_MAX_STREAMS_PER_CALLER: '2' } }); });
 afterAll(async () => { await svc?.close(); });
 
 describe('notifications API', () => {
@@ -108,6 +108,21 @@ describe('notifications API', () => {
     expect((await get(alice, '/notifications/unread-count')).json().data.count).toBe(1);
   });
 
+  it('a retried create with the same Idempotency-Key returns the first notification (per org)', async () => {
+    const headers = { 'idempotency-key': `retry-${randomUUID()}` };
+    const first = await svc.inject(alice, { method: 'POST', url: '/notifications', payload: { title: 'once', message: 'm' }, headers });
+    const again = await svc.inject(alice, { method: 'POST', url: '/notifications', payload: { title: 'once', message: 'm' }, headers });
+    expect(first.statusCode).toBe(201);
+    expect(again.statusCode).toBe(200);
+    expect(again.json().data.id).toBe(first.json().data.id);
+    expect(await count(svc.ctx.pool, "SELECT count(*) AS n FROM notifications WHERE title = 'once'")).toBe(1);
+    expect((await svc.inject(eve, { method: 'POST', url: '/notifications', payload: { title: 'once', message: 'm' }, headers })).statusCode).toBe(201);
+    for (const key of ['x'.repeat(201), 'has space', '']) {
+      const bad = await svc.inject(alice, { method: 'POST', url: '/notifications', payload: { title: 't', message: 'm' }, headers: { 'idempotency-key': key } });
+      expect(bad.statusCode, key.slice(0, 10)).toBe(400);
+    }
+  });
+
   it('validates input with a 400 envelope', async () => {
     for (const payload of [{}, { title: '', message: 'm' }, { title: 't' }, { title: 't', message: 'm', type: 'fatal' },
       { title: 't', message: 'm', link: 'javascript:alert(1)' }, { title: 't', message: 'm', link: '//evil.example' }, { title: 'x'.repeat(301), message: 'm' }]) {
@@ -144,52 +159,91 @@ describe('OpenAPI', () => {
   });
 });
 
+type Streamed = { id: number; title: string };
+/** Opens GET /notifications/stream over a real socket; resolves once the status line is in. */
+async function openStream(p: typeof alice, headers: Record<string, string> = {}) {
+  if (!svc.app.server.listening) await svc.app.listen({ port: 0, host: '127.0.0.1' });
+  const { port } = svc.app.server.address() as AddressInfo;
+  const chunks: string[] = [];
+  const token = await tokenFor(p);
+  let req!: http.ClientRequest;
+  const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+    req = http.get({ host: '127.0.0.1', port, path: '/notifications/stream', headers: { [INTERNAL_TOKEN_HEADER]: token, ...headers } }, resolve);
+    req.on('error', reject);
+  });
+  res.setEncoding('utf8');
+  res.on('data', (c: string) => chunks.push(c));
+  res.on('error', () => {});
+  if (res.statusCode !== 200) await new Promise((resolve) => res.on('end', resolve)); // an error answer: read it whole
+  const text = () => chunks.join('');
+  return {
+    status: res.statusCode, contentType: String(res.headers['content-type']), text,
+    events: (): Streamed[] => text().split('\n\n').filter((b) => b.includes('event: notification'))
+      .map((b) => JSON.parse(b.split('\n').find((l) => l.startsWith('data: '))!.slice(6))),
+    ids: () => [...text().matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1])),
+    close: () => req.destroy(),
+  };
+}
+
 describe('live stream (SSE)', () => {
   it('streams the caller\'s new notifications (and org-wide ones), not other users\' or orgs\', with heartbeats', async () => {
-    await svc.app.listen({ port: 0, host: '127.0.0.1' });
-    const { port } = svc.app.server.address() as AddressInfo;
-    const chunks: string[] = [];
-    let contentType = '';
-    const req = http.get({ host: '127.0.0.1', port, path: '/notifications/stream', headers: { [INTERNAL_TOKEN_HEADER]: await tokenFor(alice) } }, (res) => {
-      contentType = String(res.headers['content-type']);
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => chunks.push(c));
-    });
+    const s = await openStream(alice);
     try {
-      await waitFor(() => chunks.join('').includes(': connected'), { message: 'stream open' });
-      expect(contentType).toMatch(/^text\/event-stream/);
+      await waitFor(() => s.text().includes(': connected'), { message: 'stream open' });
+      expect(s.status).toBe(200);
+      expect(s.contentType).toMatch(/^text\/event-stream/);
       await create(bob, { title: 'for bob', message: 'm' });
       await create(eve, { title: 'other org', message: 'm' });
       await create(alice, { title: 'for alice', message: 'm' });
       await create(adminA, { title: 'for all of A', message: 'm', broadcast: true });
-      await waitFor(() => chunks.join('').includes('for all of A'), { message: 'org-wide notification streamed' });
-      await waitFor(() => chunks.join('').includes(': heartbeat'), { message: 'heartbeat' });
-      const text = chunks.join('');
-      const events = text.split('\n\n').filter((b) => b.includes('event: notification'))
-        .map((b) => JSON.parse(b.split('\n').find((l) => l.startsWith('data: '))!.slice(6)));
-      expect(events.map((e: { title: string }) => e.title)).toEqual(['for alice', 'for all of A']);
-      expect(text).not.toContain('for bob');
-      expect(text).not.toContain('other org');
+      await waitFor(() => s.text().includes('for all of A'), { message: 'org-wide notification streamed' });
+      await waitFor(() => s.text().includes(': heartbeat'), { message: 'heartbeat' });
+      expect(s.events().map((e) => e.title)).toEqual(['for alice', 'for all of A']);
+      expect(s.text()).not.toContain('for bob');
+      expect(s.text()).not.toContain('other org');
     } finally {
-      req.destroy();
+      s.close();
     }
   });
 
-  it('replays what a reconnecting client missed after Last-Event-ID', async () => {
-    const { port } = svc.app.server.address() as AddressInfo;
-    const mine = (await get(alice, '/notifications?limit=200')).json().data.map((n: { id: number }) => n.id).sort((a: number, b: number) => a - b);
-    const after = mine[mine.length - 3];
-    const chunks: string[] = [];
-    const req = http.get({ host: '127.0.0.1', port, path: '/notifications/stream', headers: { [INTERNAL_TOKEN_HEADER]: await tokenFor(alice), 'last-event-id': String(after) } }, (res) => {
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => chunks.push(c));
-    });
+  it('replays exactly what a reconnecting client missed after Last-Event-ID (its own and org-wide only), then goes live without repeats', async () => {
+    const { rows: [{ max }] } = await svc.ctx.pool.query('SELECT max(id)::int AS max FROM notifications');
+    await create(bob, { title: 'missed by bob only', message: 'm' });
+    await create(eve, { title: 'other org, missed', message: 'm' });
+    await create(alice, { title: 'missed 1', message: 'm' });
+    await create(adminA, { title: 'missed 2', message: 'm', broadcast: true });
+    await create(alice, { title: 'missed 3', message: 'm' });
+    const s = await openStream(alice, { 'last-event-id': String(max) });
     try {
-      await waitFor(() => (chunks.join('').match(/event: notification/g) ?? []).length >= 2, { message: 'replayed' });
-      const ids = [...chunks.join('').matchAll(/^id: (\d+)$/gm)].map((m) => Number(m[1]));
-      expect(ids).toEqual(mine.slice(-2));
+      await waitFor(() => s.events().length >= 3, { message: 'replayed' });
+      await create(alice, { title: 'live after replay', message: 'm' });
+      await waitFor(() => s.events().some((e) => e.title === 'live after replay'), { message: 'live after replay' });
+      const events = s.events();
+      expect(events.map((e) => e.title)).toEqual(['missed 1', 'missed 2', 'missed 3', 'live after replay']);
+      expect(s.ids()).toEqual(events.map((e) => e.id));
+      expect(s.ids()[0]).toBeGreaterThan(max);
     } finally {
-      req.destroy();
+      s.close();
+    }
+  });
+
+  it('limits open streams per caller (429), and frees the slot when one closes', async () => {
+    const first = await openStream(bob);
+    const second = await openStream(bob);
+    try {
+      const third = await openStream(bob);
+      expect(third.status).toBe(429);
+      expect(JSON.parse(third.text()).error.code).toBe('RATE_LIMITED');
+      expect((await openStream(alice)).status).toBe(200); // another caller is not affected
+      first.close();
+      await waitFor(async () => {
+        const again = await openStream(bob);
+        again.close();
+        return again.status === 200;
+      }, { message: 'slot freed' });
+    } finally {
+      first.close();
+      second.close();
     }
   });
 

@@ -1,14 +1,19 @@
+import { Queues } from '@aos/contracts';
 import { apiKeyPrincipal, startTestService, userPrincipal, waitFor, sleep } from '@aos/testkit';
-import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { isBlockedAddress, resolveTarget } from '../src/domain/ssrf.js';
 import { deliver } from '../src/domain/webhooks.js';
+import { webhookFanout } from '../src/events/webhooks.js';
+import { recoverLostJobs } from '../src/jobs/recovery.js';
+import { deliveryJobId } from '../src/jobs/webhook-delivery.js';
 import { service } from '../src/service.js';
-import { count, envelope, publish } from './helpers.js';
+import { TestDnsServer } from './dns-server.js';
+import { count, envelope, handledBy, publish } from './helpers.js';
 
-type Received = { path: string; headers: http.IncomingHttpHeaders; body: string };
+type Received = { path: string; headers: http.IncomingHttpHeaders; body: string; at: number };
 const received: Received[] = [];
 /** Per path: the statuses to answer in turn (the last one repeats). */
 const script = new Map<string, number[]>();
@@ -16,6 +21,9 @@ let receiver: http.Server;
 let port: number;
 
 let svc: Awaited<ReturnType<typeof startTestService<typeof service.schema, typeof service.config>>>;
+/** An instance resolving webhook hosts with `dns` (a local DNS server whose answers tests change). */
+let resolving: typeof svc;
+const dns = new TestDnsServer();
 const orgA = randomUUID();
 const orgB = randomUUID();
 const adminA = userPrincipal({ orgId: orgA, orgRole: 'admin' });
@@ -32,7 +40,7 @@ async function register(path: string, events = ['tasks.task.created'], principal
   expect(res.statusCode, res.body).toBe(201);
   return res.json().data as { id: number; secret: string };
 }
-const deliveries = async (id: number) => (await svc.inject(adminA, { method: 'GET', url: `/webhooks/${id}/deliveries` })).json();
+const deliveries = async (id: number, principal = adminA) => (await svc.inject(principal, { method: 'GET', url: `/webhooks/${id}/deliveries` })).json();
 
 beforeAll(async () => {
   receiver = http.createServer((req, res) => {
@@ -40,7 +48,7 @@ beforeAll(async () => {
     req.on('data', (c) => { body += c; });
     req.on('end', () => {
       const path = req.url ?? '/';
-      received.push({ path, headers: req.headers, body });
+      received.push({ path, headers: req.headers, body, at: Date.now() });
       const statuses = script.get(path) ?? [200];
       const status = statuses.length > 1 ? statuses.shift()! : statuses[0]!;
       if (status >= 300 && status < 400) res.setHeader('location', `http://127.0.0.1:${port}/ok`);
@@ -49,6 +57,13 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
   port = (receiver.address() as AddressInfo).port;
+  await dns.start();
+  resolving = await startTestService(service, {
+    env: {
+      WEBHOOK_DNS_SERVERS: `127.0.0.1:${dns.port}`, WEBHOOK_ALLOWED_HOSTS: 'pinned.test', WEBHOOK_BACKOFF_MS: '100', WEBHOOK_MAX_ATTEMPTS: '3',
+      WEBHOOK_SECRET_KEY: randomBytes(32).toString('hex'),
+    },
+  });
   svc = await startTestService(service, {
     // Loopback is allowed by name for the local receiver only; 127.0.0.1 and every other private address stay refused.
     env: { WEBHOOK_ALLOWED_HOSTS: 'localhost', WEBHOOK_BACKOFF_MS: '100', WEBHOOK_MAX_ATTEMPTS: '3', WEBHOOK_DISABLE_AFTER: '2' },
@@ -56,16 +71,20 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await svc?.close();
+  await resolving?.close();
+  await dns.stop();
   await new Promise((r) => receiver?.close(r));
 });
 
 describe('SSRF guard', () => {
   it('classifies private, loopback, link-local, CGNAT, multicast, ULA and IPv4-mapped addresses', () => {
     for (const a of ['10.1.2.3', '127.0.0.1', '169.254.169.254', '172.16.0.1', '192.168.1.1', '100.64.0.1', '0.0.0.0', '224.0.0.1',
-      '::1', '::', 'fe80::1', 'fd00::1', 'fc00::1', '::ffff:127.0.0.1', '::ffff:7f00:1', '::ffff:10.0.0.1', 'ff02::1']) {
+      '::1', '::', 'fe80::1', 'fd00::1', 'fc00::1', '::ffff:127.0.0.1', '::ffff:7f00:1', '::ffff:10.0.0.1', 'ff02::1',
+      '0:0:0:0:0:ffff:127.0.0.1', '::127.0.0.1', '::7f00:1', '2002:7f00:1::', '2002:a9fe:a9fe::1', 'fec0::1', '64:ff9b:1::a00:1',
+      '2001:0:4136:e378:8000:63bf:3fff:fdd2', '::ffff:0:7f00:1', 'fe80::1%eth0', '192.88.99.1']) {
       expect(isBlockedAddress(a), a).toBe(true);
     }
-    for (const a of ['93.184.216.34', '8.8.8.8', '2606:4700::1111']) expect(isBlockedAddress(a), a).toBe(false);
+    for (const a of ['93.184.216.34', '8.8.8.8', '2606:4700::1111', '::ffff:8.8.8.8', '2002:808:808::1', '2a00:1450:4001::200e']) expect(isBlockedAddress(a), a).toBe(false);
   });
 
   it('refuses a host name that resolves to loopback unless allow-listed, also at connect time', async () => {
@@ -82,7 +101,7 @@ describe('SSRF guard', () => {
 
   it('refuses private targets at registration (422) and bad schemes', async () => {
     for (const target of ['http://127.0.0.1/hook', `http://127.0.0.1:${port}/x`, 'http://10.0.0.5/hook', 'http://169.254.169.254/latest/meta-data',
-      'http://[::1]/hook', 'http://[::ffff:127.0.0.1]/hook', 'http://100.64.1.1/', 'http://192.168.0.10/', 'http://0.0.0.0/', 'http://[fd12::1]/',
+      'http://[::1]/hook', 'http://[::ffff:127.0.0.1]/hook', 'http://[::127.0.0.1]/', 'http://[2002:7f00:1::]/', 'http://0x7f000001/', 'http://2130706433/', 'http://127.1/', 'http://100.64.1.1/', 'http://192.168.0.10/', 'http://0.0.0.0/', 'http://[fd12::1]/',
       'ftp://example.com/x', 'http://user:pw@localhost/x', 'not a url']) {
       const res = await svc.inject(adminA, { method: 'POST', url: '/webhooks', payload: { url: target, events: ['*'] } });
       expect(res.statusCode, target).toBe(422);
@@ -103,6 +122,51 @@ describe('SSRF guard', () => {
     expect(d.attempts).toBe(1); // refused targets are not retried
     expect(d.error).toMatch(/private or reserved/);
     expect(received.filter((r) => r.path === '/private')).toHaveLength(0);
+  });
+});
+
+describe('SSRF guard with DNS answers that change (rebinding)', () => {
+  const orgR = randomUUID();
+  const adminR = userPrincipal({ orgId: orgR, orgRole: 'admin' });
+  const registerOn = (target: string) => resolving.inject(adminR, { method: 'POST', url: '/webhooks', payload: { url: target, events: ['tasks.task.created'] } });
+  const deliveriesOn = async (id: number) => (await resolving.inject(adminR, { method: 'GET', url: `/webhooks/${id}/deliveries` })).json().data;
+
+  it('refuses a name with any private address among its answers at registration', async () => {
+    dns.records.set('mixed.test', ['93.184.216.34', '10.0.0.7']);
+    dns.records.set('v6-loopback.test', ['93.184.216.34', '::1']);
+    for (const host of ['mixed.test', 'v6-loopback.test', 'unknown.test']) {
+      const res = await registerOn(`http://${host}:${port}/x`);
+      expect(res.statusCode, host).toBe(422);
+    }
+  });
+
+  it('accepts a public answer at registration, then refuses the private answer at delivery without connecting', async () => {
+    dns.records.set('rebind.test', ['93.184.216.34']);
+    const res = await registerOn(`http://rebind.test:${port}/rebind`);
+    expect(res.statusCode, res.body).toBe(201);
+    dns.records.set('rebind.test', ['127.0.0.1']);
+    await publish(resolving.ctx, taskCreated(600, orgR));
+    const d = await waitFor(async () => (await deliveriesOn(res.json().data.id)).find((x: { status: string }) => x.status === 'failed'), { message: 'delivery refused' });
+    expect(d).toMatchObject({ attempts: 1, response_status: null });
+    expect(d.error).toMatch(/private or reserved/);
+    expect(received.filter((r) => r.path === '/rebind')).toHaveLength(0);
+    expect(dns.queries.filter((q) => q.name === 'rebind.test' && q.type === 1).length).toBeGreaterThanOrEqual(2); // resolved again at delivery
+  });
+
+  it('connects to the address it checked (an allowed name the system resolver does not know)', async () => {
+    dns.records.set('pinned.test', ['127.0.0.1']);
+    const res = await registerOn(`http://pinned.test:${port}/pinned`);
+    expect(res.statusCode, res.body).toBe(201);
+    await publish(resolving.ctx, taskCreated(601, orgR));
+    const hit = await waitFor(() => received.find((r) => r.path === '/pinned'), { message: 'delivered to the resolved address' });
+    expect(hit.headers.host).toBe(`pinned.test:${port}`);
+    // This instance has WEBHOOK_SECRET_KEY: the stored secret is sealed, the signature still verifies.
+    const secret = res.json().data.secret as string;
+    const { rows: [stored] } = await resolving.ctx.pool.query('SELECT secret FROM webhooks WHERE id = $1', [res.json().data.id]);
+    expect(stored.secret).toMatch(/^enc1:/);
+    expect(stored.secret).not.toContain(secret.slice(6));
+    const ts = hit.headers['x-aos-timestamp'] as string;
+    expect(hit.headers['x-aos-signature']).toBe(`v1=${createHmac('sha256', secret).update(`${ts}.${hit.body}`).digest('hex')}`);
   });
 });
 
@@ -151,30 +215,37 @@ describe('webhook delivery', () => {
     expect((await deliveries(hook.id)).meta.total).toBe(1);
   });
 
-  it('treats a redirect as a failure and never follows it', async () => {
+  it('treats a redirect as a failure and never follows it; retries back off exponentially', async () => {
     script.set('/redirect', [302]);
     const hook = await register('/redirect');
     await publish(svc.ctx, taskCreated(4));
     await waitFor(async () => (await deliveries(hook.id)).data[0]?.status === 'failed', { message: 'redirect failed' });
     expect((await deliveries(hook.id)).data[0]).toMatchObject({ attempts: 3, response_status: 302 });
     expect(received.filter((x) => x.path === '/ok')).toHaveLength(0);
+    // WEBHOOK_BACKOFF_MS = 100: the 2nd attempt comes ≥ 100 ms after the 1st, the 3rd ≥ 200 ms after the 2nd.
+    const at = received.filter((x) => x.path === '/redirect').map((x) => x.at);
+    expect(at).toHaveLength(3);
+    expect(at[1]! - at[0]!).toBeGreaterThanOrEqual(100);
+    expect(at[2]! - at[1]!).toBeGreaterThanOrEqual(200);
   });
 
   it('skips events the webhook did not subscribe to and events of other orgs; `tasks.*` matches the family', async () => {
     const other = await register('/only-completed', ['tasks.task.completed']);
     const family = await register('/family', ['tasks.*']);
-    await publish(svc.ctx, taskCreated(5));
-    await publish(svc.ctx, taskCreated(6, orgB));
+    const mine = taskCreated(5);
+    const theirs = taskCreated(6, orgB);
+    await publish(svc.ctx, mine);
+    await publish(svc.ctx, theirs);
+    await waitFor(async () => (await handledBy(svc.ctx.pool, mine.id, ['webhook-fanout'])) && handledBy(svc.ctx.pool, theirs.id, ['webhook-fanout']));
     await waitFor(() => received.filter((x) => x.path === '/family').length >= 1);
-    await sleep(500);
     expect(received.filter((x) => x.path === '/family').map((x) => JSON.parse(x.body).data.taskId)).toEqual([5]);
     expect((await deliveries(other.id)).meta.total).toBe(0);
     expect((await deliveries(family.id)).meta.total).toBe(1);
   });
 
   it('auto-disables a webhook after N consecutive failed deliveries and publishes notifications.webhook.disabled', async () => {
-    script.set('/down', [500]);
-    const hook = await register('/down');
+    script.set('/down?token=receiver-secret', [500]);
+    const hook = await register('/down?token=receiver-secret');
     await publish(svc.ctx, taskCreated(7));
     await publish(svc.ctx, taskCreated(8));
     const w = await waitFor(async () => {
@@ -182,15 +253,35 @@ describe('webhook delivery', () => {
       return res.active === false ? res : null;
     }, { timeoutMs: 15_000, message: 'webhook disabled' });
     expect(w).toMatchObject({ consecutive_failures: 2, disabled_reason: '2 consecutive failed deliveries' });
-    expect(await count(svc.ctx.pool, "SELECT count(*) AS n FROM aos_outbox WHERE type = 'notifications.webhook.disabled' AND (envelope->'data'->>'webhookId')::int = $1", [hook.id])).toBe(1);
+    const { rows: disabled } = await svc.ctx.pool.query("SELECT envelope->'data' AS data FROM aos_outbox WHERE type = 'notifications.webhook.disabled' AND (envelope->'data'->>'webhookId')::int = $1", [hook.id]);
+    expect(disabled.map((r) => r.data)).toEqual([{ webhookId: hook.id, url: `http://localhost:${port}`, consecutiveFailures: 2 }]);
     const note = (await svc.inject(adminA, { method: 'GET', url: '/notifications?kind=webhook_disabled' })).json().data;
     expect(note.map((n: { link: string }) => n.link)).toContain(`/webhooks/${hook.id}`);
-    // Disabled: new events are not delivered; re-enabling resets the streak.
-    await publish(svc.ctx, taskCreated(9));
-    await sleep(500);
-    expect((await deliveries(hook.id)).meta.total).toBe(2);
+    // Disabled: new events are not delivered, nor redelivered; re-enabling resets the streak.
+    const later = taskCreated(9);
+    await publish(svc.ctx, later);
+    await waitFor(() => handledBy(svc.ctx.pool, later.id, ['webhook-fanout']), { message: 'fan-out saw the event' });
+    const log = await deliveries(hook.id);
+    expect(log.meta.total).toBe(2);
+    const refused = await svc.inject(adminA, { method: 'POST', url: `/webhooks/${hook.id}/deliveries/${log.data[0].id}/redeliver` });
+    expect(refused.statusCode).toBe(409);
+    expect(refused.json().error.code).toBe('CONFLICT');
     const res = await svc.inject(adminA, { method: 'PATCH', url: `/webhooks/${hook.id}`, payload: { active: true } });
     expect(res.json().data).toMatchObject({ active: true, consecutive_failures: 0, disabled_at: null });
+    expect((await svc.inject(adminA, { method: 'POST', url: `/webhooks/${hook.id}/deliveries/${log.data[0].id}/redeliver` })).statusCode).toBe(202);
+  });
+
+  it('fails a delivery at once, saying why, when the stored secret is sealed but this instance has no WEBHOOK_SECRET_KEY', async () => {
+    const orgS = randomUUID();
+    const { rows } = await svc.ctx.pool.query(
+      "INSERT INTO webhooks (org_id, url, events, secret) VALUES ($1, $2, '{tasks.task.created}', 'enc1:AAAA.BBBB.CCCC') RETURNING id", [orgS, url('/sealed')]);
+    await publish(svc.ctx, taskCreated(800, orgS));
+    const d = await waitFor(async () => {
+      const r = await svc.ctx.pool.query('SELECT status, error, attempts FROM webhook_deliveries WHERE webhook_id = $1', [rows[0].id]);
+      return r.rows[0]?.status === 'failed' ? r.rows[0] : null;
+    }, { message: 'delivery failed' });
+    expect(d.error).toMatch(/WEBHOOK_SECRET_KEY/);
+    expect(received.filter((r) => r.path === '/sealed')).toHaveLength(0);
   });
 
   it('redelivers a past delivery on request (same event id, fresh signature)', async () => {
@@ -207,6 +298,55 @@ describe('webhook delivery', () => {
     expect((await deliveries(hook.id)).data[0].redeliveries).toBe(1);
     expect((await svc.inject(adminA, { method: 'POST', url: `/webhooks/${hook.id}/deliveries/999999/redeliver` })).statusCode).toBe(404);
     expect((await svc.inject(adminB, { method: 'POST', url: `/webhooks/${hook.id}/deliveries/${deliveryId}/redeliver` })).statusCode).toBe(404);
+  });
+});
+
+describe('lost jobs', () => {
+  // Each test in an org of its own: its events reach only its webhook.
+  let orgC = randomUUID();
+  let adminC = userPrincipal({ orgId: orgC, orgRole: 'admin' });
+  beforeEach(() => {
+    orgC = randomUUID();
+    adminC = userPrincipal({ orgId: orgC, orgRole: 'admin' });
+  });
+  const fanOutWithoutEnqueue = (e: ReturnType<typeof taskCreated>) => svc.ctx.db.transaction((tx) =>
+    webhookFanout(svc.ctx).handle(e, tx, { log: svc.ctx.log, deliveryCount: 1, afterCommit: () => {} }));
+
+  it('re-queues a delivery whose job was never added (crash between commit and enqueue), once', async () => {
+    const hook = await register('/lost', undefined, adminC);
+    const e = taskCreated(700, orgC);
+    // The fan-out exactly as the consumer runs it, but the process "dies" before its after-commit enqueue.
+    await fanOutWithoutEnqueue(e);
+    expect((await deliveries(hook.id, adminC)).data[0]).toMatchObject({ status: 'pending', attempts: 0 });
+    expect(await recoverLostJobs(svc.ctx, 60_000)).toMatchObject({ deliveries: 0 }); // too recent to be called lost
+    expect(await recoverLostJobs(svc.ctx, 0)).toMatchObject({ deliveries: 1 });
+    await waitFor(async () => (await deliveries(hook.id, adminC)).data[0]?.status === 'succeeded', { message: 'recovered delivery succeeded' });
+    expect(received.filter((r) => r.path === '/lost').map((r) => JSON.parse(r.body).id)).toEqual([e.id]);
+    expect(await recoverLostJobs(svc.ctx, 0)).toMatchObject({ deliveries: 0 });
+  });
+
+  it('leaves a delivery alone while its job is still to run (e.g. waiting out a backoff)', async () => {
+    const hook = await register('/later', undefined, adminC);
+    const e = taskCreated(701, orgC);
+    await fanOutWithoutEnqueue(e);
+    const job = await svc.ctx.queues.add(Queues.webhookDelivery, e.type, { webhookId: hook.id, eventId: e.id }, { jobId: deliveryJobId(hook.id, e.id, 0), delay: 60_000 });
+    expect(await recoverLostJobs(svc.ctx, 0)).toMatchObject({ deliveries: 0 });
+    const pending = (await deliveries(hook.id, adminC)).data[0];
+    const busy = await svc.inject(adminC, { method: 'POST', url: `/webhooks/${hook.id}/deliveries/${pending.id}/redeliver` });
+    expect(busy.statusCode).toBe(409); // still in progress
+    expect(await job.getState()).toBe('delayed');
+    await job.remove();
+    await svc.inject(adminC, { method: 'DELETE', url: `/webhooks/${hook.id}` });
+  });
+
+  it('closes what a disabled webhook still owed instead of leaving it pending', async () => {
+    const hook = await register('/closed', undefined, adminC);
+    const e = taskCreated(702, orgC);
+    await fanOutWithoutEnqueue(e);
+    await svc.inject(adminC, { method: 'PATCH', url: `/webhooks/${hook.id}`, payload: { active: false } });
+    expect(await recoverLostJobs(svc.ctx, 0)).toMatchObject({ deliveries: 0 });
+    expect((await deliveries(hook.id, adminC)).data[0]).toMatchObject({ status: 'failed', error: 'webhook disabled' });
+    expect(await svc.ctx.queues.queue(Queues.webhookDelivery).getJob(deliveryJobId(hook.id, e.id, 0))).toBeUndefined();
   });
 });
 
@@ -228,6 +368,18 @@ describe('webhook management', () => {
     expect(rotated.json().data.secret).not.toBe(hook.secret);
     expect((await svc.inject(adminA, { method: 'DELETE', url: `/webhooks/${hook.id}` })).statusCode).toBe(200);
     expect((await svc.inject(adminA, { method: 'GET', url: `/webhooks/${hook.id}` })).statusCode).toBe(404);
+  });
+
+  it('a retried registration with the same Idempotency-Key creates one webhook and does not show the secret again', async () => {
+    const headers = { 'idempotency-key': `w-${randomUUID()}` };
+    const payload = { url: url('/idem'), events: ['tasks.task.created'] };
+    const first = await svc.inject(adminA, { method: 'POST', url: '/webhooks', payload, headers });
+    const again = await svc.inject(adminA, { method: 'POST', url: '/webhooks', payload, headers });
+    expect([first.statusCode, again.statusCode]).toEqual([201, 200]);
+    expect(first.json().data.secret).toMatch(/^whsec_/);
+    expect(again.json().data).toMatchObject({ id: first.json().data.id });
+    expect(again.json().data.secret).toBeUndefined();
+    expect(await count(svc.ctx.pool, "SELECT count(*) AS n FROM webhooks WHERE url = $1", [url('/idem')])).toBe(1);
   });
 
   it('validates input: unknown event types, empty events, unknown fields stripped', async () => {

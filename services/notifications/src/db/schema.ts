@@ -17,8 +17,11 @@ export const notifications = pgTable('notifications', {
   read: boolean('read').notNull().default(false),
   readAt: ts('read_at'),
   eventId: uuid('event_id'),
+  /** `Idempotency-Key` of the POST that created it: a retried request returns this row. */
+  idempotencyKey: text('idempotency_key'),
   createdAt: ts('created_at').notNull().defaultNow(),
 }, (t) => [
+  uniqueIndex('notifications_idempotency_uq').on(t.orgId, t.idempotencyKey).where(sql`${t.idempotencyKey} IS NOT NULL`),
   index('notifications_org_user_idx').on(t.orgId, t.userId, t.createdAt.desc(), t.id.desc()),
   index('notifications_unread_idx').on(t.orgId, t.userId).where(sql`NOT ${t.read}`),
   // One notification per (event, recipient), whatever the number of deliveries.
@@ -46,6 +49,27 @@ export const users = pgTable('users', {
   index('users_email_idx').on(sql`lower(${t.email})`),
 ]);
 
+/**
+ * Users identity deleted. Each event type has its own consumer, so a replay may bring a
+ * user's registration after their deletion: this keeps a deleted user (and e-mail) out.
+ */
+export const deletedUsers = pgTable('deleted_users', {
+  userId: text('user_id').primaryKey(),
+  deletedAt: ts('deleted_at').notNull(),
+});
+
+/**
+ * Projection of identity's memberships: who owns and administers an org (recipients of
+ * org-level e-mails). Events of different types may arrive out of order: a row changes only
+ * for a newer event (`changed_at` = its occurredAt), and a removal leaves role `removed`.
+ */
+export const orgMembers = pgTable('org_members', {
+  orgId: text('org_id').notNull(),
+  userId: text('user_id').notNull(),
+  role: text('role').notNull(),
+  changedAt: ts('changed_at').notNull(),
+}, (t) => [primaryKey({ columns: [t.orgId, t.userId] }), index('org_members_user_idx').on(t.userId)]);
+
 /** Projection of identity's organizations (names for e-mails). */
 export const orgs = pgTable('orgs', {
   orgId: text('org_id').primaryKey(),
@@ -64,9 +88,11 @@ export const activityLog = pgTable('activity_log', {
   entityType: text('entity_type'),
   entityId: text('entity_id'),
   metadata: jsonb('metadata').notNull().default({}),
+  idempotencyKey: text('idempotency_key'),
   createdAt: ts('created_at').notNull().defaultNow(),
 }, (t) => [
   uniqueIndex('activity_log_event_uq').on(t.eventId),
+  uniqueIndex('activity_log_idempotency_uq').on(t.orgId, t.idempotencyKey).where(sql`${t.idempotencyKey} IS NOT NULL`),
   index('activity_log_org_created_idx').on(t.orgId, t.createdAt.desc(), t.id.desc()),
   index('activity_log_org_action_idx').on(t.orgId, t.action, t.createdAt.desc()),
   index('activity_log_org_actor_idx').on(t.orgId, t.actorType, t.actorId),
@@ -84,9 +110,13 @@ export const webhooks = pgTable('webhooks', {
   disabledAt: ts('disabled_at'),
   disabledReason: text('disabled_reason'),
   createdBy: text('created_by'),
+  idempotencyKey: text('idempotency_key'),
   createdAt: ts('created_at').notNull().defaultNow(),
   updatedAt: ts('updated_at').notNull().defaultNow(),
-}, (t) => [index('webhooks_org_idx').on(t.orgId, t.id)]);
+}, (t) => [
+  index('webhooks_org_idx').on(t.orgId, t.id),
+  uniqueIndex('webhooks_idempotency_uq').on(t.orgId, t.idempotencyKey).where(sql`${t.idempotencyKey} IS NOT NULL`),
+]);
 
 export const webhookDeliveries = pgTable('webhook_deliveries', {
   id: bigserial('id', { mode: 'number' }).primaryKey(),

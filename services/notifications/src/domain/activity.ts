@@ -1,4 +1,5 @@
 import type { EventEnvelope } from '@aos/contracts';
+import { jsonWithoutNul, withoutNul } from './sanitize.js';
 
 export type ActorType = 'agent' | 'system' | 'user';
 
@@ -27,14 +28,14 @@ export function entityOf(event: EventEnvelope): { entityType: string | null; ent
     const k = Object.keys(data).find((name) => /Id$/.test(name) && (typeof data[name] === 'string' || typeof data[name] === 'number'));
     value = k ? data[k] : undefined;
   }
-  return { entityType, entityId: value === undefined || value === null ? null : String(value) };
+  return { entityType, entityId: value === undefined || value === null ? null : withoutNul(String(value)).slice(0, 200) };
 }
 
 /** Payload fields that must not be copied into the activity log (one-time links carry tokens). */
 const SECRET_FIELDS = new Set(['resetUrl', 'acceptUrl', 'token', 'secret', 'password']);
 
 export function metadataOf(event: EventEnvelope, via: string): Record<string, unknown> {
-  const data = { ...((event.data ?? {}) as Record<string, unknown>) };
+  const data = jsonWithoutNul({ ...((event.data ?? {}) as Record<string, unknown>) });
   for (const k of Object.keys(data)) if (SECRET_FIELDS.has(k)) data[k] = '[redacted]';
-  return { data, source: event.source, actor_kind: via, tenant_id: event.tenantId, occurred_at: event.occurredAt };
+  return { data, source: withoutNul(event.source), actor_kind: via, tenant_id: event.tenantId, occurred_at: event.occurredAt };
 }

@@ -30,14 +30,21 @@ export async function queueEmail<T extends TemplateName>(
   }).onConflictDoNothing().returning({ id: emails.id });
   if (!row) return null;
   if (smtp) {
-    // Queued once the row is committed, so the mailer always finds it.
-    afterCommit(() => ctx.queues.add(Queues.email, e.template, { emailId: row.id } satisfies EmailJob, {
-      jobId: `email-${row.id}`, attempts: ctx.config.EMAIL_MAX_ATTEMPTS, backoff: { type: 'exponential', delay: ctx.config.EMAIL_BACKOFF_MS },
-    }));
+    // Queued once the row is committed, so the mailer always finds it; a crash before the add leaves
+    // the row `queued`, and jobs/recovery.ts re-adds it.
+    afterCommit(() => enqueueEmail(ctx, row.id, e.template));
   } else {
     ctx.log.info({ emailId: row.id, template: e.template, recipient: maskEmail(e.to) }, 'SMTP not configured: e-mail stored, not sent');
   }
   return row.id;
+}
+
+export const emailJobId = (emailId: number) => `email-${emailId}`;
+
+export function enqueueEmail(ctx: Ctx, emailId: number, template: string) {
+  return ctx.queues.add(Queues.email, template, { emailId } satisfies EmailJob, {
+    jobId: emailJobId(emailId), attempts: ctx.config.EMAIL_MAX_ATTEMPTS, backoff: { type: 'exponential', delay: ctx.config.EMAIL_BACKOFF_MS },
+  });
 }
 
 let transport: Transporter | null = null;

@@ -19,6 +19,7 @@ export interface NewNotification {
   source?: string | null;
   link?: string | null;
   eventId?: string | null;
+  idempotencyKey?: string | null;
 }
 
 /**
@@ -30,6 +31,7 @@ export async function createNotification(tx: STx, outbox: Outbox, n: NewNotifica
   const [row] = await tx.insert(notifications).values({
     orgId: n.orgId, userId: n.userId, type: n.type, kind: n.kind, title: n.title.slice(0, 300),
     message: n.message.slice(0, 5_000), source: n.source ?? null, link: n.link ?? null, eventId: n.eventId ?? null,
+    idempotencyKey: n.idempotencyKey ?? null,
   }).onConflictDoNothing().returning();
   if (!row) return null;
   await tx.execute(sql`SELECT pg_notify(${NOTIFY_CHANNEL}, ${JSON.stringify({ id: row.id, orgId: row.orgId, userId: row.userId })})`);

@@ -2,6 +2,7 @@ import { defineHandler } from '@aos/bus';
 import { arrayContains, eq, or, sql } from 'drizzle-orm';
 import { users } from '../db/schema.js';
 import type * as schema from '../db/schema.js';
+import { jsonWithoutNul } from '../domain/sanitize.js';
 import { formatAmount } from '../domain/email-templates.js';
 import { createNotification, type NewNotification, type STx } from '../domain/notifications.js';
 import type { Ctx } from '../service.js';
@@ -23,7 +24,8 @@ async function userByNameOrId(tx: STx, ref: string) {
 export const notifier = (ctx: Ctx) => defineHandler<Handled, typeof schema>({
   name: 'notifier',
   events: HANDLED,
-  async handle(event, tx) {
+  async handle(raw, tx) {
+    const event = jsonWithoutNul(raw);
     const out: Omit<NewNotification, 'eventId' | 'source'>[] = [];
     const org = event.orgId;
     switch (event.type) {

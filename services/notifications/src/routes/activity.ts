@@ -1,9 +1,11 @@
-import { badRequest } from '@aos/core';
+import { badRequest, conflict } from '@aos/core';
 import { Envelope, ListEnvelope, list, Nullable, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, count, desc, eq, gte, lte, sql } from 'drizzle-orm';
 import { activityLog } from '../db/schema.js';
+import { hasNul, nestsDeeperThan } from '../domain/sanitize.js';
 import type { Ctx } from '../service.js';
+import { IdempotencyHeaders } from './idempotency.js';
 
 const ActorType = Type.Union([Type.Literal('agent'), Type.Literal('system'), Type.Literal('user')]);
 
@@ -72,17 +74,24 @@ export function activityRoutes(app: App, ctx: Ctx) {
   });
 
   app.post('/activity-log', {
-    schema: { tags: ['Activity'], summary: 'Create a new activity record', body: CreateBody, response: { 201: Envelope(ActivitySchema) } },
+    schema: { tags: ['Activity'], summary: 'Create a new activity record', headers: IdempotencyHeaders, body: CreateBody, response: { 201: Envelope(ActivitySchema), 200: Envelope(ActivitySchema) } },
     config: { scope: 'notifications:write' },
   }, async (request, reply) => {
     const b = request.body;
+    if (nestsDeeperThan(b.metadata ?? {}, 32)) throw badRequest('metadata nests too deep (max 32 levels)', [{ field: 'metadata' }]);
     const metadata = { ...(b.metadata ?? {}), recorded_by: { kind: request.principal.kind, id: request.principal.userId ?? request.principal.apiKeyId } };
     if (JSON.stringify(metadata).length > 16_384) throw badRequest('metadata is too large (max 16 KiB)', [{ field: 'metadata' }]);
+    if (hasNul(metadata)) throw badRequest('metadata must not contain NUL characters', [{ field: 'metadata' }]);
+    const orgId = orgOf(request);
+    const idempotencyKey = request.headers['idempotency-key'] ?? null;
     const [row] = await ctx.db.insert(activityLog).values({
-      orgId: orgOf(request), actorType: b.actor_type, actorId: b.actor_id, action: b.action,
-      entityType: b.entity_type ?? null, entityId: b.entity_id ?? null, metadata,
-    }).returning();
-    return reply.status(201).send(ok(view(row!)));
+      orgId, actorType: b.actor_type, actorId: b.actor_id, action: b.action,
+      entityType: b.entity_type ?? null, entityId: b.entity_id ?? null, metadata, idempotencyKey,
+    }).onConflictDoNothing().returning();
+    if (row) return reply.status(201).send(ok(view(row)));
+    const [first] = await ctx.db.select().from(activityLog).where(and(eq(activityLog.orgId, orgId), eq(activityLog.idempotencyKey, idempotencyKey ?? '')));
+    if (!first) throw conflict('An activity with this Idempotency-Key was recorded and removed since');
+    return reply.status(200).send(ok(view(first)));
   });
 
   app.get('/activity-log/stats', {

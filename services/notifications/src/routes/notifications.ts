@@ -1,12 +1,13 @@
-import { badRequest, forbidden, notFound } from '@aos/core';
+import { AppError, badRequest, conflict, forbidden, notFound } from '@aos/core';
 import { Envelope, IdParam, ListEnvelope, list, Nullable, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, asc, count, desc, eq, gt, inArray, isNull, or, sql, type SQL } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
 import { notificationReceipts as receipts, notifications } from '../db/schema.js';
-import { LiveHub } from '../domain/live.js';
+import { LiveHub, type LiveEvent } from '../domain/live.js';
 import { createNotification, notificationView } from '../domain/notifications.js';
 import type { Ctx } from '../service.js';
+import { IdempotencyHeaders } from './idempotency.js';
 
 const NotificationType = Type.Union([Type.Literal('info'), Type.Literal('warning'), Type.Literal('error'), Type.Literal('success')]);
 
@@ -107,7 +108,7 @@ export function notificationRoutes(app: App, ctx: Ctx) {
   });
 
   app.post('/notifications', {
-    schema: { tags: ['Notifications'], summary: 'Create a notification', body: CreateBody, response: { 201: Envelope(NotificationSchema) } },
+    schema: { tags: ['Notifications'], summary: 'Create a notification', headers: IdempotencyHeaders, body: CreateBody, response: { 201: Envelope(NotificationSchema), 200: Envelope(NotificationSchema) } },
     config: write,
   }, async (request, reply) => {
     const orgId = orgOf(request);
@@ -124,10 +125,14 @@ export function notificationRoutes(app: App, ctx: Ctx) {
       throw forbidden('Only organization admins can notify another user');
     }
     if (!userId && !b.broadcast) throw badRequest('This principal has no user: give user_id or broadcast', [{ field: 'user_id' }]);
+    const idempotencyKey = request.headers['idempotency-key'] ?? null;
     const row = await ctx.db.transaction((tx) => createNotification(tx, ctx.outbox, {
-      orgId, userId, type: b.type ?? 'info', kind: 'manual', title: b.title, message: b.message, source: b.source ?? null, link: b.link ?? null,
+      orgId, userId, type: b.type ?? 'info', kind: 'manual', title: b.title, message: b.message, source: b.source ?? null, link: b.link ?? null, idempotencyKey,
     }, p.tenantId));
-    return reply.status(201).send(ok(notificationView(row!)));
+    if (row) return reply.status(201).send(ok(notificationView(row)));
+    const [first] = await ctx.db.select().from(notifications).where(and(eq(notifications.orgId, orgId), eq(notifications.idempotencyKey, idempotencyKey ?? '')));
+    if (!first) throw conflict('A notification with this Idempotency-Key was created and removed since');
+    return reply.status(200).send(ok(notificationView(first)));
   });
 
   app.get('/notifications/unread-count', {
@@ -204,6 +209,8 @@ export function notificationRoutes(app: App, ctx: Ctx) {
   });
 
   const streams = new Set<() => void>();
+  /** Open streams per caller (this instance): a client leaking EventSources cannot pin connections without bound. */
+  const perCaller = new Map<string, number>();
   app.addHook('preClose', async () => { for (const end of [...streams]) end(); });
 
   app.get('/notifications/stream', {
@@ -212,8 +219,14 @@ export function notificationRoutes(app: App, ctx: Ctx) {
   }, async (request, reply) => {
     const orgId = orgOf(request);
     const userId = readerOf(request);
+    const caller = `${orgId}:${userId ?? ''}`;
+    const open = perCaller.get(caller) ?? 0;
+    if (open >= ctx.config.SSE_MAX_STREAMS_PER_CALLER) {
+      throw new AppError('RATE_LIMITED', `At most ${ctx.config.SSE_MAX_STREAMS_PER_CALLER} open streams per caller; close one first`);
+    }
     const hub = liveHub(ctx);
     await hub.ensure();
+    perCaller.set(caller, open + 1);
     reply.hijack();
     const res = reply.raw;
     res.writeHead(200, {
@@ -225,16 +238,29 @@ export function notificationRoutes(app: App, ctx: Ctx) {
     const send = (row: typeof notifications.$inferSelect) => {
       if (!closed) res.write(`id: ${row.id}\nevent: notification\ndata: ${JSON.stringify(notificationView(row))}\n\n`);
     };
-    const unsubscribe = hub.subscribe((e) => {
+    // A reconnecting EventSource sends the last id it saw: what it missed is replayed first
+    // (bounded); live notifications arriving meanwhile wait, and none is sent twice.
+    const lastId = Number(request.headers['last-event-id']);
+    const replay = Number.isSafeInteger(lastId) && lastId > 0;
+    let held: LiveEvent[] | null = replay ? [] : null;
+    const replayed = new Set<number>();
+    let inOrder: Promise<void> = Promise.resolve();
+    const onLive = (e: LiveEvent) => {
       if (closed || e.orgId !== orgId || (e.userId !== null && e.userId !== userId)) return;
-      void ctx.db.select().from(notifications).where(and(eq(notifications.id, e.id), eq(notifications.orgId, orgId))).then(([row]) => {
-        if (row) send(row);
-      }, (err: Error) => request.log.warn({ err: err.message }, 'stream lookup failed'));
-    });
+      if (held) { held.push(e); return; }
+      if (replayed.has(e.id)) return;
+      // Chained: notifications go out in the order Postgres delivered their NOTIFYs (commit order).
+      inOrder = inOrder.then(() => ctx.db.select().from(notifications).where(and(eq(notifications.id, e.id), eq(notifications.orgId, orgId))))
+        .then(([row]) => { if (row) send(row); }, (err: Error) => request.log.warn({ err: err.message }, 'stream lookup failed'));
+    };
+    const unsubscribe = hub.subscribe(onLive);
     const heartbeat = setInterval(() => res.write(': heartbeat\n\n'), ctx.config.SSE_HEARTBEAT_MS);
     const end = () => {
       if (closed) return;
       closed = true;
+      const left = (perCaller.get(caller) ?? 1) - 1;
+      if (left > 0) perCaller.set(caller, left);
+      else perCaller.delete(caller);
       clearInterval(heartbeat);
       unsubscribe();
       streams.delete(end);
@@ -243,16 +269,20 @@ export function notificationRoutes(app: App, ctx: Ctx) {
     streams.add(end);
     res.on('close', end);
     res.on('error', end);
-    // A reconnecting EventSource sends the last id it saw: replay what it missed (bounded).
-    const lastId = Number(request.headers['last-event-id']);
-    if (Number.isSafeInteger(lastId) && lastId > 0) {
+    if (replay) {
       try {
-        const missed = await ctx.db.select({ n: notifications }).from(notifications).leftJoin(receipts, receiptJoin(readerOf(request)))
+        const missed = await ctx.db.select({ n: notifications }).from(notifications).leftJoin(receipts, receiptJoin(userId))
           .where(and(visibleTo(request), gt(notifications.id, lastId))).orderBy(asc(notifications.id)).limit(100);
-        for (const row of missed) send(row.n);
+        for (const row of missed) {
+          replayed.add(row.n.id);
+          send(row.n);
+        }
       } catch (err) {
         request.log.warn({ err: (err as Error).message }, 'stream replay failed');
       }
+      const waiting = held ?? [];
+      held = null;
+      for (const e of waiting) onLive(e);
     }
   });
 }

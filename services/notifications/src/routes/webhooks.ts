@@ -1,13 +1,15 @@
-import { EventCatalog, Queues } from '@aos/contracts';
+import { EventCatalog } from '@aos/contracts';
 import { badRequest, conflict, notFound, unprocessable } from '@aos/core';
 import { Envelope, IdParam, ListEnvelope, list, Nullable, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, count, desc, eq, sql } from 'drizzle-orm';
 import { webhookDeliveries, webhooks } from '../db/schema.js';
 import { assertSafeTarget, BlockedTargetError } from '../domain/ssrf.js';
+import { sealSecret, secretKey } from '../domain/secret-box.js';
 import { generateSecret } from '../domain/webhooks.js';
-import { targetPolicy, type WebhookJob } from '../jobs/webhook-delivery.js';
+import { enqueueDelivery, targetPolicy } from '../jobs/webhook-delivery.js';
 import type { Ctx } from '../service.js';
+import { IdempotencyHeaders } from './idempotency.js';
 
 const WebhookSchema = Type.Object({
   id: Type.Integer(), url: Type.String(), description: Nullable(Type.String()), events: Type.Array(Type.String()),
@@ -78,7 +80,10 @@ export function webhookRoutes(app: App, ctx: Ctx) {
   });
 
   app.post('/webhooks', {
-    schema: { tags: ['Webhooks'], summary: 'Register an outbound webhook (the secret is returned once)', body: CreateBody, response: { 201: Envelope(WithSecret) } },
+    schema: {
+      tags: ['Webhooks'], summary: 'Register an outbound webhook (the secret is returned once)', headers: IdempotencyHeaders, body: CreateBody,
+      response: { 201: Envelope(WithSecret), 200: Envelope(WebhookSchema) },
+    },
     config: { ...admin, scope: 'notifications:write' },
   }, async (request, reply) => {
     const orgId = orgOf(request);
@@ -86,10 +91,15 @@ export function webhookRoutes(app: App, ctx: Ctx) {
     checkEvents(b.events);
     const url = await checkUrl(b.url);
     const secret = generateSecret();
+    const idempotencyKey = request.headers['idempotency-key'] ?? null;
     const [row] = await ctx.db.insert(webhooks).values({
-      orgId, url, events: b.events, description: b.description ?? null, secret, active: b.active ?? true, createdBy: request.principal.userId,
-    }).returning();
-    return reply.status(201).send(ok({ ...view(row!), secret }));
+      orgId, url, events: b.events, description: b.description ?? null, secret: sealSecret(secret, secretKey(ctx.config.WEBHOOK_SECRET_KEY)), active: b.active ?? true, createdBy: request.principal.userId, idempotencyKey,
+    }).onConflictDoNothing().returning();
+    if (row) return reply.status(201).send(ok({ ...view(row), secret }));
+    // A retry gets the webhook, not its secret again (shown once: rotate it if the first answer was lost).
+    const [first] = await ctx.db.select().from(webhooks).where(and(eq(webhooks.orgId, orgId), eq(webhooks.idempotencyKey, idempotencyKey ?? '')));
+    if (!first) throw conflict('A webhook with this Idempotency-Key was created and deleted since');
+    return reply.status(200).send(ok(view(first)));
   });
 
   app.get('/webhooks/:id', {
@@ -124,7 +134,7 @@ export function webhookRoutes(app: App, ctx: Ctx) {
   }, async (request) => {
     const orgId = orgOf(request);
     const secret = generateSecret();
-    const [row] = await ctx.db.update(webhooks).set({ secret, updatedAt: new Date() })
+    const [row] = await ctx.db.update(webhooks).set({ secret: sealSecret(secret, secretKey(ctx.config.WEBHOOK_SECRET_KEY)), updatedAt: new Date() })
       .where(and(eq(webhooks.orgId, orgId), eq(webhooks.id, request.params.id))).returning();
     if (!row) throw notFound('Webhook');
     return ok({ ...view(row), secret });
@@ -185,10 +195,7 @@ export function webhookRoutes(app: App, ctx: Ctx) {
       if (!exists) throw notFound('Delivery');
       throw conflict('Delivery is still in progress');
     }
-    await ctx.queues.add(Queues.webhookDelivery, row.eventType, { webhookId: w.id, eventId: row.eventId } satisfies WebhookJob, {
-      jobId: `${w.id}-${row.eventId}-r${row.redeliveries}`, attempts: ctx.config.WEBHOOK_MAX_ATTEMPTS,
-      backoff: { type: 'exponential', delay: ctx.config.WEBHOOK_BACKOFF_MS },
-    });
+    await enqueueDelivery(ctx, { webhookId: w.id, eventId: row.eventId, eventType: row.eventType, redeliveries: row.redeliveries });
     return reply.status(202).send(ok(deliveryView(row)));
   });
 }
