@@ -57,3 +57,6 @@ export const outboxOf = (svc: Svc) => async (type: string) =>
 /** The principal the gateway forwards for `user` acting in `orgId` with `role` (what X-Org-Id resolves to). */
 export const actingIn = (user: { principal: Principal }, org: { id: string; tenant_id: string }, role: Principal['orgRole']): Principal =>
   ({ ...user.principal, orgId: org.id, tenantId: org.tenant_id, orgRole: role });
+
+/** A started identity with its signing keys. */
+export type IdentitySvc = Awaited<ReturnType<typeof startIdentity>>;

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Principal } from '@aos/contracts';
-import { register, startIdentity, type Svc } from './helpers.js';
+import { anonymous, register, startIdentity, type Svc } from './helpers.js';
 
 let svc: Svc;
 let admin: Awaited<ReturnType<typeof register>>;
@@ -33,7 +33,7 @@ describe('users', () => {
     expect((await call(u.principal, 'DELETE', '/users/me')).statusCode).toBe(200);
     const events = (await svc.ctx.pool.query("SELECT envelope FROM aos_outbox WHERE type = 'identity.user.deleted'")).rows.map((r) => r.envelope.data.userId);
     expect(events).toContain(u.user.id);
-    expect((await svc.inject(null, { method: 'POST', url: '/auth/login', payload: { email: u.body.email, password: u.body.password }, headers: {} })).statusCode).toBe(401);
+    expect((await svc.inject(anonymous, { method: 'POST', url: '/auth/login', payload: { email: u.body.email, password: u.body.password }, headers: {} })).statusCode).toBe(401);
   });
 });
 
