@@ -76,6 +76,20 @@ describe('organization invitations', () => {
   });
 });
 
+describe('organization profile', () => {
+  it('avatar URLs are http(s) only; null clears nullable fields (never an empty string)', async () => {
+    const { org, as } = await orgWithOwner();
+    for (const bad of ['javascript:alert(1)', 'data:text/html,hi', 'ftp://x/y.png', 'not a url']) {
+      expect((await call(as, 'PATCH', `/organizations/${org.id}`, { avatar_url: bad })).statusCode, bad).toBe(400);
+    }
+    expect((await call(as, 'PATCH', `/organizations/${org.id}`, { avatar_url: 'https://cdn.example.com/a.png' })).json().data.avatar_url).toBe('https://cdn.example.com/a.png');
+    expect((await call(as, 'PATCH', `/organizations/${org.id}`, { avatar_url: null })).json().data.avatar_url).toBeNull();
+    const team = (await call(as, 'POST', '/teams', { name: 'Described', description: 'words' })).json().data;
+    expect((await call(as, 'PATCH', `/teams/${team.id}`, { description: null })).json().data.description).toBeNull();
+    expect((await call(as, 'PATCH', `/organizations/${org.id}`, { slug: 'Bad Slug!' })).statusCode).toBe(400);
+  });
+});
+
 describe('teams', () => {
   it('filters by name, paginates members, keeps team roles to owner/admin/member', async () => {
     const { owner, org, as } = await orgWithOwner();

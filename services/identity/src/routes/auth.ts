@@ -1,7 +1,7 @@
 import { ACCESS_TOKEN } from '@aos/contracts';
 import { AppError, badRequest, conflict, unauthorized } from '@aos/core';
 import { metaFromPrincipal, systemMeta } from '@aos/bus';
-import { Envelope, ok, type App } from '@aos/http';
+import { Envelope, Nullable, ok, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, eq, gt, isNull, or, sql } from 'drizzle-orm';
 import type { FastifyReply, FastifyRequest } from 'fastify';
@@ -16,11 +16,11 @@ import { splitList } from '@aos/core';
 
 export const UserSchema = Type.Object({
   id: Type.String(), username: Type.String(), email: Type.String(), role: Type.String(), platform_roles: Type.Array(Type.String()),
-  avatar_url: Type.Union([Type.String(), Type.Null()]), tenant_id: Type.String(), created_at: Type.String(),
+  avatar_url: Nullable(Type.String()), tenant_id: Type.String(), created_at: Type.String(),
 });
 const SessionSchema = Type.Object({
   success: Type.Boolean(), token: Type.String(), access_token: Type.String(), refresh_token: Type.String(),
-  token_type: Type.String(), expires_in: Type.Integer(), org_id: Type.Union([Type.String(), Type.Null()]), user: UserSchema,
+  token_type: Type.String(), expires_in: Type.Integer(), org_id: Nullable(Type.String()), user: UserSchema,
 });
 export const Email = Type.String({ format: 'email', maxLength: 254 });
 const Password = Type.String({ minLength: 10, maxLength: 200 });
@@ -197,7 +197,7 @@ export async function authRoutes(app: App, ctx: Ctx, signer: Signer) {
   app.get('/auth/me', {
     schema: {
       tags: ['Auth'], summary: 'The current user and the organization they act in',
-      response: { 200: Envelope(Type.Object({ user: UserSchema, org_id: Type.Union([Type.String(), Type.Null()]), org_role: Type.Union([Type.String(), Type.Null()]), kind: Type.String(), scopes: Type.Array(Type.String()) })) },
+      response: { 200: Envelope(Type.Object({ user: UserSchema, org_id: Nullable(Type.String()), org_role: Nullable(Type.String()), kind: Type.String(), scopes: Type.Array(Type.String()) })) },
     },
   }, async (request) => {
     const p = request.principal;

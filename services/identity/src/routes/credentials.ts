@@ -1,6 +1,6 @@
 import { metaFromPrincipal } from '@aos/bus';
 import { AppError, badRequest, notFound, serviceUnavailable } from '@aos/core';
-import { Envelope, ListEnvelope, list, ok, page, PaginationQuery, type App } from '@aos/http';
+import { Envelope, ListEnvelope, list, Nullable, ok, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { asc, eq, like, sql } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
@@ -11,7 +11,7 @@ import type { Ctx } from '../service.js';
 
 const Key = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_.:-]+$' });
 const Value = Type.String({ minLength: 1, maxLength: 20_000 });
-const CredentialSchema = Type.Object({ key: Type.String(), description: Type.Union([Type.String(), Type.Null()]), key_id: Type.String(), updated_at: Type.String(), value: Type.Optional(Type.String()) });
+const CredentialSchema = Type.Object({ key: Type.String(), description: Nullable(Type.String()), key_id: Type.String(), updated_at: Type.String(), value: Type.Optional(Type.String()) });
 type Row = typeof credentials.$inferSelect;
 const view = (c: Row, value?: string) => ({ key: c.key, description: c.description, key_id: c.keyId, updated_at: c.updatedAt.toISOString(), ...(value !== undefined ? { value } : {}) });
 const escapeLike = (q: string) => q.replace(/[\\%_]/g, (c) => `\\${c}`);

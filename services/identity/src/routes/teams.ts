@@ -1,6 +1,6 @@
 import { badRequest, conflict, forbidden, notFound, unprocessable } from '@aos/core';
 import { isUniqueViolation } from '@aos/db';
-import { Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
+import { Envelope, ListEnvelope, list, Nullable, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, asc, desc, eq, ilike, sql } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
@@ -15,7 +15,7 @@ const Id = Type.Object({ id: Type.String({ format: 'uuid' }) });
 const TeamRole = Type.Union([Type.Literal('owner'), Type.Literal('admin'), Type.Literal('member')]);
 const Member = Type.Object({ user_id: Type.String(), username: Type.String(), email: Type.String(), role: Type.String(), joined_at: Type.String() });
 const TeamSchema = Type.Object({
-  id: Type.String(), name: Type.String(), description: Type.Union([Type.String(), Type.Null()]), member_count: Type.Integer(),
+  id: Type.String(), name: Type.String(), description: Nullable(Type.String()), member_count: Type.Integer(),
   created_at: Type.String(), members: Type.Optional(Type.Array(Member)),
 });
 const Name = Type.String({ minLength: 1, maxLength: 100, pattern: '\\S' });
@@ -106,7 +106,7 @@ export async function teamRoutes(app: App, ctx: Ctx) {
     config: { scope: 'org:write' },
     schema: {
       tags: ['Teams'], summary: 'Rename or describe (admin+)', params: Id,
-      body: Type.Object({ name: Type.Optional(Name), description: Type.Optional(Type.Union([Type.String({ maxLength: 1_000 }), Type.Null()])) }, { additionalProperties: false }),
+      body: Type.Object({ name: Type.Optional(Name), description: Type.Optional(Nullable(Type.String({ maxLength: 1_000 }))) }, { additionalProperties: false }),
       response: { 200: Envelope(TeamSchema) },
     },
   }, async (request) => {
