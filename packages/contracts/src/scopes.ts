@@ -13,9 +13,8 @@ export const Scopes = [
 
 export type Scope = (typeof Scopes)[number];
 
-/** True when `granted` covers `needed`: `*` covers everything, and `x:write` covers `x:read` (as Stripe's and GitHub's key permissions do). */
 export function hasScope(granted: readonly string[], needed: Scope): boolean {
-  return granted.includes('*') || granted.includes(needed) || (needed.endsWith(':read') && granted.includes(`${needed.slice(0, -':read'.length)}:write`));
+  return granted.includes('*') || granted.includes(needed);
 }
 
 /** Organization roles, strongest first. */

@@ -41,7 +41,7 @@ async function world() {
   expect((await call(asOwner, 'POST', `/organizations/${org.id}/members`, { user_id: target.user.id, role: 'viewer' })).statusCode).toBe(201);
   const team = (await call(asOwner, 'POST', '/teams', { name: 'Core' })).json().data;
   const invite = (await call(asOwner, 'POST', `/organizations/${org.id}/invites`, { email: 'pending@example.com' })).json().data;
-  const key = (await call(asOwner, 'POST', `/organizations/${org.id}/api-keys`, { name: 'fixture', scopes: ['org:write'] })).json().data;
+  const key = (await call(asOwner, 'POST', `/organizations/${org.id}/api-keys`, { name: 'fixture', scopes: ['org:read', 'org:write'] })).json().data;
   return { owner, org, target, newcomer, team, invite, key };
 }
 type World = Awaited<ReturnType<typeof world>>;
@@ -73,7 +73,7 @@ const actions: Record<string, (w: World, actorId: string) => Req[]> = {
   'list, create, change, rotate, roll, revoke and delete API keys': (w) => {
     const k = `/organizations/${w.org.id}/api-keys/${w.key.id}`;
     return [
-      ['GET', `/organizations/${w.org.id}/api-keys`], ['POST', `/organizations/${w.org.id}/api-keys`, { name: 'made', scopes: ['org:write'] }],
+      ['GET', `/organizations/${w.org.id}/api-keys`], ['POST', `/organizations/${w.org.id}/api-keys`, { name: 'made', scopes: ['org:read', 'org:write'] }],
       ['GET', k], ['PATCH', k, { name: 'changed' }], ['GET', `${k}/usage`], ['POST', `${k}/rotate`, { grace_hours: 1 }], ['POST', `${k}/roll`],
       ['POST', `${k}/revoke`], ['DELETE', k],
     ];
@@ -91,7 +91,7 @@ const actions: Record<string, (w: World, actorId: string) => Req[]> = {
 async function actor(column: string, w: World): Promise<{ principal: Principal; id: string }> {
   const orgRef = { id: w.org.id, tenant_id: w.org.tenant_id };
   if (column.startsWith('key ')) {
-    return { principal: apiKeyPrincipal([column.slice(4)], { orgId: w.org.id, tenantId: w.org.tenant_id, userId: w.owner.user.id }), id: w.owner.user.id };
+    return { principal: apiKeyPrincipal(column.slice(4).split('+'), { orgId: w.org.id, tenantId: w.org.tenant_id, userId: w.owner.user.id }), id: w.owner.user.id };
   }
   if (column === 'owner') {
     // A second owner exists, so "leave" is about the role, not about the last-owner rule.
@@ -108,7 +108,7 @@ describe('the README permission table', () => {
   const table = readPermissionTable();
 
   it('has a row for every action tested here and columns for every role and API-key scope', () => {
-    expect(table.columns).toEqual(['owner', 'admin', 'member', 'viewer', 'key org:write', 'key org:read']);
+    expect(table.columns).toEqual(['owner', 'admin', 'member', 'viewer', 'key org:read+org:write', 'key org:read']);
     expect(table.rows.map((r) => r.action).sort()).toEqual(Object.keys(actions).sort());
   });
 

@@ -1,5 +1,5 @@
 import { metaFromPrincipal } from '@aos/bus';
-import { hasScope, Scopes, type Principal, type Scope } from '@aos/contracts';
+import { Scopes, type Principal } from '@aos/contracts';
 import { AppError, badRequest, conflict, notFound } from '@aos/core';
 import { type App, Envelope, list, ListEnvelope, Nullable, ok, page, PaginationQuery } from '@aos/http';
 import { Type } from '@sinclair/typebox';
@@ -49,8 +49,8 @@ const Expires = Nullable(Type.String({ format: 'date-time' }));
  * mint (or roll, and so read) a `*` key. Users are limited by their role instead.
  */
 function assertWithinCaller(principal: Principal, scopes: readonly string[]) {
-  if (principal.kind !== 'api_key') return;
-  const beyond = scopes.filter((s) => !hasScope(principal.scopes, s as Scope));
+  if (principal.kind !== 'api_key' || principal.scopes.includes('*')) return;
+  const beyond = scopes.filter((s) => !principal.scopes.includes(s));
   if (beyond.length) throw new AppError('FORBIDDEN', `This API key cannot manage keys with scopes it lacks: ${beyond.join(', ')}`, beyond.map((scope) => ({ scope })));
 }
 
