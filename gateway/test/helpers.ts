@@ -35,14 +35,14 @@ export async function startIdentity(ns: TestNamespace, env: Record<string, strin
   return Object.assign(svc, { key, url: await listen(svc.app) });
 }
 
-export async function startGateway(ns: TestNamespace, identityUrl: string, env: Record<string, string> = {}) {
+export async function startGateway(ns: TestNamespace, identityUrl: string, env: Record<string, string> = {}, log = createLogger('gateway', process.env.TEST_LOG_LEVEL ?? 'silent')) {
   const config = loadGatewayConfig({
     INTERNAL_TOKEN_PRIVATE_JWK: (await internalKeys()).privateJwk, IDENTITY_URL: identityUrl,
     TASKS_URL: 'http://127.0.0.1:9', AGENTS_RUNTIME_URL: 'http://127.0.0.1:9', BILLING_URL: 'http://127.0.0.1:9', NOTIFICATIONS_URL: 'http://127.0.0.1:9', BACKUPS_URL: 'http://127.0.0.1:9',
     REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', NATS_URL: process.env.NATS_URL ?? 'nats://127.0.0.1:4222',
     REDIS_PREFIX: `${ns.redisPrefix}:gw:${randomUUID().slice(0, 6)}`, BUS_SUBJECT_ROOT: ns.bus.subjectRoot, BUS_STREAM: ns.bus.stream, ...env,
   });
-  const gateway = await buildGateway({ config, version: 'test', log: createLogger('gateway', process.env.TEST_LOG_LEVEL ?? 'silent') });
+  const gateway = await buildGateway({ config, version: 'test', log });
   await gateway.ready();
   await cacheEventsReady.get(gateway);
   return gateway;

@@ -1,4 +1,5 @@
 import { ANONYMOUS } from '@aos/contracts';
+import { createLogger } from '@aos/core';
 import { createNamespace, createTcpProxy, removeNamespace, waitFor } from '@aos/testkit';
 import { randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -6,6 +7,15 @@ import { signingKey, startAuthStack, startGateway, startIdentity } from './helpe
 
 const closers: (() => Promise<unknown>)[] = [];
 afterAll(async () => { for (const c of closers.reverse()) await c().catch(() => {}); });
+
+/** A namespace and an identity of this test alone, closed after the file. */
+async function ownIdentity() {
+  const ns = createNamespace();
+  closers.push(() => removeNamespace(ns));
+  const id = await startIdentity(ns);
+  closers.push(id.close);
+  return { ns, id };
+}
 
 const body = () => {
   const id = randomUUID().slice(0, 8);
@@ -54,10 +64,7 @@ describe('per-IP limits', () => {
 
 describe('outages', () => {
   it('without Redis, JWTs are refused with 503 (revocations cannot be checked) while API keys are verified by identity and not rate limited', async () => {
-    const ns = createNamespace();
-    closers.push(() => removeNamespace(ns));
-    const id = await startIdentity(ns);
-    closers.push(id.close);
+    const { ns, id } = await ownIdentity();
     const redis = await createTcpProxy(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
     closers.push(redis.close);
     const gateway = await startGateway(ns, id.url, { REDIS_URL: redis.url('redis:') });
@@ -80,10 +87,7 @@ describe('outages', () => {
   });
 
   it('when identity cannot be reached for its keys, a token gets 503, not 401 (clients must not drop a good session)', async () => {
-    const ns = createNamespace();
-    closers.push(() => removeNamespace(ns));
-    const id = await startIdentity(ns);
-    closers.push(id.close);
+    const { ns, id } = await ownIdentity();
     const reg = (await id.inject(ANONYMOUS, { method: 'POST', url: '/auth/register', payload: body() })).json().data;
     const gateway = await startGateway(ns, 'http://127.0.0.1:9');
     closers.push(() => gateway.close());
@@ -94,10 +98,7 @@ describe('outages', () => {
 
 describe('signing key rotation', () => {
   it('tokens of the previous key keep verifying while the new key signs; logging such a token out still revokes it', async () => {
-    const ns = createNamespace();
-    closers.push(() => removeNamespace(ns));
-    const before = await startIdentity(ns);
-    closers.push(before.close);
+    const { ns, id: before } = await ownIdentity();
     const old = (await before.inject(ANONYMOUS, { method: 'POST', url: '/auth/register', payload: body() })).json().data;
     expect(old.token).toBeDefined();
 
@@ -121,6 +122,22 @@ describe('signing key rotation', () => {
 
     expect((await gateway.inject({ method: 'POST', url: '/api/auth/logout', headers: { authorization: `Bearer ${old.token}` }, payload: {} })).statusCode).toBe(200);
     await waitFor(async () => (await me(old.token)).statusCode === 401, { timeoutMs: 5_000, message: 'old-key token revoked' });
+  });
+});
+
+describe('logs', () => {
+  it('never contain invitation tokens, bearer tokens, cookies or secret query parameters', async () => {
+    const { ns, id } = await ownIdentity();
+    const lines: string[] = [];
+    const log = createLogger('gateway', 'info', { hooks: { streamWrite: (line) => { lines.push(line); return ''; } } });
+    const gateway = await startGateway(ns, id.url, {}, log);
+    closers.push(() => gateway.close());
+    const reg = (await gateway.inject({ method: 'POST', url: '/api/auth/register', payload: body() })).json().data;
+    const secrets = ['INVITETOKEN0123456789abcdef', reg.token, 'SECRETQUERYVALUE'];
+    await gateway.inject({ method: 'POST', url: `/api/organizations/invites/${secrets[0]}/accept`, headers: { authorization: `Bearer ${reg.token}`, cookie: `assimetria_jwt=${reg.token}` } });
+    await gateway.inject({ method: 'GET', url: `/api/auth/me?token=${secrets[2]}`, headers: { authorization: `Bearer ${reg.token}` } });
+    expect(lines.some((l) => l.includes('/api/organizations/invites/[redacted]/accept'))).toBe(true);
+    for (const s of secrets) expect(lines.filter((l) => l.includes(s))).toEqual([]);
   });
 });
 
