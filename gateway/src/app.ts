@@ -15,6 +15,7 @@ import { healthRoutes } from './routes/health.js';
 import { proxyRoutes, type Admit } from './routes/proxy.js';
 import { AppError } from '@aos/core';
 import type { FastifyReply } from 'fastify';
+import type { Principal } from '@aos/contracts';
 
 export interface GatewayDeps {
   config: GatewayConfig;
@@ -44,8 +45,15 @@ export async function buildGateway({ config, version, log, admit, events = true 
   const { key: privateKey } = await importEd25519Jwk(config.INTERNAL_TOKEN_PRIVATE_JWK).catch((err: Error) => {
     throw new Error(`INTERNAL_TOKEN_PRIVATE_JWK: ${err.message}`);
   });
-  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 1, lazyConnect: false });
+  // Fail fast while Redis is away (no offline queue, a command timeout): requests must not hang on it.
+  const redis = new Redis(config.REDIS_URL, {
+    maxRetriesPerRequest: 1, enableOfflineQueue: false, commandTimeout: 1_000, retryStrategy: (attempt) => Math.min(attempt * 100, 1_000),
+  });
   redis.on('error', (err) => logger.warn({ err: err.message }, 'redis error'));
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => { logger.warn('redis not reachable at start; serving without it until it is'); resolve(); }, 3_000);
+    redis.once('ready', () => { clearTimeout(timer); resolve(); });
+  });
   const redisOk = async () => {
     try { return (await redis.ping()) === 'PONG'; } catch { return false; }
   };
@@ -55,19 +63,31 @@ export async function buildGateway({ config, version, log, admit, events = true 
   await app.register(helmet, { contentSecurityPolicy: false, crossOriginResourcePolicy: { policy: 'same-site' } });
 
   const authenticate = createAuthenticator(config, redis, privateKey, logger);
-  const limiter = new RateLimiter(redis, config.REDIS_PREFIX, config);
+  const limiter = new RateLimiter(redis, config.REDIS_PREFIX, config, logger);
   const usage = new UsageLog(config.IDENTITY_URL, privateKey, logger);
   const defaultAdmit: Admit = async (request, reply, path) => {
     if (STRICT_PATHS.has(path) && request.method === 'POST') {
       const d = await limiter.check(`auth-ip:${request.ip}`, config.AUTH_RATE_LIMIT_PER_MINUTE, config.AUTH_RATE_LIMIT_PER_MINUTE * 20);
-      rateHeaders(reply, d);
-      if (!d.allowed) throw new AppError('RATE_LIMITED', 'Too many attempts from this address; slow down');
+      if (d) rateHeaders(reply, d);
+      if (d && !d.allowed) throw new AppError('RATE_LIMITED', 'Too many attempts from this address; slow down');
     }
-    const principal = await authenticate(request);
+    let principal: Principal;
+    try {
+      principal = await authenticate(request);
+    } catch (err) {
+      // Bad credentials never reach the principal's limit: count them per address instead, so
+      // guessing tokens or keys (or flooding identity with them) is throttled too.
+      if (err instanceof AppError && err.code === 'UNAUTHORIZED') {
+        const d = await limiter.check(`auth-fail-ip:${request.ip}`, config.AUTH_FAILURES_PER_MINUTE, config.AUTH_FAILURES_PER_MINUTE * 20);
+        if (d) rateHeaders(reply, d);
+        if (d && !d.allowed) throw new AppError('RATE_LIMITED', 'Too many failed authentications from this address; slow down');
+      }
+      throw err;
+    }
     if (!STRICT_PATHS.has(path)) {
       const d = await limiter.forPrincipal(principal, request.ip);
-      rateHeaders(reply, d);
-      if (!d.allowed) throw new AppError('RATE_LIMITED', 'Rate limit exceeded', [{ limit: d.limit, retry_after: d.retryAfter }]);
+      if (d) rateHeaders(reply, d);
+      if (d && !d.allowed) throw new AppError('RATE_LIMITED', 'Rate limit exceeded', [{ limit: d.limit, retry_after: d.retryAfter }]);
     }
     if (principal.kind === 'api_key') {
       const started = performance.now();

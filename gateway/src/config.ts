@@ -27,6 +27,8 @@ export const configSchema = Type.Object({
   RATE_LIMIT_ENTERPRISE_PER_HOUR: Env.int(500_000, { minimum: 1 }),
   /** Per client IP, on /auth/login, /auth/register and /auth/forgot-password. */
   AUTH_RATE_LIMIT_PER_MINUTE: Env.int(20, { minimum: 1 }),
+  /** Per client IP: failed authentications (bad token or key) per minute before 429. */
+  AUTH_FAILURES_PER_MINUTE: Env.int(60, { minimum: 1 }),
   /** Comma-separated browser origins allowed by CORS (credentials included). */
   CORS_ORIGINS: Env.list(''),
   /** How long a verified API key or org membership is cached (events evict earlier). */

@@ -8,6 +8,8 @@ import { createHash } from 'node:crypto';
 import type { GatewayConfig } from '../config.js';
 
 const GATEWAY: Principal = { ...ANONYMOUS, kind: 'service', service: 'gateway' };
+/** jose errors meaning "no usable key set", as opposed to "this token is bad". */
+const KEYS_UNAVAILABLE = new Set(['ERR_JWKS_TIMEOUT', 'ERR_JOSE_GENERIC', 'ERR_JWKS_INVALID']);
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface CachedKey { api_key_id: string; org_id: string; tenant_id: string; user_id: string | null; scopes: string[]; expires_at: string | null }
@@ -47,10 +49,13 @@ export function createAuthenticator(config: GatewayConfig, redis: Redis, private
     return { status: res.status, data: json.data };
   }
 
+  const tierOf = async (orgId: string) => (await redis.get(keys.tier(orgId)).catch(() => null)) ?? 'free';
+
   async function apiKey(raw: string): Promise<Principal> {
     const sha = createHash('sha256').update(raw).digest('hex');
     let entry: CachedKey;
-    const cached = await redis.get(keys.apiKey(sha));
+    // Without Redis every call asks identity: slower, never staler.
+    const cached = await redis.get(keys.apiKey(sha)).catch(() => null);
     if (cached) entry = JSON.parse(cached) as CachedKey;
     else {
       const res = await identity<CachedKey>('/internal/api-keys/verify', { key: raw });
@@ -59,13 +64,14 @@ export function createAuthenticator(config: GatewayConfig, redis: Redis, private
       const seconds = entry.expires_at ? Math.min(ttl, Math.floor((Date.parse(entry.expires_at) - Date.now()) / 1000)) : ttl;
       if (seconds > 0) {
         await redis.multi().set(keys.apiKey(sha), JSON.stringify(entry), 'EX', seconds)
-          .sadd(keys.apiKeyIndex(entry.api_key_id), sha).expire(keys.apiKeyIndex(entry.api_key_id), ttl * 2).exec();
+          .sadd(keys.apiKeyIndex(entry.api_key_id), sha).expire(keys.apiKeyIndex(entry.api_key_id), ttl * 2).exec()
+          .catch((err: Error) => log.warn({ err: err.message }, 'api key not cached'));
       }
     }
     if (entry.expires_at && Date.parse(entry.expires_at) <= Date.now()) throw unauthorized('API key expired');
     return {
       kind: 'api_key', userId: entry.user_id, apiKeyId: entry.api_key_id, tenantId: entry.tenant_id, orgId: entry.org_id,
-      orgRole: null, platformRoles: [], scopes: entry.scopes, tier: (await redis.get(keys.tier(entry.org_id))) ?? 'free',
+      orgRole: null, platformRoles: [], scopes: entry.scopes, tier: await tierOf(entry.org_id),
     };
   }
 
@@ -77,11 +83,17 @@ export function createAuthenticator(config: GatewayConfig, redis: Redis, private
         requiredClaims: ['exp', 'jti', 'sub', 'iat'],
       }));
     } catch (err) {
-      if ((err as { code?: string }).code === 'ERR_JWKS_TIMEOUT') throw new AppError('SERVICE_UNAVAILABLE', 'Authentication is unavailable right now');
+      // The keys could not be fetched (identity down or answering garbage): not the token's fault.
+      const code = (err as { code?: string }).code;
+      if (!code?.startsWith('ERR_') || KEYS_UNAVAILABLE.has(code)) throw new AppError('SERVICE_UNAVAILABLE', 'Authentication is unavailable right now');
       throw unauthorized('Invalid or expired token');
     }
     const userId = payload.sub!;
-    const [revoked, notBefore] = await redis.mget(keys.revokedJti(payload.jti!), keys.notBefore(userId));
+    // The revocation state lives only in Redis: without it a revoked token cannot be told apart, so refuse.
+    const [revoked, notBefore] = await redis.mget(keys.revokedJti(payload.jti!), keys.notBefore(userId)).catch((err: Error) => {
+      log.warn({ err: err.message }, 'revocation state unavailable');
+      throw new AppError('SERVICE_UNAVAILABLE', 'Authentication is unavailable right now');
+    });
     if (revoked || (notBefore && payload.iat! * 1000 < Number(notBefore))) throw unauthorized('Token revoked');
     const claims = payload as { tid?: string; org?: string; org_role?: string; roles?: string[] };
     let orgId = claims.org ?? null;
@@ -91,12 +103,12 @@ export function createAuthenticator(config: GatewayConfig, redis: Redis, private
     if (orgHeader && orgHeader !== orgId) {
       if (!UUID.test(orgHeader)) throw new AppError('VALIDATION_ERROR', `${ORG_HEADER} must be an organization id`);
       const cacheKey = keys.member(userId, orgHeader);
-      let member = await redis.get(cacheKey).then((v) => (v ? JSON.parse(v) as { org_role: string; tenant_id: string; platform_roles: string[] } : null));
+      let member = await redis.get(cacheKey).then((v) => (v ? JSON.parse(v) as { org_role: string; tenant_id: string; platform_roles: string[] } : null), () => null);
       if (!member) {
         const res = await identity<{ org_role: string; tenant_id: string; platform_roles: string[] }>('/internal/memberships/resolve', { user_id: userId, org_id: orgHeader });
         if (res.status !== 200 || !res.data) throw new AppError('FORBIDDEN', 'You are not a member of this organization');
         member = res.data;
-        await redis.set(cacheKey, JSON.stringify(member), 'EX', ttl);
+        await redis.set(cacheKey, JSON.stringify(member), 'EX', ttl).catch(() => undefined);
       }
       orgId = orgHeader;
       orgRole = member.org_role as OrgRole;
@@ -105,7 +117,7 @@ export function createAuthenticator(config: GatewayConfig, redis: Redis, private
     }
     return {
       kind: 'user', userId, apiKeyId: null, tenantId, orgId, orgRole, platformRoles, scopes: ['*'],
-      tier: orgId ? (await redis.get(keys.tier(orgId))) ?? 'free' : 'free',
+      tier: orgId ? await tierOf(orgId) : 'free',
     };
   }
 

@@ -36,12 +36,21 @@ export class CacheEvents {
       this.running.push(messages);
       void (async () => {
         for await (const m of messages) {
+          let event;
           try {
-            await this.apply(parseEnvelope(m.data));
+            event = parseEnvelope(m.data);
+          } catch (err) {
+            this.log.warn({ err: (err as Error).message }, 'malformed event dropped');
+            m.term();
+            continue;
+          }
+          try {
+            await this.apply(event);
             m.ack();
           } catch (err) {
-            this.log.warn({ err: (err as Error).message }, 'gateway cache event failed');
-            if (m.info.deliveryCount >= 10) m.term(); else m.nak(1_000);
+            // Redis is away: retry until it is back. Dropping a revocation would leave a revoked key cached.
+            this.log.warn({ err: (err as Error).message, type: event.type }, 'gateway cache event failed; retrying');
+            m.nak(Math.min(1_000 * m.info.deliveryCount, 10_000));
           }
         }
       })().catch((err: Error) => { if (!this.stopped) this.log.error({ err: err.message }, 'gateway event loop ended'); });

@@ -1,4 +1,5 @@
 import type { Principal } from '@aos/contracts';
+import type { Logger } from '@aos/core';
 import type { Redis } from 'ioredis';
 import type { GatewayConfig } from '../config.js';
 
@@ -37,8 +38,13 @@ export interface Decision {
   retryAfter: number;
 }
 
+/**
+ * Counts requests in Redis. When Redis cannot answer the limiter fails open (`null`: the request
+ * goes through without rate-limit headers, with a warning): limits protect capacity, and refusing
+ * every request would turn a cache outage into a full one.
+ */
 export class RateLimiter {
-  constructor(private readonly redis: Redis, private readonly prefix: string, private readonly config: GatewayConfig) {}
+  constructor(private readonly redis: Redis, private readonly prefix: string, private readonly config: GatewayConfig, private readonly log?: Logger) {}
 
   subject(principal: Principal, ip: string): { id: string; tier: string } {
     if (principal.kind === 'api_key') return { id: `key:${principal.apiKeyId}`, tier: principal.tier ?? 'free' };
@@ -46,11 +52,18 @@ export class RateLimiter {
     return { id: `ip:${ip}`, tier: 'free' };
   }
 
-  async check(id: string, perMinute: number, perHour: number): Promise<Decision> {
+  async check(id: string, perMinute: number, perHour: number): Promise<Decision | null> {
     const now = Date.now();
     const minute = Math.floor(now / 60_000);
     const hour = Math.floor(now / 3_600_000);
-    const [m, h, ok] = (await this.redis.eval(SCRIPT, 2, `${this.prefix}:rl:${id}:m:${minute}`, `${this.prefix}:rl:${id}:h:${hour}`, perMinute, perHour)) as [number, number, number];
+    let counts: [number, number, number];
+    try {
+      counts = (await this.redis.eval(SCRIPT, 2, `${this.prefix}:rl:${id}:m:${minute}`, `${this.prefix}:rl:${id}:h:${hour}`, perMinute, perHour)) as [number, number, number];
+    } catch (err) {
+      this.log?.warn({ err: (err as Error).message }, 'rate limiter unavailable; request let through');
+      return null;
+    }
+    const [m, h, ok] = counts;
     const minuteReset = (minute + 1) * 60;
     const hourReset = (hour + 1) * 3_600;
     const blockedByHour = h >= perHour && ok === 0;
@@ -64,7 +77,7 @@ export class RateLimiter {
     };
   }
 
-  async forPrincipal(principal: Principal, ip: string): Promise<Decision> {
+  async forPrincipal(principal: Principal, ip: string): Promise<Decision | null> {
     const { id, tier } = this.subject(principal, ip);
     const limits = tierLimits(this.config)[tier] ?? tierLimits(this.config).free!;
     return this.check(id, limits.minute, limits.hour);

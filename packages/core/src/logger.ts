@@ -10,9 +10,22 @@ export const REDACT_PATHS = [
   '*.refresh_token', '*.access_token',
 ];
 
+const SECRET_PATH_SEGMENT = /(\/invites\/)[^/?#]+/g;
+const SECRET_QUERY_PARAM = /([?&](?:token|key|api_key|secret|password|code)=)[^&#]*/gi;
+
+/** A URL fit for logs: invitation tokens in paths and secret-looking query parameters are masked. */
+export const redactUrl = (url: string) => url.replace(SECRET_PATH_SEGMENT, '$1[redacted]').replace(SECRET_QUERY_PARAM, '$1[redacted]');
+
+interface LoggedRequest { method?: string; url?: string; host?: string; ip?: string; socket?: { remotePort?: number } }
+
+/** Fastify's request serializer with the URL redacted (Fastify picks up `serializers` of the logger it is given). */
+const requestSerializers = {
+  req: (req: LoggedRequest) => ({ method: req.method, url: req.url && redactUrl(req.url), host: req.host, remoteAddress: req.ip, remotePort: req.socket?.remotePort }),
+};
+
 /** A pino logger whose every line carries the active OpenTelemetry trace and span ids. */
 export function createLogger(service: string, level: string = 'info', options: LoggerOptions = {}): Logger {
-  return pino({
+  const logger = pino({
     level,
     base: { service },
     timestamp: pino.stdTimeFunctions.isoTime,
@@ -27,4 +40,5 @@ export function createLogger(service: string, level: string = 'info', options: L
     },
     ...options,
   });
+  return Object.defineProperty(logger, 'serializers', { value: requestSerializers, enumerable: false });
 }

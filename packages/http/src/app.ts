@@ -145,6 +145,17 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<App> {
       },
       security: [{ bearerAuth: [] }, { cookieAuth: [] }],
     },
+    // What a route's config says about access, in the document: public routes need no credentials,
+    // scoped ones name the API-key scope they need.
+    transform: ({ schema, url, route }) => {
+      const cfg = route.config as RouteAuth | undefined;
+      const doc: Record<string, unknown> = { ...schema };
+      if (cfg?.auth) doc.security = [];
+      if (cfg?.scope) doc['x-required-scope'] = cfg.scope;
+      if (cfg?.platformAdmin) doc['x-platform-admin'] = true;
+      if (cfg?.minRole) doc['x-min-role'] = cfg.minRole;
+      return { schema: doc as typeof schema, url };
+    },
   });
   app.get('/openapi.json', { schema: { hide: true }, config: { auth: 'none' } }, async () => app.swagger());
 

@@ -1,4 +1,4 @@
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Type, type Static, type TSchema, type TUnsafe } from '@sinclair/typebox';
 
 export const MAX_LIMIT = 200;
 
@@ -35,4 +35,9 @@ export function csv(value: string | undefined): string[] | undefined {
 }
 
 export const IdParam = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2 ** 53 - 1 }) });
-export const Nullable = <S extends TSchema>(s: S) => Type.Union([s, Type.Null()]);
+/**
+ * `S` or `null`. A typed schema gets `nullable: true` rather than a union: with Fastify's type
+ * coercion a `[string, null]` union turns a `null` in a body into `""` (and `0` for numbers).
+ */
+export const Nullable = <S extends TSchema>(s: S): TUnsafe<Static<S> | null> =>
+  typeof (s as { type?: unknown }).type === 'string' ? Type.Unsafe<Static<S> | null>({ ...s, nullable: true }) : Type.Unsafe<Static<S> | null>(Type.Union([Type.Null(), s]));

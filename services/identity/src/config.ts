@@ -12,6 +12,8 @@ export const config = {
   /** base64 of 32 bytes: AES-256-GCM key for stored credentials. Unset: credential routes answer 503. */
   CREDENTIALS_KEY: Type.Optional(Type.String({ minLength: 40 })),
   CREDENTIALS_KEY_ID: Type.String({ default: 'k1', pattern: '^[A-Za-z0-9_-]{1,32}$' }),
+  /** JSON object `{"<key id>": "<base64 key>"}` of previous credential keys: values sealed with them still open and are re-sealed with the current key at start. */
+  CREDENTIALS_PREVIOUS_KEYS: Type.String({ default: '{}' }),
   /** Comma-separated e-mails that get the platform admin role at registration. */
   ADMIN_EMAILS: Env.list(''),
   /** Public base URL for links in e-mails (reset, invites). */

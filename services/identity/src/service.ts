@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { defineService, VERSION, type ServiceContext } from '@aos/runtime';
 import { routes } from './app.js';
+import { resealCredentials, vaultOf } from './domain/credentials.js';
 import { config } from './config.js';
 import * as schema from './db/schema.js';
 
@@ -14,4 +15,12 @@ export const service = defineService({
   schema,
   migrationsFolder: fileURLToPath(new URL('../migrations', import.meta.url)),
   routes,
+  jobs: async (ctx) => {
+    const vault = vaultOf(ctx);
+    if (!vault) return;
+    // In the background: a value is readable under either key meanwhile.
+    void resealCredentials(ctx, vault)
+      .then((n) => { if (n > 0) ctx.log.info({ resealed: n, keyId: vault.keyId }, 'credentials re-sealed with the current key'); })
+      .catch((err: Error) => ctx.log.error({ err: err.message }, 'credential re-sealing failed'));
+  },
 });

@@ -43,3 +43,20 @@ export async function register(svc: Svc, over: Record<string, unknown> = {}) {
 }
 
 export const anonymous: Principal = { kind: 'anonymous', userId: null, apiKeyId: null, tenantId: null, orgId: null, orgRole: null, platformRoles: [], scopes: [] };
+
+type Method = 'GET' | 'POST' | 'PATCH' | 'DELETE';
+
+/** `svc.inject` as `principal` with an optional JSON body. */
+export const caller = (svc: Svc) => (principal: Principal | null, method: Method, url: string, payload?: unknown, headers: Record<string, string> = {}) =>
+  svc.inject(principal, { method, url, headers, ...(payload !== undefined ? { payload: payload as object } : {}) });
+
+/** Envelopes written to the outbox, oldest first. */
+export const outboxOf = (svc: Svc) => async (type: string) =>
+  (await svc.ctx.pool.query('SELECT envelope FROM aos_outbox WHERE type = $1 ORDER BY created_at', [type])).rows.map((r) => r.envelope);
+
+/** The principal the gateway forwards for `user` acting in `orgId` with `role` (what X-Org-Id resolves to). */
+export const actingIn = (user: { principal: Principal }, org: { id: string; tenant_id: string }, role: Principal['orgRole']): Principal =>
+  ({ ...user.principal, orgId: org.id, tenantId: org.tenant_id, orgRole: role });
+
+/** A started identity with its signing keys. */
+export type IdentitySvc = Awaited<ReturnType<typeof startIdentity>>;

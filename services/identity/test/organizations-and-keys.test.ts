@@ -18,7 +18,10 @@ describe('organizations, members, invites', () => {
     expect(created.statusCode).toBe(201);
     const org = created.json().data;
     expect(org).toMatchObject({ slug: 'acme-robotics', role: 'owner', member_count: 1, personal: false });
-    expect((await call(owner.principal, 'POST', '/organizations', { name: 'Acme Robotics' })).statusCode).toBe(409);
+    const again = (await call(owner.principal, 'POST', '/organizations', { name: 'Acme Robotics' })).json().data;
+    expect(again.slug).toMatch(/^acme-robotics-[a-z0-9]+$/); // a derived slug that is taken gets a suffix
+    expect((await call(owner.principal, 'POST', '/organizations', { name: 'Other', slug: 'acme-robotics' })).statusCode).toBe(409); // a chosen one does not
+    expect((await call(owner.principal, 'DELETE', `/organizations/${again.id}`)).statusCode).toBe(200);
     const mine = (await call(owner.principal, 'GET', '/organizations')).json();
     expect(mine.data.map((o: { id: string }) => o.id)).toEqual([owner.org_id, org.id]);
 
@@ -142,7 +145,7 @@ describe('API keys', () => {
     const reader = apiKeyPrincipal(['org:read'], { orgId: u.org_id, tenantId: u.user.tenant_id });
     expect((await call(reader, 'POST', `/organizations/${u.org_id}/api-keys`, { name: 'x' })).statusCode).toBe(403);
     const writer = apiKeyPrincipal(['org:write'], { orgId: u.org_id, tenantId: u.user.tenant_id });
-    expect((await call(writer, 'POST', `/organizations/${u.org_id}/api-keys`, { name: 'x' })).statusCode).toBe(201);
+    expect((await call(writer, 'POST', `/organizations/${u.org_id}/api-keys`, { name: 'x', scopes: ['org:write'] })).statusCode).toBe(201);
   });
 
   it('resolves memberships for the gateway', async () => {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Principal } from '@aos/contracts';
-import { register, startIdentity, type Svc } from './helpers.js';
+import { anonymous, register, startIdentity, type Svc } from './helpers.js';
 
 let svc: Svc;
 let admin: Awaited<ReturnType<typeof register>>;
@@ -33,7 +33,7 @@ describe('users', () => {
     expect((await call(u.principal, 'DELETE', '/users/me')).statusCode).toBe(200);
     const events = (await svc.ctx.pool.query("SELECT envelope FROM aos_outbox WHERE type = 'identity.user.deleted'")).rows.map((r) => r.envelope.data.userId);
     expect(events).toContain(u.user.id);
-    expect((await svc.inject(null, { method: 'POST', url: '/auth/login', payload: { email: u.body.email, password: u.body.password }, headers: {} })).statusCode).toBe(401);
+    expect((await svc.inject(anonymous, { method: 'POST', url: '/auth/login', payload: { email: u.body.email, password: u.body.password }, headers: {} })).statusCode).toBe(401);
   });
 });
 
@@ -45,12 +45,15 @@ describe('teams', () => {
     const t = team.json().data;
     expect((await call(owner.principal, 'POST', '/teams', { name: 'platform' })).statusCode).toBe(409);
     expect((await call(owner.principal, 'POST', `/teams/${t.id}/members`, { user_id: admin.user.id })).statusCode).toBe(422); // not in this org
-    expect((await call(owner.principal, 'POST', `/teams/${t.id}/members`, { user_id: owner.user.id })).statusCode).toBe(201);
-    expect((await call(owner.principal, 'GET', `/teams/${t.id}`)).json().data).toMatchObject({ member_count: 1, members: [{ user_id: owner.user.id }] });
+    expect(t.member_count).toBe(1); // the creator
+    expect((await call(owner.principal, 'POST', `/teams/${t.id}/members`, { user_id: owner.user.id })).statusCode).toBe(409);
+    expect((await call(owner.principal, 'GET', `/teams/${t.id}`)).json().data).toMatchObject({ member_count: 1, members: [{ user_id: owner.user.id, role: 'owner' }] });
     const invite = await call(owner.principal, 'POST', `/teams/${t.id}/invites`, { email: 'teammate@example.com' });
     expect(invite.json().data.team_id).toBe(t.id);
     expect((await call(owner.principal, 'GET', `/teams/${t.id}/invites`)).json().meta.total).toBe(1);
-    const viewer = { ...owner.principal, orgRole: 'viewer' as const, userId: admin.user.id };
+    const v = await register(svc);
+    await call(owner.principal, 'POST', `/organizations/${owner.org_id}/members`, { user_id: v.user.id, role: 'viewer' });
+    const viewer = { ...v.principal, orgId: owner.org_id, tenantId: owner.user.tenant_id, orgRole: 'viewer' as const };
     expect((await call(viewer, 'POST', '/teams', { name: 'Nope' })).statusCode).toBe(403);
     expect((await call(viewer, 'GET', '/teams')).json().data.map((x: { id: string }) => x.id)).toEqual([t.id]);
     const stranger = await register(svc);

@@ -36,10 +36,11 @@ export const identityEvents = {
   'identity.team.updated': defineEvent('identity.team.updated', 1, Type.Object({ ...Org, teamId: Type.String() })),
   'identity.team.deleted': defineEvent('identity.team.deleted', 1, Type.Object({ ...Org, teamId: Type.String() })),
   'identity.team_member.added': defineEvent('identity.team_member.added', 1, Type.Object({ ...Org, teamId: Type.String(), userId: Type.String() })),
+  'identity.team_member.removed': defineEvent('identity.team_member.removed', 1, Type.Object({ ...Org, teamId: Type.String(), userId: Type.String() })),
   'identity.api_key.created': defineEvent('identity.api_key.created', 1, Type.Object({ ...Org, apiKeyId: Type.String() })),
   /** Name, scopes, expiry or active flag changed: the gateway drops the key from its cache. */
   'identity.api_key.updated': defineEvent('identity.api_key.updated', 1, Type.Object({ ...Org, apiKeyId: Type.String() })),
-  /** Revoked or deleted: the gateway evicts the key at once (must fail within 1 s). */
+  /** Revoked, deleted, or its organization deleted (`reason`): the gateway evicts the key at once (must fail within 1 s). */
   'identity.api_key.revoked': defineEvent('identity.api_key.revoked', 1, Type.Object({ ...Org, apiKeyId: Type.String(), reason: Type.String() })),
   /** Rotated (old secret valid until `graceUntil`) or rolled (`graceUntil` null: old secret dead now). */
   'identity.api_key.rotated': defineEvent('identity.api_key.rotated', 1, Type.Object({ ...Org, apiKeyId: Type.String(), graceUntil: Nullable(Type.String()) })),

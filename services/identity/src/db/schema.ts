@@ -73,7 +73,8 @@ export const loginFailures = pgTable('login_failures', {
 export const invites = pgTable('invites', {
   id: uuid('id').primaryKey().defaultRandom(),
   orgId: uuid('org_id').notNull().references(() => organizations.id, { onDelete: 'cascade' }),
-  teamId: uuid('team_id'),
+  /** A team invitation disappears with its team. */
+  teamId: uuid('team_id').references(() => teams.id, { onDelete: 'cascade' }),
   email: text('email').notNull(),
   role: text('role').notNull(),
   tokenHash: text('token_hash').notNull().unique(),

@@ -59,17 +59,67 @@ export const apiKeyHash = (pepper: string, key: string) => createHmac('sha256', 
 export const opaqueToken = () => randomBytes(32).toString('base64url');
 export const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
 
-/** AES-256-GCM with a random 96-bit nonce per value. */
-export function encrypt(keyB64: string, plaintext: string) {
-  const key = Buffer.from(keyB64, 'base64');
+export interface Sealed { nonce: string; ciphertext: string; tag: string }
+
+/** AES-256-GCM with a random 96-bit nonce per value; `aad` binds the value to its name (a swapped row fails). */
+export function encrypt(key: Buffer, plaintext: string, aad: string): Sealed {
   const nonce = randomBytes(12);
   const cipher = createCipheriv('aes-256-gcm', key, nonce);
+  cipher.setAAD(Buffer.from(aad, 'utf8'));
   const ciphertext = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
   return { nonce: nonce.toString('base64'), ciphertext: ciphertext.toString('base64'), tag: cipher.getAuthTag().toString('base64') };
 }
 
-export function decrypt(keyB64: string, v: { nonce: string; ciphertext: string; tag: string }): string {
-  const decipher = createDecipheriv('aes-256-gcm', Buffer.from(keyB64, 'base64'), Buffer.from(v.nonce, 'base64'));
+export function decrypt(key: Buffer, v: Sealed, aad: string): string {
+  const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(v.nonce, 'base64'));
+  decipher.setAAD(Buffer.from(aad, 'utf8'));
   decipher.setAuthTag(Buffer.from(v.tag, 'base64'));
   return Buffer.concat([decipher.update(Buffer.from(v.ciphertext, 'base64')), decipher.final()]).toString('utf8');
+}
+
+/**
+ * The credential encryption keys: the current one (new values) and previous ones by id, so
+ * values sealed before a key rotation still open and can be re-sealed with the current key.
+ */
+export class Vault {
+  private constructor(readonly keyId: string, private readonly keys: Map<string, Buffer>) {}
+
+  /** `null` when no key is configured. Throws naming the setting when a key is not 32 bytes of base64. */
+  static fromConfig(current: string | undefined, currentId: string, previousJson: string): Vault | null {
+    if (!current) return null;
+    const decode = (name: string, b64: string) => {
+      const key = Buffer.from(b64, 'base64');
+      if (key.length !== 32) throw new Error(`${name} must be 32 bytes in base64`);
+      return key;
+    };
+    let previous: unknown;
+    try {
+      previous = JSON.parse(previousJson);
+    } catch {
+      throw new Error('CREDENTIALS_PREVIOUS_KEYS must be a JSON object {"<key id>": "<base64 key>"}');
+    }
+    if (!previous || typeof previous !== 'object' || Array.isArray(previous)) throw new Error('CREDENTIALS_PREVIOUS_KEYS must be a JSON object {"<key id>": "<base64 key>"}');
+    const keys = new Map<string, Buffer>();
+    for (const [id, b64] of Object.entries(previous as Record<string, unknown>)) {
+      if (typeof b64 !== 'string') throw new Error(`CREDENTIALS_PREVIOUS_KEYS.${id} must be a base64 string`);
+      keys.set(id, decode(`CREDENTIALS_PREVIOUS_KEYS.${id}`, b64));
+    }
+    keys.set(currentId, decode('CREDENTIALS_KEY', current));
+    return new Vault(currentId, keys);
+  }
+
+  seal(name: string, value: string): Sealed & { keyId: string } {
+    return { ...encrypt(this.keys.get(this.keyId)!, value, name), keyId: this.keyId };
+  }
+
+  /** The value, or `null` when its key is not configured or it does not authenticate. */
+  open(name: string, sealed: Sealed & { keyId: string }): string | null {
+    const key = this.keys.get(sealed.keyId);
+    if (!key) return null;
+    try {
+      return decrypt(key, sealed, name);
+    } catch {
+      return null;
+    }
+  }
 }

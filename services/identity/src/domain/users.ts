@@ -9,8 +9,11 @@ export type ITx = Tx<typeof schema>;
 export type IExec = ITx | Db<typeof schema>;
 export type UserRow = typeof users.$inferSelect;
 
+/** Platform roles of the reference API; only `admin` grants platform-wide operations, `member` means none. */
+export const PlatformRoles = ['admin', 'editor', 'viewer', 'builder', 'agent', 'demo', 'member'] as const;
+
 export const userView = (u: UserRow) => ({
-  id: u.id, username: u.username, email: u.email, role: u.platformRoles.includes('admin') ? 'admin' : 'member',
+  id: u.id, username: u.username, email: u.email, role: u.platformRoles.includes('admin') ? 'admin' : u.platformRoles[0] ?? 'member',
   platform_roles: u.platformRoles, avatar_url: u.avatarUrl, tenant_id: u.tenantId, created_at: u.createdAt.toISOString(),
 });
 
@@ -23,15 +26,22 @@ export async function personalOrg(db: IExec, userId: string) {
   return row ?? null;
 }
 
-/** A new session: a 15 min access token for the default org and a rotating refresh token (new family unless given). */
+/**
+ * A new session: a 15 min access token for the default org and a rotating refresh token (new
+ * family unless given). The access token's `sid` is the family, so logging out ends both.
+ */
 export async function issueSession(db: IExec, signer: Signer, user: UserRow, ttlDays: number, familyId?: string) {
+  // Right after "revoke everything" the gateway refuses tokens issued before the next whole second.
+  const wait = (user.tokensNotBefore?.getTime() ?? 0) - Date.now();
+  if (wait > 0) await new Promise((r) => setTimeout(r, Math.min(wait, 1_000)));
   const org = await personalOrg(db, user.id);
+  const sessionId = familyId ?? crypto.randomUUID();
   const access = await signAccessToken(signer, {
-    userId: user.id, tenantId: user.tenantId, orgId: org?.id ?? '', orgRole: org?.role ?? 'viewer', roles: user.platformRoles,
+    userId: user.id, tenantId: user.tenantId, orgId: org?.id ?? '', orgRole: org?.role ?? 'viewer', roles: user.platformRoles, sessionId,
   });
   const refresh = opaqueToken();
   await (db as ITx).insert(refreshTokens).values({
-    userId: user.id, familyId: familyId ?? crypto.randomUUID(), tokenHash: sha256(refresh), expiresAt: new Date(Date.now() + ttlDays * 86_400_000),
+    userId: user.id, familyId: sessionId, tokenHash: sha256(refresh), expiresAt: new Date(Date.now() + ttlDays * 86_400_000),
   });
   return { access, refresh, orgId: org?.id ?? null };
 }

@@ -1,9 +1,9 @@
 import { metaFromPrincipal } from '@aos/bus';
-import { Scopes } from '@aos/contracts';
-import { badRequest, conflict, notFound } from '@aos/core';
+import { Scopes, type Principal } from '@aos/contracts';
+import { AppError, badRequest, conflict, notFound } from '@aos/core';
 import { type App, Envelope, list, ListEnvelope, Nullable, ok, page, PaginationQuery } from '@aos/http';
 import { Type } from '@sinclair/typebox';
-import { and, desc, eq, isNull, sql } from 'drizzle-orm';
+import { and, desc, eq, gt, isNotNull, isNull, lte, or, sql } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
 import { apiKeys, apiKeyUsage } from '../db/schema.js';
 import { requireRole } from '../domain/access.js';
@@ -20,6 +20,17 @@ const KeySchema = Type.Object({
 });
 type Row = typeof apiKeys.$inferSelect;
 
+const KeyStatuses = ['active', 'inactive', 'expired', 'revoked'] as const;
+const statusIs = (s: (typeof KeyStatuses)[number]) => {
+  const now = new Date();
+  const live = and(isNull(apiKeys.revokedAt), eq(apiKeys.isActive, true));
+  switch (s) {
+    case 'revoked': return isNotNull(apiKeys.revokedAt);
+    case 'inactive': return and(isNull(apiKeys.revokedAt), eq(apiKeys.isActive, false));
+    case 'expired': return and(live, lte(apiKeys.expiresAt, now));
+    default: return and(live, or(isNull(apiKeys.expiresAt), gt(apiKeys.expiresAt, now)));
+  }
+};
 const status = (k: Row) => (k.revokedAt ? 'revoked' : !k.isActive ? 'inactive' : k.expiresAt && k.expiresAt < new Date() ? 'expired' : 'active');
 const view = (k: Row, secret?: string) => ({
   id: k.id, org_id: k.orgId, name: k.name, description: k.description, scopes: k.scopes, key_preview: k.masked,
@@ -32,6 +43,16 @@ const view = (k: Row, secret?: string) => ({
 const Params = Type.Object({ orgId: Type.String({ maxLength: 64 }) });
 const KeyParams = Type.Object({ orgId: Type.String({ maxLength: 64 }), keyId: Type.String({ format: 'uuid' }) });
 const Expires = Nullable(Type.String({ format: 'date-time' }));
+
+/**
+ * An API key may manage only keys no stronger than itself: otherwise an `org:write` key could
+ * mint (or roll, and so read) a `*` key. Users are limited by their role instead.
+ */
+function assertWithinCaller(principal: Principal, scopes: readonly string[]) {
+  if (principal.kind !== 'api_key' || principal.scopes.includes('*')) return;
+  const beyond = scopes.filter((s) => !principal.scopes.includes(s));
+  if (beyond.length) throw new AppError('FORBIDDEN', `This API key cannot manage keys with scopes it lacks: ${beyond.join(', ')}`, beyond.map((scope) => ({ scope })));
+}
 
 function futureOrNull(value: string | null | undefined): Date | null | undefined {
   if (value === undefined || value === null) return value;
@@ -50,17 +71,22 @@ export async function apiKeyRoutes(app: App, ctx: Ctx) {
     const { org } = await requireRole(ctx.db, request, params.orgId, 'admin');
     const [k] = await ctx.db.select().from(apiKeys).where(and(eq(apiKeys.orgId, org.id), eq(apiKeys.id, params.keyId), isNull(apiKeys.deletedAt)));
     if (!k) throw notFound('API key');
+    assertWithinCaller(request.principal, k.scopes);
     return { org, key: k };
   };
   const meta = (r: FastifyRequest) => metaFromPrincipal(r.principal);
 
   app.get('/organizations/:orgId/api-keys', {
     config: { scope: 'org:read' },
-    schema: { tags: ['API keys'], summary: 'List API keys (masked)', params: Params, querystring: Type.Object(PaginationQuery), response: { 200: ListEnvelope(KeySchema) } },
+    schema: {
+      tags: ['API keys'], summary: 'List API keys (masked), newest first', params: Params,
+      querystring: Type.Object({ ...PaginationQuery, status: Type.Optional(Type.Union(KeyStatuses.map((s) => Type.Literal(s)))) }),
+      response: { 200: ListEnvelope(KeySchema) },
+    },
   }, async (request) => {
     const { org } = await requireRole(ctx.db, request, request.params.orgId, 'admin');
     const p = page(request.query);
-    const cond = and(eq(apiKeys.orgId, org.id), isNull(apiKeys.deletedAt));
+    const cond = and(eq(apiKeys.orgId, org.id), isNull(apiKeys.deletedAt), request.query.status ? statusIs(request.query.status) : undefined);
     const rows = await ctx.db.select().from(apiKeys).where(cond).orderBy(desc(apiKeys.createdAt), desc(apiKeys.id)).limit(p.limit).offset(p.offset);
     const [{ n }] = (await ctx.db.select({ n: sql<number>`count(*)::int` }).from(apiKeys).where(cond)) as [{ n: number }];
     return list(rows.map((k) => view(k)), n, p);
@@ -79,11 +105,13 @@ export async function apiKeyRoutes(app: App, ctx: Ctx) {
   }, async (request, reply) => {
     const { org } = await requireRole(ctx.db, request, request.params.orgId, 'admin');
     const b = request.body;
+    const scopes = [...new Set(b.scopes ?? ['*'])];
+    assertWithinCaller(request.principal, scopes);
     const secret = generateApiKey();
     const row = await ctx.db.transaction(async (tx) => {
       const [k] = await tx.insert(apiKeys).values({
         orgId: org.id, tenantId: org.tenantId, createdBy: request.principal.userId, name: b.name.trim(), description: b.description ?? null,
-        scopes: [...new Set(b.scopes ?? ['*'])], masked: maskApiKey(secret), keyHash: apiKeyHash(ctx.config.API_KEY_PEPPER, secret),
+        scopes, masked: maskApiKey(secret), keyHash: apiKeyHash(ctx.config.API_KEY_PEPPER, secret),
         expiresAt: futureOrNull(b.expires_at) ?? null,
       }).returning();
       await ctx.outbox.enqueue(tx, 'identity.api_key.created', { orgId: org.id, tenantId: org.tenantId, apiKeyId: k!.id }, meta(request));
@@ -112,6 +140,7 @@ export async function apiKeyRoutes(app: App, ctx: Ctx) {
     const b = request.body;
     if (Object.keys(b).length === 0) throw badRequest('Nothing to update');
     if (key.revokedAt) throw conflict('A revoked key cannot be changed');
+    if (b.scopes) assertWithinCaller(request.principal, b.scopes);
     const updated = await ctx.db.transaction(async (tx) => {
       const [k] = await tx.update(apiKeys).set({
         name: b.name?.trim(), description: b.description, scopes: b.scopes ? [...new Set(b.scopes)] : undefined, isActive: b.is_active,

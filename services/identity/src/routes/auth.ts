@@ -1,32 +1,36 @@
 import { ACCESS_TOKEN } from '@aos/contracts';
 import { AppError, badRequest, conflict, unauthorized } from '@aos/core';
 import { metaFromPrincipal, systemMeta } from '@aos/bus';
-import { Envelope, ok, type App } from '@aos/http';
+import { Envelope, Nullable, ok, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, eq, gt, isNull, or, sql } from 'drizzle-orm';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { invites, loginFailures, memberships, organizations, passwordResets, refreshTokens, tenants, users } from '../db/schema.js';
+import { loginFailures, memberships, organizations, passwordResets, refreshTokens, tenants, users } from '../db/schema.js';
+import { acceptInvite } from '../domain/invites.js';
 import { hashPassword, opaqueToken, sha256, verifyPassword } from '../domain/crypto.js';
 import type { Signer } from '../domain/tokens.js';
-import { verifyAccessToken } from '../domain/tokens.js';
+import { revocationInstant, verifyAccessToken } from '../domain/tokens.js';
 import { issueSession, userView, type UserRow } from '../domain/users.js';
 import type { Ctx } from '../service.js';
 import { splitList } from '@aos/core';
 
 export const UserSchema = Type.Object({
   id: Type.String(), username: Type.String(), email: Type.String(), role: Type.String(), platform_roles: Type.Array(Type.String()),
-  avatar_url: Type.Union([Type.String(), Type.Null()]), tenant_id: Type.String(), created_at: Type.String(),
+  avatar_url: Nullable(Type.String()), tenant_id: Type.String(), created_at: Type.String(),
 });
 const SessionSchema = Type.Object({
   success: Type.Boolean(), token: Type.String(), access_token: Type.String(), refresh_token: Type.String(),
-  token_type: Type.String(), expires_in: Type.Integer(), org_id: Type.Union([Type.String(), Type.Null()]), user: UserSchema,
+  token_type: Type.String(), expires_in: Type.Integer(), org_id: Nullable(Type.String()), user: UserSchema,
 });
 export const Email = Type.String({ format: 'email', maxLength: 254 });
 const Password = Type.String({ minLength: 10, maxLength: 200 });
-const Username = Type.String({ minLength: 3, maxLength: 32, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' });
+export const Username = Type.String({ minLength: 3, maxLength: 32, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' });
 
 /** Client IP as the gateway saw it (only the gateway can reach this service). */
 const clientIp = (request: FastifyRequest) => String(request.headers['x-forwarded-for'] ?? request.ip).split(',')[0]!.trim();
+
+const RESET_TTL_MS = 30 * 60_000;
+const MAX_RESETS_PER_WINDOW = 3;
 
 /** A dummy hash verified when the e-mail is unknown, so both failures take the same time. */
 let dummyHash: Promise<string> | undefined;
@@ -81,16 +85,8 @@ export async function authRoutes(app: App, ctx: Ctx, signer: Signer) {
       const meta = { tenantId: tenant!.id, orgId: org!.id, actor: { type: 'user' as const, id: u!.id } };
       await ctx.outbox.enqueue(tx, 'identity.user.registered', { userId: u!.id, email: u!.email, username: u!.username, tenantId: tenant!.id, personalOrgId: org!.id, platformRoles }, meta);
       await ctx.outbox.enqueue(tx, 'identity.org.created', { orgId: org!.id, tenantId: tenant!.id, name: org!.name, slug: org!.slug }, meta);
-      if (b.invite_code) {
-        const [invite] = await tx.select().from(invites).where(and(eq(invites.tokenHash, sha256(b.invite_code)), isNull(invites.acceptedAt), gt(invites.expiresAt, new Date())));
-        if (invite && invite.email.toLowerCase() === b.email.toLowerCase()) {
-          await tx.update(invites).set({ acceptedAt: new Date(), acceptedBy: u!.id }).where(eq(invites.id, invite.id));
-          await tx.insert(memberships).values({ orgId: invite.orgId, userId: u!.id, role: invite.role }).onConflictDoNothing();
-          const [o] = await tx.select().from(organizations).where(eq(organizations.id, invite.orgId));
-          await ctx.outbox.enqueue(tx, 'identity.invite.accepted', { orgId: invite.orgId, tenantId: o!.tenantId, inviteId: invite.id, userId: u!.id }, meta);
-          await ctx.outbox.enqueue(tx, 'identity.member.added', { orgId: invite.orgId, tenantId: o!.tenantId, userId: u!.id, role: invite.role }, meta);
-        }
-      }
+      // An invitation for this address joins its org (and team) at once; any other code is ignored.
+      if (b.invite_code) await acceptInvite(ctx, tx, b.invite_code, u!, meta);
       return u!;
     });
     return reply.status(201).send(ok(await session(reply, user)));
@@ -177,12 +173,18 @@ export async function authRoutes(app: App, ctx: Ctx, signer: Signer) {
       if (current && current.userId === userId) {
         await ctx.outbox.enqueue(tx, 'identity.session.revoked', { userId, jti: current.jti, expiresAt: current.exp.toISOString() }, meta);
       }
+      // This session's refresh family ends too: the token's `sid`, or the family of a refresh token given.
+      const families = new Set<string>();
+      if (current?.userId === userId && current.sessionId) families.add(current.sessionId);
       if (request.body?.refresh_token) {
         const [t] = await tx.select().from(refreshTokens).where(and(eq(refreshTokens.tokenHash, sha256(request.body.refresh_token)), eq(refreshTokens.userId, userId)));
-        if (t) await tx.update(refreshTokens).set({ revokedAt: new Date() }).where(and(eq(refreshTokens.familyId, t.familyId), isNull(refreshTokens.revokedAt)));
+        if (t) families.add(t.familyId);
+      }
+      for (const familyId of families) {
+        await tx.update(refreshTokens).set({ revokedAt: new Date() }).where(and(eq(refreshTokens.familyId, familyId), eq(refreshTokens.userId, userId), isNull(refreshTokens.revokedAt)));
       }
       if (all) {
-        const now = new Date();
+        const now = revocationInstant();
         await tx.update(users).set({ tokensNotBefore: now }).where(eq(users.id, userId));
         await tx.update(refreshTokens).set({ revokedAt: now }).where(and(eq(refreshTokens.userId, userId), isNull(refreshTokens.revokedAt)));
         await ctx.outbox.enqueue(tx, 'identity.user.tokens_revoked', { userId, notBefore: now.toISOString() }, meta);
@@ -195,7 +197,7 @@ export async function authRoutes(app: App, ctx: Ctx, signer: Signer) {
   app.get('/auth/me', {
     schema: {
       tags: ['Auth'], summary: 'The current user and the organization they act in',
-      response: { 200: Envelope(Type.Object({ user: UserSchema, org_id: Type.Union([Type.String(), Type.Null()]), org_role: Type.Union([Type.String(), Type.Null()]), kind: Type.String(), scopes: Type.Array(Type.String()) })) },
+      response: { 200: Envelope(Type.Object({ user: UserSchema, org_id: Nullable(Type.String()), org_role: Nullable(Type.String()), kind: Type.String(), scopes: Type.Array(Type.String()) })) },
     },
   }, async (request) => {
     const p = request.principal;
@@ -215,8 +217,13 @@ export async function authRoutes(app: App, ctx: Ctx, signer: Signer) {
     const [user] = await ctx.db.select().from(users).where(eq(sql`lower(${users.email})`, request.body.email.trim().toLowerCase()));
     if (user) {
       const token = opaqueToken();
-      const expiresAt = new Date(Date.now() + 30 * 60_000);
+      const expiresAt = new Date(Date.now() + RESET_TTL_MS);
       await ctx.db.transaction(async (tx) => {
+        // A few links per account per half hour: more would only flood the mailbox (the answer stays the same).
+        await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtext(${`identity:reset:${user.id}`}))`);
+        const [{ n }] = (await tx.select({ n: sql<number>`count(*)::int` }).from(passwordResets)
+          .where(and(eq(passwordResets.userId, user.id), gt(passwordResets.createdAt, new Date(Date.now() - RESET_TTL_MS))))) as [{ n: number }];
+        if (n >= MAX_RESETS_PER_WINDOW) return;
         await tx.insert(passwordResets).values({ userId: user.id, tokenHash: sha256(token), expiresAt });
         await ctx.outbox.enqueue(tx, 'identity.password_reset.requested', {
           userId: user.id, email: user.email, resetUrl: `${cfg.APP_URL.replace(/\/$/, '')}/reset-password?token=${token}`, expiresAt: expiresAt.toISOString(),
@@ -238,8 +245,9 @@ export async function authRoutes(app: App, ctx: Ctx, signer: Signer) {
       const [reset] = await tx.update(passwordResets).set({ usedAt: new Date() })
         .where(and(eq(passwordResets.tokenHash, sha256(request.body.token)), isNull(passwordResets.usedAt), gt(passwordResets.expiresAt, new Date()))).returning();
       if (!reset) return false;
-      const now = new Date();
+      const now = revocationInstant();
       await tx.update(users).set({ passwordHash, tokensNotBefore: now, updatedAt: now }).where(eq(users.id, reset.userId));
+      await tx.update(passwordResets).set({ usedAt: new Date() }).where(and(eq(passwordResets.userId, reset.userId), isNull(passwordResets.usedAt)));
       await tx.update(refreshTokens).set({ revokedAt: now }).where(and(eq(refreshTokens.userId, reset.userId), isNull(refreshTokens.revokedAt)));
       await ctx.outbox.enqueue(tx, 'identity.user.tokens_revoked', { userId: reset.userId, notBefore: now.toISOString() }, systemMeta(null, null));
       return true;

@@ -1,7 +1,7 @@
 import { forbidden, unauthorized, notFound } from '@aos/core';
 import { ok, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
-import { and, eq, gt, isNull, or } from 'drizzle-orm';
+import { and, eq, gt, isNull, lt, or } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
 import { apiKeys, apiKeyUsage, memberships, organizations, users } from '../db/schema.js';
 import { apiKeyHash, looksLikeApiKey } from '../domain/crypto.js';
@@ -69,10 +69,20 @@ export async function internalRoutes(app: App, ctx: Ctx, signer: Signer) {
       }),
     },
   }, async (request, reply) => {
-    if (request.body.entries.length > 0) {
-      await ctx.db.insert(apiKeyUsage).values(request.body.entries.map((e) => ({
-        apiKeyId: e.api_key_id, method: e.method, path: e.path, status: e.status, latencyMs: e.latency_ms, at: new Date(e.at),
-      })));
+    const entries = request.body.entries;
+    if (entries.length > 0) {
+      await ctx.db.transaction(async (tx) => {
+        await tx.insert(apiKeyUsage).values(entries.map((e) => ({
+          apiKeyId: e.api_key_id, method: e.method, path: e.path, status: e.status, latencyMs: e.latency_ms, at: new Date(e.at),
+        })));
+        // The gateway caches verified keys, so verification alone would leave last_used_at minutes behind.
+        const latest = new Map<string, number>();
+        for (const e of entries) latest.set(e.api_key_id, Math.max(latest.get(e.api_key_id) ?? 0, Date.parse(e.at)));
+        for (const [id, ms] of latest) {
+          const at = new Date(ms);
+          await tx.update(apiKeys).set({ lastUsedAt: at }).where(and(eq(apiKeys.id, id), or(isNull(apiKeys.lastUsedAt), lt(apiKeys.lastUsedAt, at))));
+        }
+      });
     }
     return reply.status(202).send(ok({ accepted: request.body.entries.length }));
   });

@@ -3,45 +3,76 @@ import { forbidden, notFound, conflict, badRequest } from '@aos/core';
 import { isUniqueViolation } from '@aos/db';
 import { Envelope, ListEnvelope, list, ok, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
-import { and, asc, eq, ilike, or, sql } from 'drizzle-orm';
+import { and, asc, eq, ilike, isNull, ne, or, sql } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
-import { organizations, users } from '../db/schema.js';
-import { personalOrg, userView } from '../domain/users.js';
+import { invites, loginFailures, memberships, organizations, users } from '../db/schema.js';
+import { ownerCount, softDeleteOrg } from '../domain/orgs.js';
+import { revocationInstant } from '../domain/tokens.js';
+import { PlatformRoles, userView } from '../domain/users.js';
 import type { Ctx } from '../service.js';
-import { Email, UserSchema } from './auth.js';
+import { Email, UserSchema, Username } from './auth.js';
 
 const Id = Type.Object({ id: Type.String({ format: 'uuid' }) });
 const Deleted = Envelope(Type.Object({ id: Type.String(), deleted: Type.Boolean() }));
+const escapeLike = (q: string) => q.replace(/[\\%_]/g, (c) => `\\${c}`);
 
 /** Users: platform admins manage everyone; a user may read themself and erase their own account. */
 export async function userRoutes(app: App, ctx: Ctx) {
+  /**
+   * Erases a user: their row (memberships, sessions and resets cascade), their personal org and any
+   * org they were the only member of (with those orgs' API keys), pending invitations to their address
+   * and login-failure counters. Refused (409) while they are the only owner of an org others still use.
+   */
   const erase = async (request: FastifyRequest, userId: string) => {
     await ctx.db.transaction(async (tx) => {
       const [user] = await tx.select().from(users).where(eq(users.id, userId)).for('update');
       if (!user) throw notFound('User');
-      const personal = await personalOrg(tx, userId);
-      if (personal) await tx.update(organizations).set({ deletedAt: new Date() }).where(and(eq(organizations.id, personal.id), eq(organizations.personal, true)));
-      await tx.delete(users).where(eq(users.id, userId));
+      const owned = await tx.select({ org: organizations }).from(memberships).innerJoin(organizations, eq(organizations.id, memberships.orgId))
+        .where(and(eq(memberships.userId, userId), eq(memberships.role, 'owner'), isNull(organizations.deletedAt))).for('update', { of: organizations });
       const meta = metaFromPrincipal(request.principal);
+      const blocking: { id: string; name: string }[] = [];
+      for (const { org } of owned) {
+        const [{ others }] = (await tx.select({ others: sql<number>`count(*)::int` }).from(memberships).where(and(eq(memberships.orgId, org.id), ne(memberships.userId, userId)))) as [{ others: number }];
+        if (org.personal || others === 0) await softDeleteOrg(ctx, tx, org, meta);
+        else if ((await ownerCount(tx, org.id)) <= 1) blocking.push({ id: org.id, name: org.name });
+      }
+      if (blocking.length) {
+        throw conflict('This user is the only owner of organizations others still use: transfer ownership or delete them first', blocking.map((o) => ({ org_id: o.id, name: o.name })));
+      }
+      await tx.delete(invites).where(and(eq(sql`lower(${invites.email})`, user.email.toLowerCase()), isNull(invites.acceptedAt)));
+      await tx.delete(loginFailures).where(eq(loginFailures.key, `email:${user.email.toLowerCase()}`));
+      await tx.delete(users).where(eq(users.id, userId));
       await ctx.outbox.enqueue(tx, 'identity.user.deleted', { userId, tenantId: user.tenantId }, meta);
-      await ctx.outbox.enqueue(tx, 'identity.user.tokens_revoked', { userId, notBefore: new Date().toISOString() }, meta);
+      await ctx.outbox.enqueue(tx, 'identity.user.tokens_revoked', { userId, notBefore: revocationInstant().toISOString() }, meta);
     });
   };
 
   app.get('/users', {
     config: { platformAdmin: true },
-    schema: { tags: ['Users'], summary: 'All users (platform admin)', querystring: Type.Object({ ...PaginationQuery, q: Type.Optional(Type.String({ maxLength: 100 })) }), response: { 200: ListEnvelope(UserSchema) } },
+    schema: {
+      tags: ['Users'], summary: 'All users (platform admin)',
+      querystring: Type.Object({ ...PaginationQuery, q: Type.Optional(Type.String({ maxLength: 100, description: 'Substring of username or e-mail' })), role: Type.Optional(Type.Union(PlatformRoles.map((r) => Type.Literal(r)))) }),
+      response: { 200: ListEnvelope(UserSchema) },
+    },
   }, async (request) => {
     const p = page(request.query);
     const q = request.query.q?.trim();
-    const cond = q ? or(ilike(users.username, `%${q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`), ilike(users.email, `%${q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`)) : undefined;
+    const role = request.query.role;
+    const cond = and(
+      q ? or(ilike(users.username, `%${escapeLike(q)}%`), ilike(users.email, `%${escapeLike(q)}%`)) : undefined,
+      role ? (role === 'member' ? sql`cardinality(${users.platformRoles}) = 0` : sql`${role} = ANY(${users.platformRoles})`) : undefined,
+    );
     const rows = await ctx.db.select().from(users).where(cond).orderBy(asc(users.createdAt), asc(users.id)).limit(p.limit).offset(p.offset);
     const [{ n }] = (await ctx.db.select({ n: sql<number>`count(*)::int` }).from(users).where(cond)) as [{ n: number }];
     return list(rows.map(userView), n, p);
   });
 
   app.delete('/users/me', {
-    schema: { tags: ['Users'], summary: 'Erase my account (GDPR); other services delete or anonymise my data', response: { 200: Deleted } },
+    schema: {
+      tags: ['Users'], summary: 'Erase my account (GDPR); other services delete or anonymise my data',
+      description: 'Admin accounts cannot self-delete (403). 409 while you are the only owner of an organization other members still use.',
+      response: { 200: Deleted },
+    },
   }, async (request) => {
     const p = request.principal;
     if (p.kind !== 'user' || !p.userId) throw forbidden('Only a signed-in user can delete their account');
@@ -63,11 +94,9 @@ export async function userRoutes(app: App, ctx: Ctx) {
   app.patch('/users/:id', {
     config: { platformAdmin: true },
     schema: {
-      tags: ['Users'], summary: 'Update username, e-mail or role (platform admin)', params: Id,
-      body: Type.Object({
-        username: Type.Optional(Type.String({ minLength: 3, maxLength: 32, pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]*$' })), email: Type.Optional(Email),
-        role: Type.Optional(Type.Union(['admin', 'editor', 'viewer', 'builder', 'agent', 'demo', 'member'].map((r) => Type.Literal(r)))),
-      }, { additionalProperties: false }),
+      tags: ['Users'], summary: 'Update username, e-mail or platform role (platform admin)', params: Id,
+      description: "A role change voids the user's current access tokens (their next refresh carries the new role).",
+      body: Type.Object({ username: Type.Optional(Username), email: Type.Optional(Email), role: Type.Optional(Type.Union(PlatformRoles.map((r) => Type.Literal(r)))) }, { additionalProperties: false }),
       response: { 200: Envelope(UserSchema) },
     },
   }, async (request) => {
@@ -76,12 +105,16 @@ export async function userRoutes(app: App, ctx: Ctx) {
     if (b.role && b.role !== 'admin' && request.params.id === request.principal.userId) throw forbidden('You cannot remove your own admin role');
     try {
       const updated = await ctx.db.transaction(async (tx) => {
-        const [u] = await tx.update(users).set({
-          username: b.username, email: b.email, platformRoles: b.role ? (b.role === 'admin' ? ['admin'] : []) : undefined, updatedAt: new Date(),
-        }).where(eq(users.id, request.params.id)).returning();
-        if (!u) throw notFound('User');
-        await ctx.outbox.enqueue(tx, 'identity.user.updated', { userId: u.id, changes: Object.keys(b) }, metaFromPrincipal(request.principal));
-        return u;
+        const [before] = await tx.select().from(users).where(eq(users.id, request.params.id)).for('update');
+        if (!before) throw notFound('User');
+        const platformRoles = b.role === undefined ? before.platformRoles : b.role === 'member' ? [] : [b.role];
+        const roleChanged = platformRoles.join() !== before.platformRoles.join();
+        const notBefore = roleChanged ? revocationInstant() : undefined;
+        const [u] = await tx.update(users).set({ username: b.username, email: b.email, platformRoles, tokensNotBefore: notBefore, updatedAt: new Date() }).where(eq(users.id, before.id)).returning();
+        const meta = metaFromPrincipal(request.principal);
+        await ctx.outbox.enqueue(tx, 'identity.user.updated', { userId: u!.id, changes: Object.keys(b) }, meta);
+        if (notBefore) await ctx.outbox.enqueue(tx, 'identity.user.tokens_revoked', { userId: u!.id, notBefore: notBefore.toISOString() }, meta);
+        return u!;
       });
       return ok(userView(updated));
     } catch (err) {
