@@ -143,6 +143,71 @@ describe('POST /billing/change-plan with Stripe', () => {
     expect((await svc.inject(p, { method: 'POST', url: '/billing/change-plan', payload: { tier: 'teams' } })).statusCode).toBe(409);
   });
 
+  it('applies a scheduled downgrade at the period end by itself (delayed job), with no read and no webhook', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    const periodEnd = Math.floor(Date.now() / 1000) + 2;
+    await subscribe(orgId, 'teams', periodEnd);
+    const res = await svc.inject(p, { method: 'POST', url: '/billing/change-plan', payload: { tier: 'pro' } });
+    expect(res.json().data).toMatchObject({ action: 'downgrade_scheduled', effective_at: new Date(periodEnd * 1000).toISOString() });
+    const tierInDb = async () => (await svc.ctx.pool.query('SELECT tier, pending_tier FROM billing_subscriptions WHERE org_id = $1', [orgId])).rows[0];
+    expect(await tierInDb()).toEqual({ tier: 'teams', pending_tier: 'pro' });
+    await waitFor(async () => (await tierInDb()).tier === 'pro', { timeoutMs: 10_000, message: 'downgrade applied at period end' });
+    expect(await tierInDb()).toEqual({ tier: 'pro', pending_tier: null });
+    expect(Date.now()).toBeGreaterThanOrEqual(periodEnd * 1000);
+    const changed = await outboxEvents(svc, 'billing.subscription.changed', orgId);
+    expect(changed.at(-1)!.data).toMatchObject({ tier: 'pro', previousTier: 'teams', userId: null });
+  });
+
+  it("applies the downgrade on Stripe's renewal (a new period started), even a little before our clock reaches it", async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    const periodEnd = Math.floor(Date.now() / 1000) + 30;
+    await subscribe(orgId, 'teams', periodEnd);
+    await svc.inject(p, { method: 'POST', url: '/billing/change-plan', payload: { tier: 'pro' } });
+    const id = `sub_${orgId.slice(0, 8)}`;
+    const renewed = { ...stripe.subscriptions.get(id)!, items: { object: 'list', data: [{ id: 'si_test1', price: { id: 'price_pro' }, current_period_start: periodEnd - 20, current_period_end: periodEnd + 30 * 86400 }] } };
+    stripe.subscriptions.set(id, renewed);
+    const ev = signedEvent({ type: 'customer.subscription.updated', object: renewed });
+    await postWebhook(svc, ev.body, ev.signature);
+    expect((await svc.inject(p, { method: 'GET', url: '/billing/subscription' })).json().data).toMatchObject({ tier: 'pro', pending_tier: null });
+  });
+
+  it('a cancellation withdrawn in the customer portal keeps the plan; a plan picked there replaces the scheduled one', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    const id = `sub_${orgId.slice(0, 8)}`;
+    await subscribe(orgId, 'pro');
+    await svc.inject(p, { method: 'POST', url: '/billing/change-plan', payload: { tier: 'free' } });
+    expect((await svc.inject(p, { method: 'GET', url: '/billing/subscription' })).json().data).toMatchObject({ tier: 'pro', pending_tier: 'free', cancel_at_period_end: true });
+    // The customer clicks "renew" in the portal a moment later.
+    const later = Math.floor(Date.now() / 1000) + 2;
+    stripe.subscriptions.set(id, { ...stripe.subscriptions.get(id)!, cancel_at_period_end: false });
+    const renew = signedEvent({ type: 'customer.subscription.updated', created: later, object: stripe.subscriptions.get(id)! });
+    await postWebhook(svc, renew.body, renew.signature);
+    expect((await svc.inject(p, { method: 'GET', url: '/billing/subscription' })).json().data).toMatchObject({ tier: 'pro', pending_tier: null, cancel_at_period_end: false });
+
+    // Teams → Pro scheduled, then the customer switches to Teams again in the portal (price only).
+    const q = owner();
+    const qid = `sub_${q.orgId!.slice(0, 8)}`;
+    await subscribe(q.orgId!, 'teams');
+    await svc.inject(q, { method: 'POST', url: '/billing/change-plan', payload: { tier: 'pro' } });
+    const current = stripe.subscriptions.get(qid)! as { items: { data: { id: string }[] } };
+    stripe.subscriptions.set(qid, { ...current, items: { object: 'list', data: [{ ...current.items.data[0]!, price: { id: 'price_teams' } }] } });
+    const portal = signedEvent({ type: 'customer.subscription.updated', created: later, object: stripe.subscriptions.get(qid)! });
+    await postWebhook(svc, portal.body, portal.signature);
+    expect((await svc.inject(q, { method: 'GET', url: '/billing/subscription' })).json().data).toMatchObject({ tier: 'teams', pending_tier: null });
+  });
+
+  it('restores the previous state when Stripe refuses the downgrade', async () => {
+    const p = owner();
+    await subscribe(p.orgId!, 'teams');
+    stripe.failNext((r) => r.method === 'POST' && r.path === `/v1/subscriptions/sub_${p.orgId!.slice(0, 8)}`, 400, { error: { type: 'invalid_request_error', message: 'No such price' } });
+    const res = await svc.inject(p, { method: 'POST', url: '/billing/change-plan', payload: { tier: 'pro' } });
+    expect(res.statusCode).toBe(422);
+    expect((await svc.inject(p, { method: 'GET', url: '/billing/subscription' })).json().data).toMatchObject({ tier: 'teams', pending_tier: null });
+  });
+
   it('applies a due downgrade when the period has ended', async () => {
     const p = owner();
     await subscribe(p.orgId!, 'teams');
@@ -185,7 +250,8 @@ describe('webhook with the Stripe API reachable', () => {
     const orgId = p.orgId!;
     await subscribe(orgId, 'pro');
     const id = `sub_${orgId.slice(0, 8)}`;
-    stripe.subscriptions.set(id, { ...stripe.subscriptions.get(id)!, status: 'past_due', metadata: { org_id: orgId, tier: 'teams' } });
+    const stored = stripe.subscriptions.get(id)! as { items: { data: { id: string }[] } };
+    stripe.subscriptions.set(id, { ...stored, status: 'past_due', metadata: { org_id: orgId, tier: 'teams' }, items: { object: 'list', data: [{ ...stored.items.data[0]!, price: { id: 'price_teams' } }] } });
     const mark = since();
     // A delayed event whose snapshot says "active, pro".
     const late = signedEvent({ type: 'customer.subscription.updated', object: { id, object: 'subscription', customer: `cus_${orgId.slice(0, 8)}`, status: 'active', cancel_at_period_end: false, metadata: { org_id: orgId, tier: 'pro' }, items: { object: 'list', data: [] } } });

@@ -32,6 +32,7 @@ export interface TierChange {
   cancelAtPeriodEnd?: boolean;
   pendingTier?: TierSlug | null;
   pendingAt?: Date | null;
+  pendingRequestedAt?: number;
   stripeStateAt?: number;
   tenantId?: string | null;
 }
@@ -56,6 +57,7 @@ export async function applySubscription(deps: Deps, tx: Executor, orgId: string,
     ...(change.cancelAtPeriodEnd !== undefined ? { cancelAtPeriodEnd: change.cancelAtPeriodEnd } : {}),
     ...(change.pendingTier !== undefined ? { pendingTier: change.pendingTier } : {}),
     ...(change.pendingAt !== undefined ? { pendingAt: change.pendingAt } : {}),
+    ...(change.pendingRequestedAt !== undefined ? { pendingRequestedAt: change.pendingRequestedAt } : {}),
     ...(change.stripeStateAt !== undefined ? { stripeStateAt: change.stripeStateAt } : {}),
   };
   const [row] = before

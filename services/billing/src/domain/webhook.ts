@@ -6,7 +6,7 @@ import type { Ctx } from '../service.js';
 import { autoTopupRuns, customers } from '../db/schema.js';
 import { findPackage, Tiers, type Ledger, type TierSlug } from './catalog.js';
 import { post } from './ledger.js';
-import { applySubscription, findSubscription, isTier } from './subscriptions.js';
+import { applySubscription, findSubscription, isTier, type SubscriptionRow } from './subscriptions.js';
 
 type Deps = Pick<Ctx, 'outbox' | 'config'>;
 type Outcome = string;
@@ -23,14 +23,43 @@ export async function rememberCustomer(tx: Executor, orgId: string, tenantId: st
   await tx.insert(customers).values({ orgId, tenantId, stripeCustomerId }).onConflictDoNothing();
 }
 
-/** Tier named by our metadata, else by a configured price id. */
+/**
+ * Tier of a Stripe subscription: its price when it is one of the configured plan prices (a
+ * plan switched in the customer portal changes only the price), else our metadata.
+ */
 function tierOfSubscription(deps: Deps, sub: Stripe.Subscription): TierSlug | null {
-  const fromMeta = sub.metadata?.tier;
-  if (isTier(fromMeta)) return fromMeta;
   const priceId = sub.items?.data?.[0]?.price?.id;
   if (priceId && priceId === deps.config.STRIPE_PRICE_PRO) return 'pro';
   if (priceId && priceId === deps.config.STRIPE_PRICE_TEAMS) return 'teams';
-  return null;
+  const fromMeta = sub.metadata?.tier;
+  return isTier(fromMeta) ? fromMeta : null;
+}
+
+/** A new billing period that starts this close to the scheduled time counts as the period end. */
+const PERIOD_SLACK_MS = 60_000;
+
+interface PendingOutcome { tier: TierSlug; pendingTier: TierSlug | null; pendingAt: Date | null }
+
+/**
+ * What a subscription update means for a downgrade scheduled at period end. Stripe is the
+ * truth for what the customer pays, so a change made there after the request (the cancellation
+ * withdrawn, another plan picked in the portal) withdraws it; an older state never does.
+ */
+function resolvePending(row: SubscriptionRow, stripeTier: TierSlug, sub: Stripe.Subscription, eventCreated: number, periodStart: Date | null): PendingOutcome {
+  const pendingTier = row.pendingTier as TierSlug;
+  const pendingAt = row.pendingAt!;
+  const current = row.tier as TierSlug;
+  const newerThanRequest = eventCreated > row.pendingRequestedAt;
+  const due = pendingAt.getTime() <= Date.now() || (periodStart !== null && periodStart.getTime() >= pendingAt.getTime() - PERIOD_SLACK_MS);
+  const keep = { tier: current, pendingTier, pendingAt };
+  if (pendingTier === 'free') {
+    // Stripe ends the subscription at period end (customer.subscription.deleted) unless the cancellation is withdrawn.
+    if (!sub.cancel_at_period_end && newerThanRequest) return { tier: stripeTier, pendingTier: null, pendingAt: null };
+    return keep;
+  }
+  if (stripeTier === pendingTier) return due ? { tier: pendingTier, pendingTier: null, pendingAt: null } : keep;
+  if (newerThanRequest) return { tier: stripeTier, pendingTier: null, pendingAt: null };
+  return keep;
 }
 
 function periodOf(sub: Stripe.Subscription): { start: Date | null; end: Date | null } {
@@ -98,19 +127,16 @@ export async function applyStripeEvent(deps: Deps, tx: Executor, event: Stripe.E
         }, meta);
         return { orgId, outcome: 'subscription ended' };
       }
-      let tier = tierOfSubscription(deps, sub) ?? (row ? (row.tier as TierSlug) : null);
-      if (!tier) return { orgId, outcome: 'ignored: no tier' };
+      const stripeTier = tierOfSubscription(deps, sub) ?? (row && isTier(row.tier) ? row.tier : null);
+      if (!stripeTier) return { orgId, outcome: 'ignored: no tier' };
       // A scheduled downgrade is already priced in Stripe; the plan itself changes at period end.
-      let pendingTier = row?.pendingTier as TierSlug | null | undefined;
-      let pendingAt = row?.pendingAt ?? null;
-      if (row && pendingTier && pendingAt && tier === pendingTier) {
-        if (pendingAt > new Date()) tier = row.tier as TierSlug;
-        else { pendingTier = null; pendingAt = null; }
-      }
+      const { tier, pendingTier, pendingAt } = row?.pendingTier && row.pendingAt && isTier(row.pendingTier) && isTier(row.tier)
+        ? resolvePending(row, stripeTier, sub, event.created, start)
+        : { tier: stripeTier, pendingTier: null, pendingAt: null };
       await applySubscription(deps, tx, orgId, {
         tier, status: sub.status, stripeSubscriptionId: sub.id, stripeCustomerId: customerId,
         currentPeriodStart: start, currentPeriodEnd: end, cancelAtPeriodEnd: sub.cancel_at_period_end,
-        stripeStateAt: event.created, pendingTier: pendingTier ?? null, pendingAt, tenantId,
+        stripeStateAt: event.created, pendingTier, pendingAt, tenantId,
       }, meta);
       return { orgId, outcome: `subscription ${sub.status}` };
     }

@@ -10,7 +10,8 @@ import { LimitsSchema, Tiers, TierSlugSchema, type TierSlug } from '../domain/ca
 import { balanceOf } from '../domain/ledger.js';
 import { createCheckout, priceIdOf } from '../domain/payments.js';
 import { callStripe, stripeClient } from '../domain/stripe.js';
-import { applyDuePending, applySubscription, effectiveTier, monthStart, usageOf, violations, type SubscriptionRow } from '../domain/subscriptions.js';
+import { applyDuePending, applySubscription, effectiveTier, isTier, monthStart, usageOf, violations, type SubscriptionRow } from '../domain/subscriptions.js';
+import { schedulePlanChangeSafely } from '../jobs/plan-changes.js';
 
 const N = <T extends Parameters<typeof Type.Union>[0][number]>(s: T) => Type.Union([s, Type.Null()]);
 
@@ -123,19 +124,29 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
       return ok({ action: 'downgraded' as const, effective_at: new Date().toISOString(), checkout: null, subscription: subscriptionView(orgId, updated) });
     }
     const stripe = stripeClient(ctx);
-    if (target === 'free') {
-      await callStripe(() => stripe.subscriptions.update(stripeSub, { cancel_at_period_end: true }));
-    } else {
-      const price = requirePrice(ctx, target);
-      const sub = await callStripe(() => stripe.subscriptions.retrieve(stripeSub));
-      await callStripe(() => stripe.subscriptions.update(stripeSub, {
-        items: [{ id: sub.items.data[0]!.id, price }], proration_behavior: 'none', metadata: { ...sub.metadata, org_id: orgId, tier: target },
-      }));
-    }
-    const effectiveAt = row!.currentPeriodEnd ?? new Date();
+    const price = target === 'free' ? null : requirePrice(ctx, target);
+    const effectiveAt = row!.currentPeriodEnd && row!.currentPeriodEnd > new Date() ? row!.currentPeriodEnd : new Date();
+    // The intent is recorded before Stripe is told, so the webhook echoing the new price finds it
+    // pending (and does not apply it at once); a Stripe failure restores the previous state.
     const updated = await ctx.db.transaction((tx) => applySubscription(ctx, tx, orgId, {
-      tier: cur, status: row!.status, pendingTier: target, pendingAt: effectiveAt, cancelAtPeriodEnd: target === 'free',
+      tier: cur, status: row!.status, pendingTier: target, pendingAt: effectiveAt, pendingRequestedAt: Math.floor(Date.now() / 1000), cancelAtPeriodEnd: target === 'free',
     }, meta));
+    try {
+      if (target === 'free') {
+        await callStripe(() => stripe.subscriptions.update(stripeSub, { cancel_at_period_end: true }));
+      } else {
+        const sub = await callStripe(() => stripe.subscriptions.retrieve(stripeSub));
+        await callStripe(() => stripe.subscriptions.update(stripeSub, {
+          items: [{ id: sub.items.data[0]!.id, price: price! }], proration_behavior: 'none', cancel_at_period_end: false, metadata: { ...sub.metadata, org_id: orgId, tier: target },
+        }));
+      }
+    } catch (err) {
+      await ctx.db.transaction((tx) => applySubscription(ctx, tx, orgId, {
+        tier: cur, status: row!.status, pendingTier: isTier(row!.pendingTier) ? row!.pendingTier : null, pendingAt: row!.pendingAt, pendingRequestedAt: row!.pendingRequestedAt, cancelAtPeriodEnd: row!.cancelAtPeriodEnd,
+      }, meta));
+      throw err;
+    }
+    await schedulePlanChangeSafely(ctx, orgId, effectiveAt);
     return ok({ action: 'downgrade_scheduled' as const, effective_at: effectiveAt.toISOString(), checkout: null, subscription: subscriptionView(orgId, updated) });
   });
 
