@@ -87,6 +87,26 @@ describe('subscription and usage', () => {
     expect(v.json().data).toMatchObject({ is_downgrade: false, allowed: true, violations: [] });
   });
 
+  it('frees the seats of an erased account in every organization (identity.user.deleted)', async () => {
+    const a = owner();
+    const b = owner();
+    const userId = crypto.randomUUID();
+    for (const org of [a.orgId!, b.orgId!]) {
+      await publish(svc, 'identity.member.added', { orgId: org, tenantId: 't', userId, role: 'member' }, { orgId: org });
+      await publish(svc, 'identity.member.added', { orgId: org, tenantId: 't', userId: crypto.randomUUID(), role: 'owner' }, { orgId: org });
+    }
+    const seats = async (p: typeof a) => (await svc.inject(p, { method: 'GET', url: '/billing/usage' })).json().data.usage.seats;
+    await waitFor(async () => (await seats(a)) === 2 && (await seats(b)) === 2, { message: 'seats counted' });
+    await publish(svc, 'identity.user.deleted', { userId, tenantId: null }, { orgId: null });
+    await waitFor(async () => (await seats(a)) === 1 && (await seats(b)) === 1, { message: 'seats freed' });
+    // A late "added" from before the erasure does not bring the seat back.
+    await publish(svc, 'identity.member.added', { orgId: a.orgId!, tenantId: 't', userId, role: 'member' }, { orgId: a.orgId!, occurredAt: new Date(Date.now() - 60_000).toISOString() });
+    // The same consumer handles events in stream order: once a later one shows, the late one was handled.
+    await publish(svc, 'identity.member.added', { orgId: b.orgId!, tenantId: 't', userId: crypto.randomUUID(), role: 'member' }, { orgId: b.orgId! });
+    await waitFor(async () => (await seats(b)) === 2, { message: 'later event handled' });
+    expect(await seats(a)).toBe(1);
+  });
+
   it('a downgrade of a plan without a Stripe subscription applies at once and emits billing.subscription.changed', async () => {
     const p = owner();
     await svc.ctx.pool.query("INSERT INTO billing_subscriptions (org_id, tier, status) VALUES ($1, 'teams', 'active')", [p.orgId]);

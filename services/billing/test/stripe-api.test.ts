@@ -260,3 +260,49 @@ describe('webhook with the Stripe API reachable', () => {
     expect((await svc.inject(p, { method: 'GET', url: '/billing/subscription' })).json().data).toMatchObject({ tier: 'teams', status: 'past_due' });
   });
 });
+
+describe('identity.org.deleted', () => {
+  it('cancels the live Stripe subscription once, stops auto top-ups and puts the org on Free', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await subscribe(orgId, 'teams');
+    await svc.inject(p, { method: 'POST', url: '/billing/auto-topup', payload: { threshold_tokens: 10, package_slug: 'tokens-10k' } });
+    const ev = await publish(svc, 'identity.org.deleted', { orgId, tenantId: crypto.randomUUID() }, { orgId });
+    await waitFor(async () => (await svc.inject(p, { method: 'GET', url: '/billing/subscription' })).json().data.tier === 'free', { message: 'plan ended' });
+    // Redelivered past the broker's de-dupe: the same cancel request, answered from Stripe's idempotency store.
+    await publish(svc, 'identity.org.deleted', { orgId, tenantId: crypto.randomUUID() }, { orgId, id: ev.id, msgId: `again-${ev.id}` });
+    const cancels = stripe.find('DELETE', `/v1/subscriptions/sub_${orgId.slice(0, 8)}`);
+    expect(cancels).toHaveLength(1);
+    expect(cancels[0]!.headers['idempotency-key']).toBe(`aos-org-deleted-${orgId}`);
+    expect(stripe.subscriptions.get(`sub_${orgId.slice(0, 8)}`)!.status).toBe('canceled');
+    expect((await svc.inject(p, { method: 'GET', url: '/billing/subscription' })).json().data).toMatchObject({ tier: 'free', status: 'canceled' });
+    expect((await svc.inject(p, { method: 'GET', url: '/billing/auto-topup' })).json().data.enabled).toBe(false);
+    expect((await outboxEvents(svc, 'billing.subscription.changed', orgId)).at(-1)!.data).toMatchObject({ tier: 'free', previousTier: 'teams' });
+  });
+});
+
+describe('the Stripe stand-in', () => {
+  it('saw only requests shaped like the real API: secret key, API version, form-encoded bodies', () => {
+    expect(stripe.requests.length).toBeGreaterThan(20);
+    for (const r of stripe.requests) {
+      expect(r.headers.authorization, r.path).toBe('Bearer sk_test_local');
+      expect(r.headers['stripe-version'], r.path).toMatch(/^\d{4}-\d{2}-\d{2}/);
+      expect(r.headers['user-agent'], r.path).toMatch(/^Stripe\/v1 NodeBindings\//);
+      if (r.method === 'POST' && r.raw) expect(r.headers['content-type'], r.path).toMatch(/^application\/x-www-form-urlencoded/);
+    }
+  });
+
+  it('answers like Stripe: 401 without a key, 400 for JSON bodies and missing params, 404 resource_missing, idempotency replays', async () => {
+    const call = (path: string, init: RequestInit) => fetch(`${stripe.url}${path}`, init).then(async (r) => ({ status: r.status, headers: r.headers, body: await r.json() as { error?: { type: string; code?: string; param?: string } } & Record<string, unknown> }));
+    const form = { authorization: 'Bearer sk_test_x', 'content-type': 'application/x-www-form-urlencoded' };
+    expect((await call('/v1/customers', { method: 'POST' })).status).toBe(401);
+    expect((await call('/v1/customers', { method: 'POST', headers: { ...form, 'content-type': 'application/json' }, body: '{"email":"a@b.c"}' })).status).toBe(400);
+    expect((await call('/v1/payment_intents', { method: 'POST', headers: form, body: 'currency=usd' })).body.error).toMatchObject({ code: 'parameter_missing', param: 'amount' });
+    expect((await call('/v1/subscriptions/sub_nope', { method: 'GET', headers: form })).body.error).toMatchObject({ code: 'resource_missing' });
+    const first = await call('/v1/customers', { method: 'POST', headers: { ...form, 'idempotency-key': 'k1' }, body: 'email=a%40b.c' });
+    const again = await call('/v1/customers', { method: 'POST', headers: { ...form, 'idempotency-key': 'k1' }, body: 'email=a%40b.c' });
+    expect(again.body.id).toBe(first.body.id);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect((await call('/v1/customers', { method: 'POST', headers: { ...form, 'idempotency-key': 'k1' }, body: 'email=other%40b.c' })).body.error).toMatchObject({ type: 'idempotency_error' });
+  });
+});

@@ -10,7 +10,7 @@ import { LimitsSchema, Tiers, TierSlugSchema, type TierSlug } from '../domain/ca
 import { balanceOf } from '../domain/ledger.js';
 import { createCheckout, priceIdOf } from '../domain/payments.js';
 import { callStripe, stripeClient } from '../domain/stripe.js';
-import { applyDuePending, applySubscription, effectiveTier, isTier, monthStart, usageOf, violations, type SubscriptionRow } from '../domain/subscriptions.js';
+import { applyDuePending, applySubscription, effectiveTier, isTier, LIVE_STATUSES, monthStart, usageOf, violations, type SubscriptionRow } from '../domain/subscriptions.js';
 import { schedulePlanChangeSafely } from '../jobs/plan-changes.js';
 
 const N = <T extends Parameters<typeof Type.Union>[0][number]>(s: T) => Type.Union([s, Type.Null()]);
@@ -36,7 +36,6 @@ export function subscriptionView(orgId: string, row: SubscriptionRow | undefined
 const ViolationSchema = Type.Object({ resource: Type.String(), current: Type.Integer(), limit: Type.Integer(), excess: Type.Integer() });
 const UsageSchema = Type.Object({ agents: Type.Integer(), seats: Type.Integer(), tasks_this_month: Type.Integer() });
 const TierBody = Type.Object({ tier: TierSlugSchema }, { additionalProperties: false });
-const LIVE = new Set(['active', 'trialing', 'past_due', 'unpaid', 'incomplete']);
 
 export async function subscriptionRoutes(app: App, ctx: Ctx) {
   const current = async (request: FastifyRequest) => {
@@ -89,7 +88,7 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
     if (target === cur) {
       if (row?.pendingTier) {
         const updated = await ctx.db.transaction(async (tx) => {
-          const stripeSub = row.stripeSubscriptionId && LIVE.has(row.status) ? row.stripeSubscriptionId : null;
+          const stripeSub = row.stripeSubscriptionId && LIVE_STATUSES.has(row.status) ? row.stripeSubscriptionId : null;
           if (stripeSub) await restorePrice(ctx, stripeSub, cur, orgId);
           return applySubscription(ctx, tx, orgId, { tier: cur, status: row.status, pendingTier: null, pendingAt: null, cancelAtPeriodEnd: false }, meta);
         });
@@ -97,7 +96,7 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
       }
       throw conflict(`The organization is already on the ${Tiers[cur].name} plan`, [{ tier: cur }]);
     }
-    const stripeSub = row?.stripeSubscriptionId && LIVE.has(row.status) ? row.stripeSubscriptionId : null;
+    const stripeSub = row?.stripeSubscriptionId && LIVE_STATUSES.has(row.status) ? row.stripeSubscriptionId : null;
     const upgrade = Tiers[target].rank > Tiers[cur].rank;
 
     if (upgrade) {
