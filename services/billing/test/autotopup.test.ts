@@ -1,7 +1,7 @@
 import { subjectFor } from '@aos/bus';
 import { sleep, userPrincipal, waitFor } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { count, fakeStripe, outboxEvents, owner, postWebhook, publish, signedEvent, startBilling, type Billing, type FakeStripe } from './helpers.js';
+import { count, fakeStripe, outboxEvents, owner, postWebhook, publish, signedEvent, startBilling, type Billing, type FakeStripe, expectLedgersConsistent } from './helpers.js';
 
 let stripe: FakeStripe;
 let svc: Billing;
@@ -9,7 +9,7 @@ beforeAll(async () => {
   stripe = await fakeStripe();
   svc = await startBilling({ STRIPE_SECRET_KEY: 'sk_test_local', STRIPE_API_BASE: stripe.url });
 });
-afterAll(async () => { await svc?.close(); await stripe?.close(); });
+afterAll(async () => { if (svc) expect(await expectLedgersConsistent(svc)).toBeGreaterThan(0); await svc?.close(); await stripe?.close(); });
 
 async function grant(orgId: string, ledger: 'tokens' | 'credits', amount: number) {
   await svc.ctx.pool.query(`INSERT INTO billing_ledger_entries (org_id, ledger, type, amount, reference_id) VALUES ($1, $2, 'admin_grant', $3, $4)`, [orgId, ledger, amount, crypto.randomUUID()]);

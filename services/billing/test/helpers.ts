@@ -4,6 +4,7 @@ import { startTestService, userPrincipal } from '@aos/testkit';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Stripe from 'stripe';
+import { expect } from 'vitest';
 import { service } from '../src/service.js';
 
 export type Billing = Awaited<ReturnType<typeof startTestService<typeof service.schema, typeof service.config>>>;
@@ -31,6 +32,24 @@ export async function publish<T extends EventType>(svc: Billing, type: T, data: 
 export async function count(svc: Billing, text: string, params: unknown[] = []): Promise<number> {
   const { rows } = await svc.ctx.pool.query(text, params);
   return Number(rows[0]?.n ?? 0);
+}
+
+/**
+ * The ledger invariant, over every account the test touched: the balance is the sum of its
+ * journal, and each entry's balance_after is the running sum up to it.
+ */
+export async function expectLedgersConsistent(svc: Billing) {
+  const { rows } = await svc.ctx.pool.query(`
+    SELECT a.org_id, a.ledger, a.balance::text AS balance, COALESCE(j.sum, 0)::text AS journal, COALESCE(j.broken, 0)::int AS broken
+    FROM billing_ledger_accounts a
+    LEFT JOIN (
+      SELECT org_id, ledger, sum(amount) AS sum, count(*) FILTER (WHERE balance_after <> running) AS broken
+      FROM (SELECT org_id, ledger, amount, balance_after, sum(amount) OVER (PARTITION BY org_id, ledger ORDER BY id) AS running FROM billing_ledger_entries) e
+      GROUP BY org_id, ledger
+    ) j USING (org_id, ledger)`);
+  const broken = rows.filter((r) => r.balance !== r.journal || r.broken > 0);
+  expect(broken).toEqual([]);
+  return rows.length;
 }
 
 /** Events this service wrote to its outbox, oldest first. */

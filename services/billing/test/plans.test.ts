@@ -2,12 +2,12 @@ import { ANONYMOUS } from '@aos/contracts';
 import { adminPrincipal, apiKeyPrincipal, startTestService, userPrincipal, waitFor } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { service } from '../src/service.js';
-import { outboxEvents, owner, publish, type Billing } from './helpers.js';
+import { outboxEvents, owner, publish, type Billing, expectLedgersConsistent } from './helpers.js';
 
 // No Stripe settings at all: the catalogue, plans, usage and ledgers must still work.
 let svc: Billing;
 beforeAll(async () => { svc = (await startTestService(service)) as unknown as Billing; });
-afterAll(async () => { await svc?.close(); });
+afterAll(async () => { if (svc) expect(await expectLedgersConsistent(svc)).toBeGreaterThan(0); await svc?.close(); });
 
 describe('public catalogue', () => {
   it('GET /billing/tiers lists the four tiers with the reference rate limits, for anonymous callers', async () => {

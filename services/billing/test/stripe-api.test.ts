@@ -1,6 +1,6 @@
 import { apiKeyPrincipal, userPrincipal, waitFor } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeStripe, outboxEvents, owner, postWebhook, publish, signedEvent, startBilling, type Billing, type FakeStripe } from './helpers.js';
+import { fakeStripe, outboxEvents, owner, postWebhook, publish, signedEvent, startBilling, type Billing, type FakeStripe, expectLedgersConsistent } from './helpers.js';
 
 let stripe: FakeStripe;
 let svc: Billing;
@@ -8,7 +8,7 @@ beforeAll(async () => {
   stripe = await fakeStripe();
   svc = await startBilling({ STRIPE_SECRET_KEY: 'sk_test_local', STRIPE_API_BASE: stripe.url, STRIPE_PRICE_PRO: 'price_pro', STRIPE_PRICE_TEAMS: 'price_teams' });
 });
-afterAll(async () => { await svc?.close(); await stripe?.close(); });
+afterAll(async () => { if (svc) expect(await expectLedgersConsistent(svc)).toBeGreaterThan(0); await svc?.close(); await stripe?.close(); });
 
 const since = () => stripe.requests.length;
 const after = (mark: number) => stripe.requests.slice(mark);

@@ -1,10 +1,10 @@
 import { adminPrincipal, apiKeyPrincipal, userPrincipal, sleep, waitFor } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { anonymous, count, outboxEvents, owner, publish, startBilling, type Billing } from './helpers.js';
+import { anonymous, count, outboxEvents, owner, publish, startBilling, type Billing, expectLedgersConsistent } from './helpers.js';
 
 let svc: Billing;
 beforeAll(async () => { svc = await startBilling({ SIGNUP_BONUS_TOKENS: '500' }); });
-afterAll(async () => { await svc?.close(); });
+afterAll(async () => { if (svc) expect(await expectLedgersConsistent(svc)).toBeGreaterThan(0); await svc?.close(); });
 
 /** Grants tokens the way the service itself does: a signup bonus for a fresh personal org. */
 async function fund(orgId: string, amount: number) {

@@ -1,11 +1,11 @@
 import { startTestService } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { service } from '../src/service.js';
-import { count, outboxEvents, owner, postWebhook, signedEvent, startBilling, type Billing } from './helpers.js';
+import { count, outboxEvents, owner, postWebhook, signedEvent, startBilling, type Billing, expectLedgersConsistent } from './helpers.js';
 
 let svc: Billing;
 beforeAll(async () => { svc = await startBilling(); });
-afterAll(async () => { await svc?.close(); });
+afterAll(async () => { if (svc) expect(await expectLedgersConsistent(svc)).toBeGreaterThan(0); await svc?.close(); });
 
 const now = () => Math.floor(Date.now() / 1000);
 const subscription = async (orgId: string) => (await svc.inject(owner(orgId), { method: 'GET', url: '/billing/subscription' })).json().data;

@@ -148,7 +148,7 @@ export const costRecords = pgTable('billing_cost_records', {
   description: text('description'),
   occurredAt: timestamp('occurred_at', { withTimezone: true }).notNull(),
 }, (t) => [
-  uniqueIndex('billing_cost_records_ref_uq').on(t.orgId, t.kind, t.referenceId),
+  uniqueIndex('billing_cost_records_source_ref_uq').on(t.orgId, t.source, t.referenceId),
   index('billing_cost_records_org_idx').on(t.orgId, t.kind, t.occurredAt),
   check('billing_cost_records_kind_ck', sql`${t.kind} IN ('ai','infra')`),
 ]);
