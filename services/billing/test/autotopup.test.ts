@@ -159,6 +159,27 @@ describe('auto top-up charging', () => {
     expect(await balance(orgId)).toBe(40);
   });
 
+  it('leaves a charge that needs the customer (3-D Secure) to the webhook, which settles it as failed', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await withCard(orgId);
+    await grant(orgId, 'tokens', 100);
+    const pi = { id: `pi_3ds_${orgId.slice(0, 8)}`, object: 'payment_intent', amount: 1000, currency: 'usd', status: 'requires_action', customer: `cus_${orgId.slice(0, 8)}`, payment_method: 'pm_saved', metadata: { org_id: orgId, ledger: 'tokens', package_slug: 'tokens-10k', crossing_id: `${orgId}.tokens.1` } };
+    stripe.failNext((r) => r.path === '/v1/payment_intents' && r.form['metadata[org_id]'] === orgId, 200, pi);
+    await svc.inject(p, { method: 'POST', url: '/billing/auto-topup', payload: { threshold_tokens: 50, package_slug: 'tokens-10k', max_monthly_topups: 1 } });
+    await consume(p, 60);
+    await waitFor(async () => (await runs(orgId))[0]?.status === 'processing' && (await runs(orgId))[0]?.reason === 'payment intent requires_action', { message: 'waiting for the customer' });
+    const failed = signedEvent({ type: 'payment_intent.payment_failed', object: { ...pi, status: 'requires_payment_method', last_payment_error: { message: 'Authentication failed.' } } });
+    expect((await postWebhook(svc, failed.body, failed.signature)).json().data.outcome).toBe('auto top-up failed');
+    expect((await runs(orgId))[0]).toMatchObject({ status: 'failed', reason: 'Authentication failed.' });
+    expect((await outboxEvents(svc, 'billing.payment.failed', orgId))[0]!.data).toMatchObject({ stripeObjectId: pi.id, reason: 'Authentication failed.' });
+    // A failed run does not count against the monthly cap; a replay settles nothing twice.
+    expect((await svc.inject(p, { method: 'GET', url: '/billing/auto-topup' })).json().data.topups_this_month).toBe(0);
+    const again = signedEvent({ type: 'payment_intent.payment_failed', object: pi });
+    expect((await postWebhook(svc, again.body, again.signature)).json().data.outcome).toBe('ignored: top-up already settled');
+    expect(await balance(orgId)).toBe(40);
+  });
+
   it('fails a run cleanly when no card is saved', async () => {
     const p = owner();
     await grant(p.orgId!, 'tokens', 100);

@@ -1,6 +1,6 @@
 import { systemMeta, type EventMeta } from '@aos/bus';
 import type { Executor } from '@aos/db';
-import { and, eq } from 'drizzle-orm';
+import { and, eq, inArray } from 'drizzle-orm';
 import type Stripe from 'stripe';
 import type { Ctx } from '../service.js';
 import { autoTopupRuns, customers } from '../db/schema.js';
@@ -183,6 +183,23 @@ export async function applyStripeEvent(deps: Deps, tx: Executor, event: Stripe.E
       const meta: EventMeta = systemMeta(pi.metadata.tenant_id ?? null, orgId);
       const result = await creditPaymentIntent(deps, tx, pi, meta);
       return { orgId, outcome: result };
+    }
+    case 'payment_intent.payment_failed': {
+      // An off-session top-up that needed the customer (3-D Secure) and then failed, or a package payment that failed.
+      const pi = event.data.object;
+      const orgId = pi.metadata?.org_id;
+      if (!orgId) return { orgId: null, outcome: 'ignored: no organization' };
+      const reason = pi.last_payment_error?.message ?? 'payment failed';
+      const crossingId = pi.metadata?.crossing_id;
+      if (crossingId) {
+        const failed = await tx.update(autoTopupRuns).set({ status: 'failed', reason, paymentIntentId: pi.id, updatedAt: new Date() })
+          .where(and(eq(autoTopupRuns.crossingId, crossingId), eq(autoTopupRuns.orgId, orgId), inArray(autoTopupRuns.status, ['pending', 'processing']))).returning({ id: autoTopupRuns.id });
+        if (failed.length === 0) return { orgId, outcome: 'ignored: top-up already settled' };
+      }
+      await deps.outbox.enqueue(tx, 'billing.payment.failed', {
+        stripeObjectId: pi.id, amountCents: pi.amount, currency: pi.currency, reason, userId: null, email: pi.receipt_email ?? null,
+      }, systemMeta(pi.metadata.tenant_id ?? null, orgId));
+      return { orgId, outcome: crossingId ? 'auto top-up failed' : 'payment failed' };
     }
     default:
       return { orgId: null, outcome: 'ignored: unhandled type' };
