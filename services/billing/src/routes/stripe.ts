@@ -9,7 +9,9 @@ import { TierSlugSchema, type TierSlug } from '../domain/catalog.js';
 import { createCheckout, createPackageIntent, createPortal, findPackage } from '../domain/payments.js';
 import { stripeClient, stripeConfigured } from '../domain/stripe.js';
 import { applyStripeEvent } from '../domain/webhook.js';
+import { InvalidEventError } from '@aos/bus';
 import { eq } from 'drizzle-orm';
+import { pgErrorCode } from '@aos/db';
 
 const N = <T extends Parameters<typeof Type.Union>[0][number]>(s: T) => Type.Union([s, Type.Null()]);
 const Url = Type.String({ format: 'uri', maxLength: 2000 });
@@ -88,20 +90,32 @@ export async function stripeRoutes(app: App, ctx: Ctx) {
       }
       if (typeof event?.id !== 'string' || typeof event.type !== 'string' || typeof event.created !== 'number') throw badRequest('Malformed Stripe event');
       await refreshSubscription(ctx, event, request.log);
-      const result = await ctx.db.transaction(async (tx) => {
-        const inserted = await tx.insert(stripeEvents).values({ id: event.id, type: event.type, created: event.created, outcome: 'processing' })
-          .onConflictDoNothing().returning({ id: stripeEvents.id });
-        if (inserted.length === 0) {
-          const [prior] = await tx.select().from(stripeEvents).where(eq(stripeEvents.id, event.id));
-          return { duplicate: true, outcome: prior?.outcome ?? 'already processed' };
-        }
-        const { orgId, outcome } = await applyStripeEvent(ctx, tx, event);
-        await tx.update(stripeEvents).set({ outcome, orgId }).where(eq(stripeEvents.id, event.id));
-        return { duplicate: false, outcome };
+      const result = await applyOnce(ctx, event).catch(async (err: unknown) => {
+        // Signed, but holding data Postgres refuses (SQLSTATE class 22) or our event schemas reject:
+        // retrying cannot help, so it is recorded as rejected and acknowledged, not redelivered for days.
+        if (!(err instanceof InvalidEventError) && !pgErrorCode(err)?.startsWith('22')) throw err;
+        request.log.warn({ stripeEventId: event.id, type: event.type, err: (err as Error).message }, 'stripe event with invalid data');
+        await ctx.db.insert(stripeEvents).values({ id: event.id, type: event.type, created: event.created, outcome: 'rejected: invalid data' }).onConflictDoNothing();
+        return { duplicate: false, outcome: 'rejected: invalid data' };
       });
       request.log.info({ stripeEventId: event.id, type: event.type, duplicate: result.duplicate, outcome: result.outcome }, 'stripe webhook');
       return ok({ received: true, event_id: event.id, ...result });
     });
+  });
+}
+
+/** Applies a verified event once: its id is recorded in the transaction that applies it. */
+function applyOnce(ctx: Ctx, event: Stripe.Event) {
+  return ctx.db.transaction(async (tx) => {
+    const inserted = await tx.insert(stripeEvents).values({ id: event.id, type: event.type, created: event.created, outcome: 'processing' })
+      .onConflictDoNothing().returning({ id: stripeEvents.id });
+    if (inserted.length === 0) {
+      const [prior] = await tx.select().from(stripeEvents).where(eq(stripeEvents.id, event.id));
+      return { duplicate: true, outcome: prior?.outcome ?? 'already processed' };
+    }
+    const { orgId, outcome } = await applyStripeEvent(ctx, tx, event);
+    await tx.update(stripeEvents).set({ outcome, orgId }).where(eq(stripeEvents.id, event.id));
+    return { duplicate: false, outcome };
   });
 }
 
