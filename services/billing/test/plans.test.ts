@@ -87,6 +87,23 @@ describe('subscription and usage', () => {
     expect(v.json().data).toMatchObject({ is_downgrade: false, allowed: true, violations: [] });
   });
 
+  it('counts tasks created this calendar month against tasks_per_month (older ones do not count)', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await svc.ctx.pool.query("INSERT INTO billing_subscriptions (org_id, tier, status) VALUES ($1, 'pro', 'active')", [orgId]);
+    const task = (taskId: number) => ({ taskId, title: `t${taskId}`, status: 'todo', priority: 'medium', type: 'feature', assignee: null, productId: null, productSlug: null, parentTaskId: null, createdBy: null });
+    const lastMonth = new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), 1) - 86_400_000).toISOString();
+    await publish(svc, 'tasks.task.created', task(1), { orgId, occurredAt: lastMonth });
+    await Promise.all(Array.from({ length: 101 }, (_, i) => publish(svc, 'tasks.task.created', task(i + 2), { orgId })));
+    await waitFor(async () => (await svc.inject(p, { method: 'GET', url: '/billing/usage' })).json().data.usage.tasks_this_month === 101, { message: '101 tasks this month' });
+    const check = (await svc.inject(p, { method: 'POST', url: '/billing/validate-downgrade', payload: { tier: 'free' } })).json().data;
+    expect(check).toMatchObject({ current_tier: 'pro', is_downgrade: true, allowed: false, usage: { tasks_this_month: 101 } });
+    expect(check.violations).toEqual([{ resource: 'tasks_per_month', current: 101, limit: 100, excess: 1 }]);
+    const refused = await svc.inject(p, { method: 'POST', url: '/billing/change-plan', payload: { tier: 'free' } });
+    expect(refused.statusCode).toBe(422);
+    expect(refused.json().error.details).toEqual(check.violations);
+  });
+
   it('frees the seats of an erased account in every organization (identity.user.deleted)', async () => {
     const a = owner();
     const b = owner();

@@ -19,6 +19,7 @@ async function subscribe(orgId: string, tier: string, periodEnd = Math.floor(Dat
   expect((await postWebhook(svc, cs.body, cs.signature)).statusCode).toBe(200);
   const object = { id: `sub_${orgId.slice(0, 8)}`, object: 'subscription', customer: `cus_${orgId.slice(0, 8)}`, status: 'active', cancel_at_period_end: false, metadata: { org_id: orgId, tier }, items: { object: 'list', data: [{ id: 'si_test1', price: { id: `price_${tier}` }, current_period_start: created, current_period_end: periodEnd }] } };
   stripe.subscriptions.set(object.id, object);
+  stripe.addCustomer(object.customer);
   const up = signedEvent({ type: 'customer.subscription.updated', created: created + 1, object });
   expect((await postWebhook(svc, up.body, up.signature)).statusCode).toBe(200);
 }
@@ -57,6 +58,20 @@ describe('POST /billing/checkout', () => {
     expect((await svc.inject(userPrincipal({ orgRole: 'member' }), { method: 'POST', url: '/billing/checkout', payload: { tier: 'pro' } })).statusCode).toBe(403);
     expect((await svc.inject(apiKeyPrincipal(['billing:read'], { orgRole: 'admin' }), { method: 'POST', url: '/billing/checkout', payload: { tier: 'pro' } })).json().error.code).toBe('SCOPE_REQUIRED');
     expect((await svc.inject(null, { method: 'POST', url: '/billing/checkout', payload: { tier: 'pro' } })).statusCode).toBe(401);
+  });
+});
+
+describe('POST /billing/checkout with a live subscription', () => {
+  it('refuses a second subscription (409) and points to change-plan; a cancelled one may check out again', async () => {
+    const p = owner();
+    await subscribe(p.orgId!, 'pro');
+    const mark = since();
+    const res = await svc.inject(p, { method: 'POST', url: '/billing/checkout', payload: { tier: 'teams' } });
+    expect(res.statusCode).toBe(409);
+    expect(res.json().error.message).toContain('change-plan');
+    expect(after(mark).filter((r) => r.path === '/v1/checkout/sessions')).toHaveLength(0);
+    await svc.ctx.pool.query("UPDATE billing_subscriptions SET status = 'canceled', tier = 'free' WHERE org_id = $1", [p.orgId]);
+    expect((await svc.inject(p, { method: 'POST', url: '/billing/checkout', payload: { tier: 'teams' } })).statusCode).toBe(200);
   });
 });
 

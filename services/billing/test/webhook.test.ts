@@ -136,6 +136,27 @@ describe('POST /billing/webhook: effects', () => {
     expect((await outboxEvents(svc, 'billing.payment.succeeded', orgId))).toHaveLength(2);
   });
 
+  it('an upgrade invoice tops the period up to the new tier\'s included tokens; the next cycle grants them in full', async () => {
+    const orgId = crypto.randomUUID();
+    await postWebhook(svc, ...Object.values(checkoutCompleted(orgId, 'pro', { created: now() - 50 })) as [string, string]);
+    const invoice = (id: string, tier: string, billing_reason: string) => signedEvent({ type: 'invoice.paid', object: {
+      id, object: 'invoice', customer: `cus_${orgId.slice(0, 8)}`, amount_paid: 1000, amount_due: 1000, currency: 'usd', billing_reason,
+      parent: { type: 'subscription_details', subscription_details: { metadata: { org_id: orgId, tier } } },
+    } });
+    const pay = async (ev: ReturnType<typeof invoice>) => expect((await postWebhook(svc, ev.body, ev.signature)).statusCode).toBe(200);
+    const bal = async () => (await svc.inject(owner(orgId), { method: 'GET', url: '/tokens/balance' })).json().data.balance;
+    await pay(invoice('in_create', 'pro', 'subscription_create'));
+    expect(await bal()).toBe(50_000);
+    await pay(invoice('in_upgrade', 'teams', 'subscription_update')); // pro → teams mid-period
+    expect(await bal()).toBe(250_000);
+    await pay(invoice('in_update_again', 'teams', 'subscription_update')); // e.g. a quantity change: nothing more
+    expect(await bal()).toBe(250_000);
+    await pay(invoice('in_cycle', 'teams', 'subscription_cycle'));
+    expect(await bal()).toBe(500_000);
+    const grants = (await svc.inject(owner(orgId), { method: 'GET', url: '/tokens/transactions?type=bonus' })).json().data.map((e: { amount: number; reference_id: string }) => [e.reference_id, e.amount]);
+    expect(grants).toEqual([['invoice:in_cycle', 250_000], ['invoice:in_upgrade', 200_000], ['invoice:in_create', 50_000]]);
+  });
+
   it('grants the first invoice\'s tokens even when invoice.paid arrives before the checkout', async () => {
     const orgId = crypto.randomUUID();
     const invoice = { id: `in_${crypto.randomUUID().slice(0, 8)}`, object: 'invoice', customer: `cus_new_${orgId.slice(0, 8)}`, amount_paid: 9900, amount_due: 9900, currency: 'usd', parent: { type: 'subscription_details', subscription_details: { subscription: 'sub_new', metadata: { org_id: orgId, tier: 'teams' } } } };

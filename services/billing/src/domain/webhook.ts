@@ -1,6 +1,6 @@
 import { systemMeta, type EventMeta } from '@aos/bus';
 import type { Executor } from '@aos/db';
-import { and, eq, inArray } from 'drizzle-orm';
+import { and, eq, inArray, sql } from 'drizzle-orm';
 import type Stripe from 'stripe';
 import type { Ctx } from '../service.js';
 import { autoTopupRuns, customers } from '../db/schema.js';
@@ -71,6 +71,20 @@ function periodOf(sub: Stripe.Subscription): { start: Date | null; end: Date | n
 }
 
 const ENDED = new Set(['canceled', 'incomplete_expired']);
+
+const INCLUDED_TOKENS = 'included_tokens';
+
+/** Included tokens granted since the current period's own grant (itself included). */
+async function includedThisPeriod(tx: Executor, orgId: string): Promise<number> {
+  const res = await tx.execute<{ s: string }>(sql`
+    SELECT COALESCE(sum(amount), 0)::text AS s FROM billing_ledger_entries
+    WHERE org_id = ${orgId} AND ledger = 'tokens' AND type = 'bonus' AND action = ${INCLUDED_TOKENS}
+      AND id >= COALESCE((
+        SELECT max(id) FROM billing_ledger_entries
+        WHERE org_id = ${orgId} AND ledger = 'tokens' AND type = 'bonus' AND action = ${INCLUDED_TOKENS}
+          AND COALESCE(metadata->>'billing_reason', '') <> 'subscription_update'), 0)`);
+  return Number(res.rows[0]?.s ?? 0);
+}
 
 /**
  * Applies one verified Stripe event inside the caller's transaction (which also records the
@@ -158,7 +172,12 @@ export async function applyStripeEvent(deps: Deps, tx: Executor, event: Stripe.E
         const tier = isTier(subMeta.tier) ? subMeta.tier : row && isTier(row.tier) ? row.tier : null;
         const included = tier ? Tiers[tier].limits.included_tokens : null;
         if (included && invoice.amount_paid > 0) {
-          await post(deps, tx, { orgId, ledger: 'tokens', type: 'bonus', amount: included, referenceId: `invoice:${invoice.id}`, action: 'included_tokens', metadata: { tier } }, meta);
+          // A new period (create, cycle) grants the tier's tokens; a mid-period upgrade tops the period up to the new tier's amount.
+          const billingReason = invoice.billing_reason ?? null;
+          const grant = billingReason === 'subscription_update' ? included - await includedThisPeriod(tx, orgId) : included;
+          if (grant > 0) {
+            await post(deps, tx, { orgId, ledger: 'tokens', type: 'bonus', amount: grant, referenceId: `invoice:${invoice.id}`, action: INCLUDED_TOKENS, metadata: { tier, billing_reason: billingReason } }, meta);
+          }
         }
         if (row && isTier(row.tier)) {
           if (row.status === 'past_due' && row.stripeStateAt <= event.created) {
