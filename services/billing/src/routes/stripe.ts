@@ -1,5 +1,5 @@
 import { badRequest, serviceUnavailable } from '@aos/core';
-import { Envelope, ok, orgOf, type App } from '@aos/http';
+import { Envelope, Nullable, ok, orgOf, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify';
 import Stripe from 'stripe';
@@ -13,7 +13,6 @@ import { InvalidEventError } from '@aos/bus';
 import { eq } from 'drizzle-orm';
 import { pgErrorCode } from '@aos/db';
 
-const N = <T extends Parameters<typeof Type.Union>[0][number]>(s: T) => Type.Union([s, Type.Null()]);
 const Url = Type.String({ format: 'uri', maxLength: 2000 });
 const account = (request: FastifyRequest) => ({ orgId: orgOf(request), tenantId: request.principal.tenantId });
 
@@ -23,7 +22,7 @@ export async function stripeRoutes(app: App, ctx: Ctx) {
     schema: {
       tags: ['Billing'], summary: 'Stripe Checkout session for a plan (503 when Stripe is not configured)',
       body: Type.Object({ tier: TierSlugSchema, success_url: Type.Optional(Url), cancel_url: Type.Optional(Url) }, { additionalProperties: false }),
-      response: { 200: Envelope(Type.Object({ session_id: Type.String(), url: N(Type.String()), tier: Type.String() })) },
+      response: { 200: Envelope(Type.Object({ session_id: Type.String(), url: Nullable(Type.String()), tier: Type.String() })) },
     },
   }, async (request) => {
     stripeClient(ctx);
@@ -52,7 +51,7 @@ export async function stripeRoutes(app: App, ctx: Ctx) {
       }, { additionalProperties: false }),
       response: {
         200: Envelope(Type.Object({
-          payment_intent_id: Type.String(), client_secret: N(Type.String()), status: Type.String(), amount_cents: Type.Integer(),
+          payment_intent_id: Type.String(), client_secret: Nullable(Type.String()), status: Type.String(), amount_cents: Type.Integer(),
           currency: Type.String(), package_slug: Type.String(), ledger: Type.String(), amount: Type.Integer(),
         })),
       },

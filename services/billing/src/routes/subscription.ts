@@ -1,6 +1,6 @@
 import { metaFromPrincipal } from '@aos/bus';
 import { conflict, serviceUnavailable, unprocessable } from '@aos/core';
-import { Envelope, ok, orgOf, type App } from '@aos/http';
+import { Envelope, Nullable, ok, orgOf, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, eq, gte, sql } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
@@ -13,13 +13,12 @@ import { callStripe, stripeClient } from '../domain/stripe.js';
 import { applyDuePending, applySubscription, effectiveTier, isTier, LIVE_STATUSES, monthStart, usageOf, violations, type SubscriptionRow } from '../domain/subscriptions.js';
 import { schedulePlanChangeSafely } from '../jobs/plan-changes.js';
 
-const N = <T extends Parameters<typeof Type.Union>[0][number]>(s: T) => Type.Union([s, Type.Null()]);
 
 export const SubscriptionSchema = Type.Object({
   org_id: Type.String(), tier: Type.String(), tier_name: Type.String(), status: Type.String(), is_default: Type.Boolean(),
-  price_cents: N(Type.Integer()), stripe_subscription_id: N(Type.String()), stripe_customer_id: N(Type.String()),
-  current_period_start: N(Type.String()), current_period_end: N(Type.String()), cancel_at_period_end: Type.Boolean(),
-  pending_tier: N(Type.String()), pending_at: N(Type.String()), limits: LimitsSchema, updated_at: N(Type.String()),
+  price_cents: Nullable(Type.Integer()), stripe_subscription_id: Nullable(Type.String()), stripe_customer_id: Nullable(Type.String()),
+  current_period_start: Nullable(Type.String()), current_period_end: Nullable(Type.String()), cancel_at_period_end: Type.Boolean(),
+  pending_tier: Nullable(Type.String()), pending_at: Nullable(Type.String()), limits: LimitsSchema, updated_at: Nullable(Type.String()),
 });
 
 export function subscriptionView(orgId: string, row: SubscriptionRow | undefined) {
@@ -75,7 +74,7 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
       response: {
         200: Envelope(Type.Object({
           action: Type.Union([Type.Literal('upgraded'), Type.Literal('checkout_required'), Type.Literal('downgrade_scheduled'), Type.Literal('downgraded'), Type.Literal('pending_change_cancelled')]),
-          effective_at: N(Type.String()), checkout: N(Type.Object({ session_id: Type.String(), url: N(Type.String()) })), subscription: SubscriptionSchema,
+          effective_at: Nullable(Type.String()), checkout: Nullable(Type.Object({ session_id: Type.String(), url: Nullable(Type.String()) })), subscription: SubscriptionSchema,
         })),
       },
     },
@@ -155,7 +154,7 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
       tags: ['Billing'], summary: 'Current period usage, tier and limits',
       response: {
         200: Envelope(Type.Object({
-          tier: Type.String(), period_start: Type.String(), period_end: N(Type.String()), limits: LimitsSchema,
+          tier: Type.String(), period_start: Type.String(), period_end: Nullable(Type.String()), limits: LimitsSchema,
           usage: Type.Object({ agents: Type.Integer(), seats: Type.Integer(), tasks_this_month: Type.Integer(), tokens_consumed: Type.Integer(), agent_runs: Type.Integer(), ai_cost_usd: Type.Number() }),
         })),
       },
@@ -171,7 +170,7 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
     });
   });
 
-  const Metric = Type.Object({ used: Type.Integer(), limit: N(Type.Integer()), remaining: N(Type.Integer()), percent: N(Type.Number()) });
+  const Metric = Type.Object({ used: Type.Integer(), limit: Nullable(Type.Integer()), remaining: Nullable(Type.Integer()), percent: Nullable(Type.Number()) });
   app.get('/billing/plan-summary', {
     config: { scope: 'billing:read' },
     schema: {
@@ -180,8 +179,8 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
         200: Envelope(Type.Object({
           subscription: SubscriptionSchema,
           metrics: Type.Object({ agents: Metric, seats: Metric, tasks_per_month: Metric }),
-          rate_limits: Type.Object({ requests_per_minute: N(Type.Integer()), requests_per_hour: N(Type.Integer()) }),
-          tokens: Type.Object({ balance: Type.Integer(), included_per_period: N(Type.Integer()), consumed_this_month: Type.Integer() }),
+          rate_limits: Type.Object({ requests_per_minute: Nullable(Type.Integer()), requests_per_hour: Nullable(Type.Integer()) }),
+          tokens: Type.Object({ balance: Type.Integer(), included_per_period: Nullable(Type.Integer()), consumed_this_month: Type.Integer() }),
           credits: Type.Object({ balance_cents: Type.Integer() }),
         })),
       },

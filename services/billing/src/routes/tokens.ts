@@ -1,7 +1,7 @@
 import { metaFromPrincipal, type EventMeta } from '@aos/bus';
 import { badRequest, conflict } from '@aos/core';
 import { isUniqueViolation } from '@aos/db';
-import { Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
+import { Envelope, ListEnvelope, list, Nullable, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, count, desc, eq, gte, lt, type SQL } from 'drizzle-orm';
 import type { Ctx } from '../service.js';
@@ -10,8 +10,8 @@ import { balanceOf, EntryTypes, findByReference, journalSum, post, type Entry, t
 
 export const EntrySchema = Type.Object({
   id: Type.Integer(), ledger: Type.String(), type: Type.String(), amount: Type.Integer(), balance_after: Type.Integer(),
-  action: Type.Union([Type.String(), Type.Null()]), reference_id: Type.Union([Type.String(), Type.Null()]),
-  user_id: Type.Union([Type.String(), Type.Null()]), metadata: Type.Record(Type.String(), Type.Unknown()), created_at: Type.String(),
+  action: Nullable(Type.String()), reference_id: Nullable(Type.String()),
+  user_id: Nullable(Type.String()), metadata: Type.Record(Type.String(), Type.Unknown()), created_at: Type.String(),
 });
 
 export const entryView = (e: Entry) => ({
@@ -48,7 +48,7 @@ export async function tokenRoutes(app: App, ctx: Ctx) {
     config: { scope: 'billing:read' },
     schema: {
       tags: ['Tokens'], summary: "The organization's token balance",
-      response: { 200: Envelope(Type.Object({ org_id: Type.String(), balance: Type.Integer(), credit_balance_cents: Type.Integer(), updated_at: Type.Union([Type.String(), Type.Null()]) })) },
+      response: { 200: Envelope(Type.Object({ org_id: Type.String(), balance: Type.Integer(), credit_balance_cents: Type.Integer(), updated_at: Nullable(Type.String()) })) },
     },
   }, async (request) => {
     const orgId = orgOf(request);
