@@ -36,12 +36,12 @@ describe('public catalogue', () => {
 });
 
 describe('without Stripe keys', () => {
-  it('Stripe-backed routes answer 503 SERVICE_UNAVAILABLE naming the missing setting', async () => {
+  it('Stripe-backed routes answer 503 PAYMENTS_NOT_CONFIGURED naming the missing setting', async () => {
     const p = owner();
     for (const [url, payload] of [['/billing/checkout', { tier: 'pro' }], ['/billing/portal', {}], ['/billing/create-payment-intent', { package_slug: 'tokens-10k' }], ['/billing/change-plan', { tier: 'pro' }]] as const) {
       const res = await svc.inject(p, { method: 'POST', url, payload });
       expect(res.statusCode, url).toBe(503);
-      expect(res.json().error.code).toBe('SERVICE_UNAVAILABLE');
+      expect(res.json().error).toMatchObject({ code: 'PAYMENTS_NOT_CONFIGURED', details: [{ setting: 'STRIPE_SECRET_KEY' }] });
       expect(res.json().error.message).toContain('STRIPE_SECRET_KEY');
     }
   });

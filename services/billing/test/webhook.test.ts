@@ -71,7 +71,7 @@ describe('POST /billing/webhook: signature', () => {
       const { body, signature } = signedEvent({ type: 'customer.created', object: { id: 'cus_y' } });
       const res = await postWebhook(bare as unknown as Billing, body, signature);
       expect(res.statusCode).toBe(503);
-      expect(res.json().error).toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+      expect(res.json().error).toMatchObject({ code: 'PAYMENTS_NOT_CONFIGURED', details: [{ setting: 'STRIPE_WEBHOOK_SECRET' }] });
       expect(res.json().error.message).toContain('STRIPE_WEBHOOK_SECRET');
     } finally {
       await bare.close();

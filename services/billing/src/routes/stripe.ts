@@ -1,4 +1,4 @@
-import { badRequest, serviceUnavailable } from '@aos/core';
+import { badRequest } from '@aos/core';
 import { Envelope, Nullable, ok, orgOf, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify';
@@ -7,7 +7,7 @@ import type { Ctx } from '../service.js';
 import { stripeEvents } from '../db/schema.js';
 import { TierSlugSchema, type TierSlug } from '../domain/catalog.js';
 import { createCheckout, createPackageIntent, createPortal, findPackage } from '../domain/payments.js';
-import { stripeClient, stripeConfigured } from '../domain/stripe.js';
+import { paymentsNotConfigured, stripeClient, stripeConfigured } from '../domain/stripe.js';
 import { applyStripeEvent } from '../domain/webhook.js';
 import { InvalidEventError } from '@aos/bus';
 import { eq } from 'drizzle-orm';
@@ -75,7 +75,7 @@ export async function stripeRoutes(app: App, ctx: Ctx) {
       schema: { tags: ['Billing'], summary: 'Stripe webhook (signature verified over the raw body)', security: [], response: { 200: Envelope(Type.Object({ received: Type.Boolean(), duplicate: Type.Boolean(), event_id: Type.String(), outcome: Type.String() })) } },
     }, async (request) => {
       const secret = ctx.config.STRIPE_WEBHOOK_SECRET;
-      if (!secret) throw serviceUnavailable('Stripe webhooks are not configured: STRIPE_WEBHOOK_SECRET is not set');
+      if (!secret) throw paymentsNotConfigured('STRIPE_WEBHOOK_SECRET', 'Stripe webhooks are not configured');
       const signature = request.headers['stripe-signature'];
       if (typeof signature !== 'string' || !signature) throw badRequest('Missing Stripe-Signature header');
       const raw = request.body;

@@ -1,5 +1,5 @@
 import { metaFromPrincipal } from '@aos/bus';
-import { conflict, serviceUnavailable, unprocessable } from '@aos/core';
+import { conflict, unprocessable } from '@aos/core';
 import { Envelope, Nullable, ok, orgOf, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, eq, gte, sql } from 'drizzle-orm';
@@ -9,7 +9,7 @@ import { costRecords, ledgerEntries } from '../db/schema.js';
 import { LimitsSchema, Tiers, TierSlugSchema, type TierSlug } from '../domain/catalog.js';
 import { balanceOf } from '../domain/ledger.js';
 import { createCheckout, priceIdOf } from '../domain/payments.js';
-import { callStripe, stripeClient } from '../domain/stripe.js';
+import { callStripe, paymentsNotConfigured, stripeClient } from '../domain/stripe.js';
 import { applyDuePending, applySubscription, effectiveTier, isTier, LIVE_STATUSES, monthStart, usageOf, violations, type SubscriptionRow } from '../domain/subscriptions.js';
 import { schedulePlanChangeSafely } from '../jobs/plan-changes.js';
 
@@ -207,7 +207,7 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
 
 function requirePrice(ctx: Ctx, tier: TierSlug): string {
   const price = priceIdOf(ctx, tier);
-  if (!price) throw serviceUnavailable(`Changing a Stripe subscription needs STRIPE_PRICE_${tier.toUpperCase()} to be set`);
+  if (!price) throw paymentsNotConfigured(`STRIPE_PRICE_${tier.toUpperCase()}`, 'Changing a Stripe subscription needs the plan\'s price id');
   return price;
 }
 
