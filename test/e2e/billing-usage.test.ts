@@ -26,7 +26,7 @@ beforeAll(async () => {
     startTestService(agentsService, { namespace: ns }),
     startTestService(tasksService, { namespace: ns }),
     startTestService(billingService, { namespace: ns, env: { SIGNUP_BONUS_TOKENS: '750' } }),
-  ]) as Started[];
+  ]) as [Started, Started, Started, Started];
 });
 afterAll(async () => {
   await Promise.all([identity?.close(), agents?.close(), tasks?.close(), billing?.close()]);
