@@ -273,6 +273,10 @@ describe('webhook with the Stripe API reachable', () => {
     expect((await postWebhook(svc, late.body, late.signature)).json().data.outcome).toBe('subscription past_due');
     expect(after(mark).map((r) => `${r.method} ${r.path}`)).toEqual([`GET /v1/subscriptions/${id}`]);
     expect((await svc.inject(p, { method: 'GET', url: '/billing/subscription' })).json().data).toMatchObject({ tier: 'teams', status: 'past_due' });
+    // Stripe redelivers it: answered from the record, without reading the subscription again.
+    const replayMark = since();
+    expect((await postWebhook(svc, late.body, late.signature)).json().data).toMatchObject({ duplicate: true, outcome: 'subscription past_due' });
+    expect(after(replayMark)).toHaveLength(0);
   });
 });
 

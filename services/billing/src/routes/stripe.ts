@@ -88,6 +88,9 @@ export async function stripeRoutes(app: App, ctx: Ctx) {
         throw badRequest(`Invalid Stripe signature: ${reason.split('\n')[0]}`);
       }
       if (typeof event?.id !== 'string' || typeof event.type !== 'string' || typeof event.created !== 'number') throw badRequest('Malformed Stripe event');
+      // A replay is answered from the record without asking Stripe for the current state again.
+      const [seen] = await ctx.db.select({ outcome: stripeEvents.outcome }).from(stripeEvents).where(eq(stripeEvents.id, event.id));
+      if (seen) return ok({ received: true, event_id: event.id, duplicate: true, outcome: seen.outcome });
       await refreshSubscription(ctx, event, request.log);
       const result = await applyOnce(ctx, event).catch(async (err: unknown) => {
         // Signed, but holding data Postgres refuses (SQLSTATE class 22) or our event schemas reject:
