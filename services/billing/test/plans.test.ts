@@ -18,7 +18,11 @@ describe('public catalogue', () => {
     const rate = Object.fromEntries(tiers.map((t: { slug: string; limits: { requests_per_minute: number; requests_per_hour: number } }) => [t.slug, [t.limits.requests_per_minute, t.limits.requests_per_hour]]));
     expect(rate).toEqual({ free: [100, 1_000], pro: [600, 10_000], teams: [2_000, 50_000], enterprise: [null, null] });
     expect(tiers[1]).toMatchObject({ name: 'Pro', price_cents: 2900, currency: 'usd', interval: 'month', limits: { agents: 10, tasks_per_month: 1_000, seats: 3, included_tokens: 50_000 } });
-    expect(res.json().meta).toEqual({ total: 4, limit: 4, offset: 0 });
+    expect(res.json().meta).toEqual({ total: 4, limit: 50, offset: 0 });
+    const paged = await svc.inject(ANONYMOUS, { method: 'GET', url: '/billing/tiers?limit=2&offset=1' });
+    expect(paged.json()).toMatchObject({ data: [{ slug: 'pro' }, { slug: 'teams' }], meta: { total: 4, limit: 2, offset: 1 } });
+    const selfServe = await svc.inject(ANONYMOUS, { method: 'GET', url: '/billing/tiers?self_serve=false' });
+    expect(selfServe.json().data.map((t: { slug: string }) => t.slug)).toEqual(['enterprise']);
   });
 
   it('GET /billing/pricing has tiers, token and credit packages and economics', async () => {
