@@ -214,6 +214,17 @@ describe('POST /billing/change-plan with Stripe', () => {
     expect((await svc.inject(q, { method: 'GET', url: '/billing/subscription' })).json().data).toMatchObject({ tier: 'teams', pending_tier: null });
   });
 
+  it("takes the period end from Stripe when no subscription event has told us yet", async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    const periodEnd = Math.floor(Date.now() / 1000) + 12 * 86400;
+    const cs = signedEvent({ type: 'checkout.session.completed', object: { id: `cs_${orgId}`, object: 'checkout.session', mode: 'subscription', client_reference_id: orgId, customer: `cus_${orgId.slice(0, 8)}`, subscription: `sub_${orgId.slice(0, 8)}`, metadata: { org_id: orgId, tier: 'teams' } } });
+    await postWebhook(svc, cs.body, cs.signature);
+    stripe.subscriptions.set(`sub_${orgId.slice(0, 8)}`, { id: `sub_${orgId.slice(0, 8)}`, object: 'subscription', customer: `cus_${orgId.slice(0, 8)}`, status: 'active', cancel_at_period_end: false, metadata: { org_id: orgId, tier: 'teams' }, items: { object: 'list', data: [{ id: 'si_test1', price: { id: 'price_teams' }, current_period_start: periodEnd - 30 * 86400, current_period_end: periodEnd }] } });
+    const res = await svc.inject(p, { method: 'POST', url: '/billing/change-plan', payload: { tier: 'free' } });
+    expect(res.json().data).toMatchObject({ action: 'downgrade_scheduled', effective_at: new Date(periodEnd * 1000).toISOString(), subscription: { tier: 'teams', pending_tier: 'free' } });
+  });
+
   it('restores the previous state when Stripe refuses the downgrade', async () => {
     const p = owner();
     await subscribe(p.orgId!, 'teams');

@@ -62,7 +62,7 @@ function resolvePending(row: SubscriptionRow, stripeTier: TierSlug, sub: Stripe.
   return keep;
 }
 
-function periodOf(sub: Stripe.Subscription): { start: Date | null; end: Date | null } {
+export function periodOf(sub: Stripe.Subscription): { start: Date | null; end: Date | null } {
   const s = sub as unknown as { current_period_start?: number; current_period_end?: number };
   const item = sub.items?.data?.[0] as unknown as { current_period_start?: number; current_period_end?: number } | undefined;
   const start = s.current_period_start ?? item?.current_period_start;

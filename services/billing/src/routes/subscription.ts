@@ -11,6 +11,7 @@ import { balanceOf } from '../domain/ledger.js';
 import { createCheckout, priceIdOf } from '../domain/payments.js';
 import { callStripe, paymentsNotConfigured, stripeClient } from '../domain/stripe.js';
 import { applyDuePending, applySubscription, effectiveTier, isTier, LIVE_STATUSES, monthStart, usageOf, violations, type SubscriptionRow } from '../domain/subscriptions.js';
+import { periodOf } from '../domain/webhook.js';
 import { schedulePlanChangeSafely } from '../jobs/plan-changes.js';
 
 
@@ -123,7 +124,10 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
     }
     const stripe = stripeClient(ctx);
     const price = target === 'free' ? null : requirePrice(ctx, target);
-    const effectiveAt = row!.currentPeriodEnd && row!.currentPeriodEnd > new Date() ? row!.currentPeriodEnd : new Date();
+    // Stripe knows the period end even when no subscription event has told us yet.
+    const sub = await callStripe(() => stripe.subscriptions.retrieve(stripeSub));
+    const periodEnd = row!.currentPeriodEnd ?? periodOf(sub).end;
+    const effectiveAt = periodEnd && periodEnd > new Date() ? periodEnd : new Date();
     // The intent is recorded before Stripe is told, so the webhook echoing the new price finds it
     // pending (and does not apply it at once); a Stripe failure restores the previous state.
     const updated = await ctx.db.transaction((tx) => applySubscription(ctx, tx, orgId, {
@@ -133,7 +137,6 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
       if (target === 'free') {
         await callStripe(() => stripe.subscriptions.update(stripeSub, { cancel_at_period_end: true }));
       } else {
-        const sub = await callStripe(() => stripe.subscriptions.retrieve(stripeSub));
         await callStripe(() => stripe.subscriptions.update(stripeSub, {
           items: [{ id: sub.items.data[0]!.id, price: price! }], proration_behavior: 'none', cancel_at_period_end: false, metadata: { ...sub.metadata, org_id: orgId, tier: target },
         }));
