@@ -166,6 +166,11 @@ export async function fakeStripe() {
       }
       if (r.method === 'POST') {
         if (current.status === 'canceled') return stripeError(400, 'invalid_request_error', 'A canceled subscription can only update its cancellation_details and metadata.');
+        if (r.form.payment_behavior === 'pending_if_incomplete') {
+          const allowed = /^(items\[|proration_behavior$|payment_behavior$|proration_date$|billing_cycle_anchor$|trial_end$|trial_from_plan$|expand\[|add_invoice_items\[)/;
+          const other = Object.keys(r.form).find((k) => !allowed.test(k));
+          if (other) return stripeError(400, 'invalid_request_error', `You cannot pass \`${other}\` when \`payment_behavior\` is \`pending_if_incomplete\`.`, { param: other });
+        }
         const items = current.items as { data: { id: string; price: { id: string } }[] };
         const price = r.form['items[0][price]'];
         if (r.form['items[0][id]'] && !items.data.some((i) => i.id === r.form['items[0][id]'])) return noSuch('subscription_item', r.form['items[0][id]']!);

@@ -133,11 +133,33 @@ describe('POST /billing/change-plan with Stripe', () => {
     const res = await svc.inject(p, { method: 'POST', url: '/billing/change-plan', payload: { tier: 'teams' } });
     expect(res.statusCode).toBe(200);
     expect(res.json().data).toMatchObject({ action: 'upgraded', subscription: { tier: 'teams', pending_tier: null } });
-    const [get, update] = after(mark);
+    const [get, update, metadata] = after(mark);
     expect(get).toMatchObject({ method: 'GET', path: `/v1/subscriptions/sub_${p.orgId!.slice(0, 8)}` });
-    expect(update!.form).toMatchObject({ 'items[0][id]': 'si_test1', 'items[0][price]': 'price_teams', proration_behavior: 'always_invoice', 'metadata[tier]': 'teams' });
+    expect(update!.form).toEqual({ 'items[0][id]': 'si_test1', 'items[0][price]': 'price_teams', proration_behavior: 'always_invoice', payment_behavior: 'pending_if_incomplete' });
+    expect(metadata!.form).toMatchObject({ cancel_at_period_end: 'false', 'metadata[tier]': 'teams', 'metadata[org_id]': p.orgId });
     const changed = await outboxEvents(svc, 'billing.subscription.changed', p.orgId!);
     expect(changed.at(-1)!.data).toMatchObject({ tier: 'teams', previousTier: 'pro', userId: p.userId });
+  });
+
+  it('keeps the plan when the upgrade invoice is not paid; Stripe applying it later (webhook) upgrades', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    const id = `sub_${orgId.slice(0, 8)}`;
+    await subscribe(orgId, 'pro');
+    const stored = stripe.subscriptions.get(id)! as { items: { data: { id: string }[] } };
+    // Card declined on the prorated invoice: Stripe keeps the old price and reports the change as pending.
+    stripe.failNext((r) => r.method === 'POST' && r.path === `/v1/subscriptions/${id}`, 200, { ...stored, pending_update: { subscription_items: [{ id: 'si_test1', price: { id: 'price_teams' } }], expires_at: Math.floor(Date.now() / 1000) + 82_800 } });
+    const mark = since();
+    const res = await svc.inject(p, { method: 'POST', url: '/billing/change-plan', payload: { tier: 'teams' } });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().data).toMatchObject({ action: 'upgrade_pending_payment', effective_at: null, subscription: { tier: 'pro' } });
+    expect(after(mark).filter((r) => r.method === 'POST')).toHaveLength(1);
+    expect((await outboxEvents(svc, 'billing.subscription.changed', orgId)).at(-1)!.data).toMatchObject({ tier: 'pro' });
+    // The customer pays the invoice; Stripe applies the new price and says so.
+    stripe.subscriptions.set(id, { ...stored, items: { object: 'list', data: [{ ...stored.items.data[0]!, price: { id: 'price_teams' } }] } });
+    const applied = signedEvent({ type: 'customer.subscription.updated', object: stripe.subscriptions.get(id)! });
+    await postWebhook(svc, applied.body, applied.signature);
+    expect((await svc.inject(p, { method: 'GET', url: '/billing/subscription' })).json().data).toMatchObject({ tier: 'teams' });
   });
 
   it('schedules a downgrade for the period end, keeps the plan until then, and a same-tier request cancels it', async () => {

@@ -74,7 +74,7 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
       body: Type.Object({ tier: TierSlugSchema, success_url: Type.Optional(Type.String({ format: 'uri', maxLength: 2000 })), cancel_url: Type.Optional(Type.String({ format: 'uri', maxLength: 2000 })) }, { additionalProperties: false }),
       response: {
         200: Envelope(Type.Object({
-          action: Type.Union([Type.Literal('upgraded'), Type.Literal('checkout_required'), Type.Literal('downgrade_scheduled'), Type.Literal('downgraded'), Type.Literal('pending_change_cancelled')]),
+          action: Type.Union([Type.Literal('upgraded'), Type.Literal('upgrade_pending_payment'), Type.Literal('checkout_required'), Type.Literal('downgrade_scheduled'), Type.Literal('downgraded'), Type.Literal('pending_change_cancelled')]),
           effective_at: Nullable(Type.String()), checkout: Nullable(Type.Object({ session_id: Type.String(), url: Nullable(Type.String()) })), subscription: SubscriptionSchema,
         })),
       },
@@ -107,10 +107,16 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
       const stripe = stripeClient(ctx);
       const price = requirePrice(ctx, target);
       const sub = await callStripe(() => stripe.subscriptions.retrieve(stripeSub));
-      await callStripe(() => stripe.subscriptions.update(stripeSub, {
-        items: [{ id: sub.items.data[0]!.id, price }], proration_behavior: 'always_invoice', cancel_at_period_end: false,
-        metadata: { ...sub.metadata, org_id: orgId, tier: target },
+      // The new price applies only once its prorated invoice is paid: a declined card leaves the
+      // plan as it is (Stripe keeps the change in `pending_update`, the webhook applies it if paid).
+      const changed = await callStripe(() => stripe.subscriptions.update(stripeSub, {
+        items: [{ id: sub.items.data[0]!.id, price }], proration_behavior: 'always_invoice', payment_behavior: 'pending_if_incomplete',
       }));
+      if (changed.pending_update) {
+        return ok({ action: 'upgrade_pending_payment' as const, effective_at: null, checkout: null, subscription: subscriptionView(orgId, row) });
+      }
+      // pending_if_incomplete accepts no other parameters: metadata and a withdrawn cancellation follow separately.
+      await callStripe(() => stripe.subscriptions.update(stripeSub, { cancel_at_period_end: false, metadata: { ...sub.metadata, org_id: orgId, tier: target } }));
       const updated = await ctx.db.transaction((tx) => applySubscription(ctx, tx, orgId, { tier: target, status: row!.status, pendingTier: null, pendingAt: null, cancelAtPeriodEnd: false }, meta));
       return ok({ action: 'upgraded' as const, effective_at: new Date().toISOString(), checkout: null, subscription: subscriptionView(orgId, updated) });
     }
