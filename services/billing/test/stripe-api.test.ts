@@ -333,6 +333,22 @@ describe('identity.org.deleted', () => {
   });
 });
 
+describe('identity.user.deleted', () => {
+  it("closes the erased user's personal organization too (identity removes it without an org event)", async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    const userId = crypto.randomUUID();
+    const tenantId = crypto.randomUUID();
+    await publish(svc, 'identity.user.registered', { userId, email: 'e@example.com', username: 'e', tenantId, personalOrgId: orgId, platformRoles: [] }, { orgId, tenantId });
+    await subscribe(orgId, 'pro');
+    await waitFor(async () => (await svc.inject(p, { method: 'GET', url: '/billing/usage' })).json().data.usage.seats === 1, { message: 'registered' });
+    await publish(svc, 'identity.user.deleted', { userId, tenantId }, { orgId: null, tenantId });
+    await waitFor(async () => (await svc.inject(p, { method: 'GET', url: '/billing/subscription' })).json().data.tier === 'free', { message: 'personal org closed' });
+    expect(stripe.find('DELETE', `/v1/subscriptions/sub_${orgId.slice(0, 8)}`)).toHaveLength(1);
+    expect((await svc.inject(p, { method: 'GET', url: '/billing/usage' })).json().data.usage.seats).toBe(0);
+  });
+});
+
 describe('the Stripe stand-in', () => {
   it('saw only requests shaped like the real API: secret key, API version, form-encoded bodies', () => {
     expect(stripe.requests.length).toBeGreaterThan(20);

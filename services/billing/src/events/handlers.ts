@@ -1,4 +1,4 @@
-import { defineHandler, systemMeta } from '@aos/bus';
+import { defineHandler, systemMeta, type EventMeta } from '@aos/bus';
 import type { Executor } from '@aos/db';
 import { and, eq, lte, sql } from 'drizzle-orm';
 import type { Ctx } from '../service.js';
@@ -17,7 +17,7 @@ export const RESERVED_REFERENCE_PREFIX = 'aos:';
  * Records that an entity exists (or no longer does). The newest event wins, so a replayed
  * or late "created" after a "deleted" never resurrects it.
  */
-async function track(tx: Executor, orgId: string, kind: 'agent' | 'member' | 'task', entityId: string, present: boolean, at: string, product: string | null = null) {
+async function track(tx: Executor, orgId: string, kind: 'agent' | 'member' | 'task' | 'personal_org', entityId: string, present: boolean, at: string, product: string | null = null) {
   const eventAt = new Date(at);
   await tx.insert(usageEntities).values({ orgId, kind, entityId, present, product, createdAt: eventAt, eventAt })
     .onConflictDoUpdate({
@@ -25,6 +25,14 @@ async function track(tx: Executor, orgId: string, kind: 'agent' | 'member' | 'ta
       set: { present, eventAt },
       setWhere: sql`${usageEntities.eventAt} <= ${eventAt.toISOString()}::timestamptz`,
     });
+}
+
+/** A deleted organization is never charged again: auto top-ups stop and a live plan is cancelled now. */
+async function closeAccount(ctx: Ctx, tx: Executor, orgId: string, reason: string, meta: EventMeta) {
+  await tx.update(autoTopupConfigs).set({ enabled: false, updatedAt: new Date() }).where(eq(autoTopupConfigs.orgId, orgId));
+  await tx.update(autoTopupRuns).set({ status: 'skipped', reason, updatedAt: new Date() })
+    .where(and(eq(autoTopupRuns.orgId, orgId), eq(autoTopupRuns.status, 'pending')));
+  await endPlanOfDeletedOrg(ctx, tx, orgId, meta);
 }
 
 export function handlers(ctx: Ctx) {
@@ -35,6 +43,8 @@ export function handlers(ctx: Ctx) {
       async handle(event, tx) {
         const { userId, personalOrgId, tenantId } = event.data;
         await track(tx, personalOrgId, 'member', userId, true, event.occurredAt);
+        // Remembered so that erasing the account also closes its personal organization's billing.
+        await track(tx, personalOrgId, 'personal_org', userId, true, event.occurredAt);
         if (ctx.config.SIGNUP_BONUS_TOKENS <= 0) return;
         await post(ctx, tx, {
           orgId: personalOrgId, ledger: 'tokens', type: 'signup_bonus', amount: ctx.config.SIGNUP_BONUS_TOKENS,
@@ -62,27 +72,27 @@ export function handlers(ctx: Ctx) {
       },
     }),
 
-    // An erased account leaves every organization: it no longer takes a seat anywhere.
+    // An erased account leaves every organization (no seat anywhere) and its personal
+    // organization, which identity removes with it, is closed like a deleted one.
     defineHandler<'identity.user.deleted', S>({
       name: 'seats-user-deleted',
       events: ['identity.user.deleted'],
       async handle(event, tx) {
         const eventAt = new Date(event.occurredAt);
+        const { userId, tenantId } = event.data;
         await tx.update(usageEntities).set({ present: false, eventAt })
-          .where(and(eq(usageEntities.kind, 'member'), eq(usageEntities.entityId, event.data.userId), lte(usageEntities.eventAt, eventAt)));
+          .where(and(eq(usageEntities.kind, 'member'), eq(usageEntities.entityId, userId), lte(usageEntities.eventAt, eventAt)));
+        const personal = await tx.select({ orgId: usageEntities.orgId }).from(usageEntities)
+          .where(and(eq(usageEntities.kind, 'personal_org'), eq(usageEntities.entityId, userId)));
+        for (const { orgId } of personal) await closeAccount(ctx, tx, orgId, 'account erased', systemMeta(tenantId, orgId));
       },
     }),
 
-    // A deleted organization is never charged again: auto top-ups stop, a live plan ends at period end.
     defineHandler<'identity.org.deleted', S>({
       name: 'org-deleted',
       events: ['identity.org.deleted'],
       async handle(event, tx) {
-        const { orgId } = event.data;
-        await tx.update(autoTopupConfigs).set({ enabled: false, updatedAt: new Date() }).where(eq(autoTopupConfigs.orgId, orgId));
-        await tx.update(autoTopupRuns).set({ status: 'skipped', reason: 'organization deleted', updatedAt: new Date() })
-          .where(and(eq(autoTopupRuns.orgId, orgId), eq(autoTopupRuns.status, 'pending')));
-        await endPlanOfDeletedOrg(ctx, tx, orgId, systemMeta(event.data.tenantId, orgId));
+        await closeAccount(ctx, tx, event.data.orgId, 'organization deleted', systemMeta(event.data.tenantId, event.data.orgId));
       },
     }),
 
