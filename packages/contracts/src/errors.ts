@@ -13,6 +13,8 @@ export const ErrorStatus = {
   RATE_LIMITED: 429,
   INTERNAL_ERROR: 500,
   SERVICE_UNAVAILABLE: 503,
+  /** A feature whose provider settings are missing (e.g. billing without Stripe keys); not transient. */
+  PAYMENTS_NOT_CONFIGURED: 503,
   UPSTREAM_TIMEOUT: 504,
 } as const;
 

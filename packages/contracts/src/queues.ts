@@ -12,6 +12,7 @@ export const Queues = {
   email: 'email',
   backups: 'backups',
   autoTopup: 'auto-topup',
+  planChanges: 'plan-changes',
 } as const;
 
 export type QueueName = (typeof Queues)[keyof typeof Queues];

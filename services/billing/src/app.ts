@@ -2,6 +2,7 @@ import type { App } from '@aos/http';
 import type { Ctx } from './service.js';
 import { autoTopupRoutes } from './routes/autotopup.js';
 import { catalogRoutes } from './routes/catalog.js';
+import { costRoutes } from './routes/costs.js';
 import { overviewRoutes } from './routes/overview.js';
 import { stripeRoutes } from './routes/stripe.js';
 import { subscriptionRoutes } from './routes/subscription.js';
@@ -14,5 +15,6 @@ export async function routes(app: App, ctx: Ctx): Promise<void> {
   await stripeRoutes(app, ctx);
   await tokenRoutes(app, ctx);
   await autoTopupRoutes(app, ctx);
+  await costRoutes(app, ctx);
   await overviewRoutes(app, ctx);
 }

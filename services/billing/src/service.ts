@@ -4,7 +4,8 @@ import { routes } from './app.js';
 import { config } from './config.js';
 import * as schema from './db/schema.js';
 import { handlers } from './events/handlers.js';
-import { startJobs } from './jobs/autotopup.js';
+import { startAutoTopupJobs } from './jobs/autotopup.js';
+import { startPlanChangeJobs } from './jobs/plan-changes.js';
 
 export type Ctx = ServiceContext<typeof schema, typeof config>;
 
@@ -17,5 +18,8 @@ export const service = defineService({
   migrationsFolder: fileURLToPath(new URL('../migrations', import.meta.url)),
   routes,
   handlers: (ctx) => handlers(ctx as Ctx),
-  jobs: (ctx) => startJobs(ctx as Ctx),
+  jobs: async (ctx) => {
+    await startAutoTopupJobs(ctx as Ctx);
+    await startPlanChangeJobs(ctx as Ctx);
+  },
 });

@@ -1,7 +1,7 @@
 import { subjectFor } from '@aos/bus';
 import { sleep, userPrincipal, waitFor } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { count, fakeStripe, outboxEvents, owner, postWebhook, publish, signedEvent, startBilling, type Billing, type FakeStripe } from './helpers.js';
+import { count, fakeStripe, outboxEvents, owner, postWebhook, publish, signedEvent, startBilling, type Billing, type FakeStripe, expectLedgersConsistent } from './helpers.js';
 
 let stripe: FakeStripe;
 let svc: Billing;
@@ -9,7 +9,7 @@ beforeAll(async () => {
   stripe = await fakeStripe();
   svc = await startBilling({ STRIPE_SECRET_KEY: 'sk_test_local', STRIPE_API_BASE: stripe.url });
 });
-afterAll(async () => { await svc?.close(); await stripe?.close(); });
+afterAll(async () => { if (svc) expect(await expectLedgersConsistent(svc)).toBeGreaterThan(0); await svc?.close(); await stripe?.close(); });
 
 async function grant(orgId: string, ledger: 'tokens' | 'credits', amount: number) {
   await svc.ctx.pool.query(`INSERT INTO billing_ledger_entries (org_id, ledger, type, amount, reference_id) VALUES ($1, $2, 'admin_grant', $3, $4)`, [orgId, ledger, amount, crypto.randomUUID()]);
@@ -156,6 +156,27 @@ describe('auto top-up charging', () => {
     expect(charges(orgId)).toHaveLength(1);
     expect((await runs(orgId))[0]).toMatchObject({ status: 'failed', reason: 'Your card was declined.' });
     expect((await outboxEvents(svc, 'billing.payment.failed', orgId))[0]!.data).toMatchObject({ stripeObjectId: 'pi_declined', reason: 'Your card was declined.' });
+    expect(await balance(orgId)).toBe(40);
+  });
+
+  it('leaves a charge that needs the customer (3-D Secure) to the webhook, which settles it as failed', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await withCard(orgId);
+    await grant(orgId, 'tokens', 100);
+    const pi = { id: `pi_3ds_${orgId.slice(0, 8)}`, object: 'payment_intent', amount: 1000, currency: 'usd', status: 'requires_action', customer: `cus_${orgId.slice(0, 8)}`, payment_method: 'pm_saved', metadata: { org_id: orgId, ledger: 'tokens', package_slug: 'tokens-10k', crossing_id: `${orgId}.tokens.1` } };
+    stripe.failNext((r) => r.path === '/v1/payment_intents' && r.form['metadata[org_id]'] === orgId, 200, pi);
+    await svc.inject(p, { method: 'POST', url: '/billing/auto-topup', payload: { threshold_tokens: 50, package_slug: 'tokens-10k', max_monthly_topups: 1 } });
+    await consume(p, 60);
+    await waitFor(async () => (await runs(orgId))[0]?.status === 'processing' && (await runs(orgId))[0]?.reason === 'payment intent requires_action', { message: 'waiting for the customer' });
+    const failed = signedEvent({ type: 'payment_intent.payment_failed', object: { ...pi, status: 'requires_payment_method', last_payment_error: { message: 'Authentication failed.' } } });
+    expect((await postWebhook(svc, failed.body, failed.signature)).json().data.outcome).toBe('auto top-up failed');
+    expect((await runs(orgId))[0]).toMatchObject({ status: 'failed', reason: 'Authentication failed.' });
+    expect((await outboxEvents(svc, 'billing.payment.failed', orgId))[0]!.data).toMatchObject({ stripeObjectId: pi.id, reason: 'Authentication failed.' });
+    // A failed run does not count against the monthly cap; a replay settles nothing twice.
+    expect((await svc.inject(p, { method: 'GET', url: '/billing/auto-topup' })).json().data.topups_this_month).toBe(0);
+    const again = signedEvent({ type: 'payment_intent.payment_failed', object: pi });
+    expect((await postWebhook(svc, again.body, again.signature)).json().data.outcome).toBe('ignored: top-up already settled');
     expect(await balance(orgId)).toBe(40);
   });
 

@@ -4,6 +4,7 @@ import { startTestService, userPrincipal } from '@aos/testkit';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Stripe from 'stripe';
+import { expect } from 'vitest';
 import { service } from '../src/service.js';
 
 export type Billing = Awaited<ReturnType<typeof startTestService<typeof service.schema, typeof service.config>>>;
@@ -31,6 +32,24 @@ export async function publish<T extends EventType>(svc: Billing, type: T, data: 
 export async function count(svc: Billing, text: string, params: unknown[] = []): Promise<number> {
   const { rows } = await svc.ctx.pool.query(text, params);
   return Number(rows[0]?.n ?? 0);
+}
+
+/**
+ * The ledger invariant, over every account the test touched: the balance is the sum of its
+ * journal, and each entry's balance_after is the running sum up to it.
+ */
+export async function expectLedgersConsistent(svc: Billing) {
+  const { rows } = await svc.ctx.pool.query(`
+    SELECT a.org_id, a.ledger, a.balance::text AS balance, COALESCE(j.sum, 0)::text AS journal, COALESCE(j.broken, 0)::int AS broken
+    FROM billing_ledger_accounts a
+    LEFT JOIN (
+      SELECT org_id, ledger, sum(amount) AS sum, count(*) FILTER (WHERE balance_after <> running) AS broken
+      FROM (SELECT org_id, ledger, amount, balance_after, sum(amount) OVER (PARTITION BY org_id, ledger ORDER BY id) AS running FROM billing_ledger_entries) e
+      GROUP BY org_id, ledger
+    ) j USING (org_id, ledger)`);
+  const broken = rows.filter((r) => r.balance !== r.journal || r.broken > 0);
+  expect(broken).toEqual([]);
+  return rows.length;
 }
 
 /** Events this service wrote to its outbox, oldest first. */
@@ -64,40 +83,100 @@ export function postWebhook(svc: Billing, body: string, signature?: string) {
 
 export interface RecordedRequest { method: string; path: string; headers: IncomingHttpHeaders; form: Record<string, string>; raw: string }
 
+type Reply = { status: number; body: unknown };
+type StripeObject = Record<string, unknown>;
+
+const stripeError = (status: number, type: string, message: string, extra: Record<string, unknown> = {}): Reply => ({ status, body: { error: { type, message, ...extra } } });
+const missing = (param: string) => stripeError(400, 'invalid_request_error', `Missing required param: ${param}.`, { code: 'parameter_missing', param });
+const noSuch = (kind: string, id: string) => stripeError(404, 'invalid_request_error', `No such ${kind}: '${id}'`, { code: 'resource_missing', param: 'id' });
+
+/** Stripe's bracket notation (`metadata[org_id]`, `items[0][price]`) back into nested values. */
+function nested(form: Record<string, string>, prefix: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(form)) {
+    const m = new RegExp(`^${prefix.replace(/[[\]]/g, '\\$&')}\\[([^\\]]+)\\]$`).exec(k);
+    if (m) out[m[1]!] = v;
+  }
+  return out;
+}
+
 /**
- * A local HTTP server speaking enough of the Stripe API for the SDK: it records every request
- * (path, form params, headers) and answers like Stripe, including idempotent replays.
+ * A local HTTP server standing in for the Stripe API, strict where the SDK could go wrong:
+ * it answers 401 without a secret key, 400 for a body that is not form-encoded or lacks a
+ * required parameter, 404 `resource_missing` for unknown objects, replays a POST sent again
+ * with the same `Idempotency-Key` (`Idempotent-Replayed: true`) and refuses the key with other
+ * parameters. It records every request (path, form params, headers) for the tests to assert.
  */
 export async function fakeStripe() {
   const requests: RecordedRequest[] = [];
-  const idempotent = new Map<string, { status: number; body: unknown }>();
+  const idempotent = new Map<string, { raw: string; path: string; reply: Reply }>();
   let seq = 0;
   const failures: { match: (r: RecordedRequest) => boolean; status: number; body: unknown }[] = [];
-  const subscriptions = new Map<string, Record<string, unknown>>();
+  const subscriptions = new Map<string, StripeObject>();
+  const customers = new Map<string, StripeObject>();
+  const created = () => Math.floor(Date.now() / 1000);
 
-  const respond = (r: RecordedRequest): { status: number; body: unknown } => {
+  const respond = (r: RecordedRequest): Reply => {
     const fail = failures.findIndex((f) => f.match(r));
     if (fail >= 0) { const [f] = failures.splice(fail, 1); return { status: f!.status, body: f!.body }; }
     const id = ++seq;
-    const meta = Object.fromEntries(Object.entries(r.form).filter(([k]) => k.startsWith('metadata[')).map(([k, v]) => [k.slice(9, -1), v]));
-    if (r.method === 'POST' && r.path === '/v1/customers') return { status: 200, body: { id: `cus_test${id}`, object: 'customer', metadata: meta } };
-    if (r.method === 'POST' && r.path === '/v1/checkout/sessions') return { status: 200, body: { id: `cs_test_${id}`, object: 'checkout.session', url: `https://checkout.stripe.test/c/cs_test_${id}`, mode: r.form.mode, metadata: meta } };
-    if (r.method === 'POST' && r.path === '/v1/billing_portal/sessions') return { status: 200, body: { id: `bps_${id}`, object: 'billing_portal.session', url: `https://billing.stripe.test/p/session_${id}`, customer: r.form.customer } };
-    if (r.method === 'POST' && r.path === '/v1/payment_intents') {
-      const confirmed = r.form.confirm === 'true';
+    const metadata = nested(r.form, 'metadata');
+    const base = { created: created(), livemode: false, metadata };
+    if (r.method === 'POST' && r.path === '/v1/customers') {
+      const customer = { id: `cus_test${id}`, object: 'customer', ...base, email: r.form.email ?? null, invoice_settings: { default_payment_method: null } };
+      customers.set(customer.id, customer);
+      return { status: 200, body: customer };
+    }
+    if (r.method === 'POST' && r.path === '/v1/checkout/sessions') {
+      if (!r.form.mode) return missing('mode');
+      if (!r.form.success_url) return missing('success_url');
+      if (!r.form['line_items[0][price]'] && !r.form['line_items[0][price_data][currency]']) return missing('line_items');
+      if (r.form.customer && !customers.has(r.form.customer)) return noSuch('customer', r.form.customer);
       return { status: 200, body: {
-        id: `pi_test${id}`, object: 'payment_intent', amount: Number(r.form.amount), currency: r.form.currency, customer: r.form.customer ?? null,
-        payment_method: r.form.payment_method ?? null, status: confirmed ? 'succeeded' : 'requires_payment_method', client_secret: `pi_test${id}_secret_x`, metadata: meta,
+        id: `cs_test_${id}`, object: 'checkout.session', ...base, url: `https://checkout.stripe.test/c/cs_test_${id}`, mode: r.form.mode, status: 'open',
+        customer: r.form.customer ?? null, client_reference_id: r.form.client_reference_id ?? null, subscription: null, payment_status: 'unpaid',
+        success_url: r.form.success_url, cancel_url: r.form.cancel_url ?? null,
+      } };
+    }
+    if (r.method === 'POST' && r.path === '/v1/billing_portal/sessions') {
+      if (!r.form.customer) return missing('customer');
+      if (!customers.has(r.form.customer)) return noSuch('customer', r.form.customer);
+      return { status: 200, body: { id: `bps_${id}`, object: 'billing_portal.session', created: created(), livemode: false, url: `https://billing.stripe.test/p/session_${id}`, customer: r.form.customer, return_url: r.form.return_url ?? null } };
+    }
+    if (r.method === 'POST' && r.path === '/v1/payment_intents') {
+      if (!r.form.amount) return missing('amount');
+      if (!r.form.currency) return missing('currency');
+      const confirmed = r.form.confirm === 'true';
+      if (r.form.off_session === 'true' && !confirmed) return stripeError(400, 'invalid_request_error', 'off_session can only be used with confirm=true.', { param: 'off_session' });
+      if (confirmed && !r.form.payment_method) return missing('payment_method');
+      return { status: 200, body: {
+        id: `pi_test${id}`, object: 'payment_intent', ...base, amount: Number(r.form.amount), currency: r.form.currency, customer: r.form.customer ?? null,
+        payment_method: r.form.payment_method ?? null, status: confirmed ? 'succeeded' : 'requires_payment_method', client_secret: `pi_test${id}_secret_x`,
+        setup_future_usage: r.form.setup_future_usage ?? null, description: r.form.description ?? null,
       } };
     }
     const sub = /^\/v1\/subscriptions\/([^/]+)$/.exec(r.path);
     if (sub) {
-      const current = subscriptions.get(sub[1]!) ?? { id: sub[1], object: 'subscription', status: 'active', metadata: {}, items: { object: 'list', data: [{ id: 'si_test1', price: { id: 'price_old' } }] } };
+      const current = subscriptions.get(sub[1]!);
+      if (!current) return noSuch('subscription', sub[1]!);
+      if (r.method === 'DELETE') {
+        const canceled = { ...current, status: 'canceled', canceled_at: created(), ended_at: created() };
+        subscriptions.set(sub[1]!, canceled);
+        return { status: 200, body: canceled };
+      }
       if (r.method === 'POST') {
+        if (current.status === 'canceled') return stripeError(400, 'invalid_request_error', 'A canceled subscription can only update its cancellation_details and metadata.');
+        if (r.form.payment_behavior === 'pending_if_incomplete') {
+          const allowed = /^(items\[|proration_behavior$|payment_behavior$|proration_date$|billing_cycle_anchor$|trial_end$|trial_from_plan$|expand\[|add_invoice_items\[)/;
+          const other = Object.keys(r.form).find((k) => !allowed.test(k));
+          if (other) return stripeError(400, 'invalid_request_error', `You cannot pass \`${other}\` when \`payment_behavior\` is \`pending_if_incomplete\`.`, { param: other });
+        }
         const items = current.items as { data: { id: string; price: { id: string } }[] };
         const price = r.form['items[0][price]'];
+        if (r.form['items[0][id]'] && !items.data.some((i) => i.id === r.form['items[0][id]'])) return noSuch('subscription_item', r.form['items[0][id]']!);
         const updated = {
-          ...current, metadata: { ...(current.metadata as object), ...meta }, cancel_at_period_end: r.form.cancel_at_period_end === 'true',
+          ...current, metadata: { ...(current.metadata as object), ...metadata },
+          cancel_at_period_end: r.form.cancel_at_period_end === undefined ? current.cancel_at_period_end : r.form.cancel_at_period_end === 'true',
           items: price ? { ...items, data: [{ ...items.data[0]!, price: { id: price } }] } : items,
         };
         subscriptions.set(sub[1]!, updated);
@@ -105,7 +184,30 @@ export async function fakeStripe() {
       }
       return { status: 200, body: current };
     }
-    return { status: 404, body: { error: { type: 'invalid_request_error', message: `No such route ${r.method} ${r.path}` } } };
+    return stripeError(404, 'invalid_request_error', `Unrecognized request URL (${r.method}: ${r.path}).`);
+  };
+
+  const handle = (r: RecordedRequest): Reply & { replayed?: boolean } => {
+    const auth = r.headers.authorization;
+    if (typeof auth !== 'string' || !/^Bearer sk_(test|live)_\w+$/.test(auth)) {
+      return stripeError(401, 'invalid_request_error', 'Invalid API Key provided.');
+    }
+    if (r.method === 'POST' && r.raw.length > 0 && !String(r.headers['content-type']).startsWith('application/x-www-form-urlencoded')) {
+      return stripeError(400, 'invalid_request_error', 'Invalid request: bodies must be form-encoded (application/x-www-form-urlencoded).');
+    }
+    const key = r.headers['idempotency-key'];
+    if (typeof key !== 'string' || r.method !== 'POST') return respond(r);
+    const prior = idempotent.get(key);
+    if (prior) {
+      if (prior.raw !== r.raw || prior.path !== r.path) {
+        return stripeError(400, 'idempotency_error', `Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '${key}' if you meant to execute a different request.`);
+      }
+      return { ...prior.reply, replayed: true };
+    }
+    const reply = respond(r);
+    // Like Stripe: server errors are not stored under the key, so a retry runs again.
+    if (reply.status < 500) idempotent.set(key, { raw: r.raw, path: r.path, reply });
+    return reply;
   };
 
   const server: Server = createServer((req, res) => {
@@ -114,18 +216,11 @@ export async function fakeStripe() {
     req.on('end', () => {
       const raw = Buffer.concat(chunks).toString('utf8');
       const url = new URL(req.url ?? '/', 'http://x');
-      const form = Object.fromEntries(new URLSearchParams(req.method === 'GET' ? url.search : raw));
+      const form = Object.fromEntries(new URLSearchParams(req.method === 'POST' ? raw : url.search));
       const r: RecordedRequest = { method: req.method ?? 'GET', path: url.pathname, headers: req.headers, form, raw };
       requests.push(r);
-      const key = req.headers['idempotency-key'];
-      let out: { status: number; body: unknown };
-      if (typeof key === 'string' && idempotent.has(key)) out = idempotent.get(key)!;
-      else {
-        out = respond(r);
-        // Like Stripe: server errors are not stored under the key, so a retry runs again.
-        if (typeof key === 'string' && r.method === 'POST' && out.status < 500) idempotent.set(key, out);
-      }
-      res.writeHead(out.status, { 'content-type': 'application/json', 'request-id': `req_${seq}` });
+      const out = handle(r);
+      res.writeHead(out.status, { 'content-type': 'application/json', 'request-id': `req_${seq}`, ...(out.replayed ? { 'idempotent-replayed': 'true' } : {}) });
       res.end(JSON.stringify(out.body));
     });
   });
@@ -135,6 +230,8 @@ export async function fakeStripe() {
     url: `http://127.0.0.1:${port}`,
     requests,
     subscriptions,
+    /** Registers a customer as if created earlier (for rows the tests insert directly). */
+    addCustomer: (id: string) => customers.set(id, { id, object: 'customer', metadata: {} }),
     failNext: (match: (r: RecordedRequest) => boolean, status: number, body: unknown) => failures.push({ match, status, body }),
     find: (method: string, path: string) => requests.filter((r) => r.method === method && r.path === path),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),

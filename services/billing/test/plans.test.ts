@@ -2,12 +2,12 @@ import { ANONYMOUS } from '@aos/contracts';
 import { adminPrincipal, apiKeyPrincipal, startTestService, userPrincipal, waitFor } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { service } from '../src/service.js';
-import { outboxEvents, owner, publish, type Billing } from './helpers.js';
+import { outboxEvents, owner, publish, type Billing, expectLedgersConsistent } from './helpers.js';
 
 // No Stripe settings at all: the catalogue, plans, usage and ledgers must still work.
 let svc: Billing;
 beforeAll(async () => { svc = (await startTestService(service)) as unknown as Billing; });
-afterAll(async () => { await svc?.close(); });
+afterAll(async () => { if (svc) expect(await expectLedgersConsistent(svc)).toBeGreaterThan(0); await svc?.close(); });
 
 describe('public catalogue', () => {
   it('GET /billing/tiers lists the four tiers with the reference rate limits, for anonymous callers', async () => {
@@ -18,7 +18,11 @@ describe('public catalogue', () => {
     const rate = Object.fromEntries(tiers.map((t: { slug: string; limits: { requests_per_minute: number; requests_per_hour: number } }) => [t.slug, [t.limits.requests_per_minute, t.limits.requests_per_hour]]));
     expect(rate).toEqual({ free: [100, 1_000], pro: [600, 10_000], teams: [2_000, 50_000], enterprise: [null, null] });
     expect(tiers[1]).toMatchObject({ name: 'Pro', price_cents: 2900, currency: 'usd', interval: 'month', limits: { agents: 10, tasks_per_month: 1_000, seats: 3, included_tokens: 50_000 } });
-    expect(res.json().meta).toEqual({ total: 4, limit: 4, offset: 0 });
+    expect(res.json().meta).toEqual({ total: 4, limit: 50, offset: 0 });
+    const paged = await svc.inject(ANONYMOUS, { method: 'GET', url: '/billing/tiers?limit=2&offset=1' });
+    expect(paged.json()).toMatchObject({ data: [{ slug: 'pro' }, { slug: 'teams' }], meta: { total: 4, limit: 2, offset: 1 } });
+    const selfServe = await svc.inject(ANONYMOUS, { method: 'GET', url: '/billing/tiers?self_serve=false' });
+    expect(selfServe.json().data.map((t: { slug: string }) => t.slug)).toEqual(['enterprise']);
   });
 
   it('GET /billing/pricing has tiers, token and credit packages and economics', async () => {
@@ -36,12 +40,12 @@ describe('public catalogue', () => {
 });
 
 describe('without Stripe keys', () => {
-  it('Stripe-backed routes answer 503 SERVICE_UNAVAILABLE naming the missing setting', async () => {
+  it('Stripe-backed routes answer 503 PAYMENTS_NOT_CONFIGURED naming the missing setting', async () => {
     const p = owner();
     for (const [url, payload] of [['/billing/checkout', { tier: 'pro' }], ['/billing/portal', {}], ['/billing/create-payment-intent', { package_slug: 'tokens-10k' }], ['/billing/change-plan', { tier: 'pro' }]] as const) {
       const res = await svc.inject(p, { method: 'POST', url, payload });
       expect(res.statusCode, url).toBe(503);
-      expect(res.json().error.code).toBe('SERVICE_UNAVAILABLE');
+      expect(res.json().error).toMatchObject({ code: 'PAYMENTS_NOT_CONFIGURED', details: [{ setting: 'STRIPE_SECRET_KEY' }] });
       expect(res.json().error.message).toContain('STRIPE_SECRET_KEY');
     }
   });
@@ -85,6 +89,43 @@ describe('subscription and usage', () => {
     expect(summary.rate_limits).toEqual({ requests_per_minute: 100, requests_per_hour: 1_000 });
     const v = await svc.inject(p, { method: 'POST', url: '/billing/validate-downgrade', payload: { tier: 'pro' } });
     expect(v.json().data).toMatchObject({ is_downgrade: false, allowed: true, violations: [] });
+  });
+
+  it('counts tasks created this calendar month against tasks_per_month (older ones do not count)', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await svc.ctx.pool.query("INSERT INTO billing_subscriptions (org_id, tier, status) VALUES ($1, 'pro', 'active')", [orgId]);
+    const task = (taskId: number) => ({ taskId, title: `t${taskId}`, status: 'todo', priority: 'medium', type: 'feature', assignee: null, productId: null, productSlug: null, parentTaskId: null, createdBy: null });
+    const lastMonth = new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), 1) - 86_400_000).toISOString();
+    await publish(svc, 'tasks.task.created', task(1), { orgId, occurredAt: lastMonth });
+    await Promise.all(Array.from({ length: 101 }, (_, i) => publish(svc, 'tasks.task.created', task(i + 2), { orgId })));
+    await waitFor(async () => (await svc.inject(p, { method: 'GET', url: '/billing/usage' })).json().data.usage.tasks_this_month === 101, { message: '101 tasks this month' });
+    const check = (await svc.inject(p, { method: 'POST', url: '/billing/validate-downgrade', payload: { tier: 'free' } })).json().data;
+    expect(check).toMatchObject({ current_tier: 'pro', is_downgrade: true, allowed: false, usage: { tasks_this_month: 101 } });
+    expect(check.violations).toEqual([{ resource: 'tasks_per_month', current: 101, limit: 100, excess: 1 }]);
+    const refused = await svc.inject(p, { method: 'POST', url: '/billing/change-plan', payload: { tier: 'free' } });
+    expect(refused.statusCode).toBe(422);
+    expect(refused.json().error.details).toEqual(check.violations);
+  });
+
+  it('frees the seats of an erased account in every organization (identity.user.deleted)', async () => {
+    const a = owner();
+    const b = owner();
+    const userId = crypto.randomUUID();
+    for (const org of [a.orgId!, b.orgId!]) {
+      await publish(svc, 'identity.member.added', { orgId: org, tenantId: 't', userId, role: 'member' }, { orgId: org });
+      await publish(svc, 'identity.member.added', { orgId: org, tenantId: 't', userId: crypto.randomUUID(), role: 'owner' }, { orgId: org });
+    }
+    const seats = async (p: typeof a) => (await svc.inject(p, { method: 'GET', url: '/billing/usage' })).json().data.usage.seats;
+    await waitFor(async () => (await seats(a)) === 2 && (await seats(b)) === 2, { message: 'seats counted' });
+    await publish(svc, 'identity.user.deleted', { userId, tenantId: null }, { orgId: null });
+    await waitFor(async () => (await seats(a)) === 1 && (await seats(b)) === 1, { message: 'seats freed' });
+    // A late "added" from before the erasure does not bring the seat back.
+    await publish(svc, 'identity.member.added', { orgId: a.orgId!, tenantId: 't', userId, role: 'member' }, { orgId: a.orgId!, occurredAt: new Date(Date.now() - 60_000).toISOString() });
+    // The same consumer handles events in stream order: once a later one shows, the late one was handled.
+    await publish(svc, 'identity.member.added', { orgId: b.orgId!, tenantId: 't', userId: crypto.randomUUID(), role: 'member' }, { orgId: b.orgId! });
+    await waitFor(async () => (await seats(b)) === 2, { message: 'later event handled' });
+    expect(await seats(a)).toBe(1);
   });
 
   it('a downgrade of a plan without a Stripe subscription applies at once and emits billing.subscription.changed', async () => {

@@ -1,10 +1,10 @@
 import { adminPrincipal, apiKeyPrincipal, userPrincipal, sleep, waitFor } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { anonymous, count, outboxEvents, owner, publish, startBilling, type Billing } from './helpers.js';
+import { anonymous, count, outboxEvents, owner, publish, startBilling, type Billing, expectLedgersConsistent } from './helpers.js';
 
 let svc: Billing;
 beforeAll(async () => { svc = await startBilling({ SIGNUP_BONUS_TOKENS: '500' }); });
-afterAll(async () => { await svc?.close(); });
+afterAll(async () => { if (svc) expect(await expectLedgersConsistent(svc)).toBeGreaterThan(0); await svc?.close(); });
 
 /** Grants tokens the way the service itself does: a signup bonus for a fresh personal org. */
 async function fund(orgId: string, amount: number) {
@@ -69,6 +69,12 @@ describe('POST /tokens/consume', () => {
     const burst = await Promise.all(Array.from({ length: 10 }, () => svc.inject(p, { method: 'POST', url: '/tokens/consume', payload: { ...body, reference_id: 'job-78' } })));
     expect(burst.every((r) => r.statusCode === 200)).toBe(true);
     expect(new Set(burst.map((r) => r.json().data.transaction.id)).size).toBe(1);
+    expect(await balance(p.orgId!)).toBe(20);
+    // The reference reused for another amount or action is a client bug, not a retry: 409, nothing booked.
+    const reused = await svc.inject(p, { method: 'POST', url: '/tokens/consume', payload: { ...body, amount: 41 } });
+    expect(reused.statusCode).toBe(409);
+    expect(reused.json().error).toMatchObject({ code: 'CONFLICT', details: [{ field: 'reference_id', amount: 40, action: 'export' }] });
+    expect((await svc.inject(p, { method: 'POST', url: '/tokens/consume', payload: { ...body, action: 'import' } })).statusCode).toBe(409);
     expect(await balance(p.orgId!)).toBe(20);
     // The same reference in another org is another consume.
     const other = owner();
@@ -137,6 +143,12 @@ describe('GET /tokens/transactions', () => {
     const all = await svc.inject(p, { method: 'GET', url: '/tokens/transactions?limit=500' });
     expect(all.json().meta).toMatchObject({ total: 6, limit: 200 });
     expect((await svc.inject(p, { method: 'GET', url: '/tokens/transactions?type=bogus' })).statusCode).toBe(400);
+    expect((await svc.inject(p, { method: 'GET', url: '/tokens/transactions?action=a2' })).json().data.map((t: { action: string }) => t.action)).toEqual(['a2']);
+    const future = new Date(Date.now() + 60_000).toISOString();
+    const past = new Date(Date.now() - 60_000).toISOString();
+    expect((await svc.inject(p, { method: 'GET', url: `/tokens/transactions?from=${future}` })).json().meta.total).toBe(0);
+    expect((await svc.inject(p, { method: 'GET', url: `/tokens/transactions?from=${past}&to=${future}` })).json().meta.total).toBe(6);
+    expect((await svc.inject(p, { method: 'GET', url: '/tokens/transactions?from=yesterday' })).statusCode).toBe(400);
   });
 });
 
@@ -185,5 +197,10 @@ describe('security', () => {
     expect((await svc.inject(other, { method: 'GET', url: '/tokens/balance' })).json().data.balance).toBe(0);
     expect((await svc.inject(other, { method: 'GET', url: '/tokens/transactions' })).json().meta.total).toBe(0);
     expect((await svc.inject(other, { method: 'POST', url: '/tokens/consume', payload: { amount: 1, action: 'x' } })).statusCode).toBe(402);
+    // Viewers read the balance but cannot spend it.
+    const viewer = userPrincipal({ orgId: a.orgId, orgRole: 'viewer' });
+    expect((await svc.inject(viewer, { method: 'GET', url: '/tokens/balance' })).statusCode).toBe(200);
+    expect((await svc.inject(viewer, { method: 'POST', url: '/tokens/consume', payload: { amount: 1, action: 'x' } })).statusCode).toBe(403);
+    expect((await svc.inject(userPrincipal({ orgId: a.orgId, orgRole: 'member' }), { method: 'POST', url: '/tokens/consume', payload: { amount: 1, action: 'x' } })).statusCode).toBe(200);
   });
 });

@@ -1,11 +1,11 @@
 import { startTestService } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { service } from '../src/service.js';
-import { count, outboxEvents, owner, postWebhook, signedEvent, startBilling, type Billing } from './helpers.js';
+import { count, outboxEvents, owner, postWebhook, signedEvent, startBilling, type Billing, expectLedgersConsistent } from './helpers.js';
 
 let svc: Billing;
 beforeAll(async () => { svc = await startBilling(); });
-afterAll(async () => { await svc?.close(); });
+afterAll(async () => { if (svc) expect(await expectLedgersConsistent(svc)).toBeGreaterThan(0); await svc?.close(); });
 
 const now = () => Math.floor(Date.now() / 1000);
 const subscription = async (orgId: string) => (await svc.inject(owner(orgId), { method: 'GET', url: '/billing/subscription' })).json().data;
@@ -71,7 +71,7 @@ describe('POST /billing/webhook: signature', () => {
       const { body, signature } = signedEvent({ type: 'customer.created', object: { id: 'cus_y' } });
       const res = await postWebhook(bare as unknown as Billing, body, signature);
       expect(res.statusCode).toBe(503);
-      expect(res.json().error).toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+      expect(res.json().error).toMatchObject({ code: 'PAYMENTS_NOT_CONFIGURED', details: [{ setting: 'STRIPE_WEBHOOK_SECRET' }] });
       expect(res.json().error.message).toContain('STRIPE_WEBHOOK_SECRET');
     } finally {
       await bare.close();
@@ -134,6 +134,27 @@ describe('POST /billing/webhook: effects', () => {
     const bal = await svc.inject(owner(orgId), { method: 'GET', url: '/tokens/balance' });
     expect(bal.json().data.balance).toBe(50_000);
     expect((await outboxEvents(svc, 'billing.payment.succeeded', orgId))).toHaveLength(2);
+  });
+
+  it('an upgrade invoice tops the period up to the new tier\'s included tokens; the next cycle grants them in full', async () => {
+    const orgId = crypto.randomUUID();
+    await postWebhook(svc, ...Object.values(checkoutCompleted(orgId, 'pro', { created: now() - 50 })) as [string, string]);
+    const invoice = (id: string, tier: string, billing_reason: string) => signedEvent({ type: 'invoice.paid', object: {
+      id, object: 'invoice', customer: `cus_${orgId.slice(0, 8)}`, amount_paid: 1000, amount_due: 1000, currency: 'usd', billing_reason,
+      parent: { type: 'subscription_details', subscription_details: { metadata: { org_id: orgId, tier } } },
+    } });
+    const pay = async (ev: ReturnType<typeof invoice>) => expect((await postWebhook(svc, ev.body, ev.signature)).statusCode).toBe(200);
+    const bal = async () => (await svc.inject(owner(orgId), { method: 'GET', url: '/tokens/balance' })).json().data.balance;
+    await pay(invoice('in_create', 'pro', 'subscription_create'));
+    expect(await bal()).toBe(50_000);
+    await pay(invoice('in_upgrade', 'teams', 'subscription_update')); // pro → teams mid-period
+    expect(await bal()).toBe(250_000);
+    await pay(invoice('in_update_again', 'teams', 'subscription_update')); // e.g. a quantity change: nothing more
+    expect(await bal()).toBe(250_000);
+    await pay(invoice('in_cycle', 'teams', 'subscription_cycle'));
+    expect(await bal()).toBe(500_000);
+    const grants = (await svc.inject(owner(orgId), { method: 'GET', url: '/tokens/transactions?type=bonus' })).json().data.map((e: { amount: number; reference_id: string }) => [e.reference_id, e.amount]);
+    expect(grants).toEqual([['invoice:in_cycle', 250_000], ['invoice:in_upgrade', 200_000], ['invoice:in_create', 50_000]]);
   });
 
   it('grants the first invoice\'s tokens even when invoice.paid arrives before the checkout', async () => {

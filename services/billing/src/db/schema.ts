@@ -27,6 +27,8 @@ export const subscriptions = pgTable('billing_subscriptions', {
   /** A downgrade waiting for the end of the period. */
   pendingTier: text('pending_tier'),
   pendingAt: timestamp('pending_at', { withTimezone: true }),
+  /** When the pending downgrade was requested (unix s): only a Stripe change after it may withdraw it. */
+  pendingRequestedAt: bigint('pending_requested_at', { mode: 'number' }).notNull().default(0),
   /** `created` (unix s) of the newest Stripe event applied; older ones never overwrite the state. */
   stripeStateAt: bigint('stripe_state_at', { mode: 'number' }).notNull().default(0),
   mrrCents: integer('mrr_cents').notNull().default(0),
@@ -121,6 +123,8 @@ export const usageEntities = pgTable('billing_usage_entities', {
   kind: text('kind').notNull(),
   entityId: text('entity_id').notNull(),
   present: boolean('present').notNull(),
+  /** Tasks: the product slug from `tasks.task.created`, so AI spend can be shown by product. */
+  product: text('product'),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull(),
   eventAt: timestamp('event_at', { withTimezone: true }).notNull(),
 }, (t) => [
@@ -128,7 +132,7 @@ export const usageEntities = pgTable('billing_usage_entities', {
   index('billing_usage_entities_created_idx').on(t.orgId, t.kind, t.createdAt),
 ]);
 
-/** Recorded costs (AI from run events; infra when a source reports it). */
+/** Recorded costs: AI from `agents.run.completed`, infrastructure (and other AI) from `POST /billing/costs`. */
 export const costRecords = pgTable('billing_cost_records', {
   id: bigserial('id', { mode: 'number' }).primaryKey(),
   orgId: text('org_id').notNull(),
@@ -138,8 +142,13 @@ export const costRecords = pgTable('billing_cost_records', {
   amountUsd: numeric('amount_usd', { precision: 14, scale: 6, mode: 'number' }).notNull(),
   tokens: bigint('tokens', { mode: 'number' }).notNull().default(0),
   model: text('model'),
+  /** Product slug the cost belongs to, when stated; otherwise the run's task's product (see usage_entities). */
+  product: text('product'),
+  taskId: text('task_id'),
+  description: text('description'),
   occurredAt: timestamp('occurred_at', { withTimezone: true }).notNull(),
 }, (t) => [
-  uniqueIndex('billing_cost_records_ref_uq').on(t.orgId, t.kind, t.referenceId),
+  uniqueIndex('billing_cost_records_source_ref_uq').on(t.orgId, t.source, t.referenceId),
   index('billing_cost_records_org_idx').on(t.orgId, t.kind, t.occurredAt),
+  check('billing_cost_records_kind_ck', sql`${t.kind} IN ('ai','infra')`),
 ]);

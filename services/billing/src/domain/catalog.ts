@@ -1,3 +1,4 @@
+import { Nullable } from '@aos/http';
 import { Type, type Static } from '@sinclair/typebox';
 
 export const TierSlugs = ['free', 'pro', 'teams', 'enterprise'] as const;
@@ -77,17 +78,17 @@ export function findPackage(slug: string, ledger?: Ledger): Package | undefined 
 }
 
 export const LimitsSchema = Type.Object({
-  requests_per_minute: Type.Union([Type.Integer(), Type.Null()]),
-  requests_per_hour: Type.Union([Type.Integer(), Type.Null()]),
-  agents: Type.Union([Type.Integer(), Type.Null()]),
-  tasks_per_month: Type.Union([Type.Integer(), Type.Null()]),
-  seats: Type.Union([Type.Integer(), Type.Null()]),
-  included_tokens: Type.Union([Type.Integer(), Type.Null()]),
+  requests_per_minute: Nullable(Type.Integer()),
+  requests_per_hour: Nullable(Type.Integer()),
+  agents: Nullable(Type.Integer()),
+  tasks_per_month: Nullable(Type.Integer()),
+  seats: Nullable(Type.Integer()),
+  included_tokens: Nullable(Type.Integer()),
 });
 
 export const TierSchema = Type.Object({
   slug: Type.String(), name: Type.String(), rank: Type.Integer(),
-  price_cents: Type.Union([Type.Integer(), Type.Null()]), currency: Type.String(), interval: Type.String(),
+  price_cents: Nullable(Type.Integer()), currency: Type.String(), interval: Type.String(),
   self_serve: Type.Boolean(), limits: LimitsSchema, features: Type.Array(Type.String()),
 });
 export type TierView = Static<typeof TierSchema>;

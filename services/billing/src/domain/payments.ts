@@ -1,9 +1,10 @@
-import { unprocessable } from '@aos/core';
+import { conflict, unprocessable } from '@aos/core';
 import { eq } from 'drizzle-orm';
 import type { Ctx } from '../service.js';
 import { customers } from '../db/schema.js';
 import { findPackage, Tiers, type Package, type TierSlug } from './catalog.js';
 import { callStripe, stripeClient, type Stripe } from './stripe.js';
+import { effectiveTier, findSubscription, LIVE_STATUSES } from './subscriptions.js';
 
 export interface Account { orgId: string; tenantId: string | null }
 
@@ -43,6 +44,11 @@ export async function createCheckout(ctx: Ctx, account: Account, tier: TierSlug,
   const t = Tiers[tier];
   if (!t.self_serve || !t.price_cents) throw unprocessable(`The ${t.name} plan cannot be bought through checkout`, [{ tier }]);
   const stripe = stripeClient(ctx);
+  // A second checkout would start a second subscription billed alongside the first.
+  const live = await findSubscription(ctx.db, account.orgId);
+  if (live?.stripeSubscriptionId && LIVE_STATUSES.has(live.status)) {
+    throw conflict(`The organization already has a ${Tiers[effectiveTier(live)].name} subscription; change it with POST /billing/change-plan or the customer portal`, [{ tier: live.tier, status: live.status }]);
+  }
   const customer = await ensureCustomer(ctx, account);
   const base = ctx.config.BILLING_APP_URL.replace(/\/$/, '');
   const metadata = { org_id: account.orgId, tier, ...(account.tenantId ? { tenant_id: account.tenantId } : {}) };

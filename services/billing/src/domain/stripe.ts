@@ -21,7 +21,7 @@ export function stripeOptions(apiBase: string | undefined): Stripe.StripeConfig 
 /** The Stripe client, or 503 naming the missing setting. */
 export function stripeClient(ctx: Pick<Ctx, 'config'>): Stripe {
   const key = ctx.config.STRIPE_SECRET_KEY;
-  if (!key) throw serviceUnavailable('Stripe is not configured: STRIPE_SECRET_KEY is not set');
+  if (!key) throw paymentsNotConfigured('STRIPE_SECRET_KEY', 'Stripe is not configured');
   let client = clients.get(ctx.config);
   if (!client) {
     client = new Stripe(key, stripeOptions(ctx.config.STRIPE_API_BASE));
@@ -29,6 +29,10 @@ export function stripeClient(ctx: Pick<Ctx, 'config'>): Stripe {
   }
   return client;
 }
+
+/** 503 PAYMENTS_NOT_CONFIGURED naming the missing setting: unlike an outage, retrying will not help. */
+export const paymentsNotConfigured = (setting: string, what: string) =>
+  new AppError('PAYMENTS_NOT_CONFIGURED', `${what}: ${setting} is not set`, [{ setting }]);
 
 export const stripeConfigured = (ctx: Pick<Ctx, 'config'>) => Boolean(ctx.config.STRIPE_SECRET_KEY);
 

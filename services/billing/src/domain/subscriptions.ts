@@ -4,9 +4,14 @@ import { and, count, eq, gte, sql } from 'drizzle-orm';
 import type { Ctx } from '../service.js';
 import { subscriptions, usageEntities } from '../db/schema.js';
 import { Tiers, TierSlugs, type Limits, type TierSlug } from './catalog.js';
+import Stripe from 'stripe';
+import { stripeClient, stripeConfigured } from './stripe.js';
 
 export type SubscriptionRow = typeof subscriptions.$inferSelect;
 type Deps = Pick<Ctx, 'outbox'>;
+
+/** Stripe subscription statuses that still bill the customer. */
+export const LIVE_STATUSES = new Set(['active', 'trialing', 'past_due', 'unpaid', 'incomplete']);
 
 export const isTier = (v: unknown): v is TierSlug => typeof v === 'string' && (TierSlugs as readonly string[]).includes(v);
 
@@ -32,6 +37,7 @@ export interface TierChange {
   cancelAtPeriodEnd?: boolean;
   pendingTier?: TierSlug | null;
   pendingAt?: Date | null;
+  pendingRequestedAt?: number;
   stripeStateAt?: number;
   tenantId?: string | null;
 }
@@ -56,6 +62,7 @@ export async function applySubscription(deps: Deps, tx: Executor, orgId: string,
     ...(change.cancelAtPeriodEnd !== undefined ? { cancelAtPeriodEnd: change.cancelAtPeriodEnd } : {}),
     ...(change.pendingTier !== undefined ? { pendingTier: change.pendingTier } : {}),
     ...(change.pendingAt !== undefined ? { pendingAt: change.pendingAt } : {}),
+    ...(change.pendingRequestedAt !== undefined ? { pendingRequestedAt: change.pendingRequestedAt } : {}),
     ...(change.stripeStateAt !== undefined ? { stripeStateAt: change.stripeStateAt } : {}),
   };
   const [row] = before
@@ -105,4 +112,22 @@ export function violations(usage: Usage, limits: Limits): Violation[] {
   checkOne('seats', usage.seats, limits.seats);
   checkOne('tasks_per_month', usage.tasks_this_month, limits.tasks_per_month);
   return out;
+}
+
+/**
+ * A deleted organization must never be billed again: its Stripe subscription is cancelled now
+ * (idempotency key per org, so a redelivered event sends the same request) and the plan is Free.
+ */
+export async function endPlanOfDeletedOrg(deps: Pick<Ctx, 'outbox' | 'config'>, tx: Executor, orgId: string, meta: EventMeta) {
+  const row = await findSubscription(tx, orgId, true);
+  if (!row || (row.tier === 'free' && row.status === 'canceled')) return;
+  if (row.stripeSubscriptionId && LIVE_STATUSES.has(row.status) && stripeConfigured(deps)) {
+    try {
+      await stripeClient(deps).subscriptions.cancel(row.stripeSubscriptionId, {}, { idempotencyKey: `aos-org-deleted-${orgId}` });
+    } catch (err) {
+      // Already cancelled or unknown to Stripe: nothing left to stop. Anything else is retried.
+      if (!(err instanceof Stripe.errors.StripeInvalidRequestError)) throw err;
+    }
+  }
+  await applySubscription(deps, tx, orgId, { tier: 'free', status: 'canceled', pendingTier: null, pendingAt: null, cancelAtPeriodEnd: false }, meta);
 }

@@ -1,12 +1,12 @@
 import { systemMeta, type EventMeta } from '@aos/bus';
 import type { Executor } from '@aos/db';
-import { and, eq } from 'drizzle-orm';
+import { and, eq, inArray, sql } from 'drizzle-orm';
 import type Stripe from 'stripe';
 import type { Ctx } from '../service.js';
 import { autoTopupRuns, customers } from '../db/schema.js';
 import { findPackage, Tiers, type Ledger, type TierSlug } from './catalog.js';
 import { post } from './ledger.js';
-import { applySubscription, findSubscription, isTier } from './subscriptions.js';
+import { applySubscription, findSubscription, isTier, type SubscriptionRow } from './subscriptions.js';
 
 type Deps = Pick<Ctx, 'outbox' | 'config'>;
 type Outcome = string;
@@ -23,17 +23,46 @@ export async function rememberCustomer(tx: Executor, orgId: string, tenantId: st
   await tx.insert(customers).values({ orgId, tenantId, stripeCustomerId }).onConflictDoNothing();
 }
 
-/** Tier named by our metadata, else by a configured price id. */
+/**
+ * Tier of a Stripe subscription: its price when it is one of the configured plan prices (a
+ * plan switched in the customer portal changes only the price), else our metadata.
+ */
 function tierOfSubscription(deps: Deps, sub: Stripe.Subscription): TierSlug | null {
-  const fromMeta = sub.metadata?.tier;
-  if (isTier(fromMeta)) return fromMeta;
   const priceId = sub.items?.data?.[0]?.price?.id;
   if (priceId && priceId === deps.config.STRIPE_PRICE_PRO) return 'pro';
   if (priceId && priceId === deps.config.STRIPE_PRICE_TEAMS) return 'teams';
-  return null;
+  const fromMeta = sub.metadata?.tier;
+  return isTier(fromMeta) ? fromMeta : null;
 }
 
-function periodOf(sub: Stripe.Subscription): { start: Date | null; end: Date | null } {
+/** A new billing period that starts this close to the scheduled time counts as the period end. */
+const PERIOD_SLACK_MS = 60_000;
+
+interface PendingOutcome { tier: TierSlug; pendingTier: TierSlug | null; pendingAt: Date | null }
+
+/**
+ * What a subscription update means for a downgrade scheduled at period end. Stripe is the
+ * truth for what the customer pays, so a change made there after the request (the cancellation
+ * withdrawn, another plan picked in the portal) withdraws it; an older state never does.
+ */
+function resolvePending(row: SubscriptionRow, stripeTier: TierSlug, sub: Stripe.Subscription, eventCreated: number, periodStart: Date | null): PendingOutcome {
+  const pendingTier = row.pendingTier as TierSlug;
+  const pendingAt = row.pendingAt!;
+  const current = row.tier as TierSlug;
+  const newerThanRequest = eventCreated > row.pendingRequestedAt;
+  const due = pendingAt.getTime() <= Date.now() || (periodStart !== null && periodStart.getTime() >= pendingAt.getTime() - PERIOD_SLACK_MS);
+  const keep = { tier: current, pendingTier, pendingAt };
+  if (pendingTier === 'free') {
+    // Stripe ends the subscription at period end (customer.subscription.deleted) unless the cancellation is withdrawn.
+    if (!sub.cancel_at_period_end && newerThanRequest) return { tier: stripeTier, pendingTier: null, pendingAt: null };
+    return keep;
+  }
+  if (stripeTier === pendingTier) return due ? { tier: pendingTier, pendingTier: null, pendingAt: null } : keep;
+  if (newerThanRequest) return { tier: stripeTier, pendingTier: null, pendingAt: null };
+  return keep;
+}
+
+export function periodOf(sub: Stripe.Subscription): { start: Date | null; end: Date | null } {
   const s = sub as unknown as { current_period_start?: number; current_period_end?: number };
   const item = sub.items?.data?.[0] as unknown as { current_period_start?: number; current_period_end?: number } | undefined;
   const start = s.current_period_start ?? item?.current_period_start;
@@ -42,6 +71,20 @@ function periodOf(sub: Stripe.Subscription): { start: Date | null; end: Date | n
 }
 
 const ENDED = new Set(['canceled', 'incomplete_expired']);
+
+const INCLUDED_TOKENS = 'included_tokens';
+
+/** Included tokens granted since the current period's own grant (itself included). */
+async function includedThisPeriod(tx: Executor, orgId: string): Promise<number> {
+  const res = await tx.execute<{ s: string }>(sql`
+    SELECT COALESCE(sum(amount), 0)::text AS s FROM billing_ledger_entries
+    WHERE org_id = ${orgId} AND ledger = 'tokens' AND type = 'bonus' AND action = ${INCLUDED_TOKENS}
+      AND id >= COALESCE((
+        SELECT max(id) FROM billing_ledger_entries
+        WHERE org_id = ${orgId} AND ledger = 'tokens' AND type = 'bonus' AND action = ${INCLUDED_TOKENS}
+          AND COALESCE(metadata->>'billing_reason', '') <> 'subscription_update'), 0)`);
+  return Number(res.rows[0]?.s ?? 0);
+}
 
 /**
  * Applies one verified Stripe event inside the caller's transaction (which also records the
@@ -98,19 +141,16 @@ export async function applyStripeEvent(deps: Deps, tx: Executor, event: Stripe.E
         }, meta);
         return { orgId, outcome: 'subscription ended' };
       }
-      let tier = tierOfSubscription(deps, sub) ?? (row ? (row.tier as TierSlug) : null);
-      if (!tier) return { orgId, outcome: 'ignored: no tier' };
+      const stripeTier = tierOfSubscription(deps, sub) ?? (row && isTier(row.tier) ? row.tier : null);
+      if (!stripeTier) return { orgId, outcome: 'ignored: no tier' };
       // A scheduled downgrade is already priced in Stripe; the plan itself changes at period end.
-      let pendingTier = row?.pendingTier as TierSlug | null | undefined;
-      let pendingAt = row?.pendingAt ?? null;
-      if (row && pendingTier && pendingAt && tier === pendingTier) {
-        if (pendingAt > new Date()) tier = row.tier as TierSlug;
-        else { pendingTier = null; pendingAt = null; }
-      }
+      const { tier, pendingTier, pendingAt } = row?.pendingTier && row.pendingAt && isTier(row.pendingTier) && isTier(row.tier)
+        ? resolvePending(row, stripeTier, sub, event.created, start)
+        : { tier: stripeTier, pendingTier: null, pendingAt: null };
       await applySubscription(deps, tx, orgId, {
         tier, status: sub.status, stripeSubscriptionId: sub.id, stripeCustomerId: customerId,
         currentPeriodStart: start, currentPeriodEnd: end, cancelAtPeriodEnd: sub.cancel_at_period_end,
-        stripeStateAt: event.created, pendingTier: pendingTier ?? null, pendingAt, tenantId,
+        stripeStateAt: event.created, pendingTier, pendingAt, tenantId,
       }, meta);
       return { orgId, outcome: `subscription ${sub.status}` };
     }
@@ -132,7 +172,12 @@ export async function applyStripeEvent(deps: Deps, tx: Executor, event: Stripe.E
         const tier = isTier(subMeta.tier) ? subMeta.tier : row && isTier(row.tier) ? row.tier : null;
         const included = tier ? Tiers[tier].limits.included_tokens : null;
         if (included && invoice.amount_paid > 0) {
-          await post(deps, tx, { orgId, ledger: 'tokens', type: 'bonus', amount: included, referenceId: `invoice:${invoice.id}`, action: 'included_tokens', metadata: { tier } }, meta);
+          // A new period (create, cycle) grants the tier's tokens; a mid-period upgrade tops the period up to the new tier's amount.
+          const billingReason = invoice.billing_reason ?? null;
+          const grant = billingReason === 'subscription_update' ? included - await includedThisPeriod(tx, orgId) : included;
+          if (grant > 0) {
+            await post(deps, tx, { orgId, ledger: 'tokens', type: 'bonus', amount: grant, referenceId: `invoice:${invoice.id}`, action: INCLUDED_TOKENS, metadata: { tier, billing_reason: billingReason } }, meta);
+          }
         }
         if (row && isTier(row.tier)) {
           if (row.status === 'past_due' && row.stripeStateAt <= event.created) {
@@ -157,6 +202,23 @@ export async function applyStripeEvent(deps: Deps, tx: Executor, event: Stripe.E
       const meta: EventMeta = systemMeta(pi.metadata.tenant_id ?? null, orgId);
       const result = await creditPaymentIntent(deps, tx, pi, meta);
       return { orgId, outcome: result };
+    }
+    case 'payment_intent.payment_failed': {
+      // An off-session top-up that needed the customer (3-D Secure) and then failed, or a package payment that failed.
+      const pi = event.data.object;
+      const orgId = pi.metadata?.org_id;
+      if (!orgId) return { orgId: null, outcome: 'ignored: no organization' };
+      const reason = pi.last_payment_error?.message ?? 'payment failed';
+      const crossingId = pi.metadata?.crossing_id;
+      if (crossingId) {
+        const failed = await tx.update(autoTopupRuns).set({ status: 'failed', reason, paymentIntentId: pi.id, updatedAt: new Date() })
+          .where(and(eq(autoTopupRuns.crossingId, crossingId), eq(autoTopupRuns.orgId, orgId), inArray(autoTopupRuns.status, ['pending', 'processing']))).returning({ id: autoTopupRuns.id });
+        if (failed.length === 0) return { orgId, outcome: 'ignored: top-up already settled' };
+      }
+      await deps.outbox.enqueue(tx, 'billing.payment.failed', {
+        stripeObjectId: pi.id, amountCents: pi.amount, currency: pi.currency, reason, userId: null, email: pi.receipt_email ?? null,
+      }, systemMeta(pi.metadata.tenant_id ?? null, orgId));
+      return { orgId, outcome: crossingId ? 'auto top-up failed' : 'payment failed' };
     }
     default:
       return { orgId: null, outcome: 'ignored: unhandled type' };

@@ -1,10 +1,11 @@
-import { defineHandler, systemMeta } from '@aos/bus';
+import { defineHandler, systemMeta, type EventMeta } from '@aos/bus';
 import type { Executor } from '@aos/db';
-import { and, eq, sql } from 'drizzle-orm';
+import { and, eq, lte, sql } from 'drizzle-orm';
 import type { Ctx } from '../service.js';
 import type * as schema from '../db/schema.js';
-import { autoTopupRuns, costRecords, usageEntities } from '../db/schema.js';
+import { autoTopupConfigs, autoTopupRuns, costRecords, usageEntities } from '../db/schema.js';
 import { post } from '../domain/ledger.js';
+import { endPlanOfDeletedOrg } from '../domain/subscriptions.js';
 import { enqueueTopup } from '../jobs/autotopup.js';
 
 type S = typeof schema;
@@ -16,14 +17,22 @@ export const RESERVED_REFERENCE_PREFIX = 'aos:';
  * Records that an entity exists (or no longer does). The newest event wins, so a replayed
  * or late "created" after a "deleted" never resurrects it.
  */
-async function track(tx: Executor, orgId: string, kind: 'agent' | 'member' | 'task', entityId: string, present: boolean, at: string) {
+async function track(tx: Executor, orgId: string, kind: 'agent' | 'member' | 'task' | 'personal_org', entityId: string, present: boolean, at: string, product: string | null = null) {
   const eventAt = new Date(at);
-  await tx.insert(usageEntities).values({ orgId, kind, entityId, present, createdAt: eventAt, eventAt })
+  await tx.insert(usageEntities).values({ orgId, kind, entityId, present, product, createdAt: eventAt, eventAt })
     .onConflictDoUpdate({
       target: [usageEntities.orgId, usageEntities.kind, usageEntities.entityId],
       set: { present, eventAt },
       setWhere: sql`${usageEntities.eventAt} <= ${eventAt.toISOString()}::timestamptz`,
     });
+}
+
+/** A deleted organization is never charged again: auto top-ups stop and a live plan is cancelled now. */
+async function closeAccount(ctx: Ctx, tx: Executor, orgId: string, reason: string, meta: EventMeta) {
+  await tx.update(autoTopupConfigs).set({ enabled: false, updatedAt: new Date() }).where(eq(autoTopupConfigs.orgId, orgId));
+  await tx.update(autoTopupRuns).set({ status: 'skipped', reason, updatedAt: new Date() })
+    .where(and(eq(autoTopupRuns.orgId, orgId), eq(autoTopupRuns.status, 'pending')));
+  await endPlanOfDeletedOrg(ctx, tx, orgId, meta);
 }
 
 export function handlers(ctx: Ctx) {
@@ -34,6 +43,8 @@ export function handlers(ctx: Ctx) {
       async handle(event, tx) {
         const { userId, personalOrgId, tenantId } = event.data;
         await track(tx, personalOrgId, 'member', userId, true, event.occurredAt);
+        // Remembered so that erasing the account also closes its personal organization's billing.
+        await track(tx, personalOrgId, 'personal_org', userId, true, event.occurredAt);
         if (ctx.config.SIGNUP_BONUS_TOKENS <= 0) return;
         await post(ctx, tx, {
           orgId: personalOrgId, ledger: 'tokens', type: 'signup_bonus', amount: ctx.config.SIGNUP_BONUS_TOKENS,
@@ -56,8 +67,32 @@ export function handlers(ctx: Ctx) {
             return track(tx, event.data.orgId, 'member', event.data.userId, event.type === 'identity.member.added', event.occurredAt);
           case 'tasks.task.created':
             if (!event.orgId) return;
-            return track(tx, event.orgId, 'task', String(event.data.taskId), true, event.occurredAt);
+            return track(tx, event.orgId, 'task', String(event.data.taskId), true, event.occurredAt, event.data.productSlug);
         }
+      },
+    }),
+
+    // An erased account leaves every organization (no seat anywhere) and its personal
+    // organization, which identity removes with it, is closed like a deleted one.
+    defineHandler<'identity.user.deleted', S>({
+      name: 'seats-user-deleted',
+      events: ['identity.user.deleted'],
+      async handle(event, tx) {
+        const eventAt = new Date(event.occurredAt);
+        const { userId, tenantId } = event.data;
+        await tx.update(usageEntities).set({ present: false, eventAt })
+          .where(and(eq(usageEntities.kind, 'member'), eq(usageEntities.entityId, userId), lte(usageEntities.eventAt, eventAt)));
+        const personal = await tx.select({ orgId: usageEntities.orgId }).from(usageEntities)
+          .where(and(eq(usageEntities.kind, 'personal_org'), eq(usageEntities.entityId, userId)));
+        for (const { orgId } of personal) await closeAccount(ctx, tx, orgId, 'account erased', systemMeta(tenantId, orgId));
+      },
+    }),
+
+    defineHandler<'identity.org.deleted', S>({
+      name: 'org-deleted',
+      events: ['identity.org.deleted'],
+      async handle(event, tx) {
+        await closeAccount(ctx, tx, event.data.orgId, 'organization deleted', systemMeta(event.data.tenantId, event.data.orgId));
       },
     }),
 
@@ -79,7 +114,8 @@ export function handlers(ctx: Ctx) {
         }
         if (costUsd > 0 || usage.totalTokens > 0) {
           await tx.insert(costRecords).values({
-            orgId, kind: 'ai', source: 'agents.run.completed', referenceId: String(runId), amountUsd: costUsd, tokens: usage.totalTokens, model, occurredAt: new Date(event.occurredAt),
+            orgId, kind: 'ai', source: 'agents.run.completed', referenceId: String(runId), amountUsd: costUsd, tokens: usage.totalTokens, model,
+            taskId: event.data.taskId === null ? null : String(event.data.taskId), occurredAt: new Date(event.occurredAt),
           }).onConflictDoNothing();
         }
         const cents = Math.ceil(Math.max(0, costUsd) * 100);

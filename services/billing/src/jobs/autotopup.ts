@@ -98,7 +98,7 @@ export async function processTopup(ctx: Ctx, { crossingId }: TopupJob): Promise<
   return intent.status;
 }
 
-export async function startJobs(ctx: Ctx) {
+export async function startAutoTopupJobs(ctx: Ctx) {
   ctx.queues.worker<TopupJob>(Queues.autoTopup, (payload) => processTopup(ctx, payload), { concurrency: 2 });
   // Crossings recorded while Redis was unreachable are queued again (same job ids: no duplicates).
   const pending = await ctx.db.select({ crossingId: autoTopupRuns.crossingId }).from(autoTopupRuns).where(eq(autoTopupRuns.status, 'pending'));

@@ -1,7 +1,7 @@
 import { metaFromPrincipal } from '@aos/bus';
 import { badRequest, conflict, notFound } from '@aos/core';
 import { isUniqueViolation } from '@aos/db';
-import { Envelope, ok, orgOf, type App } from '@aos/http';
+import { Envelope, Nullable, ok, orgOf, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, desc, eq, inArray, sql } from 'drizzle-orm';
 import type { Ctx } from '../service.js';
@@ -9,19 +9,18 @@ import { autoTopupConfigs, autoTopupRuns } from '../db/schema.js';
 import { CreditPackages, findPackage, PackageSchema, TokenPackages, type Ledger } from '../domain/catalog.js';
 import { balanceOf, evaluateThreshold, lockAccount } from '../domain/ledger.js';
 
-const N = <T extends Parameters<typeof Type.Union>[0][number]>(s: T) => Type.Union([s, Type.Null()]);
 const PM = Type.String({ minLength: 3, maxLength: 255, pattern: '^pm_[A-Za-z0-9_]+$' });
 const Slug = Type.String({ minLength: 1, maxLength: 100 });
 const Max = Type.Integer({ minimum: 1, maximum: 100 });
 const Threshold = Type.Integer({ minimum: 1, maximum: 1_000_000_000 });
 
-const RunSchema = Type.Object({ crossing_id: Type.String(), status: Type.String(), amount: Type.Integer(), price_cents: Type.Integer(), payment_intent_id: N(Type.String()), reason: N(Type.String()), created_at: Type.String() });
+const RunSchema = Type.Object({ crossing_id: Type.String(), status: Type.String(), amount: Type.Integer(), price_cents: Type.Integer(), payment_intent_id: Nullable(Type.String()), reason: Nullable(Type.String()), created_at: Type.String() });
 
 /** `ledger` decides the wire names: tokens use `threshold_tokens`, credits `threshold_cents`. */
 function configSchema(thresholdField: string) {
   return Type.Object({
-    configured: Type.Boolean(), enabled: Type.Boolean(), [thresholdField]: N(Type.Integer()), package_slug: N(Type.String()), package_id: N(Type.String()),
-    max_monthly_topups: N(Type.Integer()), stripe_payment_method_id: N(Type.String()), topups_this_month: Type.Integer(), balance: Type.Integer(),
+    configured: Type.Boolean(), enabled: Type.Boolean(), [thresholdField]: Nullable(Type.Integer()), package_slug: Nullable(Type.String()), package_id: Nullable(Type.String()),
+    max_monthly_topups: Nullable(Type.Integer()), stripe_payment_method_id: Nullable(Type.String()), topups_this_month: Type.Integer(), balance: Type.Integer(),
     available_packages: Type.Array(PackageSchema), recent_topups: Type.Array(RunSchema),
   });
 }
@@ -97,7 +96,7 @@ function register(app: App, ctx: Ctx, path: string, ledger: Ledger, thresholdFie
       tags: ['Billing'], summary: `Update auto top-up (${ledger})`,
       body: Type.Object({
         [thresholdField]: Type.Optional(Threshold), package_slug: Type.Optional(Slug), package_id: Type.Optional(Slug),
-        enabled: Type.Optional(Type.Boolean()), max_monthly_topups: Type.Optional(Max), stripe_payment_method_id: Type.Optional(N(PM)),
+        enabled: Type.Optional(Type.Boolean()), max_monthly_topups: Type.Optional(Max), stripe_payment_method_id: Type.Optional(Nullable(PM)),
       }, { additionalProperties: false, minProperties: 1 }),
       response: { 200: Envelope(Schema) },
     },

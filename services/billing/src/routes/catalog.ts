@@ -1,4 +1,4 @@
-import { Envelope, ListEnvelope, ok, type App } from '@aos/http';
+import { Envelope, ListEnvelope, list, ok, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import type { Ctx } from '../service.js';
 import { CreditPackages, PackageSchema, TierSchema, Tiers, tierView, TokenPackages } from '../domain/catalog.js';
@@ -8,10 +8,15 @@ export async function catalogRoutes(app: App, ctx: Ctx) {
 
   app.get('/billing/tiers', {
     config: { auth: 'public' },
-    schema: { tags: ['Billing'], summary: 'Subscription tiers and their limits', security: [], response: { 200: ListEnvelope(TierSchema) } },
-  }, async () => {
-    const data = tiers();
-    return { data, meta: { total: data.length, limit: data.length, offset: 0 } };
+    schema: {
+      tags: ['Billing'], summary: 'Subscription tiers and their limits', security: [],
+      querystring: Type.Object({ ...PaginationQuery, self_serve: Type.Optional(Type.Boolean({ description: 'only tiers bought through checkout' })) }),
+      response: { 200: ListEnvelope(TierSchema) },
+    },
+  }, async (request) => {
+    const p = page(request.query);
+    const all = tiers().filter((t) => request.query.self_serve === undefined || t.self_serve === request.query.self_serve);
+    return list(all.slice(p.offset, p.offset + p.limit), all.length, p);
   });
 
   app.get('/billing/pricing', {

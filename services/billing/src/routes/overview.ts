@@ -1,9 +1,11 @@
 import { forbidden } from '@aos/core';
-import { Envelope, ok, orgOf, type App } from '@aos/http';
+import { Envelope, Nullable, ok, orgOf, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
-import { sql } from 'drizzle-orm';
+import { and, eq, gte, sql } from 'drizzle-orm';
 import type { Ctx } from '../service.js';
+import { costRecords } from '../db/schema.js';
 import { monthStart } from '../domain/subscriptions.js';
+import { costProduct } from '../domain/costs.js';
 
 const Spend = Type.Object({ total_usd: Type.Number(), this_month_usd: Type.Number() });
 
@@ -18,7 +20,8 @@ export async function overviewRoutes(app: App, ctx: Ctx) {
           scope: Type.String(), currency: Type.String(), mrr_cents: Type.Integer(), active_subscriptions: Type.Integer(),
           mrr_by_product: Type.Array(Type.Object({ product: Type.String(), mrr_cents: Type.Integer(), subscriptions: Type.Integer() })),
           ai_spend: Type.Intersect([Spend, Type.Object({ by_model: Type.Array(Type.Object({ model: Type.String(), usd: Type.Number(), tokens: Type.Integer(), runs: Type.Integer() })) })]),
-          infra_spend: Spend,
+          infra_spend: Type.Intersect([Spend, Type.Object({ by_source: Type.Array(Type.Object({ source: Type.String(), usd: Type.Number() })) })]),
+          spend_by_product: Type.Array(Type.Object({ product: Nullable(Type.String()), ai_usd: Type.Number(), infra_usd: Type.Number() })),
           total_spend_usd: Type.Number(),
           tokens: Type.Object({ consumed_this_month: Type.Integer(), purchased_this_month: Type.Integer() }),
         })),
@@ -40,6 +43,15 @@ export async function overviewRoutes(app: App, ctx: Ctx) {
     const byModel = await ctx.db.execute<{ model: string; usd: string; tokens: string; runs: string }>(sql`
       SELECT COALESCE(model, 'unknown') AS model, sum(amount_usd)::text AS usd, sum(tokens)::text AS tokens, count(*)::text AS runs
       FROM billing_cost_records WHERE ${orgFilter('org_id')} AND kind = 'ai' AND occurred_at >= ${since} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 50`);
+    const bySource = await ctx.db.execute<{ source: string; usd: string }>(sql`
+      SELECT source, sum(amount_usd)::text AS usd FROM billing_cost_records
+      WHERE ${orgFilter('org_id')} AND kind = 'infra' AND occurred_at >= ${since} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 50`);
+    const byProduct = await ctx.db.select({
+      product: costProduct,
+      ai: sql<string>`COALESCE(sum(${costRecords.amountUsd}) FILTER (WHERE ${costRecords.kind} = 'ai'), 0)::text`,
+      infra: sql<string>`COALESCE(sum(${costRecords.amountUsd}) FILTER (WHERE ${costRecords.kind} = 'infra'), 0)::text`,
+    }).from(costRecords).where(and(orgId ? eq(costRecords.orgId, orgId) : undefined, gte(costRecords.occurredAt, since)))
+      .groupBy(sql`1`).orderBy(sql`1 NULLS LAST`).limit(100);
     const tokens = await ctx.db.execute<{ consumed: string; purchased: string }>(sql`
       SELECT COALESCE(-sum(amount) FILTER (WHERE type = 'consume'), 0)::text AS consumed, COALESCE(sum(amount) FILTER (WHERE type = 'purchase'), 0)::text AS purchased
       FROM billing_ledger_entries WHERE ${orgFilter('org_id')} AND ledger = 'tokens' AND created_at >= ${since}`);
@@ -48,13 +60,14 @@ export async function overviewRoutes(app: App, ctx: Ctx) {
     const usd = (v: string | undefined) => Math.round(Number(v ?? 0) * 1e6) / 1e6;
     const ai = { total_usd: usd(kind('ai')?.total), this_month_usd: usd(kind('ai')?.month) };
     const infra = { total_usd: usd(kind('infra')?.total), this_month_usd: usd(kind('infra')?.month) };
-    const byProduct = mrr.rows.map((r) => ({ product: r.product, mrr_cents: Number(r.mrr), subscriptions: Number(r.n) }));
+    const mrrByProduct = mrr.rows.map((r) => ({ product: r.product, mrr_cents: Number(r.mrr), subscriptions: Number(r.n) }));
     return ok({
       scope: platform ? 'platform' : 'org', currency: ctx.config.BILLING_CURRENCY,
-      mrr_cents: byProduct.reduce((s, r) => s + r.mrr_cents, 0), active_subscriptions: byProduct.reduce((s, r) => s + r.subscriptions, 0),
-      mrr_by_product: byProduct,
+      mrr_cents: mrrByProduct.reduce((s, r) => s + r.mrr_cents, 0), active_subscriptions: mrrByProduct.reduce((s, r) => s + r.subscriptions, 0),
+      mrr_by_product: mrrByProduct,
       ai_spend: { ...ai, by_model: byModel.rows.map((r) => ({ model: r.model, usd: usd(r.usd), tokens: Number(r.tokens), runs: Number(r.runs) })) },
-      infra_spend: infra,
+      infra_spend: { ...infra, by_source: bySource.rows.map((r) => ({ source: r.source, usd: usd(r.usd) })) },
+      spend_by_product: byProduct.map((r) => ({ product: r.product, ai_usd: usd(r.ai), infra_usd: usd(r.infra) })),
       total_spend_usd: usd(String(ai.total_usd + infra.total_usd)),
       tokens: { consumed_this_month: Number(tokens.rows[0]?.consumed ?? 0), purchased_this_month: Number(tokens.rows[0]?.purchased ?? 0) },
     });

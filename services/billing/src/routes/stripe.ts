@@ -1,5 +1,5 @@
-import { badRequest, serviceUnavailable } from '@aos/core';
-import { Envelope, ok, orgOf, type App } from '@aos/http';
+import { badRequest } from '@aos/core';
+import { Envelope, Nullable, ok, orgOf, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify';
 import Stripe from 'stripe';
@@ -7,11 +7,12 @@ import type { Ctx } from '../service.js';
 import { stripeEvents } from '../db/schema.js';
 import { TierSlugSchema, type TierSlug } from '../domain/catalog.js';
 import { createCheckout, createPackageIntent, createPortal, findPackage } from '../domain/payments.js';
-import { stripeClient, stripeConfigured } from '../domain/stripe.js';
+import { paymentsNotConfigured, stripeClient, stripeConfigured } from '../domain/stripe.js';
 import { applyStripeEvent } from '../domain/webhook.js';
+import { InvalidEventError } from '@aos/bus';
 import { eq } from 'drizzle-orm';
+import { pgErrorCode } from '@aos/db';
 
-const N = <T extends Parameters<typeof Type.Union>[0][number]>(s: T) => Type.Union([s, Type.Null()]);
 const Url = Type.String({ format: 'uri', maxLength: 2000 });
 const account = (request: FastifyRequest) => ({ orgId: orgOf(request), tenantId: request.principal.tenantId });
 
@@ -21,7 +22,7 @@ export async function stripeRoutes(app: App, ctx: Ctx) {
     schema: {
       tags: ['Billing'], summary: 'Stripe Checkout session for a plan (503 when Stripe is not configured)',
       body: Type.Object({ tier: TierSlugSchema, success_url: Type.Optional(Url), cancel_url: Type.Optional(Url) }, { additionalProperties: false }),
-      response: { 200: Envelope(Type.Object({ session_id: Type.String(), url: N(Type.String()), tier: Type.String() })) },
+      response: { 200: Envelope(Type.Object({ session_id: Type.String(), url: Nullable(Type.String()), tier: Type.String() })) },
     },
   }, async (request) => {
     stripeClient(ctx);
@@ -50,7 +51,7 @@ export async function stripeRoutes(app: App, ctx: Ctx) {
       }, { additionalProperties: false }),
       response: {
         200: Envelope(Type.Object({
-          payment_intent_id: Type.String(), client_secret: N(Type.String()), status: Type.String(), amount_cents: Type.Integer(),
+          payment_intent_id: Type.String(), client_secret: Nullable(Type.String()), status: Type.String(), amount_cents: Type.Integer(),
           currency: Type.String(), package_slug: Type.String(), ledger: Type.String(), amount: Type.Integer(),
         })),
       },
@@ -74,7 +75,7 @@ export async function stripeRoutes(app: App, ctx: Ctx) {
       schema: { tags: ['Billing'], summary: 'Stripe webhook (signature verified over the raw body)', security: [], response: { 200: Envelope(Type.Object({ received: Type.Boolean(), duplicate: Type.Boolean(), event_id: Type.String(), outcome: Type.String() })) } },
     }, async (request) => {
       const secret = ctx.config.STRIPE_WEBHOOK_SECRET;
-      if (!secret) throw serviceUnavailable('Stripe webhooks are not configured: STRIPE_WEBHOOK_SECRET is not set');
+      if (!secret) throw paymentsNotConfigured('STRIPE_WEBHOOK_SECRET', 'Stripe webhooks are not configured');
       const signature = request.headers['stripe-signature'];
       if (typeof signature !== 'string' || !signature) throw badRequest('Missing Stripe-Signature header');
       const raw = request.body;
@@ -87,21 +88,36 @@ export async function stripeRoutes(app: App, ctx: Ctx) {
         throw badRequest(`Invalid Stripe signature: ${reason.split('\n')[0]}`);
       }
       if (typeof event?.id !== 'string' || typeof event.type !== 'string' || typeof event.created !== 'number') throw badRequest('Malformed Stripe event');
+      // A replay is answered from the record without asking Stripe for the current state again.
+      const [seen] = await ctx.db.select({ outcome: stripeEvents.outcome }).from(stripeEvents).where(eq(stripeEvents.id, event.id));
+      if (seen) return ok({ received: true, event_id: event.id, duplicate: true, outcome: seen.outcome });
       await refreshSubscription(ctx, event, request.log);
-      const result = await ctx.db.transaction(async (tx) => {
-        const inserted = await tx.insert(stripeEvents).values({ id: event.id, type: event.type, created: event.created, outcome: 'processing' })
-          .onConflictDoNothing().returning({ id: stripeEvents.id });
-        if (inserted.length === 0) {
-          const [prior] = await tx.select().from(stripeEvents).where(eq(stripeEvents.id, event.id));
-          return { duplicate: true, outcome: prior?.outcome ?? 'already processed' };
-        }
-        const { orgId, outcome } = await applyStripeEvent(ctx, tx, event);
-        await tx.update(stripeEvents).set({ outcome, orgId }).where(eq(stripeEvents.id, event.id));
-        return { duplicate: false, outcome };
+      const result = await applyOnce(ctx, event).catch(async (err: unknown) => {
+        // Signed, but holding data Postgres refuses (SQLSTATE class 22) or our event schemas reject:
+        // retrying cannot help, so it is recorded as rejected and acknowledged, not redelivered for days.
+        if (!(err instanceof InvalidEventError) && !pgErrorCode(err)?.startsWith('22')) throw err;
+        request.log.warn({ stripeEventId: event.id, type: event.type, err: (err as Error).message }, 'stripe event with invalid data');
+        await ctx.db.insert(stripeEvents).values({ id: event.id, type: event.type, created: event.created, outcome: 'rejected: invalid data' }).onConflictDoNothing();
+        return { duplicate: false, outcome: 'rejected: invalid data' };
       });
       request.log.info({ stripeEventId: event.id, type: event.type, duplicate: result.duplicate, outcome: result.outcome }, 'stripe webhook');
       return ok({ received: true, event_id: event.id, ...result });
     });
+  });
+}
+
+/** Applies a verified event once: its id is recorded in the transaction that applies it. */
+function applyOnce(ctx: Ctx, event: Stripe.Event) {
+  return ctx.db.transaction(async (tx) => {
+    const inserted = await tx.insert(stripeEvents).values({ id: event.id, type: event.type, created: event.created, outcome: 'processing' })
+      .onConflictDoNothing().returning({ id: stripeEvents.id });
+    if (inserted.length === 0) {
+      const [prior] = await tx.select().from(stripeEvents).where(eq(stripeEvents.id, event.id));
+      return { duplicate: true, outcome: prior?.outcome ?? 'already processed' };
+    }
+    const { orgId, outcome } = await applyStripeEvent(ctx, tx, event);
+    await tx.update(stripeEvents).set({ outcome, orgId }).where(eq(stripeEvents.id, event.id));
+    return { duplicate: false, outcome };
   });
 }
 

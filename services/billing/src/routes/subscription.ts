@@ -1,6 +1,6 @@
 import { metaFromPrincipal } from '@aos/bus';
-import { conflict, serviceUnavailable, unprocessable } from '@aos/core';
-import { Envelope, ok, orgOf, type App } from '@aos/http';
+import { conflict, unprocessable } from '@aos/core';
+import { Envelope, Nullable, ok, orgOf, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, eq, gte, sql } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
@@ -9,16 +9,17 @@ import { costRecords, ledgerEntries } from '../db/schema.js';
 import { LimitsSchema, Tiers, TierSlugSchema, type TierSlug } from '../domain/catalog.js';
 import { balanceOf } from '../domain/ledger.js';
 import { createCheckout, priceIdOf } from '../domain/payments.js';
-import { callStripe, stripeClient } from '../domain/stripe.js';
-import { applyDuePending, applySubscription, effectiveTier, monthStart, usageOf, violations, type SubscriptionRow } from '../domain/subscriptions.js';
+import { callStripe, paymentsNotConfigured, stripeClient } from '../domain/stripe.js';
+import { applyDuePending, applySubscription, effectiveTier, isTier, LIVE_STATUSES, monthStart, usageOf, violations, type SubscriptionRow } from '../domain/subscriptions.js';
+import { periodOf } from '../domain/webhook.js';
+import { schedulePlanChangeSafely } from '../jobs/plan-changes.js';
 
-const N = <T extends Parameters<typeof Type.Union>[0][number]>(s: T) => Type.Union([s, Type.Null()]);
 
 export const SubscriptionSchema = Type.Object({
   org_id: Type.String(), tier: Type.String(), tier_name: Type.String(), status: Type.String(), is_default: Type.Boolean(),
-  price_cents: N(Type.Integer()), stripe_subscription_id: N(Type.String()), stripe_customer_id: N(Type.String()),
-  current_period_start: N(Type.String()), current_period_end: N(Type.String()), cancel_at_period_end: Type.Boolean(),
-  pending_tier: N(Type.String()), pending_at: N(Type.String()), limits: LimitsSchema, updated_at: N(Type.String()),
+  price_cents: Nullable(Type.Integer()), stripe_subscription_id: Nullable(Type.String()), stripe_customer_id: Nullable(Type.String()),
+  current_period_start: Nullable(Type.String()), current_period_end: Nullable(Type.String()), cancel_at_period_end: Type.Boolean(),
+  pending_tier: Nullable(Type.String()), pending_at: Nullable(Type.String()), limits: LimitsSchema, updated_at: Nullable(Type.String()),
 });
 
 export function subscriptionView(orgId: string, row: SubscriptionRow | undefined) {
@@ -35,7 +36,6 @@ export function subscriptionView(orgId: string, row: SubscriptionRow | undefined
 const ViolationSchema = Type.Object({ resource: Type.String(), current: Type.Integer(), limit: Type.Integer(), excess: Type.Integer() });
 const UsageSchema = Type.Object({ agents: Type.Integer(), seats: Type.Integer(), tasks_this_month: Type.Integer() });
 const TierBody = Type.Object({ tier: TierSlugSchema }, { additionalProperties: false });
-const LIVE = new Set(['active', 'trialing', 'past_due', 'unpaid', 'incomplete']);
 
 export async function subscriptionRoutes(app: App, ctx: Ctx) {
   const current = async (request: FastifyRequest) => {
@@ -74,8 +74,8 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
       body: Type.Object({ tier: TierSlugSchema, success_url: Type.Optional(Type.String({ format: 'uri', maxLength: 2000 })), cancel_url: Type.Optional(Type.String({ format: 'uri', maxLength: 2000 })) }, { additionalProperties: false }),
       response: {
         200: Envelope(Type.Object({
-          action: Type.Union([Type.Literal('upgraded'), Type.Literal('checkout_required'), Type.Literal('downgrade_scheduled'), Type.Literal('downgraded'), Type.Literal('pending_change_cancelled')]),
-          effective_at: N(Type.String()), checkout: N(Type.Object({ session_id: Type.String(), url: N(Type.String()) })), subscription: SubscriptionSchema,
+          action: Type.Union([Type.Literal('upgraded'), Type.Literal('upgrade_pending_payment'), Type.Literal('checkout_required'), Type.Literal('downgrade_scheduled'), Type.Literal('downgraded'), Type.Literal('pending_change_cancelled')]),
+          effective_at: Nullable(Type.String()), checkout: Nullable(Type.Object({ session_id: Type.String(), url: Nullable(Type.String()) })), subscription: SubscriptionSchema,
         })),
       },
     },
@@ -88,7 +88,7 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
     if (target === cur) {
       if (row?.pendingTier) {
         const updated = await ctx.db.transaction(async (tx) => {
-          const stripeSub = row.stripeSubscriptionId && LIVE.has(row.status) ? row.stripeSubscriptionId : null;
+          const stripeSub = row.stripeSubscriptionId && LIVE_STATUSES.has(row.status) ? row.stripeSubscriptionId : null;
           if (stripeSub) await restorePrice(ctx, stripeSub, cur, orgId);
           return applySubscription(ctx, tx, orgId, { tier: cur, status: row.status, pendingTier: null, pendingAt: null, cancelAtPeriodEnd: false }, meta);
         });
@@ -96,7 +96,7 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
       }
       throw conflict(`The organization is already on the ${Tiers[cur].name} plan`, [{ tier: cur }]);
     }
-    const stripeSub = row?.stripeSubscriptionId && LIVE.has(row.status) ? row.stripeSubscriptionId : null;
+    const stripeSub = row?.stripeSubscriptionId && LIVE_STATUSES.has(row.status) ? row.stripeSubscriptionId : null;
     const upgrade = Tiers[target].rank > Tiers[cur].rank;
 
     if (upgrade) {
@@ -107,10 +107,16 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
       const stripe = stripeClient(ctx);
       const price = requirePrice(ctx, target);
       const sub = await callStripe(() => stripe.subscriptions.retrieve(stripeSub));
-      await callStripe(() => stripe.subscriptions.update(stripeSub, {
-        items: [{ id: sub.items.data[0]!.id, price }], proration_behavior: 'always_invoice', cancel_at_period_end: false,
-        metadata: { ...sub.metadata, org_id: orgId, tier: target },
+      // The new price applies only once its prorated invoice is paid: a declined card leaves the
+      // plan as it is (Stripe keeps the change in `pending_update`, the webhook applies it if paid).
+      const changed = await callStripe(() => stripe.subscriptions.update(stripeSub, {
+        items: [{ id: sub.items.data[0]!.id, price }], proration_behavior: 'always_invoice', payment_behavior: 'pending_if_incomplete',
       }));
+      if (changed.pending_update) {
+        return ok({ action: 'upgrade_pending_payment' as const, effective_at: null, checkout: null, subscription: subscriptionView(orgId, row) });
+      }
+      // pending_if_incomplete accepts no other parameters: metadata and a withdrawn cancellation follow separately.
+      await callStripe(() => stripe.subscriptions.update(stripeSub, { cancel_at_period_end: false, metadata: { ...sub.metadata, org_id: orgId, tier: target } }));
       const updated = await ctx.db.transaction((tx) => applySubscription(ctx, tx, orgId, { tier: target, status: row!.status, pendingTier: null, pendingAt: null, cancelAtPeriodEnd: false }, meta));
       return ok({ action: 'upgraded' as const, effective_at: new Date().toISOString(), checkout: null, subscription: subscriptionView(orgId, updated) });
     }
@@ -123,19 +129,31 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
       return ok({ action: 'downgraded' as const, effective_at: new Date().toISOString(), checkout: null, subscription: subscriptionView(orgId, updated) });
     }
     const stripe = stripeClient(ctx);
-    if (target === 'free') {
-      await callStripe(() => stripe.subscriptions.update(stripeSub, { cancel_at_period_end: true }));
-    } else {
-      const price = requirePrice(ctx, target);
-      const sub = await callStripe(() => stripe.subscriptions.retrieve(stripeSub));
-      await callStripe(() => stripe.subscriptions.update(stripeSub, {
-        items: [{ id: sub.items.data[0]!.id, price }], proration_behavior: 'none', metadata: { ...sub.metadata, org_id: orgId, tier: target },
-      }));
-    }
-    const effectiveAt = row!.currentPeriodEnd ?? new Date();
+    const price = target === 'free' ? null : requirePrice(ctx, target);
+    // Stripe knows the period end even when no subscription event has told us yet.
+    const sub = await callStripe(() => stripe.subscriptions.retrieve(stripeSub));
+    const periodEnd = row!.currentPeriodEnd ?? periodOf(sub).end;
+    const effectiveAt = periodEnd && periodEnd > new Date() ? periodEnd : new Date();
+    // The intent is recorded before Stripe is told, so the webhook echoing the new price finds it
+    // pending (and does not apply it at once); a Stripe failure restores the previous state.
     const updated = await ctx.db.transaction((tx) => applySubscription(ctx, tx, orgId, {
-      tier: cur, status: row!.status, pendingTier: target, pendingAt: effectiveAt, cancelAtPeriodEnd: target === 'free',
+      tier: cur, status: row!.status, pendingTier: target, pendingAt: effectiveAt, pendingRequestedAt: Math.floor(Date.now() / 1000), cancelAtPeriodEnd: target === 'free',
     }, meta));
+    try {
+      if (target === 'free') {
+        await callStripe(() => stripe.subscriptions.update(stripeSub, { cancel_at_period_end: true }));
+      } else {
+        await callStripe(() => stripe.subscriptions.update(stripeSub, {
+          items: [{ id: sub.items.data[0]!.id, price: price! }], proration_behavior: 'none', cancel_at_period_end: false, metadata: { ...sub.metadata, org_id: orgId, tier: target },
+        }));
+      }
+    } catch (err) {
+      await ctx.db.transaction((tx) => applySubscription(ctx, tx, orgId, {
+        tier: cur, status: row!.status, pendingTier: isTier(row!.pendingTier) ? row!.pendingTier : null, pendingAt: row!.pendingAt, pendingRequestedAt: row!.pendingRequestedAt, cancelAtPeriodEnd: row!.cancelAtPeriodEnd,
+      }, meta));
+      throw err;
+    }
+    await schedulePlanChangeSafely(ctx, orgId, effectiveAt);
     return ok({ action: 'downgrade_scheduled' as const, effective_at: effectiveAt.toISOString(), checkout: null, subscription: subscriptionView(orgId, updated) });
   });
 
@@ -145,7 +163,7 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
       tags: ['Billing'], summary: 'Current period usage, tier and limits',
       response: {
         200: Envelope(Type.Object({
-          tier: Type.String(), period_start: Type.String(), period_end: N(Type.String()), limits: LimitsSchema,
+          tier: Type.String(), period_start: Type.String(), period_end: Nullable(Type.String()), limits: LimitsSchema,
           usage: Type.Object({ agents: Type.Integer(), seats: Type.Integer(), tasks_this_month: Type.Integer(), tokens_consumed: Type.Integer(), agent_runs: Type.Integer(), ai_cost_usd: Type.Number() }),
         })),
       },
@@ -161,7 +179,7 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
     });
   });
 
-  const Metric = Type.Object({ used: Type.Integer(), limit: N(Type.Integer()), remaining: N(Type.Integer()), percent: N(Type.Number()) });
+  const Metric = Type.Object({ used: Type.Integer(), limit: Nullable(Type.Integer()), remaining: Nullable(Type.Integer()), percent: Nullable(Type.Number()) });
   app.get('/billing/plan-summary', {
     config: { scope: 'billing:read' },
     schema: {
@@ -170,8 +188,8 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
         200: Envelope(Type.Object({
           subscription: SubscriptionSchema,
           metrics: Type.Object({ agents: Metric, seats: Metric, tasks_per_month: Metric }),
-          rate_limits: Type.Object({ requests_per_minute: N(Type.Integer()), requests_per_hour: N(Type.Integer()) }),
-          tokens: Type.Object({ balance: Type.Integer(), included_per_period: N(Type.Integer()), consumed_this_month: Type.Integer() }),
+          rate_limits: Type.Object({ requests_per_minute: Nullable(Type.Integer()), requests_per_hour: Nullable(Type.Integer()) }),
+          tokens: Type.Object({ balance: Type.Integer(), included_per_period: Nullable(Type.Integer()), consumed_this_month: Type.Integer() }),
           credits: Type.Object({ balance_cents: Type.Integer() }),
         })),
       },
@@ -198,7 +216,7 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
 
 function requirePrice(ctx: Ctx, tier: TierSlug): string {
   const price = priceIdOf(ctx, tier);
-  if (!price) throw serviceUnavailable(`Changing a Stripe subscription needs STRIPE_PRICE_${tier.toUpperCase()} to be set`);
+  if (!price) throw paymentsNotConfigured(`STRIPE_PRICE_${tier.toUpperCase()}`, 'Changing a Stripe subscription needs the plan\'s price id');
   return price;
 }
 

@@ -1,23 +1,45 @@
-import { metaFromPrincipal } from '@aos/bus';
-import { badRequest } from '@aos/core';
+import { metaFromPrincipal, type EventMeta } from '@aos/bus';
+import { badRequest, conflict } from '@aos/core';
 import { isUniqueViolation } from '@aos/db';
-import { Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
+import { Envelope, ListEnvelope, list, Nullable, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
-import { and, count, desc, eq, type SQL } from 'drizzle-orm';
+import { and, count, desc, eq, gte, lt, type SQL } from 'drizzle-orm';
 import type { Ctx } from '../service.js';
 import { ledgerEntries } from '../db/schema.js';
-import { balanceOf, EntryTypes, findByReference, journalSum, post, type Entry } from '../domain/ledger.js';
+import { balanceOf, EntryTypes, findByReference, journalSum, post, type Entry, type Posting, type PostResult } from '../domain/ledger.js';
 
 export const EntrySchema = Type.Object({
   id: Type.Integer(), ledger: Type.String(), type: Type.String(), amount: Type.Integer(), balance_after: Type.Integer(),
-  action: Type.Union([Type.String(), Type.Null()]), reference_id: Type.Union([Type.String(), Type.Null()]),
-  user_id: Type.Union([Type.String(), Type.Null()]), metadata: Type.Record(Type.String(), Type.Unknown()), created_at: Type.String(),
+  action: Nullable(Type.String()), reference_id: Nullable(Type.String()),
+  user_id: Nullable(Type.String()), metadata: Type.Record(Type.String(), Type.Unknown()), created_at: Type.String(),
 });
 
 export const entryView = (e: Entry) => ({
   id: e.id, ledger: e.ledger, type: e.type, amount: e.amount, balance_after: e.balanceAfter, action: e.action,
   reference_id: e.referenceId, user_id: e.userId, metadata: e.metadata, created_at: e.createdAt.toISOString(),
 });
+
+/**
+ * Posts once per reference. Of two first-time requests racing on one reference, the loser
+ * returns the winner's entry; a reference reused for a different amount or action is 409.
+ */
+async function postOnce(ctx: Ctx, posting: Posting, meta: EventMeta): Promise<PostResult> {
+  let res: PostResult;
+  try {
+    res = (await ctx.db.transaction((tx) => post(ctx, tx, posting, meta)))!;
+  } catch (err) {
+    const existing = posting.referenceId && isUniqueViolation(err)
+      ? await findByReference(ctx.db, posting.orgId, posting.ledger, posting.type, posting.referenceId) : undefined;
+    if (!existing) throw err;
+    res = { entry: existing, replayed: true };
+  }
+  if (res.replayed && (Math.abs(res.entry.amount) !== posting.amount || res.entry.action !== (posting.action ?? null))) {
+    throw conflict(`reference_id "${posting.referenceId}" was already used for another ${posting.type} (${Math.abs(res.entry.amount)} for "${res.entry.action}")`, [
+      { field: 'reference_id', transaction_id: res.entry.id, amount: Math.abs(res.entry.amount), action: res.entry.action },
+    ]);
+  }
+  return res;
+}
 
 const TypeQuery = Type.Union(EntryTypes.map((t) => Type.Literal(t)));
 
@@ -26,7 +48,7 @@ export async function tokenRoutes(app: App, ctx: Ctx) {
     config: { scope: 'billing:read' },
     schema: {
       tags: ['Tokens'], summary: "The organization's token balance",
-      response: { 200: Envelope(Type.Object({ org_id: Type.String(), balance: Type.Integer(), credit_balance_cents: Type.Integer(), updated_at: Type.Union([Type.String(), Type.Null()]) })) },
+      response: { 200: Envelope(Type.Object({ org_id: Type.String(), balance: Type.Integer(), credit_balance_cents: Type.Integer(), updated_at: Nullable(Type.String()) })) },
     },
   }, async (request) => {
     const orgId = orgOf(request);
@@ -40,7 +62,11 @@ export async function tokenRoutes(app: App, ctx: Ctx) {
     config: { scope: 'billing:read' },
     schema: {
       tags: ['Tokens'], summary: 'Token ledger entries, newest first',
-      querystring: Type.Object({ ...PaginationQuery, type: Type.Optional(TypeQuery), ledger: Type.Optional(Type.Union([Type.Literal('tokens'), Type.Literal('credits')], { default: 'tokens', description: 'credits: the credit ledger (cents)' })), reference_id: Type.Optional(Type.String({ maxLength: 200 })) }),
+      querystring: Type.Object({ ...PaginationQuery, type: Type.Optional(TypeQuery), ledger: Type.Optional(Type.Union([Type.Literal('tokens'), Type.Literal('credits')], { default: 'tokens', description: 'credits: the credit ledger (cents)' })), reference_id: Type.Optional(Type.String({ maxLength: 200 })),
+        action: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+        from: Type.Optional(Type.String({ format: 'date-time', description: 'entries created at or after' })),
+        to: Type.Optional(Type.String({ format: 'date-time', description: 'entries created before' })),
+      }),
       response: { 200: ListEnvelope(EntrySchema) },
     },
   }, async (request) => {
@@ -49,6 +75,9 @@ export async function tokenRoutes(app: App, ctx: Ctx) {
     const where: SQL[] = [eq(ledgerEntries.orgId, orgId), eq(ledgerEntries.ledger, request.query.ledger ?? 'tokens')];
     if (request.query.type) where.push(eq(ledgerEntries.type, request.query.type));
     if (request.query.reference_id) where.push(eq(ledgerEntries.referenceId, request.query.reference_id));
+    if (request.query.action) where.push(eq(ledgerEntries.action, request.query.action));
+    if (request.query.from) where.push(gte(ledgerEntries.createdAt, new Date(request.query.from)));
+    if (request.query.to) where.push(lt(ledgerEntries.createdAt, new Date(request.query.to)));
     const [rows, [total]] = await Promise.all([
       ctx.db.select().from(ledgerEntries).where(and(...where)).orderBy(desc(ledgerEntries.id)).limit(p.limit).offset(p.offset),
       ctx.db.select({ n: count() }).from(ledgerEntries).where(and(...where)),
@@ -57,7 +86,8 @@ export async function tokenRoutes(app: App, ctx: Ctx) {
   });
 
   app.post('/tokens/consume', {
-    config: { scope: 'billing:write' },
+    // Viewers are read-only: spending the organization's tokens takes at least a member.
+    config: { scope: 'billing:write', minRole: 'member' },
     schema: {
       tags: ['Tokens'], summary: 'Consume tokens atomically (402 when the balance is short; reference_id makes it idempotent)',
       body: Type.Object({
@@ -74,18 +104,8 @@ export async function tokenRoutes(app: App, ctx: Ctx) {
     const { amount, action, reference_id: referenceId, metadata } = request.body;
     if (metadata && JSON.stringify(metadata).length > 8_192) throw badRequest('metadata is too large (max 8 KiB of JSON)');
     const posting = { orgId, ledger: 'tokens' as const, type: 'consume' as const, amount, action, referenceId, userId: request.principal.userId, metadata };
-    try {
-      const res = await ctx.db.transaction((tx) => post(ctx, tx, posting, metaFromPrincipal(request.principal)));
-      const balance = await balanceOf(ctx.db, orgId, 'tokens');
-      return ok({ transaction: entryView(res!.entry), balance, replayed: res!.replayed });
-    } catch (err) {
-      // Two first-time consumes with one reference: the loser reads the winner's entry.
-      if (referenceId && isUniqueViolation(err)) {
-        const existing = await findByReference(ctx.db, orgId, 'tokens', 'consume', referenceId);
-        if (existing) return ok({ transaction: entryView(existing), balance: await balanceOf(ctx.db, orgId, 'tokens'), replayed: true });
-      }
-      throw err;
-    }
+    const res = await postOnce(ctx, posting, metaFromPrincipal(request.principal));
+    return ok({ transaction: entryView(res.entry), balance: await balanceOf(ctx.db, orgId, 'tokens'), replayed: res.replayed });
   });
 
   // Not in the reference: operators grant, refund or bonus tokens/credits to an organization.
@@ -107,16 +127,8 @@ export async function tokenRoutes(app: App, ctx: Ctx) {
     const { org_id: orgId, amount, type = 'admin_grant', ledger = 'tokens', reference_id: referenceId, note } = request.body;
     const meta = { ...metaFromPrincipal(request.principal), orgId };
     const posting = { orgId, ledger, type, amount, referenceId, action: 'grant', userId: request.principal.userId, metadata: note ? { note } : {} };
-    try {
-      const res = await ctx.db.transaction((tx) => post(ctx, tx, posting, meta));
-      return ok({ transaction: entryView(res!.entry), balance: await balanceOf(ctx.db, orgId, ledger), replayed: res!.replayed });
-    } catch (err) {
-      if (referenceId && isUniqueViolation(err)) {
-        const existing = await findByReference(ctx.db, orgId, ledger, type, referenceId);
-        if (existing) return ok({ transaction: entryView(existing), balance: await balanceOf(ctx.db, orgId, ledger), replayed: true });
-      }
-      throw err;
-    }
+    const res = await postOnce(ctx, posting, meta);
+    return ok({ transaction: entryView(res.entry), balance: await balanceOf(ctx.db, orgId, ledger), replayed: res.replayed });
   });
 
   // Not in the reference: a read-only proof that the balance equals the sum of the journal.
