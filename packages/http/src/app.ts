@@ -186,6 +186,8 @@ const PG_INPUT_ERRORS: Record<string, { status: number; code: 'VALIDATION_ERROR'
   '22007': { status: 400, code: 'VALIDATION_ERROR', message: 'Invalid date/time value' },
   '22008': { status: 400, code: 'VALIDATION_ERROR', message: 'Date/time value out of range' },
   '22021': { status: 400, code: 'VALIDATION_ERROR', message: 'Invalid character in input' },
+  // jsonb refuses \u0000 (and other code points it cannot store) with 22P05.
+  '22P05': { status: 400, code: 'VALIDATION_ERROR', message: 'Invalid character in input' },
   '23505': { status: 409, code: 'CONFLICT', message: 'A resource with these values already exists' },
 };
 

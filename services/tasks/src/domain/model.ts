@@ -1,4 +1,5 @@
-import { Nullable } from '@aos/http';
+import { badRequest } from '@aos/core';
+import { csv, Nullable } from '@aos/http';
 import { Type, type Static } from '@sinclair/typebox';
 
 export { Nullable };
@@ -41,6 +42,14 @@ export function slugify(name: string): string {
   const slug = name.normalize('NFKD').replace(/[\u0300-\u036f]/g, '').toLowerCase()
     .replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 80).replace(/-+$/g, '');
   return slug || 'product';
+}
+
+/** A comma-separated filter (`?status=todo,done`) whose values must be in `allowed`; 400 names the unknown ones. */
+export function csvFilter<T extends string>(name: string, value: string | undefined, allowed: readonly T[]): T[] | undefined {
+  const values = csv(value);
+  const unknown = values?.filter((v) => !(allowed as readonly string[]).includes(v)) ?? [];
+  if (unknown.length) throw badRequest(`Unknown ${name}: ${unknown.join(', ')}`, [{ field: name, allowed }]);
+  return values as T[] | undefined;
 }
 
 export const SLUG_PATTERN = '^[a-z0-9]+(?:-[a-z0-9]+)*$';

@@ -1,11 +1,13 @@
 import { badRequest, conflict, notFound } from '@aos/core';
 import { Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
-import { and, desc, eq, sql, type SQL } from 'drizzle-orm';
+import { and, desc, eq, inArray, sql, type SQL } from 'drizzle-orm';
 import { queueJobs } from '../db/schema.js';
+import { csvFilter } from '../domain/model.js';
 import type { Ctx } from '../service.js';
 
 type Job = typeof queueJobs.$inferSelect;
+const JobStatuses = ['pending', 'claimed', 'completed', 'dead'] as const;
 const Name = Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._:-]+$' });
 const Worker = Type.String({ minLength: 1, maxLength: 200 });
 
@@ -83,15 +85,21 @@ export async function queueRoutes(app: App, ctx: Ctx) {
     const b = request.body;
     const queue = b.queue_name ?? 'default';
     const batch = b.batch_size ?? 1;
-    // Jobs whose lease expired on their last allowed attempt are dead, not reclaimable.
+    // A job whose lease expired on its last allowed attempt is dead, not reclaimable.
     await ctx.pool.query(
-      `UPDATE queue_jobs SET status = 'dead', last_error = coalesce(last_error, 'lease expired'), updated_at = now(), worker_id = NULL
-        WHERE org_id = $1 AND queue_name = $2 AND status = 'claimed' AND lease_expires_at < now() AND attempts >= max_attempts`, [orgId, queue]);
+      `WITH expired AS (
+         SELECT id FROM queue_jobs
+          WHERE org_id = $1 AND queue_name = $2 AND status = 'claimed' AND lease_expires_at < now() AND attempts >= max_attempts
+          FOR UPDATE SKIP LOCKED)
+       UPDATE queue_jobs j SET status = 'dead', last_error = coalesce(j.last_error, 'lease expired'), worker_id = NULL,
+              lease_expires_at = NULL, updated_at = now()
+         FROM expired WHERE j.id = expired.id`, [orgId, queue]);
     const { rows } = await ctx.pool.query(
       `WITH next AS (
          SELECT id FROM queue_jobs
           WHERE org_id = $1 AND queue_name = $2 AND ($3::text IS NULL OR task_type = $3)
-            AND ((status = 'pending' AND available_at <= now()) OR (status = 'claimed' AND lease_expires_at < now()))
+            AND ((status = 'pending' AND available_at <= now())
+              OR (status = 'claimed' AND lease_expires_at < now() AND attempts < max_attempts))
           ORDER BY priority DESC, id
           LIMIT $4
           FOR UPDATE SKIP LOCKED)
@@ -169,14 +177,17 @@ export async function queueRoutes(app: App, ctx: Ctx) {
   app.get('/task-queue', {
     config: { scope: 'tasks:read' },
     schema: {
-      tags: ['Task queue'], summary: 'List jobs', querystring: Type.Object({ ...PaginationQuery, queue_name: Type.Optional(Name), status: Type.Optional(Type.String({ maxLength: 20 })) }),
+      tags: ['Task queue'], summary: 'List jobs',
+      querystring: Type.Object({ ...PaginationQuery, queue_name: Type.Optional(Name), task_type: Type.Optional(Name), status: Type.Optional(Type.String({ maxLength: 100 })) }),
       response: { 200: ListEnvelope(JobSchema) },
     },
   }, async (request) => {
     const p = page(request.query);
     const where: SQL[] = [eq(queueJobs.orgId, orgOf(request))];
     if (request.query.queue_name) where.push(eq(queueJobs.queueName, request.query.queue_name));
-    if (request.query.status) where.push(eq(queueJobs.status, request.query.status));
+    if (request.query.task_type) where.push(eq(queueJobs.taskType, request.query.task_type));
+    const statuses = csvFilter('status', request.query.status, JobStatuses);
+    if (statuses) where.push(inArray(queueJobs.status, statuses));
     const cond = and(...where);
     const [rows, total] = await Promise.all([
       ctx.db.select().from(queueJobs).where(cond).orderBy(desc(queueJobs.id)).limit(p.limit).offset(p.offset),

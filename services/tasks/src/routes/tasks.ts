@@ -1,11 +1,10 @@
 import { metaFromPrincipal } from '@aos/bus';
-import { badRequest } from '@aos/core';
 import { csv, Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, asc, desc, eq, inArray, sql, type SQL } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
 import { products, taskDependencies, tasks } from '../db/schema.js';
-import { literals, Nullable, Priorities, TaskSchema, TaskStatuses, TaskTypes } from '../domain/model.js';
+import { csvFilter, literals, Nullable, Priorities, TaskSchema, TaskStatuses, TaskTypes } from '../domain/model.js';
 import { addDependency, createTask, dependencyRefs, getTask, productSlugOf, taskView, updateTask, type TaskRow } from '../domain/tasks.js';
 import type { Ctx } from '../service.js';
 
@@ -53,12 +52,6 @@ export const ListQuery = Type.Object({
   q: Type.Optional(Type.String({ maxLength: 200 })),
   next: Type.Optional(Type.Boolean()),
 });
-
-function checkValues(name: string, values: string[] | undefined, allowed: readonly string[]) {
-  const bad = values?.filter((v) => !allowed.includes(v)) ?? [];
-  if (bad.length) throw badRequest(`Unknown ${name}: ${bad.join(', ')}`, [{ field: name, allowed }]);
-  return values;
-}
 
 /** The caller's identity for `assignee=me`: the user (or the API key's owner). */
 export const callerName = (request: FastifyRequest) => request.principal.userId ?? request.principal.apiKeyId ?? '';
@@ -123,8 +116,8 @@ export async function taskRoutes(app: App, ctx: Ctx) {
     const p = page(q);
     const assignee = csv(q.assignee)?.map((a) => (a === 'me' ? callerName(request) : a));
     const { rows, total, limit } = await queryTasks(ctx, orgId, {
-      status: checkValues('status', csv(q.status), TaskStatuses), priority: checkValues('priority', csv(q.priority), Priorities),
-      types: checkValues('type', csv(q.type), TaskTypes), assignee, productSlugs: csv(q.product), parentTaskId: q.parent_task_id,
+      status: csvFilter('status', q.status, TaskStatuses), priority: csvFilter('priority', q.priority, Priorities),
+      types: csvFilter('type', q.type, TaskTypes), assignee, productSlugs: csv(q.product), parentTaskId: q.parent_task_id,
       q: q.q?.trim() || undefined, next: q.next,
     }, p);
     return list(await withProductSlugs(ctx, rows), total, { ...p, limit });
