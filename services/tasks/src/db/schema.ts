@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import {
-  bigint, customType, date, index, integer, jsonb, pgTable, primaryKey, serial, text, timestamp, uniqueIndex, uuid,
+  type AnyPgColumn, bigint, customType, date, index, integer, jsonb, pgTable, primaryKey, serial, text, timestamp, uniqueIndex, uuid,
 } from 'drizzle-orm/pg-core';
 
 const tsvector = customType<{ data: string }>({ dataType: () => 'tsvector' });
@@ -38,7 +38,7 @@ export const tasks = pgTable('tasks', {
   tags: text('tags'),
   estimatedMinutes: integer('estimated_minutes'),
   dueDate: date('due_date'),
-  parentTaskId: integer('parent_task_id'),
+  parentTaskId: integer('parent_task_id').references((): AnyPgColumn => tasks.id, { onDelete: 'set null' }),
   derivationRuleId: text('derivation_rule_id'),
   resolution: text('resolution'),
   maxDurationSeconds: integer('max_duration_seconds'),

@@ -10,6 +10,10 @@ export const TaskTypes = ['feature', 'bug', 'research', 'ops', 'infra', 'content
 export const ProductStatuses = ['idea', 'building', 'active', 'launched', 'live', 'placeholder', 'archived'] as const;
 
 export type TaskStatus = (typeof TaskStatuses)[number];
+/** What clients may send: the reference also calls `cancelled` `archived`. */
+export const TaskStatusInputs = [...TaskStatuses, 'archived'] as const;
+export type TaskStatusInput = (typeof TaskStatusInputs)[number];
+export const taskStatus = (s: TaskStatusInput): TaskStatus => (s === 'archived' ? 'cancelled' : s);
 export const OPEN_STATUSES: readonly TaskStatus[] = ['todo', 'in_progress', 'review', 'blocked'];
 
 /** A string enum schema whose static type is the union of `values`. */

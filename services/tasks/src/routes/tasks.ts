@@ -4,8 +4,8 @@ import { Type } from '@sinclair/typebox';
 import { and, asc, desc, eq, inArray, sql, type SQL } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
 import { products, taskDependencies, tasks } from '../db/schema.js';
-import { csvFilter, literals, Nullable, Priorities, TaskSchema, TaskStatuses, TaskTypes } from '../domain/model.js';
-import { addDependency, createTask, dependencyRefs, getTask, productSlugOf, taskView, updateTask, type TaskRow } from '../domain/tasks.js';
+import { csvFilter, literals, Nullable, Priorities, TaskSchema, TaskStatusInputs, taskStatus, TaskTypes } from '../domain/model.js';
+import { addDependency, createTask, deleteTask, dependencyRefs, getTask, removeDependency, productSlugOf, taskView, updateTask, type TaskRow } from '../domain/tasks.js';
 import type { Ctx } from '../service.js';
 
 export const IdParam = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2_147_483_647 }) });
@@ -16,7 +16,7 @@ const Name = Type.String({ minLength: 1, maxLength: 200 });
 /** Fields a client may set on create and on update. */
 const TaskFields = {
   description: Type.Optional(Nullable(Text(20_000))),
-  status: Type.Optional(literals(TaskStatuses)),
+  status: Type.Optional(literals(TaskStatusInputs)),
   priority: Type.Optional(literals(Priorities)),
   type: Type.Optional(literals(TaskTypes)),
   assignee: Type.Optional(Nullable(Name)),
@@ -26,6 +26,7 @@ const TaskFields = {
   estimated_minutes: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 1_000_000 }))),
   due_date: Type.Optional(Nullable(Type.String({ format: 'date' }))),
   max_duration_seconds: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 30 * 86_400 }))),
+  resolution: Type.Optional(Nullable(Text(5_000))),
 };
 
 export const CreateTaskBody = Type.Object({
@@ -35,11 +36,7 @@ export const CreateTaskBody = Type.Object({
   blocked_by: Type.Optional(Type.Array(Type.Integer({ minimum: 1, maximum: 2_147_483_647 }), { maxItems: 100 })),
 }, { additionalProperties: false });
 
-const UpdateTaskBody = Type.Object({
-  title: Type.Optional(Title),
-  ...TaskFields,
-  resolution: Type.Optional(Nullable(Text(5_000))),
-}, { additionalProperties: false });
+const UpdateTaskBody = Type.Object({ title: Type.Optional(Title), ...TaskFields }, { additionalProperties: false });
 
 export const ListQuery = Type.Object({
   ...PaginationQuery,
@@ -116,7 +113,7 @@ export async function taskRoutes(app: App, ctx: Ctx) {
     const p = page(q);
     const assignee = csv(q.assignee)?.map((a) => (a === 'me' ? callerName(request) : a));
     const { rows, total, limit } = await queryTasks(ctx, orgId, {
-      status: csvFilter('status', q.status, TaskStatuses), priority: csvFilter('priority', q.priority, Priorities),
+      status: csvFilter('status', q.status, TaskStatusInputs)?.map(taskStatus), priority: csvFilter('priority', q.priority, Priorities),
       types: csvFilter('type', q.type, TaskTypes), assignee, productSlugs: csv(q.product), parentTaskId: q.parent_task_id,
       q: q.q?.trim() || undefined, next: q.next,
     }, p);
@@ -130,9 +127,10 @@ export async function taskRoutes(app: App, ctx: Ctx) {
     const orgId = orgOf(request);
     const b = request.body;
     const { task, productSlug } = await ctx.db.transaction((tx) => createTask(ctx, tx, orgId, {
-      title: b.title, description: b.description, status: b.status, priority: b.priority, type: b.type, assignee: b.assignee,
+      title: b.title, description: b.description, status: b.status && taskStatus(b.status), priority: b.priority, type: b.type, assignee: b.assignee,
       product: { slug: b.product_slug }, category: b.category, tags: b.tags, estimatedMinutes: b.estimated_minutes,
       dueDate: b.due_date, parentTaskId: b.parent_task_id, blockedBy: b.blocked_by, maxDurationSeconds: b.max_duration_seconds,
+      resolution: b.resolution,
       createdBy: callerName(request) || null,
     }, metaFromPrincipal(request.principal)));
     return reply.status(201).send(ok({ ...taskView(task, productSlug), ...(await dependencyRefs(ctx.db, orgId, task.id)) }));
@@ -154,7 +152,7 @@ export async function taskRoutes(app: App, ctx: Ctx) {
     const orgId = orgOf(request);
     const b = request.body;
     const { task, productSlug } = await ctx.db.transaction((tx) => updateTask(ctx, tx, orgId, request.params.id, {
-      title: b.title, description: b.description, status: b.status, priority: b.priority, type: b.type, assignee: b.assignee,
+      title: b.title, description: b.description, status: b.status && taskStatus(b.status), priority: b.priority, type: b.type, assignee: b.assignee,
       product: b.product_slug === undefined ? undefined : { slug: b.product_slug }, category: b.category, tags: b.tags,
       estimatedMinutes: b.estimated_minutes, dueDate: b.due_date, resolution: b.resolution, maxDurationSeconds: b.max_duration_seconds,
     }, metaFromPrincipal(request.principal)));
@@ -166,10 +164,7 @@ export async function taskRoutes(app: App, ctx: Ctx) {
     schema: { tags: ['Tasks'], summary: 'Delete a task permanently (admin)', params: IdParam, response: { 200: Envelope(Type.Object({ id: Type.Integer(), deleted: Type.Boolean() })) } },
   }, async (request) => {
     const orgId = orgOf(request);
-    await ctx.db.transaction(async (tx) => {
-      const task = await getTask(tx, orgId, request.params.id, true);
-      await tx.delete(tasks).where(eq(tasks.id, task.id));
-    });
+    await ctx.db.transaction((tx) => deleteTask(ctx, tx, orgId, request.params.id, metaFromPrincipal(request.principal)));
     return ok({ id: request.params.id, deleted: true });
   });
 
@@ -197,8 +192,7 @@ export async function taskRoutes(app: App, ctx: Ctx) {
     schema: { tags: ['Tasks'], summary: 'Remove a blocker', params: Type.Object({ id: IdParam.properties.id, blockerId: IdParam.properties.id }), response: { 200: Envelope(Deps) } },
   }, async (request) => {
     const orgId = orgOf(request);
-    await getTask(ctx.db, orgId, request.params.id);
-    await ctx.db.delete(taskDependencies).where(and(eq(taskDependencies.orgId, orgId), eq(taskDependencies.taskId, request.params.id), eq(taskDependencies.blockedById, request.params.blockerId)));
+    await ctx.db.transaction((tx) => removeDependency(ctx, tx, orgId, request.params.id, request.params.blockerId, metaFromPrincipal(request.principal)));
     return ok(await dependencyRefs(ctx.db, orgId, request.params.id));
   });
 }
