@@ -140,37 +140,6 @@ describe('de-duplication', () => {
   });
 });
 
-describe('GET /tasks', () => {
-  it('filters by status, priority, assignee (me), product and full text; paginates with a stable order', async () => {
-    const me = client(svc, userPrincipal({ orgId: api.principal.orgId, tenantId: api.principal.tenantId }));
-    await api.post('/products', { name: 'Search Product' });
-    const a = await me.task({ title: 'Refactor billing ledger', description: 'double entry accounting', priority: 'P0', assignee: me.principal.userId, product_slug: 'search-product' });
-    const b = await me.task({ title: 'Tune postgres vacuum', priority: 'P3', assignee: 'ops-bot' });
-    const byStatus = (await me.get('/tasks?status=todo,in_progress&priority=P0,P3&limit=200')).json();
-    expect(byStatus.data.map((t: { id: number }) => t.id)).toEqual(expect.arrayContaining([a.id, b.id]));
-    expect((await me.get('/tasks?assignee=me')).json().data.map((t: { id: number }) => t.id)).toEqual([a.id]);
-    expect((await me.get('/tasks?product=search-product')).json().data.map((t: { id: number }) => t.id)).toEqual([a.id]);
-    expect((await me.get('/tasks?q=accounting')).json().data.map((t: { id: number }) => t.id)).toEqual([a.id]);
-    expect((await me.get('/tasks?q=vacuum%20postgres')).json().data.map((t: { id: number }) => t.id)).toEqual([b.id]);
-    const p1 = (await me.get('/tasks?limit=2&offset=0')).json();
-    const p2 = (await me.get('/tasks?limit=2&offset=2')).json();
-    expect(p1.meta).toMatchObject({ limit: 2, offset: 0 });
-    expect(p1.data.map((t: { id: number }) => t.id)).not.toEqual(expect.arrayContaining(p2.data.map((t: { id: number }) => t.id)));
-    expect((await me.get('/tasks?limit=1000')).json().meta.limit).toBe(200);
-    expect((await me.get('/tasks?status=nope')).statusCode).toBe(400);
-  });
-
-  it('next=true returns the highest-priority ready todo for the assignee', async () => {
-    const c = client(svc);
-    const blocker = await c.task({ title: 'Blocker', priority: 'P3', assignee: 'nova' });
-    await c.task({ title: 'Blocked P0', priority: 'P0', assignee: 'nova', blocked_by: [blocker.id] });
-    const p1 = await c.task({ title: 'Ready P1', priority: 'P1', assignee: 'nova' });
-    await c.task({ title: 'Other agent P0', priority: 'P0', assignee: 'zed' });
-    const res = (await c.get('/tasks?assignee=nova&next=true')).json();
-    expect(res.data.map((t: { id: number }) => t.id)).toEqual([p1.id]);
-  });
-});
-
 describe('GET/PATCH/DELETE /tasks/{id}', () => {
   it('embeds blockers and dependents', async () => {
     const c = client(svc);

@@ -5,7 +5,8 @@ import { Type } from '@sinclair/typebox';
 import { csvFilter, literals, Nullable, TaskStatusInputs, taskStatus, TaskTypes } from '../domain/model.js';
 import { createTask, getTask, updateTask, type TaskRow } from '../domain/tasks.js';
 import type { Ctx } from '../service.js';
-import { callerName, IdParam, queryTasks } from './tasks.js';
+import { listTasks } from '../domain/task-list.js';
+import { callerName, IdParam } from './tasks.js';
 
 /** The public API speaks low|medium|high|critical; tasks store P3..P0. */
 const TO_PRIORITY = { critical: 'P0', high: 'P1', medium: 'P2', low: 'P3' } as const;
@@ -54,7 +55,7 @@ export async function publicTaskRoutes(app: App, ctx: Ctx) {
   }, async (request) => {
     const q = request.query;
     const p = page(q);
-    const { rows, total } = await queryTasks(ctx, orgOf(request), {
+    const { rows, total } = await listTasks(ctx.db, orgOf(request), {
       status: csvFilter('status', q.status, TaskStatusInputs)?.map(taskStatus),
       priority: csvFilter('priority', q.priority, PublicPriorities)?.map((pr) => TO_PRIORITY[pr]),
       assignee: q.assigned_to ? [q.assigned_to] : undefined, productId: q.product_id,

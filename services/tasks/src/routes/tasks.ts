@@ -1,11 +1,10 @@
 import { metaFromPrincipal } from '@aos/bus';
 import { csv, Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
-import { and, asc, desc, eq, inArray, sql, type SQL } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
-import { products, taskDependencies, tasks } from '../db/schema.js';
 import { csvFilter, literals, Nullable, Priorities, TaskSchema, TaskStatusInputs, taskStatus, TaskTypes } from '../domain/model.js';
-import { addDependency, createTask, deleteTask, dependencyRefs, getTask, removeDependency, productSlugOf, taskView, updateTask, type TaskRow } from '../domain/tasks.js';
+import { listTasks, withProductSlugs } from '../domain/task-list.js';
+import { addDependency, createTask, deleteTask, dependencyRefs, getTask, removeDependency, productSlugOf, taskView, updateTask } from '../domain/tasks.js';
 import type { Ctx } from '../service.js';
 
 export const IdParam = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2_147_483_647 }) });
@@ -53,53 +52,6 @@ export const ListQuery = Type.Object({
 /** The caller's identity for `assignee=me`: the user (or the API key's owner). */
 export const callerName = (request: FastifyRequest) => request.principal.userId ?? request.principal.apiKeyId ?? '';
 
-export async function withProductSlugs(ctx: Ctx, rows: TaskRow[]) {
-  const ids = [...new Set(rows.map((r) => r.productId).filter((id): id is number => id !== null))];
-  const slugs = ids.length ? await ctx.db.select({ id: products.id, slug: products.slug }).from(products).where(inArray(products.id, ids)) : [];
-  const byId = new Map(slugs.map((s) => [s.id, s.slug]));
-  return rows.map((r) => taskView(r, r.productId === null ? null : byId.get(r.productId) ?? null));
-}
-
-export interface TaskFilters {
-  status?: string[];
-  priority?: string[];
-  assignee?: string[];
-  productSlugs?: string[];
-  productId?: number;
-  types?: string[];
-  parentTaskId?: number;
-  q?: string;
-  next?: boolean;
-}
-
-/** Lists an org's tasks with the filters; stable order (priority for `next`, rank for `q`, else newest id first). */
-export async function queryTasks(ctx: Ctx, orgId: string, f: TaskFilters, p: { limit: number; offset: number }) {
-  const where: SQL[] = [eq(tasks.orgId, orgId)];
-  if (f.status) where.push(inArray(tasks.status, f.status));
-  if (f.priority) where.push(inArray(tasks.priority, f.priority));
-  if (f.assignee) where.push(inArray(tasks.assignee, f.assignee));
-  if (f.types) where.push(inArray(tasks.type, f.types));
-  if (f.parentTaskId) where.push(eq(tasks.parentTaskId, f.parentTaskId));
-  if (f.productId) where.push(eq(tasks.productId, f.productId));
-  if (f.productSlugs) where.push(sql`${tasks.productId} IN (SELECT id FROM products WHERE org_id = ${orgId} AND slug IN ${f.productSlugs})`);
-  const tsq = f.q ? sql`websearch_to_tsquery('simple', ${f.q})` : null;
-  if (tsq) where.push(sql`${tasks.search} @@ ${tsq}`);
-  if (f.next) {
-    where.push(eq(tasks.status, 'todo'));
-    where.push(sql`NOT EXISTS (SELECT 1 FROM ${taskDependencies} d JOIN tasks b ON b.id = d.blocked_by_id WHERE d.task_id = ${tasks.id} AND b.status <> 'done')`);
-  }
-  const order = f.next
-    ? [asc(tasks.priority), asc(tasks.createdAt), asc(tasks.id)]
-    : tsq ? [desc(sql`ts_rank(${tasks.search}, ${tsq})`), desc(tasks.id)] : [desc(tasks.id)];
-  const cond = and(...where);
-  const limit = f.next ? Math.min(p.limit, 1) : p.limit;
-  const [rows, total] = await Promise.all([
-    ctx.db.select().from(tasks).where(cond).orderBy(...order).limit(limit).offset(p.offset),
-    ctx.db.select({ n: sql<number>`count(*)::int` }).from(tasks).where(cond).then((r) => r[0]?.n ?? 0),
-  ]);
-  return { rows, total: f.next ? Math.min(total, 1) : total, limit };
-}
-
 export async function taskRoutes(app: App, ctx: Ctx) {
   const read = { scope: 'tasks:read' as const };
   const write = { scope: 'tasks:write' as const };
@@ -112,12 +64,12 @@ export async function taskRoutes(app: App, ctx: Ctx) {
     const q = request.query;
     const p = page(q);
     const assignee = csv(q.assignee)?.map((a) => (a === 'me' ? callerName(request) : a));
-    const { rows, total, limit } = await queryTasks(ctx, orgId, {
+    const { rows, total, limit } = await listTasks(ctx.db, orgId, {
       status: csvFilter('status', q.status, TaskStatusInputs)?.map(taskStatus), priority: csvFilter('priority', q.priority, Priorities),
       types: csvFilter('type', q.type, TaskTypes), assignee, productSlugs: csv(q.product), parentTaskId: q.parent_task_id,
       q: q.q?.trim() || undefined, next: q.next,
     }, p);
-    return list(await withProductSlugs(ctx, rows), total, { ...p, limit });
+    return list(await withProductSlugs(ctx.db, rows), total, { ...p, limit });
   });
 
   app.post('/tasks', {
