@@ -85,28 +85,6 @@ describe('cascades over NATS', () => {
   });
 });
 
-describe('products', () => {
-  it('generates slugs, rejects clashes, counts tasks, and isolates orgs', async () => {
-    const api = client(svc);
-    const res = await api.post('/products', { name: 'Ünïcode Rocket!', tagline: 'fast', brand_color: '#ff0000' });
-    expect(res.statusCode).toBe(201);
-    expect(res.json().data).toMatchObject({ slug: 'unicode-rocket', status: 'building', stats: { open_tasks: 0, done_tasks: 0 } });
-    expect((await api.post('/products', { name: 'Unicode Rocket' })).statusCode).toBe(409);
-    expect((await api.post('/products', { name: 'Bad', slug: '../etc' })).statusCode).toBe(400);
-    expect((await api.post('/products', { name: 'Bad color', brand_color: 'red;' })).statusCode).toBe(400);
-    const t = await api.task({ title: 'Rocket task', product_slug: 'unicode-rocket' });
-    await complete(api, t.id);
-    await api.task({ title: 'Rocket task 2', product_slug: 'unicode-rocket' });
-    expect((await api.get('/products/unicode-rocket')).json().data.stats).toMatchObject({ open_tasks: 1, done_tasks: 1 });
-    expect((await api.get('/products?q=rocket')).json().meta.total).toBe(1);
-    expect((await api.get('/products?status=archived')).json().meta.total).toBe(0);
-    const other = client(svc);
-    expect((await other.get('/products/unicode-rocket')).statusCode).toBe(404);
-    expect((await other.patch('/products/unicode-rocket', { name: 'mine' })).statusCode).toBe(404);
-    expect((await other.post('/products', { name: 'Unicode Rocket' })).statusCode).toBe(201); // slugs are per org
-  });
-});
-
 describe('changelog summary and RSS', () => {
   it('groups by day, product and area, and serves valid escaped RSS 2.0', async () => {
     const api = client(svc);

@@ -42,10 +42,10 @@ export const allowedFrom = (from: TaskStatus) => TRANSITIONS[from];
 /** De-duplication key of a title: case and whitespace do not make a task new. */
 export const titleKey = (title: string) => title.normalize('NFKC').trim().replace(/\s+/g, ' ').toLowerCase();
 
+/** URL slug of a name: accents folded, anything else than a-z0-9 becomes one dash; "" when nothing is left. */
 export function slugify(name: string): string {
-  const slug = name.normalize('NFKD').replace(/[\u0300-\u036f]/g, '').toLowerCase()
+  return name.normalize('NFKD').replace(/[\u0300-\u036f]/g, '').toLowerCase()
     .replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 80).replace(/-+$/g, '');
-  return slug || 'product';
 }
 
 /** A comma-separated filter (`?status=todo,done`) whose values must be in `allowed`; 400 names the unknown ones. */
