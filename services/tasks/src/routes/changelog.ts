@@ -64,7 +64,7 @@ export async function changelogRoutes(app: App, ctx: Ctx) {
         200: Envelope(Type.Object({
           days: Type.Integer(), total: Type.Integer(),
           dates: Type.Array(Type.Object({
-            date: Type.String(), count: Type.Integer(),
+            date: Type.String(), count: Type.Integer(), summary: Type.String(),
             groups: Type.Array(Type.Object({ product: Type.Union([Type.String(), Type.Null()]), area: Type.String(), count: Type.Integer(), lines: Type.Array(Type.String()) })),
           })),
         })),
@@ -89,7 +89,9 @@ export async function changelogRoutes(app: App, ctx: Ctx) {
     const dates = [...byDate.entries()].map(([date, groups]) => {
       const list = [...groups.values()].map((g) => ({ ...g, count: g.lines.length }))
         .sort((a, b) => (a.product ?? '').localeCompare(b.product ?? '') || a.area.localeCompare(b.area));
-      return { date, count: list.reduce((n, g) => n + g.count, 0), groups: list };
+      const count = list.reduce((n, g) => n + g.count, 0);
+      const parts = list.map((g) => `${g.count} ${g.area} in ${g.product ?? 'no product'}`);
+      return { date, count, summary: `${count} ${count === 1 ? 'change' : 'changes'}: ${parts.join(', ')}`, groups: list };
     });
     return ok({ days, total: rows.length, dates });
   });
@@ -98,26 +100,33 @@ export async function changelogRoutes(app: App, ctx: Ctx) {
     config: { scope: 'tasks:read' },
     schema: { tags: ['Changelog'], summary: 'RSS 2.0 feed of the changelog', querystring: Type.Object({ ...Filters, limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })) }) },
   }, async (request, reply) => {
-    const rows = await ctx.db.select().from(changelog).where(where(orgOf(request), request.query))
-      .orderBy(desc(changelog.completedAt), desc(changelog.id)).limit(request.query.limit ?? 50);
-    const title = ['AOS changelog', request.query.product, request.query.agent].filter(Boolean).join(' — ');
+    const q = request.query;
+    const rows = await ctx.db.select().from(changelog).where(where(orgOf(request), q))
+      .orderBy(desc(changelog.completedAt), desc(changelog.id)).limit(q.limit ?? 50);
+    const api = `${ctx.config.APP_URL.replace(/\/$/, '')}/api`;
+    const filters = new URLSearchParams(Object.entries({ agent: q.agent, product: q.product }).filter((e): e is [string, string] => e[1] !== undefined));
+    const self = `${api}/changelog/feed${filters.size ? `?${filters}` : ''}`;
+    const title = ['AOS changelog', q.product, q.agent].filter(Boolean).join(' — ');
     const items = rows.map((e) => [
       '    <item>',
       `      <title>${xmlEscape(e.title)}</title>`,
+      `      <link>${xmlEscape(`${api}/tasks/${e.taskId}`)}</link>`,
       `      <description>${xmlEscape(e.agent ? `${e.summary} — ${e.agent}` : e.summary)}</description>`,
       `      <guid isPermaLink="false">aos-changelog-${e.id}</guid>`,
       `      <pubDate>${e.completedAt.toUTCString()}</pubDate>`,
       `      <category>${xmlEscape(e.area)}</category>`,
+      ...(e.productSlug ? [`      <category domain="product">${xmlEscape(e.productSlug)}</category>`] : []),
       '    </item>',
     ].join('\n'));
     const xml = [
       '<?xml version="1.0" encoding="UTF-8"?>',
-      '<rss version="2.0">',
+      '<rss version="2.0" xmlns:atom="http://www.w3.org/2005/Atom">',
       '  <channel>',
       `    <title>${xmlEscape(title)}</title>`,
-      '    <link>https://aos.local/changelog</link>',
-      `    <description>${xmlEscape('Completed tasks')}</description>`,
-      `    <lastBuildDate>${(rows[0]?.completedAt ?? new Date(0)).toUTCString()}</lastBuildDate>`,
+      `    <link>${xmlEscape(`${api}/changelog`)}</link>`,
+      `    <atom:link href="${xmlEscape(self)}" rel="self" type="application/rss+xml"/>`,
+      '    <description>Completed tasks</description>',
+      `    <lastBuildDate>${(rows[0]?.completedAt ?? new Date()).toUTCString()}</lastBuildDate>`,
       ...items,
       '  </channel>',
       '</rss>',
