@@ -1,5 +1,6 @@
 import { waitFor } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLAIM_SQL } from '../src/domain/queue.js';
 import { client, startTasks, type Svc } from './helpers.js';
 
 let svc: Svc;
@@ -139,6 +140,16 @@ describe('task queue (SKIP LOCKED)', () => {
     expect(new Set(claims.values()).size).toBeGreaterThan(1);
     const { rows } = await svc.ctx.pool.query(`SELECT count(*)::int AS n FROM queue_jobs WHERE queue_name = 'bulk' AND (status <> 'claimed' OR attempts <> 1)`);
     expect(rows[0].n).toBe(0);
+  }, 120_000);
+
+  it('a claim walks the claimable index in order instead of sorting the queue', async () => {
+    const orgId = client(svc).principal.orgId;
+    await svc.ctx.pool.query(`INSERT INTO queue_jobs (org_id, queue_name, task_type, priority) SELECT $1, 'plan', 't', g % 10 FROM generate_series(1, 20000) g`, [orgId]);
+    await svc.ctx.pool.query('ANALYZE queue_jobs');
+    const { rows } = await svc.ctx.pool.query(`EXPLAIN (FORMAT JSON) ${CLAIM_SQL}`, [orgId, 'plan', null, 50, 'w']);
+    const plan = JSON.stringify(rows[0]['QUERY PLAN']);
+    expect(plan).toContain('"Index Name":"queue_jobs_claimable_idx"');
+    expect(plan).not.toContain('"Node Type":"Sort"');
   }, 120_000);
 
   it('another organization cannot see or touch a job', async () => {

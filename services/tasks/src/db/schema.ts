@@ -104,5 +104,7 @@ export const queueJobs = pgTable('queue_jobs', {
   completedAt: timestamp('completed_at', { withTimezone: true }),
 }, (t) => [
   index('queue_jobs_claim_idx').on(t.orgId, t.queueName, t.status, t.priority, t.id),
+  // The claim scans claimable jobs in claim order and stops at the batch size (no sort of the whole queue).
+  index('queue_jobs_claimable_idx').on(t.orgId, t.queueName, t.priority.desc(), t.id).where(sql`${t.status} IN ('pending', 'claimed')`),
   uniqueIndex('queue_jobs_idempotency_key').on(t.orgId, t.idempotencyKey).where(sql`${t.idempotencyKey} IS NOT NULL`),
 ]);

@@ -4,6 +4,7 @@ import { Type } from '@sinclair/typebox';
 import { and, desc, eq, inArray, sql, type SQL } from 'drizzle-orm';
 import { queueJobs } from '../db/schema.js';
 import { csvFilter } from '../domain/model.js';
+import { CLAIM_SQL, EXPIRE_LAST_LEASES_SQL } from '../domain/queue.js';
 import type { Ctx } from '../service.js';
 
 type Job = typeof queueJobs.$inferSelect;
@@ -85,28 +86,8 @@ export async function queueRoutes(app: App, ctx: Ctx) {
     const b = request.body;
     const queue = b.queue_name ?? 'default';
     const batch = b.batch_size ?? 1;
-    // A job whose lease expired on its last allowed attempt is dead, not reclaimable.
-    await ctx.pool.query(
-      `WITH expired AS (
-         SELECT id FROM queue_jobs
-          WHERE org_id = $1 AND queue_name = $2 AND status = 'claimed' AND lease_expires_at < now() AND attempts >= max_attempts
-          FOR UPDATE SKIP LOCKED)
-       UPDATE queue_jobs j SET status = 'dead', last_error = coalesce(j.last_error, 'lease expired'), worker_id = NULL,
-              lease_expires_at = NULL, updated_at = now()
-         FROM expired WHERE j.id = expired.id`, [orgId, queue]);
-    const { rows } = await ctx.pool.query(
-      `WITH next AS (
-         SELECT id FROM queue_jobs
-          WHERE org_id = $1 AND queue_name = $2 AND ($3::text IS NULL OR task_type = $3)
-            AND ((status = 'pending' AND available_at <= now())
-              OR (status = 'claimed' AND lease_expires_at < now() AND attempts < max_attempts))
-          ORDER BY priority DESC, id
-          LIMIT $4
-          FOR UPDATE SKIP LOCKED)
-       UPDATE queue_jobs j SET status = 'claimed', worker_id = $5, attempts = j.attempts + 1,
-              lease_expires_at = now() + make_interval(secs => j.timeout_seconds), updated_at = now()
-         FROM next WHERE j.id = next.id
-       RETURNING j.*`, [orgId, queue, b.task_type ?? null, batch, b.worker_id]);
+    await ctx.pool.query(EXPIRE_LAST_LEASES_SQL, [orgId, queue]);
+    const { rows } = await ctx.pool.query(CLAIM_SQL, [orgId, queue, b.task_type ?? null, batch, b.worker_id]);
     const jobs = rows.sort((x, y) => y.priority - x.priority || Number(x.id) - Number(y.id)).map(view);
     if (b.batch_size === undefined) return { data: jobs[0] ?? null };
     return { data: jobs.length ? jobs : null };
