@@ -116,6 +116,22 @@ describe('changelog', () => {
     for (const q of ['days=0', 'days=366', 'days=abc']) expect((await api.get(`/changelog/summary?${q}`)).statusCode, q).toBe(400);
   });
 
+  it('summary counts are exact while each group lists only its 50 newest lines', async () => {
+    const busy = client(svc);
+    await svc.ctx.pool.query(
+      `INSERT INTO changelog (org_id, task_id, event_id, title, agent, product_slug, area, summary, completed_at)
+       SELECT $1, g, gen_random_uuid(), 'Bulk ' || g, NULL, 'bulk', 'ops', 'Bulk ' || g,
+               date_trunc('day', now(), 'UTC') + (100 - g) * interval '1 second' FROM generate_series(1, 55) g`, [busy.principal.orgId]);
+    const summary = (await busy.get('/changelog/summary')).json().data;
+    expect(summary.total).toBe(55);
+    expect(summary.dates).toHaveLength(1);
+    expect(summary.dates[0]).toMatchObject({ count: 55, summary: '55 changes: 55 ops in bulk', groups: [{ product: 'bulk', area: 'ops', count: 55 }] });
+    const lines = summary.dates[0].groups[0].lines;
+    expect(lines).toHaveLength(50);
+    expect(lines[0]).toBe('Bulk 1');
+    expect(lines.at(-1)).toBe('Bulk 50');
+  });
+
   it('GET /changelog/feed is valid RSS 2.0 that round-trips hostile titles through a conforming XML parser', async () => {
     const res = await api.get('/changelog/feed');
     expect(res.statusCode).toBe(200);

@@ -24,6 +24,9 @@ export function xmlEscape(value: string): string {
     .replace(/"/g, '&quot;').replace(/'/g, '&apos;');
 }
 
+/** Lines listed per (date, product, area) group of the summary. */
+const SUMMARY_LINES = 50;
+
 const Filters = {
   agent: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
   product: Type.Optional(Type.String({ minLength: 1, maxLength: 80 })),
@@ -73,27 +76,25 @@ export async function changelogRoutes(app: App, ctx: Ctx) {
   }, async (request) => {
     const days = request.query.days ?? 7;
     const since = new Date(Date.now() - days * 86_400_000);
-    const rows = await ctx.db.select().from(changelog)
+    const date = sql<string>`to_char(${changelog.completedAt} AT TIME ZONE 'UTC', 'YYYY-MM-DD')`;
+    // Counts are exact; each group lists its newest lines only.
+    const groups = await ctx.db.select({
+      date, product: changelog.productSlug, area: changelog.area, count: sql<number>`count(*)::int`,
+      lines: sql<string[]>`(array_agg(${changelog.summary} || coalesce(' (' || ${changelog.agent} || ')', '')
+                            ORDER BY ${changelog.completedAt} DESC, ${changelog.id} DESC))[1:${sql.raw(String(SUMMARY_LINES))}]`,
+    }).from(changelog)
       .where(and(where(orgOf(request), request.query), gte(changelog.completedAt, since)))
-      .orderBy(desc(changelog.completedAt), desc(changelog.id)).limit(5_000);
-    const byDate = new Map<string, Map<string, { product: string | null; area: string; lines: string[] }>>();
-    for (const e of rows) {
-      const date = e.completedAt.toISOString().slice(0, 10);
-      const groups = byDate.get(date) ?? new Map();
-      byDate.set(date, groups);
-      const key = `${e.productSlug ?? ''}\u0000${e.area}`;
-      const g = groups.get(key) ?? { product: e.productSlug, area: e.area, lines: [] };
-      groups.set(key, g);
-      g.lines.push(`${e.summary}${e.agent ? ` (${e.agent})` : ''}`);
-    }
-    const dates = [...byDate.entries()].map(([date, groups]) => {
-      const list = [...groups.values()].map((g) => ({ ...g, count: g.lines.length }))
+      .groupBy(date, changelog.productSlug, changelog.area);
+    const byDate = new Map<string, typeof groups>();
+    for (const g of groups) byDate.set(g.date, [...(byDate.get(g.date) ?? []), g]);
+    const dates = [...byDate.entries()].sort(([a], [b]) => b.localeCompare(a)).map(([day, list]) => {
+      const sorted = list.map(({ product, area, count, lines }) => ({ product, area, count, lines }))
         .sort((a, b) => (a.product ?? '').localeCompare(b.product ?? '') || a.area.localeCompare(b.area));
-      const count = list.reduce((n, g) => n + g.count, 0);
-      const parts = list.map((g) => `${g.count} ${g.area} in ${g.product ?? 'no product'}`);
-      return { date, count, summary: `${count} ${count === 1 ? 'change' : 'changes'}: ${parts.join(', ')}`, groups: list };
+      const count = sorted.reduce((n, g) => n + g.count, 0);
+      const parts = sorted.map((g) => `${g.count} ${g.area} in ${g.product ?? 'no product'}`);
+      return { date: day, count, summary: `${count} ${count === 1 ? 'change' : 'changes'}: ${parts.join(', ')}`, groups: sorted };
     });
-    return ok({ days, total: rows.length, dates });
+    return ok({ days, total: dates.reduce((n, d) => n + d.count, 0), dates });
   });
 
   app.get('/changelog/feed', {
