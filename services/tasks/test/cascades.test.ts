@@ -16,12 +16,6 @@ type Api = ReturnType<typeof client>;
 const count = async (sql: string, params: unknown[] = []) => Number((await svc.ctx.pool.query(sql, params)).rows[0].n);
 const status = async (api: Api, id: number) => (await api.get(`/tasks/${id}`)).json().data.status as string;
 
-async function complete(api: Api, id: number, resolution?: string) {
-  for (const s of ['in_progress', 'review']) await api.patch(`/tasks/${id}`, { status: s });
-  const res = await api.patch(`/tasks/${id}`, { status: 'done', ...(resolution ? { resolution } : {}) });
-  expect(res.statusCode).toBe(200);
-}
-
 /** Publishes an envelope straight to the stream, as another service (or a redelivery) would. */
 async function publish(envelope: { id: string; type: string; data?: unknown }, msgID = envelope.id) {
   const bus = await svc.ctx.bus;
@@ -47,7 +41,7 @@ describe('completion', () => {
     const other = await api.task({ title: 'Needs only A', blocked_by: [a.id] });
     expect(dep.status).toBe('blocked');
 
-    await complete(api, a.id, 'migrated');
+    await api.complete(a.id, 'migrated');
     await settled(svc);
     expect(await status(api, dep.id)).toBe('blocked'); // B still open
     expect(await status(api, other.id)).toBe('todo');
@@ -55,7 +49,7 @@ describe('completion', () => {
     expect(entries.meta.total).toBe(1);
     expect(entries.data[0]).toMatchObject({ title: 'Blocker A', agent: 'felix', area: 'infra', summary: 'Blocker A: migrated' });
 
-    await complete(api, b.id);
+    await api.complete(b.id);
     await settled(svc);
     expect(await status(api, dep.id)).toBe('todo');
     expect(await count('SELECT count(*) AS n FROM changelog WHERE task_id = ANY($1)', [[a.id, b.id]])).toBe(2);
@@ -65,7 +59,7 @@ describe('completion', () => {
     const api = client(svc);
     const t = await api.task({ title: 'Complete once' });
     const dep = await api.task({ title: 'Dependent once', blocked_by: [t.id] });
-    await complete(api, t.id);
+    await api.complete(t.id);
     await settled(svc);
     const { rows } = await svc.ctx.pool.query(`SELECT envelope FROM aos_outbox WHERE type = 'tasks.task.completed' AND (envelope->'data'->>'taskId')::int = $1`, [t.id]);
     expect(rows).toHaveLength(1);
@@ -95,7 +89,7 @@ describe('cancellation', () => {
     const blocked = await api.task({ title: 'Blocked one', product_slug: 'sunset-app', blocked_by: [open1.id] });
     const child = await api.task({ title: 'Child outside the product', parent_task_id: open2.id });
     const done = await api.task({ title: 'Done one', product_slug: 'sunset-app' });
-    await complete(api, done.id);
+    await api.complete(done.id);
     const other = await api.task({ title: 'Unrelated' });
     const res = await api.patch('/products/sunset-app', { status: 'archived' });
     expect(res.statusCode).toBe(200);

@@ -31,11 +31,6 @@ const child = (n: XmlNode, name: string) => n.children.find((c) => c.name === na
 const children = (n: XmlNode, name: string) => n.children.filter((c) => c.name === name);
 const text = (n: XmlNode, name: string) => child(n, name)?.text;
 
-async function complete(api: ReturnType<typeof client>, id: number, resolution?: string) {
-  for (const status of ['in_progress', 'review']) await api.patch(`/tasks/${id}`, { status });
-  expect((await api.patch(`/tasks/${id}`, { status: 'done', ...(resolution ? { resolution } : {}) })).statusCode).toBe(200);
-}
-
 // eslint-disable-next-line no-control-regex
 const XML_FORBIDDEN = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]/g;
 const HOSTILE = [
@@ -56,14 +51,14 @@ describe('changelog', () => {
     await api.post('/products', { name: 'Other Product' });
     for (const [i, title] of HOSTILE.entries()) {
       const t = await api.task({ title, assignee: i === 0 ? '<agent & "co">' : 'nova', product_slug: 'feed-product', type: i % 2 ? 'bug' : 'feature' });
-      await complete(api, t.id);
+      await api.complete(t.id);
       ids[`h${i}`] = t.id;
     }
     const a = await api.task({ title: 'Ship billing export', assignee: 'felix', product_slug: 'other-product', type: 'feature' });
-    await complete(api, a.id, 'CSV and JSON');
+    await api.complete(a.id, 'CSV and JSON');
     ids.a = a.id;
     const b = await api.task({ title: 'No product chore', type: 'ops' });
-    await complete(api, b.id);
+    await api.complete(b.id);
     ids.b = b.id;
     await waitFor(async () => (await api.get('/changelog')).json().meta.total === HOSTILE.length + 2, { message: 'changelog entries' });
     // An entry older than a week, as the consumer would have written it back then.

@@ -19,6 +19,12 @@ export function client(svc: Svc, principal: Principal = userPrincipal()) {
     post: (url: string, body: unknown = {}) => call('POST', url, body),
     patch: (url: string, body: unknown) => call('PATCH', url, body),
     del: (url: string) => call('DELETE', url),
+    /** Walks a task through in_progress and review to done. */
+    async complete(id: number, resolution?: string) {
+      for (const status of ['in_progress', 'review']) await call('PATCH', `/tasks/${id}`, { status });
+      const res = await call('PATCH', `/tasks/${id}`, { status: 'done', ...(resolution ? { resolution } : {}) });
+      if (res.statusCode !== 200) throw new Error(`complete failed ${res.statusCode} ${res.body}`);
+    },
     async task(body: Record<string, unknown>) {
       const res = await call('POST', '/tasks', body);
       if (res.statusCode !== 201) throw new Error(`create failed ${res.statusCode} ${res.body}`);

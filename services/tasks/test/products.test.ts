@@ -8,10 +8,6 @@ afterAll(() => svc?.close());
 
 const events = async (type: string) => (await svc.ctx.pool.query(`SELECT envelope->'data' AS data FROM aos_outbox WHERE type = $1 ORDER BY created_at, id`, [type])).rows.map((r) => r.data);
 
-async function complete(api: ReturnType<typeof client>, id: number) {
-  for (const status of ['in_progress', 'review', 'done']) expect((await api.patch(`/tasks/${id}`, { status })).statusCode).toBe(200);
-}
-
 describe('POST /products', () => {
   it('generates the slug from the name, keeps brand fields, emits tasks.product.created', async () => {
     const api = client(svc);
@@ -65,7 +61,7 @@ describe('GET /products', () => {
     await api.post('/products', { name: 'Old Thing', status: 'archived' });
     const open = await api.task({ title: 'Open in unosend', product_slug: 'unosend' });
     const done = await api.task({ title: 'Done in unosend', product_slug: 'unosend' });
-    await complete(api, done.id);
+    await api.complete(done.id);
     const cancelled = await api.task({ title: 'Cancelled in unosend', product_slug: 'unosend' });
     await api.patch(`/tasks/${cancelled.id}`, { status: 'cancelled' });
     expect(open.status).toBe('todo');
