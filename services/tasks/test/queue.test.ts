@@ -28,6 +28,11 @@ describe('task queue (SKIP LOCKED)', () => {
     expect((await api.post(`/task-queue/${high.id}/complete`, { worker_id: 'w2' })).statusCode).toBe(409);
     const done = await api.post(`/task-queue/${high.id}/complete`, { worker_id: 'w1', result: { ok: true } });
     expect(done.json().data).toMatchObject({ status: 'completed', result: { ok: true } });
+    // A retried complete (the answer was lost) is answered with the same completed job; another worker still gets 409.
+    const retried = await api.post(`/task-queue/${high.id}/complete`, { worker_id: 'w1', result: { ok: 'again' } });
+    expect(retried.statusCode).toBe(200);
+    expect(retried.json().data).toEqual(done.json().data);
+    expect((await api.post(`/task-queue/${high.id}/complete`, { worker_id: 'w2' })).statusCode).toBe(409);
     const batch = (await api.post('/task-queue/claim', { worker_id: 'w1', queue_name: 'q1', batch_size: 5 })).json().data;
     expect(batch.map((j: { id: number }) => j.id)).toEqual([low.id]);
   });

@@ -102,9 +102,14 @@ export async function queueRoutes(app: App, ctx: Ctx) {
 
   app.post('/task-queue/:id/complete', {
     config: write,
-    schema: { tags: ['Task queue'], summary: 'Complete a claimed job', params: JobId, body: Type.Object({ worker_id: Worker, result: Type.Optional(Type.Unknown()) }), response: { 200: Envelope(JobSchema) } },
+    schema: {
+      tags: ['Task queue'], summary: 'Complete a claimed job (a retry by the same worker returns the completed job)', params: JobId,
+      body: Type.Object({ worker_id: Worker, result: Type.Optional(Type.Unknown()) }), response: { 200: Envelope(JobSchema) },
+    },
   }, async (request) => {
     const orgId = orgOf(request);
+    const [current] = await ctx.db.select().from(queueJobs).where(and(eq(queueJobs.orgId, orgId), eq(queueJobs.id, request.params.id)));
+    if (current?.status === 'completed' && current.workerId === request.body.worker_id) return ok(view(current));
     await owned(orgId, request.params.id, request.body.worker_id);
     const [job] = await ctx.db.update(queueJobs).set({ status: 'completed', result: request.body.result ?? null, completedAt: new Date(), updatedAt: new Date(), leaseExpiresAt: null })
       .where(and(eq(queueJobs.id, request.params.id), eq(queueJobs.status, 'claimed'), eq(queueJobs.workerId, request.body.worker_id))).returning();
