@@ -93,12 +93,16 @@ export async function queueRoutes(app: App, ctx: Ctx) {
     return { data: jobs.length ? jobs : null };
   });
 
-  const owned = async (orgId: string, id: number, workerId: string) => {
+  const findJob = async (orgId: string, id: number) => {
     const [job] = await ctx.db.select().from(queueJobs).where(and(eq(queueJobs.orgId, orgId), eq(queueJobs.id, id)));
     if (!job) throw notFound('Job');
-    if (job.status !== 'claimed' || job.workerId !== workerId) throw conflict(`Job ${id} is not claimed by ${workerId}`, [{ status: job.status }]);
     return job;
   };
+  const claimedBy = (job: Job, workerId: string) => {
+    if (job.status !== 'claimed' || job.workerId !== workerId) throw conflict(`Job ${job.id} is not claimed by ${workerId}`, [{ status: job.status }]);
+    return job;
+  };
+  const owned = async (orgId: string, id: number, workerId: string) => claimedBy(await findJob(orgId, id), workerId);
 
   app.post('/task-queue/:id/complete', {
     config: write,
@@ -108,9 +112,9 @@ export async function queueRoutes(app: App, ctx: Ctx) {
     },
   }, async (request) => {
     const orgId = orgOf(request);
-    const [current] = await ctx.db.select().from(queueJobs).where(and(eq(queueJobs.orgId, orgId), eq(queueJobs.id, request.params.id)));
-    if (current?.status === 'completed' && current.workerId === request.body.worker_id) return ok(view(current));
-    await owned(orgId, request.params.id, request.body.worker_id);
+    const current = await findJob(orgId, request.params.id);
+    if (current.status === 'completed' && current.workerId === request.body.worker_id) return ok(view(current));
+    claimedBy(current, request.body.worker_id);
     const [job] = await ctx.db.update(queueJobs).set({ status: 'completed', result: request.body.result ?? null, completedAt: new Date(), updatedAt: new Date(), leaseExpiresAt: null })
       .where(and(eq(queueJobs.id, request.params.id), eq(queueJobs.status, 'claimed'), eq(queueJobs.workerId, request.body.worker_id))).returning();
     if (!job) throw conflict('Job lease was lost');
