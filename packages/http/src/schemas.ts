@@ -1,4 +1,4 @@
-import { Type, type Static, type TSchema, type TUnsafe } from '@sinclair/typebox';
+import { Type, type Static, type TNull, type TSchema, type TUnion } from '@sinclair/typebox';
 
 export const MAX_LIMIT = 200;
 
@@ -36,8 +36,11 @@ export function csv(value: string | undefined): string[] | undefined {
 
 export const IdParam = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2 ** 53 - 1 }) });
 /**
- * `S` or `null`. A typed schema gets `nullable: true` rather than a union: with Fastify's type
- * coercion a `[string, null]` union turns a `null` in a body into `""` (and `0` for numbers).
+ * `s` or null. A schema of one JSON type becomes `type: [t, 'null']` rather than an `anyOf`: with the
+ * type coercion Fastify's AJV applies, an `anyOf` whose first branch is a string turns `null` into ""
+ * (and one whose first branch is a number turns an out-of-range 0 into null).
  */
-export const Nullable = <S extends TSchema>(s: S): TUnsafe<Static<S> | null> =>
-  typeof (s as { type?: unknown }).type === 'string' ? Type.Unsafe<Static<S> | null>({ ...s, nullable: true }) : Type.Unsafe<Static<S> | null>(Type.Union([Type.Null(), s]));
+export function Nullable<S extends TSchema>(s: S): TUnion<[S, TNull]> {
+  if (typeof s.type === 'string' && s.type !== 'null') return { ...s, type: [s.type, 'null'] } as unknown as TUnion<[S, TNull]>;
+  return Type.Union([s, Type.Null()]);
+}

@@ -1,130 +1,194 @@
 import { subjectFor } from '@aos/bus';
-import { sleep, waitFor } from '@aos/testkit';
+import type { EventEnvelope } from '@aos/contracts';
+import { waitFor } from '@aos/testkit';
 import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { client, startTasks, type Svc } from './helpers.js';
+import { client, deadLetters, settled, startTasks, type Svc } from './helpers.js';
 
 let svc: Svc;
 beforeAll(async () => { svc = await startTasks(); });
-afterAll(() => svc?.close());
+afterAll(async () => {
+  if (svc) expect(await deadLetters(svc)).toEqual([]);
+  await svc?.close();
+});
 
+type Api = ReturnType<typeof client>;
 const count = async (sql: string, params: unknown[] = []) => Number((await svc.ctx.pool.query(sql, params)).rows[0].n);
-const status = async (api: ReturnType<typeof client>, id: number) => (await api.get(`/tasks/${id}`)).json().data.status as string;
+const status = async (api: Api, id: number) => (await api.get(`/tasks/${id}`)).json().data.status as string;
 
-async function complete(api: ReturnType<typeof client>, id: number, resolution?: string) {
-  for (const s of ['in_progress', 'review']) await api.patch(`/tasks/${id}`, { status: s });
-  const res = await api.patch(`/tasks/${id}`, { status: 'done', ...(resolution ? { resolution } : {}) });
-  expect(res.statusCode).toBe(200);
+/** Publishes an envelope straight to the stream, as another service (or a redelivery) would. */
+async function publish(envelope: { id: string; type: string; data?: unknown }, msgID = envelope.id) {
+  const bus = await svc.ctx.bus;
+  await bus.js.publish(subjectFor(bus.names, envelope.type as never), JSON.stringify(envelope), { msgID });
 }
 
-describe('cascades over NATS', () => {
-  it('completion writes exactly one changelog entry and unblocks dependents whose blockers are all done', async () => {
+function derivation(api: Api, data: Record<string, unknown>, orgId = api.principal.orgId) {
+  return {
+    id: uuidv7(), type: 'agents.task.derivation_requested', version: 1, source: 'agents-runtime', occurredAt: new Date().toISOString(),
+    tenantId: api.principal.tenantId, orgId, actor: { type: 'agent', id: 'felix' },
+    data: { ruleId: 'qa-after-feature', agentName: 'felix', title: 'QA it', description: null, priority: 'P2', type: 'research', assignee: 'qa-bot', productSlug: null, ...data },
+  };
+}
+
+const children = async (api: Api, parentId: number) => (await api.get(`/tasks?parent_task_id=${parentId}`)).json().data;
+
+describe('completion', () => {
+  it('writes exactly one changelog entry and unblocks dependents whose blockers are all done', async () => {
     const api = client(svc);
     const a = await api.task({ title: 'Blocker A', assignee: 'felix', type: 'infra' });
     const b = await api.task({ title: 'Blocker B' });
     const dep = await api.task({ title: 'Needs A and B', blocked_by: [a.id, b.id] });
+    const other = await api.task({ title: 'Needs only A', blocked_by: [a.id] });
     expect(dep.status).toBe('blocked');
 
-    await complete(api, a.id, 'migrated');
-    await waitFor(async () => (await api.get(`/changelog?task_id=${a.id}`)).json().meta.total === 1);
-    await sleep(300);
+    await api.complete(a.id, 'migrated');
+    await settled(svc);
     expect(await status(api, dep.id)).toBe('blocked'); // B still open
-    const entry = (await api.get(`/changelog?task_id=${a.id}`)).json().data[0];
-    expect(entry).toMatchObject({ title: 'Blocker A', agent: 'felix', area: 'infra', summary: 'Blocker A: migrated' });
+    expect(await status(api, other.id)).toBe('todo');
+    const entries = (await api.get(`/changelog?task_id=${a.id}`)).json();
+    expect(entries.meta.total).toBe(1);
+    expect(entries.data[0]).toMatchObject({ title: 'Blocker A', agent: 'felix', area: 'infra', summary: 'Blocker A: migrated' });
 
-    await complete(api, b.id);
-    await waitFor(async () => (await status(api, dep.id)) === 'todo', { message: 'dependent unblocked' });
+    await api.complete(b.id);
+    await settled(svc);
+    expect(await status(api, dep.id)).toBe('todo');
     expect(await count('SELECT count(*) AS n FROM changelog WHERE task_id = ANY($1)', [[a.id, b.id]])).toBe(2);
   });
 
-  it('archiving a product cancels its open tasks (done ones stay)', async () => {
+  it('a redelivered completion event (past the broker de-dupe) adds no second entry and no second unblock', async () => {
+    const api = client(svc);
+    const t = await api.task({ title: 'Complete once' });
+    const dep = await api.task({ title: 'Dependent once', blocked_by: [t.id] });
+    await api.complete(t.id);
+    await settled(svc);
+    const { rows } = await svc.ctx.pool.query(`SELECT envelope FROM aos_outbox WHERE type = 'tasks.task.completed' AND (envelope->'data'->>'taskId')::int = $1`, [t.id]);
+    expect(rows).toHaveLength(1);
+    const updatesBefore = await count(`SELECT count(*) AS n FROM aos_outbox WHERE type = 'tasks.task.updated' AND (envelope->'data'->>'taskId')::int = $1`, [dep.id]);
+    await publish(rows[0].envelope as EventEnvelope, `${rows[0].envelope.id}-again`);
+    await publish(rows[0].envelope as EventEnvelope, `${rows[0].envelope.id}-and-again`);
+    await settled(svc);
+    expect(await count('SELECT count(*) AS n FROM changelog WHERE task_id = $1', [t.id])).toBe(1);
+    expect(await count(`SELECT count(*) AS n FROM aos_outbox WHERE type = 'tasks.task.updated' AND (envelope->'data'->>'taskId')::int = $1`, [dep.id])).toBe(updatesBefore);
+  });
+
+  it('a task created as done is completed too: one entry', async () => {
+    const api = client(svc);
+    const t = await api.task({ title: 'Born done', status: 'done', resolution: 'imported' });
+    await waitFor(async () => (await api.get(`/changelog?task_id=${t.id}`)).json().data[0], { message: 'entry' });
+    await settled(svc);
+    expect((await api.get(`/changelog?task_id=${t.id}`)).json().data).toMatchObject([{ summary: 'Born done: imported' }]);
+  });
+});
+
+describe('cancellation', () => {
+  it('archiving a product cancels its open tasks (done ones stay) and, through them, their children', async () => {
     const api = client(svc);
     await api.post('/products', { name: 'Sunset App' });
     const open1 = await api.task({ title: 'Open one', product_slug: 'sunset-app' });
     const open2 = await api.task({ title: 'Open two', product_slug: 'sunset-app', status: 'in_progress' });
+    const blocked = await api.task({ title: 'Blocked one', product_slug: 'sunset-app', blocked_by: [open1.id] });
+    const child = await api.task({ title: 'Child outside the product', parent_task_id: open2.id });
     const done = await api.task({ title: 'Done one', product_slug: 'sunset-app' });
-    await complete(api, done.id);
+    await api.complete(done.id);
     const other = await api.task({ title: 'Unrelated' });
     const res = await api.patch('/products/sunset-app', { status: 'archived' });
     expect(res.statusCode).toBe(200);
-    await waitFor(async () => (await status(api, open1.id)) === 'cancelled' && (await status(api, open2.id)) === 'cancelled', { message: 'product tasks cancelled' });
+    await settled(svc);
+    for (const t of [open1, open2, blocked, child]) expect(await status(api, t.id), t.title).toBe('cancelled');
+    expect((await api.get(`/tasks/${open1.id}`)).json().data.resolution).toBe('product sunset-app archived');
     expect(await status(api, done.id)).toBe('done');
     expect(await status(api, other.id)).toBe('todo');
-    expect((await api.post('/tasks', { title: 'New in archived', product_slug: 'sunset-app' })).statusCode).toBe(422);
+    expect((await api.get('/products/sunset-app')).json().data.stats).toEqual({ open_tasks: 0, done_tasks: 1, total_tasks: 4 });
+    const refused = await api.post('/tasks', { title: 'New in archived', product_slug: 'sunset-app' });
+    expect(refused.statusCode).toBe(422);
+    expect(refused.json().error.code).toBe('UNPROCESSABLE');
   });
 
-  it('cancelling a task cancels its open derived children, recursively', async () => {
+  it('a product status change other than archived cancels nothing', async () => {
+    const api = client(svc);
+    await api.post('/products', { name: 'Live App' });
+    const t = await api.task({ title: 'Keeps going', product_slug: 'live-app' });
+    await api.patch('/products/live-app', { status: 'live' });
+    await settled(svc);
+    expect(await status(api, t.id)).toBe('todo');
+  });
+
+  it('cancelling a task cancels its open derived children, recursively; done children stay', async () => {
     const api = client(svc);
     const parent = await api.task({ title: 'Parent' });
     const child = await api.task({ title: 'Child', parent_task_id: parent.id });
-    const grandchild = await api.task({ title: 'Grandchild', parent_task_id: child.id });
+    const grandchild = await api.task({ title: 'Grandchild', parent_task_id: child.id, status: 'in_progress' });
+    const doneChild = await api.task({ title: 'Done child', parent_task_id: parent.id, status: 'done' });
     await api.patch(`/tasks/${parent.id}`, { status: 'cancelled' });
-    await waitFor(async () => (await status(api, grandchild.id)) === 'cancelled', { message: 'grandchild cancelled' });
+    await settled(svc);
     expect(await status(api, child.id)).toBe('cancelled');
+    expect(await status(api, grandchild.id)).toBe('cancelled');
+    expect(await status(api, doneChild.id)).toBe('done');
+    expect((await api.get(`/tasks/${grandchild.id}`)).json().data.resolution).toBe(`parent task ${child.id} cancelled`);
   });
+});
 
+describe('derivation', () => {
   it('a derivation request creates one linked child, however often it is delivered', async () => {
     const api = client(svc);
-    const parent = await api.task({ title: 'Launch landing page', priority: 'P1' });
-    const bus = await svc.ctx.bus;
-    const envelope = {
-      id: uuidv7(), type: 'agents.task.derivation_requested', version: 1, source: 'agents-runtime', occurredAt: new Date().toISOString(),
-      tenantId: api.principal.tenantId, orgId: api.principal.orgId, actor: { type: 'agent', id: 'felix' },
-      data: { parentTaskId: parent.id, ruleId: 'qa-after-feature', agentName: 'felix', title: 'QA the landing page', description: null, priority: 'P2', type: 'research', assignee: 'qa-bot', productSlug: null },
-    };
-    const subject = subjectFor(bus.names, 'agents.task.derivation_requested');
-    await bus.js.publish(subject, JSON.stringify(envelope), { msgID: envelope.id });
-    // Redelivered as a new message (past the broker's dedupe), and as a new event for the same (parent, rule).
-    await bus.js.publish(subject, JSON.stringify(envelope), { msgID: `${envelope.id}-again` });
-    await bus.js.publish(subject, JSON.stringify({ ...envelope, id: uuidv7() }));
-    await waitFor(async () => (await api.get(`/tasks?parent_task_id=${parent.id}`)).json().meta.total >= 1, { message: 'derived task' });
-    await sleep(700);
-    const children = (await api.get(`/tasks?parent_task_id=${parent.id}`)).json().data;
-    expect(children).toHaveLength(1);
-    expect(children[0]).toMatchObject({ title: 'QA the landing page', parent_task_id: parent.id, derivation_rule_id: 'qa-after-feature', assignee: 'qa-bot', type: 'research' });
+    await api.post('/products', { name: 'Landing' });
+    const parent = await api.task({ title: 'Launch landing page', priority: 'P1', product_slug: 'landing' });
+    const envelope = derivation(api, { parentTaskId: parent.id, title: 'QA the landing page' });
+    await publish(envelope);
+    // Redelivered as a new message (past the broker's dedupe), and as new events for the same (parent, rule).
+    await publish(envelope, `${envelope.id}-again`);
+    await Promise.all([publish({ ...envelope, id: uuidv7() }), publish({ ...envelope, id: uuidv7(), data: { ...envelope.data, title: 'Another title, same rule' } })]);
+    await settled(svc);
+    const kids = await children(api, parent.id);
+    expect(kids).toHaveLength(1);
+    expect(kids[0]).toMatchObject({
+      title: 'QA the landing page', parent_task_id: parent.id, derivation_rule_id: 'qa-after-feature', assignee: 'qa-bot', type: 'research',
+      priority: 'P2', product: 'landing', created_by: 'agent:felix',
+    });
+    // Another rule is another child.
+    await publish(derivation(api, { parentTaskId: parent.id, ruleId: 'docs-after-feature', title: 'Document the landing page', priority: 'nonsense', type: 'nonsense' }));
+    await settled(svc);
+    const two = await children(api, parent.id);
+    expect(two).toHaveLength(2);
+    expect(two[0]).toMatchObject({ derivation_rule_id: 'docs-after-feature', priority: 'P1', type: 'feature' });
+  });
+
+  it('is skipped, not retried or dead-lettered, for a missing, foreign or cancelled parent, an archived product or a taken title', async () => {
+    const api = client(svc);
+    const cancelled = await api.task({ title: 'Cancelled parent', status: 'cancelled' });
+    const foreign = await client(svc).task({ title: 'Foreign parent' });
+    await api.post('/products', { name: 'Gone Product' });
+    const inArchived = await api.task({ title: 'Parent in archived product', product_slug: 'gone-product', status: 'done' });
+    await api.patch('/products/gone-product', { status: 'archived' });
+    const taken = await api.task({ title: 'Parent with taken title' });
+    await api.task({ title: 'Already there' });
+    await settled(svc);
+    const events = [
+      derivation(api, { parentTaskId: 987654 }),
+      derivation(api, { parentTaskId: foreign.id }),
+      derivation(api, { parentTaskId: cancelled.id }),
+      derivation(api, { parentTaskId: inArchived.id }),
+      derivation(api, { parentTaskId: taken.id, title: 'already   THERE' }),
+    ];
+    for (const e of events) await publish(e);
+    await settled(svc);
+    const { rows } = await svc.ctx.pool.query(`SELECT event_id FROM aos_inbox WHERE consumer = 'tasks:derive-task' AND event_id = ANY($1::uuid[])`, [events.map((e) => e.id)]);
+    expect(rows).toHaveLength(events.length);
+    for (const id of [cancelled.id, foreign.id, inArchived.id, taken.id]) expect(await count('SELECT count(*) AS n FROM tasks WHERE parent_task_id = $1', [id])).toBe(0);
   });
 });
 
-describe('products', () => {
-  it('generates slugs, rejects clashes, counts tasks, and isolates orgs', async () => {
+describe('events', () => {
+  it('task and product changes reach NATS through the outbox', async () => {
     const api = client(svc);
-    const res = await api.post('/products', { name: 'Ünïcode Rocket!', tagline: 'fast', brand_color: '#ff0000' });
-    expect(res.statusCode).toBe(201);
-    expect(res.json().data).toMatchObject({ slug: 'unicode-rocket', status: 'building', stats: { open_tasks: 0, done_tasks: 0 } });
-    expect((await api.post('/products', { name: 'Unicode Rocket' })).statusCode).toBe(409);
-    expect((await api.post('/products', { name: 'Bad', slug: '../etc' })).statusCode).toBe(400);
-    expect((await api.post('/products', { name: 'Bad color', brand_color: 'red;' })).statusCode).toBe(400);
-    const t = await api.task({ title: 'Rocket task', product_slug: 'unicode-rocket' });
-    await complete(api, t.id);
-    await api.task({ title: 'Rocket task 2', product_slug: 'unicode-rocket' });
-    expect((await api.get('/products/unicode-rocket')).json().data.stats).toMatchObject({ open_tasks: 1, done_tasks: 1 });
-    expect((await api.get('/products?q=rocket')).json().meta.total).toBe(1);
-    expect((await api.get('/products?status=archived')).json().meta.total).toBe(0);
-    const other = client(svc);
-    expect((await other.get('/products/unicode-rocket')).statusCode).toBe(404);
-    expect((await other.patch('/products/unicode-rocket', { name: 'mine' })).statusCode).toBe(404);
-    expect((await other.post('/products', { name: 'Unicode Rocket' })).statusCode).toBe(201); // slugs are per org
-  });
-});
-
-describe('changelog summary and RSS', () => {
-  it('groups by day, product and area, and serves valid escaped RSS 2.0', async () => {
-    const api = client(svc);
-    await api.post('/products', { name: 'Feed Product' });
-    const t = await api.task({ title: 'Fix <script>alert("x")</script> & stuff', assignee: 'nova', product_slug: 'feed-product', type: 'bug' });
-    await complete(api, t.id);
-    await waitFor(async () => (await api.get('/changelog')).json().meta.total >= 1);
-    const summary = (await api.get('/changelog/summary')).json().data;
-    const today = new Date().toISOString().slice(0, 10);
-    expect(summary.dates[0].date).toBe(today);
-    expect(summary.dates[0].groups).toContainEqual(expect.objectContaining({ product: 'feed-product', area: 'bug', count: 1, lines: ['Fix <script>alert("x")</script> & stuff (nova)'] }));
-    const feed = await api.get('/changelog/feed?product=feed-product');
-    expect(feed.headers['content-type']).toContain('application/rss+xml');
-    expect(feed.body).toContain('<rss version="2.0">');
-    expect(feed.body).toContain('Fix &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; stuff');
-    expect(feed.body).not.toContain('<script>');
-    const items = feed.body.match(/<item>/g) ?? [];
-    expect(items).toHaveLength(1);
-    expect((await client(svc).get('/changelog')).json().meta.total).toBe(0);
+    await api.post('/products', { name: 'Evented' });
+    const t = await api.task({ title: 'Evented task', product_slug: 'evented' });
+    await api.patch(`/tasks/${t.id}`, { status: 'cancelled' });
+    await api.patch('/products/evented', { status: 'archived' });
+    await settled(svc);
+    const { rows } = await svc.ctx.pool.query<{ type: string; published: boolean }>(
+      `SELECT type, bool_and(published_at IS NOT NULL) AS published FROM aos_outbox WHERE envelope->>'orgId' = $1 GROUP BY type ORDER BY type`, [api.principal.orgId]);
+    expect(rows).toEqual(['tasks.product.created', 'tasks.product.status_changed', 'tasks.product.updated', 'tasks.task.cancelled', 'tasks.task.created', 'tasks.task.updated']
+      .map((type) => ({ type, published: true })));
   });
 });

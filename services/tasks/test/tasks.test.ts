@@ -32,7 +32,8 @@ describe('POST /tasks', () => {
 
   it('validates input with 400 and changes nothing', async () => {
     const before = (await api.get('/tasks?limit=1')).json().meta.total;
-    for (const body of [{}, { title: '' }, { title: '   ' }, { title: 'x', priority: 'P9' }, { title: 'x'.repeat(501) }, { title: 'x', status: 'archived' }, { title: 'x', blocked_by: ['a'] }]) {
+    for (const body of [{}, { title: '' }, { title: '   ' }, { title: 'x', priority: 'P9' }, { title: 'x'.repeat(501) }, { title: 'x', status: 'closed' }, { title: 'x', type: 'epic' }, { title: 'x', blocked_by: ['a'] },
+      { title: 'x', due_date: '2024-02-30' }, { title: 'x', estimated_minutes: -1 }, { title: 'x', max_duration_seconds: 0 }, { title: 'x', assignee: '' }, { title: { text: 'x' } }]) {
       const res = await api.post('/tasks', body);
       expect(res.statusCode, JSON.stringify(body)).toBe(400);
       expect(res.json().error.code).toBe('VALIDATION_ERROR');
@@ -47,40 +48,95 @@ describe('POST /tasks', () => {
     expect(res.json().data.created_by).toBe(api.principal.userId);
   });
 
-  it('422 for an unknown product or parent', async () => {
-    expect((await api.post('/tasks', { title: 'Orphan', product_slug: 'nope' })).statusCode).toBe(422);
-    expect((await api.post('/tasks', { title: 'Orphan 2', parent_task_id: 987654 })).statusCode).toBe(422);
+  it('an unknown product, parent or blocker is a 404 naming the field; nothing is created or dropped', async () => {
+    const before = (await api.get('/tasks?limit=1')).json().meta.total;
+    const cases: [object, string][] = [
+      [{ title: 'Orphan', product_slug: 'nope' }, 'product_slug'],
+      [{ title: 'Orphan 2', parent_task_id: 987654 }, 'parent_task_id'],
+      [{ title: 'Orphan 3', blocked_by: [987654] }, 'blocked_by'],
+    ];
+    for (const [body, field] of cases) {
+      const res = await api.post('/tasks', body);
+      expect(res.statusCode, field).toBe(404);
+      expect(res.json().error).toMatchObject({ code: 'NOT_FOUND', details: [{ field }] });
+    }
+    expect((await api.post('/v1/public/tasks', { title: 'Orphan 4', product_id: 987654 })).json().error).toMatchObject({ code: 'NOT_FOUND', details: [{ field: 'product_id' }] });
+    expect((await api.get('/tasks?limit=1')).json().meta.total).toBe(before);
+  });
+
+  it('keeps every field of the reference Task plus type, parent, resolution, limits and timestamps', async () => {
+    const c = client(svc);
+    await c.post('/products', { name: 'Field Product' });
+    const parent = await c.task({ title: 'Field parent' });
+    const res = await c.post('/tasks', {
+      title: 'All fields', description: 'desc', status: 'in_progress', priority: 'P1', type: 'research', assignee: 'felix',
+      product_slug: 'field-product', category: 'backend', tags: 'a,b', estimated_minutes: 90, due_date: '2030-01-31',
+      parent_task_id: parent.id, max_duration_seconds: 3600, resolution: 'n/a',
+    });
+    expect(res.statusCode).toBe(201);
+    const t = (await c.get(`/tasks/${res.json().data.id}`)).json().data;
+    expect(t).toMatchObject({
+      title: 'All fields', description: 'desc', status: 'in_progress', priority: 'P1', type: 'research', assignee: 'felix',
+      product: 'field-product', category: 'backend', tags: 'a,b', estimated_minutes: 90, due_date: '2030-01-31',
+      parent_task_id: parent.id, derivation_rule_id: null, max_duration_seconds: 3600, resolution: 'n/a', created_by: c.principal.userId,
+      completed_at: null, blocked_by: [], blocks: [],
+    });
+    expect(Date.parse(t.created_at)).toBeLessThanOrEqual(Date.parse(t.updated_at));
+    const patched = (await c.patch(`/tasks/${t.id}`, { product_slug: null, category: null, estimated_minutes: 5, due_date: null, tags: null })).json().data;
+    expect(patched).toMatchObject({ product: null, product_id: null, category: null, estimated_minutes: 5, due_date: null, tags: null });
+    expect(Date.parse(patched.updated_at)).toBeGreaterThan(Date.parse(t.updated_at));
+    expect((await c.patch(`/tasks/${t.id}`, { product_slug: 'nope' })).statusCode).toBe(404);
+  });
+
+  it('accepts the reference\'s "archived" as the cancelled status', async () => {
+    const c = client(svc);
+    const t = await c.task({ title: 'Archive me', status: 'archived' });
+    expect(t.status).toBe('cancelled');
+    const u = await c.task({ title: 'Archive me later' });
+    expect((await c.patch(`/tasks/${u.id}`, { status: 'archived' })).json().data.status).toBe('cancelled');
+    expect((await c.get('/tasks?status=archived')).json().data.map((x: { id: number }) => x.id)).toEqual([u.id, t.id]);
   });
 });
 
-describe('GET /tasks', () => {
-  it('filters by status, priority, assignee (me), product and full text; paginates with a stable order', async () => {
-    const me = client(svc, userPrincipal({ orgId: api.principal.orgId, tenantId: api.principal.tenantId }));
-    await api.post('/products', { name: 'Search Product' });
-    const a = await me.task({ title: 'Refactor billing ledger', description: 'double entry accounting', priority: 'P0', assignee: me.principal.userId, product_slug: 'search-product' });
-    const b = await me.task({ title: 'Tune postgres vacuum', priority: 'P3', assignee: 'ops-bot' });
-    const byStatus = (await me.get('/tasks?status=todo,in_progress&priority=P0,P3&limit=200')).json();
-    expect(byStatus.data.map((t: { id: number }) => t.id)).toEqual(expect.arrayContaining([a.id, b.id]));
-    expect((await me.get('/tasks?assignee=me')).json().data.map((t: { id: number }) => t.id)).toEqual([a.id]);
-    expect((await me.get('/tasks?product=search-product')).json().data.map((t: { id: number }) => t.id)).toEqual([a.id]);
-    expect((await me.get('/tasks?q=accounting')).json().data.map((t: { id: number }) => t.id)).toEqual([a.id]);
-    expect((await me.get('/tasks?q=vacuum%20postgres')).json().data.map((t: { id: number }) => t.id)).toEqual([b.id]);
-    const p1 = (await me.get('/tasks?limit=2&offset=0')).json();
-    const p2 = (await me.get('/tasks?limit=2&offset=2')).json();
-    expect(p1.meta).toMatchObject({ limit: 2, offset: 0 });
-    expect(p1.data.map((t: { id: number }) => t.id)).not.toEqual(expect.arrayContaining(p2.data.map((t: { id: number }) => t.id)));
-    expect((await me.get('/tasks?limit=1000')).json().meta.limit).toBe(200);
-    expect((await me.get('/tasks?status=nope')).statusCode).toBe(400);
+describe('de-duplication', () => {
+  it('is per product and per org, ignores case and spacing, and frees the title once the task is done or cancelled', async () => {
+    const c = client(svc);
+    await c.post('/products', { name: 'Dedup One' });
+    await c.post('/products', { name: 'Dedup Two' });
+    const one = await c.task({ title: 'Add SSO', product_slug: 'dedup-one' });
+    expect((await c.post('/tasks', { title: 'add  sso', product_slug: 'dedup-one' })).json().error.details).toEqual([{ existing_id: one.id }]);
+    expect((await c.post('/tasks', { title: 'Add SSO', product_slug: 'dedup-two' })).statusCode).toBe(201);
+    expect((await c.post('/tasks', { title: 'Add SSO' })).statusCode).toBe(201);
+    expect((await client(svc).post('/tasks', { title: 'Add SSO', product_slug: undefined })).statusCode).toBe(201);
+    for (const status of ['in_progress', 'review', 'done']) await c.patch(`/tasks/${one.id}`, { status });
+    expect((await c.post('/tasks', { title: 'ADD SSO', product_slug: 'dedup-one' })).statusCode).toBe(201);
   });
 
-  it('next=true returns the highest-priority ready todo for the assignee', async () => {
+  it('a rename or a move onto an open title is a 409 with the existing id', async () => {
     const c = client(svc);
-    const blocker = await c.task({ title: 'Blocker', priority: 'P3', assignee: 'nova' });
-    await c.task({ title: 'Blocked P0', priority: 'P0', assignee: 'nova', blocked_by: [blocker.id] });
-    const p1 = await c.task({ title: 'Ready P1', priority: 'P1', assignee: 'nova' });
-    await c.task({ title: 'Other agent P0', priority: 'P0', assignee: 'zed' });
-    const res = (await c.get('/tasks?assignee=nova&next=true')).json();
-    expect(res.data.map((t: { id: number }) => t.id)).toEqual([p1.id]);
+    const a = await c.task({ title: 'Rename target' });
+    const b = await c.task({ title: 'Rename source' });
+    const res = await c.patch(`/tasks/${b.id}`, { title: 'RENAME target' });
+    expect(res.statusCode).toBe(409);
+    expect(res.json().error.details).toEqual([{ existing_id: a.id }]);
+    await c.post('/products', { name: 'Move Target' });
+    const inProduct = await c.task({ title: 'Movable', product_slug: 'move-target' });
+    const loose = await c.task({ title: 'movable' });
+    const moved = await c.patch(`/tasks/${loose.id}`, { product_slug: 'move-target' });
+    expect(moved.statusCode).toBe(409);
+    expect(moved.json().error.details).toEqual([{ existing_id: inProduct.id }]);
+  });
+
+  it('concurrent creates of one title make exactly one task', async () => {
+    const c = client(svc);
+    const results = await Promise.all(Array.from({ length: 8 }, () => c.post('/tasks', { title: 'Race for the title' })));
+    const created = results.filter((r) => r.statusCode === 201);
+    expect(created).toHaveLength(1);
+    const id = created[0]!.json().data.id;
+    for (const r of results.filter((x) => x.statusCode !== 201)) {
+      expect(r.statusCode).toBe(409);
+      expect(r.json().error.details).toEqual([{ existing_id: id }]);
+    }
   });
 });
 
@@ -95,18 +151,45 @@ describe('GET/PATCH/DELETE /tasks/{id}', () => {
     expect((await c.get(`/tasks/${dependent.id}`)).json().data.blocked_by).toEqual([{ id: blocker.id, title: 'Design schema', status: 'todo' }]);
   });
 
-  it('enforces the status machine (422 on illegal transitions) and records completion', async () => {
+  it('enforces the status machine: every (from, to) pair', async () => {
+    const c = client(svc);
+    const legal: Record<string, string[]> = {
+      todo: ['todo', 'in_progress', 'blocked', 'cancelled'],
+      in_progress: ['in_progress', 'todo', 'review', 'blocked', 'cancelled'],
+      review: ['review', 'in_progress', 'done', 'blocked', 'cancelled'],
+      blocked: ['blocked', 'todo', 'in_progress', 'cancelled'],
+      done: ['done'],
+      cancelled: ['cancelled'],
+    };
+    const statuses = Object.keys(legal);
+    let n = 0;
+    for (const from of statuses) {
+      for (const to of statuses) {
+        const t = await c.task({ title: `machine ${n++}`, status: from });
+        const res = await c.patch(`/tasks/${t.id}`, { status: to });
+        const expected = legal[from]!.includes(to) ? 200 : 422;
+        expect(res.statusCode, `${from} → ${to}`).toBe(expected);
+        if (expected === 422) {
+          const allowed = legal[from]!.filter((s) => s !== from);
+          expect(res.json().error).toMatchObject({ code: 'UNPROCESSABLE', details: [{ from, to }] });
+          expect([...res.json().error.details[0].allowed].sort()).toEqual(allowed.sort());
+          expect((await c.get(`/tasks/${t.id}`)).json().data.status).toBe(from);
+        } else {
+          expect(res.json().data.status).toBe(to);
+        }
+      }
+    }
+  });
+
+  it('walks todo → in_progress → review → done, stamps completed_at and emits completed once', async () => {
     const c = client(svc);
     const t = await c.task({ title: 'Ship it' });
-    const illegal = await c.patch(`/tasks/${t.id}`, { status: 'done' });
-    expect(illegal.statusCode).toBe(422);
-    expect(illegal.json().error.code).toBe('UNPROCESSABLE');
     for (const status of ['in_progress', 'review', 'done']) expect((await c.patch(`/tasks/${t.id}`, { status })).statusCode).toBe(200);
     const done = (await c.get(`/tasks/${t.id}`)).json().data;
-    expect(done.completed_at).not.toBeNull();
-    expect((await c.patch(`/tasks/${t.id}`, { status: 'todo' })).statusCode).toBe(422);
-    const types = await outboxTypes(svc);
-    expect(types).toContain('tasks.task.completed');
+    expect(Date.parse(done.completed_at)).toBeGreaterThanOrEqual(Date.parse(done.created_at));
+    expect((await c.patch(`/tasks/${t.id}`, { status: 'done', title: 'Shipped it' })).json().data.completed_at).toBe(done.completed_at);
+    const { rows } = await svc.ctx.pool.query(`SELECT count(*)::int AS n FROM aos_outbox WHERE type = 'tasks.task.completed' AND (envelope->'data'->>'taskId')::int = $1`, [t.id]);
+    expect(rows[0].n).toBe(1);
   });
 
   it('DELETE needs the admin role; 404 for unknown ids; 400 for bad ids', async () => {
@@ -114,37 +197,74 @@ describe('GET/PATCH/DELETE /tasks/{id}', () => {
     const t = await owner.task({ title: 'Delete me' });
     const member = client(svc, userPrincipal({ orgId: owner.principal.orgId, orgRole: 'member' }));
     expect((await member.del(`/tasks/${t.id}`)).statusCode).toBe(403);
-    expect((await owner.del(`/tasks/${t.id}`)).statusCode).toBe(200);
+    const key = client(svc, apiKeyPrincipal(['tasks:write'], { orgId: owner.principal.orgId }));
+    expect((await key.del(`/tasks/${t.id}`)).statusCode).toBe(403);
+    const admin = client(svc, userPrincipal({ orgId: owner.principal.orgId, orgRole: 'admin' }));
+    const res = await admin.del(`/tasks/${t.id}`);
+    expect(res.statusCode).toBe(200);
+    expect(res.json().data).toEqual({ id: t.id, deleted: true });
     expect((await owner.get(`/tasks/${t.id}`)).statusCode).toBe(404);
+    expect((await owner.del(`/tasks/${t.id}`)).statusCode).toBe(404);
     expect((await owner.get('/tasks/abc')).statusCode).toBe(400);
     expect((await owner.get('/tasks/99999999999')).statusCode).toBe(400);
   });
 
-  it('refuses dependency cycles', async () => {
+  it('deleting a blocker resumes dependents with no open blocker left; children lose their parent', async () => {
+    const c = client(svc);
+    const blocker = await c.task({ title: 'Doomed blocker' });
+    const other = await c.task({ title: 'Other blocker' });
+    const solo = await c.task({ title: 'Only blocked by doomed', blocked_by: [blocker.id] });
+    const both = await c.task({ title: 'Blocked by both', blocked_by: [blocker.id, other.id] });
+    const child = await c.task({ title: 'Child of doomed', parent_task_id: blocker.id });
+    expect((await c.del(`/tasks/${blocker.id}`)).statusCode).toBe(200);
+    expect((await c.get(`/tasks/${solo.id}`)).json().data).toMatchObject({ status: 'todo', blocked_by: [] });
+    expect((await c.get(`/tasks/${both.id}`)).json().data).toMatchObject({ status: 'blocked', blocked_by: [{ id: other.id }] });
+    expect((await c.get(`/tasks/${child.id}`)).json().data.parent_task_id).toBeNull();
+  });
+
+  it('removing the last open blocker resumes the task; adding an open blocker blocks a todo task', async () => {
+    const c = client(svc);
+    const a = await c.task({ title: 'Dep A' });
+    const t = await c.task({ title: 'Dep target' });
+    const added = await c.post(`/tasks/${t.id}/dependencies`, { blocked_by: a.id });
+    expect(added.statusCode).toBe(201);
+    expect(added.json().data.blocked_by).toEqual([{ id: a.id, title: 'Dep A', status: 'todo' }]);
+    expect((await c.get(`/tasks/${t.id}`)).json().data.status).toBe('blocked');
+    expect((await c.get(`/tasks/${t.id}/dependencies`)).json().data).toEqual({ blocked_by: [{ id: a.id, title: 'Dep A', status: 'todo' }], blocks: [] });
+    expect((await c.get(`/tasks/${a.id}/dependencies`)).json().data.blocks).toEqual([{ id: t.id, title: 'Dep target', status: 'blocked' }]);
+    const removed = await c.del(`/tasks/${t.id}/dependencies/${a.id}`);
+    expect(removed.json().data).toEqual({ blocked_by: [], blocks: [] });
+    expect((await c.get(`/tasks/${t.id}`)).json().data.status).toBe('todo');
+    expect((await c.post(`/tasks/${t.id}/dependencies`, { blocked_by: 987654 })).json().error).toMatchObject({ code: 'NOT_FOUND', details: [{ field: 'blocked_by' }] });
+  });
+
+  it('refuses dependency cycles, direct and transitive', async () => {
     const c = client(svc);
     const a = await c.task({ title: 'Cycle A' });
     const b = await c.task({ title: 'Cycle B', blocked_by: [a.id] });
-    const res = await c.post(`/tasks/${a.id}/dependencies`, { blocked_by: b.id });
-    expect(res.statusCode).toBe(422);
-    expect((await c.post(`/tasks/${a.id}/dependencies`, { blocked_by: a.id })).statusCode).toBe(422);
+    const d = await c.task({ title: 'Cycle C', blocked_by: [b.id] });
+    for (const [task, blocker] of [[a.id, b.id], [a.id, d.id], [a.id, a.id]]) {
+      const res = await c.post(`/tasks/${task}/dependencies`, { blocked_by: blocker });
+      expect(res.statusCode, `${task} ← ${blocker}`).toBe(422);
+      expect(res.json().error.code).toBe('UNPROCESSABLE');
+    }
+    expect((await c.get(`/tasks/${a.id}`)).json().data.blocked_by).toEqual([]);
+  });
+
+  it('two opposite dependencies added at once: one wins, never a cycle', async () => {
+    const c = client(svc);
+    for (let round = 0; round < 5; round++) {
+      const a = await c.task({ title: `Race A ${round}` });
+      const b = await c.task({ title: `Race B ${round}` });
+      const [ab, ba] = await Promise.all([c.post(`/tasks/${a.id}/dependencies`, { blocked_by: b.id }), c.post(`/tasks/${b.id}/dependencies`, { blocked_by: a.id })]);
+      expect([ab.statusCode, ba.statusCode].sort()).toEqual([201, 422]);
+    }
+    const { rows } = await svc.ctx.pool.query('SELECT count(*)::int AS n FROM task_dependencies x JOIN task_dependencies y ON x.task_id = y.blocked_by_id AND x.blocked_by_id = y.task_id');
+    expect(rows[0].n).toBe(0);
   });
 });
 
-describe('security', () => {
-  it('another organization gets 404 for every task id and sees none in lists', async () => {
-    const owner = client(svc);
-    const t = await owner.task({ title: 'Secret plan' });
-    const other = client(svc);
-    expect((await other.get(`/tasks/${t.id}`)).statusCode).toBe(404);
-    expect((await other.patch(`/tasks/${t.id}`, { title: 'pwned' })).statusCode).toBe(404);
-    expect((await other.del(`/tasks/${t.id}`)).statusCode).toBe(404);
-    expect((await other.post(`/tasks/${t.id}/dependencies`, { blocked_by: t.id })).statusCode).toBe(404);
-    expect((await other.get(`/v1/public/tasks/${t.id}`)).statusCode).toBe(404);
-    expect((await other.del(`/v1/public/tasks/${t.id}`)).statusCode).toBe(404);
-    expect((await other.get('/tasks?q=secret')).json().data).toEqual([]);
-    expect((await other.post('/tasks', { title: 'Mine', blocked_by: [t.id] })).statusCode).toBe(422);
-  });
-
+describe('scopes', () => {
   it('API keys need the tasks scopes', async () => {
     const orgId = api.principal.orgId!;
     const reader = client(svc, apiKeyPrincipal(['tasks:read'], { orgId }));
@@ -152,33 +272,5 @@ describe('security', () => {
     const res = await reader.post('/tasks', { title: 'Not allowed' });
     expect(res.statusCode).toBe(403);
     expect(res.json().error).toMatchObject({ code: 'SCOPE_REQUIRED', details: [{ scope: 'tasks:write' }] });
-  });
-
-  it('rejects calls without the gateway token', async () => {
-    expect((await svc.inject(null, { method: 'GET', url: '/tasks' })).statusCode).toBe(401);
-  });
-
-  it('SQL-ish and oversized input never causes a 500', async () => {
-    for (const url of ["/tasks?q=%27%3B%20DROP%20TABLE%20tasks%3B--", '/tasks?q=%22%22%22(((', `/tasks?assignee=${'a'.repeat(600)}`, "/tasks?product=x'or'1'='1"]) {
-      const res = await api.get(url);
-      expect(res.statusCode, url).toBeLessThan(500);
-    }
-    expect((await api.post('/tasks', { title: "Robert'); DROP TABLE tasks;--" })).statusCode).toBe(201);
-  });
-});
-
-describe('/v1/public/tasks', () => {
-  it('speaks its own shape: priorities, assigned_to, product_id; DELETE cancels', async () => {
-    const c = client(svc);
-    const product = (await c.post('/products', { name: 'Public Product' })).json().data;
-    const res = await c.post('/v1/public/tasks', { title: 'Public task', priority: 'critical', assigned_to: 'felix', product_id: product.id, type: 'bug' });
-    expect(res.statusCode).toBe(201);
-    const t = res.json().data;
-    expect(t).toMatchObject({ priority: 'critical', assigned_to: 'felix', product_id: product.id, type: 'bug', status: 'todo' });
-    expect((await c.get(`/tasks/${t.id}`)).json().data.priority).toBe('P0');
-    expect((await c.get('/v1/public/tasks?priority=critical')).json().data.map((x: { id: number }) => x.id)).toEqual([t.id]);
-    expect((await c.patch(`/v1/public/tasks/${t.id}`, { priority: 'low' })).json().data.priority).toBe('low');
-    const del = await c.del(`/v1/public/tasks/${t.id}`);
-    expect(del.json().data.status).toBe('cancelled');
   });
 });

@@ -1,6 +1,6 @@
 import { sql } from 'drizzle-orm';
 import {
-  bigint, customType, date, index, integer, jsonb, pgTable, primaryKey, serial, text, timestamp, uniqueIndex, uuid,
+  type AnyPgColumn, bigint, customType, date, index, integer, jsonb, pgTable, primaryKey, serial, text, timestamp, uniqueIndex, uuid,
 } from 'drizzle-orm/pg-core';
 
 const tsvector = customType<{ data: string }>({ dataType: () => 'tsvector' });
@@ -38,7 +38,7 @@ export const tasks = pgTable('tasks', {
   tags: text('tags'),
   estimatedMinutes: integer('estimated_minutes'),
   dueDate: date('due_date'),
-  parentTaskId: integer('parent_task_id'),
+  parentTaskId: integer('parent_task_id').references((): AnyPgColumn => tasks.id, { onDelete: 'set null' }),
   derivationRuleId: text('derivation_rule_id'),
   resolution: text('resolution'),
   maxDurationSeconds: integer('max_duration_seconds'),
@@ -104,5 +104,7 @@ export const queueJobs = pgTable('queue_jobs', {
   completedAt: timestamp('completed_at', { withTimezone: true }),
 }, (t) => [
   index('queue_jobs_claim_idx').on(t.orgId, t.queueName, t.status, t.priority, t.id),
+  // The claim scans claimable jobs in claim order and stops at the batch size (no sort of the whole queue).
+  index('queue_jobs_claimable_idx').on(t.orgId, t.queueName, t.priority.desc(), t.id).where(sql`${t.status} IN ('pending', 'claimed')`),
   uniqueIndex('queue_jobs_idempotency_key').on(t.orgId, t.idempotencyKey).where(sql`${t.idempotencyKey} IS NOT NULL`),
 ]);

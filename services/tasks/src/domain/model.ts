@@ -1,4 +1,5 @@
-import { Nullable } from '@aos/http';
+import { badRequest } from '@aos/core';
+import { csv, Nullable } from '@aos/http';
 import { Type, type Static } from '@sinclair/typebox';
 
 export { Nullable };
@@ -9,6 +10,10 @@ export const TaskTypes = ['feature', 'bug', 'research', 'ops', 'infra', 'content
 export const ProductStatuses = ['idea', 'building', 'active', 'launched', 'live', 'placeholder', 'archived'] as const;
 
 export type TaskStatus = (typeof TaskStatuses)[number];
+/** What clients may send: the reference also calls `cancelled` `archived`. */
+export const TaskStatusInputs = [...TaskStatuses, 'archived'] as const;
+export type TaskStatusInput = (typeof TaskStatusInputs)[number];
+export const taskStatus = (s: TaskStatusInput): TaskStatus => (s === 'archived' ? 'cancelled' : s);
 export const OPEN_STATUSES: readonly TaskStatus[] = ['todo', 'in_progress', 'review', 'blocked'];
 
 /** A string enum schema whose static type is the union of `values`. */
@@ -37,10 +42,18 @@ export const allowedFrom = (from: TaskStatus) => TRANSITIONS[from];
 /** De-duplication key of a title: case and whitespace do not make a task new. */
 export const titleKey = (title: string) => title.normalize('NFKC').trim().replace(/\s+/g, ' ').toLowerCase();
 
+/** URL slug of a name: accents folded, anything else than a-z0-9 becomes one dash; "" when nothing is left. */
 export function slugify(name: string): string {
-  const slug = name.normalize('NFKD').replace(/[\u0300-\u036f]/g, '').toLowerCase()
+  return name.normalize('NFKD').replace(/[\u0300-\u036f]/g, '').toLowerCase()
     .replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 80).replace(/-+$/g, '');
-  return slug || 'product';
+}
+
+/** A comma-separated filter (`?status=todo,done`) whose values must be in `allowed`; 400 names the unknown ones. */
+export function csvFilter<T extends string>(name: string, value: string | undefined, allowed: readonly T[]): T[] | undefined {
+  const values = csv(value);
+  const unknown = values?.filter((v) => !(allowed as readonly string[]).includes(v)) ?? [];
+  if (unknown.length) throw badRequest(`Unknown ${name}: ${unknown.join(', ')}`, [{ field: name, allowed }]);
+  return values as T[] | undefined;
 }
 
 export const SLUG_PATTERN = '^[a-z0-9]+(?:-[a-z0-9]+)*$';

@@ -1,6 +1,6 @@
 import type { EventData, EventType } from '@aos/contracts';
 import type { EventMeta, Outbox } from '@aos/bus';
-import { conflict, notFound, unprocessable } from '@aos/core';
+import { AppError, conflict, notFound, unprocessable } from '@aos/core';
 import { isUniqueViolation, type Db, type Tx } from '@aos/db';
 import { and, eq, inArray, notInArray, sql } from 'drizzle-orm';
 import { products, taskDependencies, tasks } from '../db/schema.js';
@@ -52,11 +52,26 @@ export async function getTask(tx: TasksExec, orgId: string, id: number, lock = f
   return row;
 }
 
+/** A task, product or blocker named in a request body that this org does not have: 404 naming the field. */
+export function missing(what: string, field: string, value: string | number | (string | number)[]): AppError {
+  return new AppError('NOT_FOUND', `${what} ${JSON.stringify(value)} not found`, [{ field, value }]);
+}
+
+/** The id of the open task holding this de-duplication key in the product (or the org without product). */
+async function openDuplicateId(tx: TasksExec, orgId: string, key: string, productId: number | null): Promise<number | null> {
+  const [existing] = await tx.select({ id: tasks.id }).from(tasks).where(and(
+    eq(tasks.orgId, orgId), eq(tasks.titleKey, key), notInArray(tasks.status, ['done', 'cancelled']),
+    productId === null ? sql`${tasks.productId} IS NULL` : eq(tasks.productId, productId)));
+  return existing?.id ?? null;
+}
+
+const duplicate = (existingId: number | null) => conflict('An open task with this title already exists', [{ existing_id: existingId }]);
+
 export async function resolveProduct(tx: TasksTx, orgId: string, ref: { slug?: string | null; id?: number | null }): Promise<{ id: number; slug: string } | null> {
   if (ref.slug == null && ref.id == null) return null;
   const cond = ref.slug != null ? eq(products.slug, ref.slug) : eq(products.id, ref.id!);
   const [p] = await tx.select({ id: products.id, slug: products.slug, status: products.status }).from(products).where(and(eq(products.orgId, orgId), cond));
-  if (!p) throw unprocessable(`Unknown product ${ref.slug ?? ref.id}`, [{ field: ref.slug != null ? 'product_slug' : 'product_id' }]);
+  if (!p) throw missing('Product', ref.slug != null ? 'product_slug' : 'product_id', ref.slug ?? ref.id!);
   if (p.status === 'archived') throw unprocessable(`Product ${p.slug} is archived`);
   return { id: p.id, slug: p.slug };
 }
@@ -76,6 +91,7 @@ export interface NewTask {
   parentTaskId?: number | null;
   derivationRuleId?: string | null;
   maxDurationSeconds?: number | null;
+  resolution?: string | null;
   blockedBy?: number[];
   createdBy: string | null;
 }
@@ -87,12 +103,12 @@ export interface NewTask {
  */
 export async function createTask(deps: Deps, tx: TasksTx, orgId: string, input: NewTask, meta: EventMeta): Promise<{ task: TaskRow; productSlug: string | null }> {
   const product = await resolveProduct(tx, orgId, input.product ?? {});
-  if (input.parentTaskId != null) await getTask(tx, orgId, input.parentTaskId).catch(() => { throw unprocessable(`Unknown parent task ${input.parentTaskId}`, [{ field: 'parent_task_id' }]); });
+  if (input.parentTaskId != null) await getTask(tx, orgId, input.parentTaskId).catch(() => { throw missing('Parent task', 'parent_task_id', input.parentTaskId!); });
   const blockers = [...new Set(input.blockedBy ?? [])];
   let openBlockers = 0;
   if (blockers.length > 0) {
     const found = await tx.select({ id: tasks.id, status: tasks.status }).from(tasks).where(and(eq(tasks.orgId, orgId), inArray(tasks.id, blockers)));
-    if (found.length !== blockers.length) throw unprocessable('Unknown task in blocked_by', [{ field: 'blocked_by', missing: blockers.filter((b) => !found.some((f) => f.id === b)) }]);
+    if (found.length !== blockers.length) throw missing('Blocking task', 'blocked_by', blockers.filter((b) => !found.some((f) => f.id === b)));
     openBlockers = found.filter((f) => f.status !== 'done').length;
   }
   let status: TaskStatus = input.status ?? 'todo';
@@ -103,7 +119,7 @@ export async function createTask(deps: Deps, tx: TasksTx, orgId: string, input: 
     priority: input.priority ?? 'P2', type: input.type ?? 'feature', assignee: input.assignee ?? null,
     productId: product?.id ?? null, category: input.category ?? null, tags: input.tags ?? null,
     estimatedMinutes: input.estimatedMinutes ?? null, dueDate: input.dueDate ?? null, parentTaskId: input.parentTaskId ?? null,
-    derivationRuleId: input.derivationRuleId ?? null, maxDurationSeconds: input.maxDurationSeconds ?? null,
+    derivationRuleId: input.derivationRuleId ?? null, maxDurationSeconds: input.maxDurationSeconds ?? null, resolution: input.resolution ?? null,
     createdBy: input.createdBy, completedAt: status === 'done' ? new Date() : null,
   };
   let task: TaskRow;
@@ -111,10 +127,7 @@ export async function createTask(deps: Deps, tx: TasksTx, orgId: string, input: 
     [task] = (await tx.transaction(async (sp) => sp.insert(tasks).values(values).returning())) as [TaskRow];
   } catch (err) {
     if (!isUniqueViolation(err)) throw err;
-    const [existing] = await tx.select({ id: tasks.id }).from(tasks).where(and(
-      eq(tasks.orgId, orgId), eq(tasks.titleKey, key), notInArray(tasks.status, ['done', 'cancelled']),
-      product ? eq(tasks.productId, product.id) : sql`${tasks.productId} IS NULL`));
-    throw conflict('An open task with this title already exists', [{ existing_id: existing?.id ?? null }]);
+    throw duplicate(await openDuplicateId(tx, orgId, key, product?.id ?? null));
   }
   if (blockers.length > 0) {
     await tx.insert(taskDependencies).values(blockers.map((b) => ({ orgId, taskId: task.id, blockedById: b })));
@@ -125,7 +138,7 @@ export async function createTask(deps: Deps, tx: TasksTx, orgId: string, input: 
   return { task, productSlug: product?.slug ?? null };
 }
 
-export type TaskChanges = Partial<Omit<NewTask, 'createdBy' | 'blockedBy' | 'parentTaskId' | 'derivationRuleId'>> & { resolution?: string | null };
+export type TaskChanges = Partial<Omit<NewTask, 'createdBy' | 'blockedBy' | 'parentTaskId' | 'derivationRuleId'>>;
 
 const FIELD_NAMES: Record<string, keyof TaskRow> = {
   title: 'title', description: 'description', status: 'status', priority: 'priority', type: 'type', assignee: 'assignee',
@@ -164,8 +177,8 @@ export async function updateTask(deps: Deps, tx: TasksTx, orgId: string, id: num
   try {
     [task] = (await tx.transaction(async (sp) => sp.update(tasks).set(set).where(eq(tasks.id, id)).returning())) as [TaskRow];
   } catch (err) {
-    if (isUniqueViolation(err)) throw conflict('An open task with this title already exists in this product');
-    throw err;
+    if (!isUniqueViolation(err)) throw err;
+    throw duplicate(await openDuplicateId(tx, orgId, set.titleKey ?? before.titleKey, set.productId !== undefined ? set.productId : before.productId));
   }
   const productSlug = await productSlugOf(tx, task.productId);
   const ref = eventRef(task, productSlug);
@@ -202,29 +215,58 @@ export async function dependencyRefs(tx: TasksExec, orgId: string, id: number) {
   return { blocked_by: blockedBy, blocks };
 }
 
-/** Adds `blockerId` as a blocker of `taskId`; refuses cycles. A todo task with an open blocker becomes blocked. */
+/**
+ * Adds `blockerId` as a blocker of `taskId`; refuses cycles. Dependency changes of one org are
+ * serialised (advisory lock) so two opposite edges added at once cannot both pass the cycle check.
+ * A todo task with an open blocker becomes blocked.
+ */
 export async function addDependency(deps: Deps, tx: TasksTx, orgId: string, taskId: number, blockerId: number, meta: EventMeta) {
+  await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtextextended(${`task-dependencies:${orgId}`}, 0))`);
   const task = await getTask(tx, orgId, taskId, true);
-  if (taskId === blockerId) throw unprocessable('A task cannot block itself');
-  const blocker = await getTask(tx, orgId, blockerId).catch(() => { throw unprocessable(`Unknown task ${blockerId}`, [{ field: 'blocked_by' }]); });
+  if (taskId === blockerId) throw unprocessable('A task cannot block itself', [{ field: 'blocked_by' }]);
+  const blocker = await getTask(tx, orgId, blockerId).catch(() => { throw missing('Blocking task', 'blocked_by', blockerId); });
   const { rows } = await tx.execute<{ id: number }>(sql`
     WITH RECURSIVE upstream(id) AS (
       SELECT blocked_by_id FROM task_dependencies WHERE task_id = ${blockerId}
       UNION SELECT d.blocked_by_id FROM task_dependencies d JOIN upstream u ON d.task_id = u.id
     ) SELECT id FROM upstream WHERE id = ${taskId} LIMIT 1`);
-  if (rows.length > 0) throw unprocessable('This dependency would create a cycle');
+  if (rows.length > 0) throw unprocessable('This dependency would create a cycle', [{ field: 'blocked_by', task_id: taskId, blocked_by: blockerId }]);
   await tx.insert(taskDependencies).values({ orgId, taskId, blockedById: blockerId }).onConflictDoNothing();
   if (task.status === 'todo' && blocker.status !== 'done') await updateTask(deps, tx, orgId, taskId, { status: 'blocked' }, meta);
 }
 
-/** Dependents of a completed task whose blockers are now all done move blocked → todo. */
-export async function unblockDependents(deps: Deps, tx: TasksTx, orgId: string, completedId: number, meta: EventMeta): Promise<number[]> {
+/** Removes a blocker; the task resumes (blocked → todo) when its remaining blockers are all done. */
+export async function removeDependency(deps: Deps, tx: TasksTx, orgId: string, taskId: number, blockerId: number, meta: EventMeta) {
+  await getTask(tx, orgId, taskId, true);
+  await tx.delete(taskDependencies).where(and(eq(taskDependencies.orgId, orgId), eq(taskDependencies.taskId, taskId), eq(taskDependencies.blockedById, blockerId)));
+  await resumeUnblocked(deps, tx, orgId, [taskId], meta);
+}
+
+/** Deletes a task for good; its dependents resume when their remaining blockers are all done, its children lose their parent. */
+export async function deleteTask(deps: Deps, tx: TasksTx, orgId: string, id: number, meta: EventMeta) {
+  await getTask(tx, orgId, id, true);
+  const dependents = await tx.select({ id: taskDependencies.taskId }).from(taskDependencies)
+    .where(and(eq(taskDependencies.orgId, orgId), eq(taskDependencies.blockedById, id)));
+  await tx.delete(tasks).where(and(eq(tasks.orgId, orgId), eq(tasks.id, id)));
+  await resumeUnblocked(deps, tx, orgId, dependents.map((d) => d.id), meta);
+}
+
+/** Of `candidates`, the blocked tasks with no open blocker left move blocked → todo; returns their ids. */
+async function resumeUnblocked(deps: Deps, tx: TasksTx, orgId: string, candidates: number[], meta: EventMeta): Promise<number[]> {
+  if (candidates.length === 0) return [];
   const { rows } = await tx.execute<{ id: number }>(sql`
-    SELECT t.id FROM tasks t JOIN task_dependencies d ON d.task_id = t.id
-     WHERE d.blocked_by_id = ${completedId} AND t.org_id = ${orgId} AND t.status = 'blocked'
-       AND NOT EXISTS (SELECT 1 FROM task_dependencies d2 JOIN tasks b ON b.id = d2.blocked_by_id
-                        WHERE d2.task_id = t.id AND b.status <> 'done')
+    SELECT t.id FROM tasks t
+     WHERE t.id IN ${candidates} AND t.org_id = ${orgId} AND t.status = 'blocked'
+       AND NOT EXISTS (SELECT 1 FROM task_dependencies d JOIN tasks b ON b.id = d.blocked_by_id
+                        WHERE d.task_id = t.id AND b.status <> 'done')
      ORDER BY t.id FOR UPDATE OF t`);
   for (const { id } of rows) await updateTask(deps, tx, orgId, id, { status: 'todo' }, meta);
   return rows.map((r) => r.id);
+}
+
+/** Dependents of a completed task whose blockers are now all done move blocked → todo. */
+export async function unblockDependents(deps: Deps, tx: TasksTx, orgId: string, completedId: number, meta: EventMeta): Promise<number[]> {
+  const dependents = await tx.select({ id: taskDependencies.taskId }).from(taskDependencies)
+    .where(and(eq(taskDependencies.orgId, orgId), eq(taskDependencies.blockedById, completedId)));
+  return resumeUnblocked(deps, tx, orgId, dependents.map((d) => d.id), meta);
 }

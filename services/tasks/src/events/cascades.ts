@@ -1,7 +1,9 @@
 import { defineHandler, systemMeta } from '@aos/bus';
+import { AppError } from '@aos/core';
 import { and, eq } from 'drizzle-orm';
 import { changelog, tasks } from '../db/schema.js';
 import type * as schema from '../db/schema.js';
+import { Priorities, TaskTypes } from '../domain/model.js';
 import { cancelOpen, createTask, unblockDependents } from '../domain/tasks.js';
 import type { Ctx } from '../service.js';
 
@@ -56,22 +58,22 @@ export const handlers = (ctx: Ctx) => [
       const d = event.data;
       if (!event.orgId) return;
       const [parent] = await tx.select().from(tasks).where(and(eq(tasks.orgId, event.orgId), eq(tasks.id, d.parentTaskId)));
-      if (!parent) {
-        log.info({ parentTaskId: d.parentTaskId }, 'derivation skipped: parent task not found');
+      if (!parent || parent.status === 'cancelled') {
+        log.info({ parentTaskId: d.parentTaskId, ruleId: d.ruleId }, 'derivation skipped: parent task missing or cancelled');
         return;
       }
       const [existing] = await tx.select({ id: tasks.id }).from(tasks).where(and(eq(tasks.parentTaskId, d.parentTaskId), eq(tasks.derivationRuleId, d.ruleId)));
       if (existing) return;
-      const priorities = ['P0', 'P1', 'P2', 'P3'];
-      const types = ['feature', 'bug', 'research', 'ops', 'infra', 'content', 'other'];
       await createTask(ctx, tx, event.orgId, {
-        title: d.title, description: d.description, priority: priorities.includes(d.priority) ? d.priority : parent.priority,
-        type: types.includes(d.type) ? d.type : parent.type, assignee: d.assignee, product: { id: parent.productId },
+        title: d.title, description: d.description, priority: (Priorities as readonly string[]).includes(d.priority) ? d.priority : parent.priority,
+        type: (TaskTypes as readonly string[]).includes(d.type) ? d.type : parent.type, assignee: d.assignee, product: { id: parent.productId },
         parentTaskId: parent.id, derivationRuleId: d.ruleId, createdBy: `agent:${d.agentName}`,
       }, { tenantId: event.tenantId, orgId: event.orgId, actor: { type: 'agent', id: d.agentName } }).catch((err: unknown) => {
-        // An open task with the same title already exists in the product: nothing to derive.
-        if ((err as { code?: string }).code === 'CONFLICT') return;
-        throw err;
+        // Nothing to derive when an open task already has this title, or the product was archived meanwhile:
+        // retrying would fail the same way.
+        const code = err instanceof AppError ? err.code : undefined;
+        if (code !== 'CONFLICT' && code !== 'UNPROCESSABLE' && code !== 'NOT_FOUND') throw err;
+        log.info({ parentTaskId: d.parentTaskId, ruleId: d.ruleId, code }, 'derivation skipped');
       });
     },
   }),

@@ -24,6 +24,9 @@ export function xmlEscape(value: string): string {
     .replace(/"/g, '&quot;').replace(/'/g, '&apos;');
 }
 
+/** Lines listed per (date, product, area) group of the summary. */
+const SUMMARY_LINES = 50;
+
 const Filters = {
   agent: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
   product: Type.Optional(Type.String({ minLength: 1, maxLength: 80 })),
@@ -64,7 +67,7 @@ export async function changelogRoutes(app: App, ctx: Ctx) {
         200: Envelope(Type.Object({
           days: Type.Integer(), total: Type.Integer(),
           dates: Type.Array(Type.Object({
-            date: Type.String(), count: Type.Integer(),
+            date: Type.String(), count: Type.Integer(), summary: Type.String(),
             groups: Type.Array(Type.Object({ product: Type.Union([Type.String(), Type.Null()]), area: Type.String(), count: Type.Integer(), lines: Type.Array(Type.String()) })),
           })),
         })),
@@ -73,51 +76,58 @@ export async function changelogRoutes(app: App, ctx: Ctx) {
   }, async (request) => {
     const days = request.query.days ?? 7;
     const since = new Date(Date.now() - days * 86_400_000);
-    const rows = await ctx.db.select().from(changelog)
+    const date = sql<string>`to_char(${changelog.completedAt} AT TIME ZONE 'UTC', 'YYYY-MM-DD')`;
+    // Counts are exact; each group lists its newest lines only.
+    const groups = await ctx.db.select({
+      date, product: changelog.productSlug, area: changelog.area, count: sql<number>`count(*)::int`,
+      lines: sql<string[]>`(array_agg(${changelog.summary} || coalesce(' (' || ${changelog.agent} || ')', '')
+                            ORDER BY ${changelog.completedAt} DESC, ${changelog.id} DESC))[1:${sql.raw(String(SUMMARY_LINES))}]`,
+    }).from(changelog)
       .where(and(where(orgOf(request), request.query), gte(changelog.completedAt, since)))
-      .orderBy(desc(changelog.completedAt), desc(changelog.id)).limit(5_000);
-    const byDate = new Map<string, Map<string, { product: string | null; area: string; lines: string[] }>>();
-    for (const e of rows) {
-      const date = e.completedAt.toISOString().slice(0, 10);
-      const groups = byDate.get(date) ?? new Map();
-      byDate.set(date, groups);
-      const key = `${e.productSlug ?? ''}\u0000${e.area}`;
-      const g = groups.get(key) ?? { product: e.productSlug, area: e.area, lines: [] };
-      groups.set(key, g);
-      g.lines.push(`${e.summary}${e.agent ? ` (${e.agent})` : ''}`);
-    }
-    const dates = [...byDate.entries()].map(([date, groups]) => {
-      const list = [...groups.values()].map((g) => ({ ...g, count: g.lines.length }))
+      .groupBy(date, changelog.productSlug, changelog.area);
+    const byDate = new Map<string, typeof groups>();
+    for (const g of groups) byDate.set(g.date, [...(byDate.get(g.date) ?? []), g]);
+    const dates = [...byDate.entries()].sort(([a], [b]) => b.localeCompare(a)).map(([day, list]) => {
+      const sorted = list.map(({ product, area, count, lines }) => ({ product, area, count, lines }))
         .sort((a, b) => (a.product ?? '').localeCompare(b.product ?? '') || a.area.localeCompare(b.area));
-      return { date, count: list.reduce((n, g) => n + g.count, 0), groups: list };
+      const count = sorted.reduce((n, g) => n + g.count, 0);
+      const parts = sorted.map((g) => `${g.count} ${g.area} in ${g.product ?? 'no product'}`);
+      return { date: day, count, summary: `${count} ${count === 1 ? 'change' : 'changes'}: ${parts.join(', ')}`, groups: sorted };
     });
-    return ok({ days, total: rows.length, dates });
+    return ok({ days, total: dates.reduce((n, d) => n + d.count, 0), dates });
   });
 
   app.get('/changelog/feed', {
     config: { scope: 'tasks:read' },
     schema: { tags: ['Changelog'], summary: 'RSS 2.0 feed of the changelog', querystring: Type.Object({ ...Filters, limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })) }) },
   }, async (request, reply) => {
-    const rows = await ctx.db.select().from(changelog).where(where(orgOf(request), request.query))
-      .orderBy(desc(changelog.completedAt), desc(changelog.id)).limit(request.query.limit ?? 50);
-    const title = ['AOS changelog', request.query.product, request.query.agent].filter(Boolean).join(' — ');
+    const q = request.query;
+    const rows = await ctx.db.select().from(changelog).where(where(orgOf(request), q))
+      .orderBy(desc(changelog.completedAt), desc(changelog.id)).limit(q.limit ?? 50);
+    const api = `${ctx.config.APP_URL.replace(/\/$/, '')}/api`;
+    const filters = new URLSearchParams(Object.entries({ agent: q.agent, product: q.product }).filter((e): e is [string, string] => e[1] !== undefined));
+    const self = `${api}/changelog/feed${filters.size ? `?${filters}` : ''}`;
+    const title = ['AOS changelog', q.product, q.agent].filter(Boolean).join(' — ');
     const items = rows.map((e) => [
       '    <item>',
       `      <title>${xmlEscape(e.title)}</title>`,
+      `      <link>${xmlEscape(`${api}/tasks/${e.taskId}`)}</link>`,
       `      <description>${xmlEscape(e.agent ? `${e.summary} — ${e.agent}` : e.summary)}</description>`,
       `      <guid isPermaLink="false">aos-changelog-${e.id}</guid>`,
       `      <pubDate>${e.completedAt.toUTCString()}</pubDate>`,
       `      <category>${xmlEscape(e.area)}</category>`,
+      ...(e.productSlug ? [`      <category domain="product">${xmlEscape(e.productSlug)}</category>`] : []),
       '    </item>',
     ].join('\n'));
     const xml = [
       '<?xml version="1.0" encoding="UTF-8"?>',
-      '<rss version="2.0">',
+      '<rss version="2.0" xmlns:atom="http://www.w3.org/2005/Atom">',
       '  <channel>',
       `    <title>${xmlEscape(title)}</title>`,
-      '    <link>https://aos.local/changelog</link>',
-      `    <description>${xmlEscape('Completed tasks')}</description>`,
-      `    <lastBuildDate>${(rows[0]?.completedAt ?? new Date(0)).toUTCString()}</lastBuildDate>`,
+      `    <link>${xmlEscape(`${api}/changelog`)}</link>`,
+      `    <atom:link href="${xmlEscape(self)}" rel="self" type="application/rss+xml"/>`,
+      '    <description>Completed tasks</description>',
+      `    <lastBuildDate>${(rows[0]?.completedAt ?? new Date()).toUTCString()}</lastBuildDate>`,
       ...items,
       '  </channel>',
       '</rss>',

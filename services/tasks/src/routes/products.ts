@@ -1,11 +1,11 @@
 import { metaFromPrincipal } from '@aos/bus';
-import { conflict, notFound } from '@aos/core';
+import { badRequest, conflict, notFound } from '@aos/core';
 import { isUniqueViolation } from '@aos/db';
-import { csv, Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
+import { Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, desc, eq, ilike, inArray, or, sql, type SQL } from 'drizzle-orm';
 import { products } from '../db/schema.js';
-import { literals, Nullable, ProductSchema, ProductStatuses, SLUG_PATTERN, slugify } from '../domain/model.js';
+import { csvFilter, literals, Nullable, ProductSchema, ProductStatuses, SLUG_PATTERN, slugify } from '../domain/model.js';
 import type { Ctx } from '../service.js';
 
 type ProductRow = typeof products.$inferSelect;
@@ -59,7 +59,7 @@ export async function productRoutes(app: App, ctx: Ctx) {
     const orgId = orgOf(request);
     const p = page(request.query);
     const where: SQL[] = [eq(products.orgId, orgId)];
-    const statuses = csv(request.query.status);
+    const statuses = csvFilter('status', request.query.status, ProductStatuses);
     if (statuses) where.push(inArray(products.status, statuses));
     if (request.query.slug) where.push(eq(products.slug, request.query.slug));
     if (request.query.q?.trim()) {
@@ -81,6 +81,7 @@ export async function productRoutes(app: App, ctx: Ctx) {
     const orgId = orgOf(request);
     const b = request.body;
     const slug = b.slug ?? slugify(b.name);
+    if (!slug) throw badRequest('The name has no letters or digits to make a slug from; pass a slug', [{ field: 'slug' }]);
     try {
       const row = await ctx.db.transaction(async (tx) => {
         const [created] = await tx.insert(products).values({

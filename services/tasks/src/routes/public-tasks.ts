@@ -2,10 +2,11 @@ import { metaFromPrincipal } from '@aos/bus';
 import { badRequest } from '@aos/core';
 import { Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
-import { literals, Nullable, TaskStatuses, TaskTypes } from '../domain/model.js';
+import { csvFilter, literals, Nullable, TaskStatusInputs, taskStatus, TaskTypes } from '../domain/model.js';
 import { createTask, getTask, updateTask, type TaskRow } from '../domain/tasks.js';
 import type { Ctx } from '../service.js';
-import { callerName, IdParam, queryTasks } from './tasks.js';
+import { listTasks } from '../domain/task-list.js';
+import { callerName, IdParam } from './tasks.js';
 
 /** The public API speaks low|medium|high|critical; tasks store P3..P0. */
 const TO_PRIORITY = { critical: 'P0', high: 'P1', medium: 'P2', low: 'P3' } as const;
@@ -31,7 +32,7 @@ const Body = {
   description: Type.Optional(Nullable(Type.String({ maxLength: 20_000 }))),
   type: Type.Optional(literals(TaskTypes)),
   priority: Type.Optional(literals(PublicPriorities)),
-  status: Type.Optional(literals(TaskStatuses)),
+  status: Type.Optional(literals(TaskStatusInputs)),
   assigned_to: Type.Optional(Nullable(Type.String({ minLength: 1, maxLength: 200 }))),
   product_id: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 2_147_483_647 }))),
   max_duration_seconds: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 30 * 86_400 }))),
@@ -42,14 +43,21 @@ export async function publicTaskRoutes(app: App, ctx: Ctx) {
     config: { scope: 'tasks:read' },
     schema: {
       tags: ['Public API'], summary: 'List tasks',
-      querystring: Type.Object({ ...PaginationQuery, status: Type.Optional(literals(TaskStatuses)), priority: Type.Optional(literals(PublicPriorities)), assigned_to: Type.Optional(Type.String({ maxLength: 200 })), product_id: Type.Optional(Type.Integer({ minimum: 1, maximum: 2_147_483_647 })) }),
+      querystring: Type.Object({
+        ...PaginationQuery,
+        status: Type.Optional(Type.String({ maxLength: 200, description: 'Comma-separated statuses' })),
+        priority: Type.Optional(Type.String({ maxLength: 100, description: 'Comma-separated: low, medium, high, critical' })),
+        assigned_to: Type.Optional(Type.String({ maxLength: 200 })),
+        product_id: Type.Optional(Type.Integer({ minimum: 1, maximum: 2_147_483_647 })),
+      }),
       response: { 200: ListEnvelope(PublicTask) },
     },
   }, async (request) => {
     const q = request.query;
     const p = page(q);
-    const { rows, total } = await queryTasks(ctx, orgOf(request), {
-      status: q.status ? [q.status] : undefined, priority: q.priority ? [TO_PRIORITY[q.priority]] : undefined,
+    const { rows, total } = await listTasks(ctx.db, orgOf(request), {
+      status: csvFilter('status', q.status, TaskStatusInputs)?.map(taskStatus),
+      priority: csvFilter('priority', q.priority, PublicPriorities)?.map((pr) => TO_PRIORITY[pr]),
       assignee: q.assigned_to ? [q.assigned_to] : undefined, productId: q.product_id,
     }, p);
     return list(rows.map(view), total, p);
@@ -63,7 +71,7 @@ export async function publicTaskRoutes(app: App, ctx: Ctx) {
     const b = request.body;
     const { task } = await ctx.db.transaction((tx) => createTask(ctx, tx, orgId, {
       title: b.title, description: b.description, type: b.type, priority: b.priority ? TO_PRIORITY[b.priority] : undefined,
-      status: b.status, assignee: b.assigned_to, product: { id: b.product_id }, maxDurationSeconds: b.max_duration_seconds,
+      status: b.status && taskStatus(b.status), assignee: b.assigned_to, product: { id: b.product_id }, maxDurationSeconds: b.max_duration_seconds,
       createdBy: callerName(request) || null,
     }, metaFromPrincipal(request.principal)));
     return reply.status(201).send(ok(view(task)));
@@ -86,7 +94,7 @@ export async function publicTaskRoutes(app: App, ctx: Ctx) {
     if (Object.keys(b).length === 0) throw badRequest('Nothing to update');
     const { task } = await ctx.db.transaction((tx) => updateTask(ctx, tx, orgOf(request), request.params.id, {
       title: b.title, description: b.description, type: b.type, priority: b.priority ? TO_PRIORITY[b.priority] : undefined,
-      status: b.status, assignee: b.assigned_to, product: b.product_id === undefined ? undefined : { id: b.product_id },
+      status: b.status && taskStatus(b.status), assignee: b.assigned_to, product: b.product_id === undefined ? undefined : { id: b.product_id },
       resolution: b.resolution, maxDurationSeconds: b.max_duration_seconds,
     }, metaFromPrincipal(request.principal)));
     return ok(view(task));

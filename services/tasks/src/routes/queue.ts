@@ -1,11 +1,14 @@
 import { badRequest, conflict, notFound } from '@aos/core';
 import { Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
-import { and, desc, eq, sql, type SQL } from 'drizzle-orm';
+import { and, desc, eq, inArray, sql, type SQL } from 'drizzle-orm';
 import { queueJobs } from '../db/schema.js';
+import { csvFilter } from '../domain/model.js';
+import { CLAIM_SQL, EXPIRE_LAST_LEASES_SQL } from '../domain/queue.js';
 import type { Ctx } from '../service.js';
 
 type Job = typeof queueJobs.$inferSelect;
+const JobStatuses = ['pending', 'claimed', 'completed', 'dead'] as const;
 const Name = Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._:-]+$' });
 const Worker = Type.String({ minLength: 1, maxLength: 200 });
 
@@ -83,40 +86,35 @@ export async function queueRoutes(app: App, ctx: Ctx) {
     const b = request.body;
     const queue = b.queue_name ?? 'default';
     const batch = b.batch_size ?? 1;
-    // Jobs whose lease expired on their last allowed attempt are dead, not reclaimable.
-    await ctx.pool.query(
-      `UPDATE queue_jobs SET status = 'dead', last_error = coalesce(last_error, 'lease expired'), updated_at = now(), worker_id = NULL
-        WHERE org_id = $1 AND queue_name = $2 AND status = 'claimed' AND lease_expires_at < now() AND attempts >= max_attempts`, [orgId, queue]);
-    const { rows } = await ctx.pool.query(
-      `WITH next AS (
-         SELECT id FROM queue_jobs
-          WHERE org_id = $1 AND queue_name = $2 AND ($3::text IS NULL OR task_type = $3)
-            AND ((status = 'pending' AND available_at <= now()) OR (status = 'claimed' AND lease_expires_at < now()))
-          ORDER BY priority DESC, id
-          LIMIT $4
-          FOR UPDATE SKIP LOCKED)
-       UPDATE queue_jobs j SET status = 'claimed', worker_id = $5, attempts = j.attempts + 1,
-              lease_expires_at = now() + make_interval(secs => j.timeout_seconds), updated_at = now()
-         FROM next WHERE j.id = next.id
-       RETURNING j.*`, [orgId, queue, b.task_type ?? null, batch, b.worker_id]);
+    await ctx.pool.query(EXPIRE_LAST_LEASES_SQL, [orgId, queue]);
+    const { rows } = await ctx.pool.query(CLAIM_SQL, [orgId, queue, b.task_type ?? null, batch, b.worker_id]);
     const jobs = rows.sort((x, y) => y.priority - x.priority || Number(x.id) - Number(y.id)).map(view);
     if (b.batch_size === undefined) return { data: jobs[0] ?? null };
     return { data: jobs.length ? jobs : null };
   });
 
-  const owned = async (orgId: string, id: number, workerId: string) => {
+  const findJob = async (orgId: string, id: number) => {
     const [job] = await ctx.db.select().from(queueJobs).where(and(eq(queueJobs.orgId, orgId), eq(queueJobs.id, id)));
     if (!job) throw notFound('Job');
-    if (job.status !== 'claimed' || job.workerId !== workerId) throw conflict(`Job ${id} is not claimed by ${workerId}`, [{ status: job.status }]);
     return job;
   };
+  const claimedBy = (job: Job, workerId: string) => {
+    if (job.status !== 'claimed' || job.workerId !== workerId) throw conflict(`Job ${job.id} is not claimed by ${workerId}`, [{ status: job.status }]);
+    return job;
+  };
+  const owned = async (orgId: string, id: number, workerId: string) => claimedBy(await findJob(orgId, id), workerId);
 
   app.post('/task-queue/:id/complete', {
     config: write,
-    schema: { tags: ['Task queue'], summary: 'Complete a claimed job', params: JobId, body: Type.Object({ worker_id: Worker, result: Type.Optional(Type.Unknown()) }), response: { 200: Envelope(JobSchema) } },
+    schema: {
+      tags: ['Task queue'], summary: 'Complete a claimed job (a retry by the same worker returns the completed job)', params: JobId,
+      body: Type.Object({ worker_id: Worker, result: Type.Optional(Type.Unknown()) }), response: { 200: Envelope(JobSchema) },
+    },
   }, async (request) => {
     const orgId = orgOf(request);
-    await owned(orgId, request.params.id, request.body.worker_id);
+    const current = await findJob(orgId, request.params.id);
+    if (current.status === 'completed' && current.workerId === request.body.worker_id) return ok(view(current));
+    claimedBy(current, request.body.worker_id);
     const [job] = await ctx.db.update(queueJobs).set({ status: 'completed', result: request.body.result ?? null, completedAt: new Date(), updatedAt: new Date(), leaseExpiresAt: null })
       .where(and(eq(queueJobs.id, request.params.id), eq(queueJobs.status, 'claimed'), eq(queueJobs.workerId, request.body.worker_id))).returning();
     if (!job) throw conflict('Job lease was lost');
@@ -169,14 +167,17 @@ export async function queueRoutes(app: App, ctx: Ctx) {
   app.get('/task-queue', {
     config: { scope: 'tasks:read' },
     schema: {
-      tags: ['Task queue'], summary: 'List jobs', querystring: Type.Object({ ...PaginationQuery, queue_name: Type.Optional(Name), status: Type.Optional(Type.String({ maxLength: 20 })) }),
+      tags: ['Task queue'], summary: 'List jobs',
+      querystring: Type.Object({ ...PaginationQuery, queue_name: Type.Optional(Name), task_type: Type.Optional(Name), status: Type.Optional(Type.String({ maxLength: 100 })) }),
       response: { 200: ListEnvelope(JobSchema) },
     },
   }, async (request) => {
     const p = page(request.query);
     const where: SQL[] = [eq(queueJobs.orgId, orgOf(request))];
     if (request.query.queue_name) where.push(eq(queueJobs.queueName, request.query.queue_name));
-    if (request.query.status) where.push(eq(queueJobs.status, request.query.status));
+    if (request.query.task_type) where.push(eq(queueJobs.taskType, request.query.task_type));
+    const statuses = csvFilter('status', request.query.status, JobStatuses);
+    if (statuses) where.push(inArray(queueJobs.status, statuses));
     const cond = and(...where);
     const [rows, total] = await Promise.all([
       ctx.db.select().from(queueJobs).where(cond).orderBy(desc(queueJobs.id)).limit(p.limit).offset(p.offset),

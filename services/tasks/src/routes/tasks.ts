@@ -1,12 +1,10 @@
 import { metaFromPrincipal } from '@aos/bus';
-import { badRequest } from '@aos/core';
 import { csv, Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
-import { and, asc, desc, eq, inArray, sql, type SQL } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
-import { products, taskDependencies, tasks } from '../db/schema.js';
-import { literals, Nullable, Priorities, TaskSchema, TaskStatuses, TaskTypes } from '../domain/model.js';
-import { addDependency, createTask, dependencyRefs, getTask, productSlugOf, taskView, updateTask, type TaskRow } from '../domain/tasks.js';
+import { csvFilter, literals, Nullable, Priorities, TaskSchema, TaskStatusInputs, taskStatus, TaskTypes } from '../domain/model.js';
+import { listTasks, withProductSlugs } from '../domain/task-list.js';
+import { addDependency, createTask, deleteTask, dependencyRefs, getTask, removeDependency, productSlugOf, taskView, updateTask } from '../domain/tasks.js';
 import type { Ctx } from '../service.js';
 
 export const IdParam = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2_147_483_647 }) });
@@ -17,7 +15,7 @@ const Name = Type.String({ minLength: 1, maxLength: 200 });
 /** Fields a client may set on create and on update. */
 const TaskFields = {
   description: Type.Optional(Nullable(Text(20_000))),
-  status: Type.Optional(literals(TaskStatuses)),
+  status: Type.Optional(literals(TaskStatusInputs)),
   priority: Type.Optional(literals(Priorities)),
   type: Type.Optional(literals(TaskTypes)),
   assignee: Type.Optional(Nullable(Name)),
@@ -27,6 +25,7 @@ const TaskFields = {
   estimated_minutes: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 1_000_000 }))),
   due_date: Type.Optional(Nullable(Type.String({ format: 'date' }))),
   max_duration_seconds: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 30 * 86_400 }))),
+  resolution: Type.Optional(Nullable(Text(5_000))),
 };
 
 export const CreateTaskBody = Type.Object({
@@ -36,11 +35,7 @@ export const CreateTaskBody = Type.Object({
   blocked_by: Type.Optional(Type.Array(Type.Integer({ minimum: 1, maximum: 2_147_483_647 }), { maxItems: 100 })),
 }, { additionalProperties: false });
 
-const UpdateTaskBody = Type.Object({
-  title: Type.Optional(Title),
-  ...TaskFields,
-  resolution: Type.Optional(Nullable(Text(5_000))),
-}, { additionalProperties: false });
+const UpdateTaskBody = Type.Object({ title: Type.Optional(Title), ...TaskFields }, { additionalProperties: false });
 
 export const ListQuery = Type.Object({
   ...PaginationQuery,
@@ -54,61 +49,8 @@ export const ListQuery = Type.Object({
   next: Type.Optional(Type.Boolean()),
 });
 
-function checkValues(name: string, values: string[] | undefined, allowed: readonly string[]) {
-  const bad = values?.filter((v) => !allowed.includes(v)) ?? [];
-  if (bad.length) throw badRequest(`Unknown ${name}: ${bad.join(', ')}`, [{ field: name, allowed }]);
-  return values;
-}
-
 /** The caller's identity for `assignee=me`: the user (or the API key's owner). */
 export const callerName = (request: FastifyRequest) => request.principal.userId ?? request.principal.apiKeyId ?? '';
-
-export async function withProductSlugs(ctx: Ctx, rows: TaskRow[]) {
-  const ids = [...new Set(rows.map((r) => r.productId).filter((id): id is number => id !== null))];
-  const slugs = ids.length ? await ctx.db.select({ id: products.id, slug: products.slug }).from(products).where(inArray(products.id, ids)) : [];
-  const byId = new Map(slugs.map((s) => [s.id, s.slug]));
-  return rows.map((r) => taskView(r, r.productId === null ? null : byId.get(r.productId) ?? null));
-}
-
-export interface TaskFilters {
-  status?: string[];
-  priority?: string[];
-  assignee?: string[];
-  productSlugs?: string[];
-  productId?: number;
-  types?: string[];
-  parentTaskId?: number;
-  q?: string;
-  next?: boolean;
-}
-
-/** Lists an org's tasks with the filters; stable order (priority for `next`, rank for `q`, else newest id first). */
-export async function queryTasks(ctx: Ctx, orgId: string, f: TaskFilters, p: { limit: number; offset: number }) {
-  const where: SQL[] = [eq(tasks.orgId, orgId)];
-  if (f.status) where.push(inArray(tasks.status, f.status));
-  if (f.priority) where.push(inArray(tasks.priority, f.priority));
-  if (f.assignee) where.push(inArray(tasks.assignee, f.assignee));
-  if (f.types) where.push(inArray(tasks.type, f.types));
-  if (f.parentTaskId) where.push(eq(tasks.parentTaskId, f.parentTaskId));
-  if (f.productId) where.push(eq(tasks.productId, f.productId));
-  if (f.productSlugs) where.push(sql`${tasks.productId} IN (SELECT id FROM products WHERE org_id = ${orgId} AND slug IN ${f.productSlugs})`);
-  const tsq = f.q ? sql`websearch_to_tsquery('simple', ${f.q})` : null;
-  if (tsq) where.push(sql`${tasks.search} @@ ${tsq}`);
-  if (f.next) {
-    where.push(eq(tasks.status, 'todo'));
-    where.push(sql`NOT EXISTS (SELECT 1 FROM ${taskDependencies} d JOIN tasks b ON b.id = d.blocked_by_id WHERE d.task_id = ${tasks.id} AND b.status <> 'done')`);
-  }
-  const order = f.next
-    ? [asc(tasks.priority), asc(tasks.createdAt), asc(tasks.id)]
-    : tsq ? [desc(sql`ts_rank(${tasks.search}, ${tsq})`), desc(tasks.id)] : [desc(tasks.id)];
-  const cond = and(...where);
-  const limit = f.next ? Math.min(p.limit, 1) : p.limit;
-  const [rows, total] = await Promise.all([
-    ctx.db.select().from(tasks).where(cond).orderBy(...order).limit(limit).offset(p.offset),
-    ctx.db.select({ n: sql<number>`count(*)::int` }).from(tasks).where(cond).then((r) => r[0]?.n ?? 0),
-  ]);
-  return { rows, total: f.next ? Math.min(total, 1) : total, limit };
-}
 
 export async function taskRoutes(app: App, ctx: Ctx) {
   const read = { scope: 'tasks:read' as const };
@@ -122,12 +64,12 @@ export async function taskRoutes(app: App, ctx: Ctx) {
     const q = request.query;
     const p = page(q);
     const assignee = csv(q.assignee)?.map((a) => (a === 'me' ? callerName(request) : a));
-    const { rows, total, limit } = await queryTasks(ctx, orgId, {
-      status: checkValues('status', csv(q.status), TaskStatuses), priority: checkValues('priority', csv(q.priority), Priorities),
-      types: checkValues('type', csv(q.type), TaskTypes), assignee, productSlugs: csv(q.product), parentTaskId: q.parent_task_id,
+    const { rows, total, limit } = await listTasks(ctx.db, orgId, {
+      status: csvFilter('status', q.status, TaskStatusInputs)?.map(taskStatus), priority: csvFilter('priority', q.priority, Priorities),
+      types: csvFilter('type', q.type, TaskTypes), assignee, productSlugs: csv(q.product), parentTaskId: q.parent_task_id,
       q: q.q?.trim() || undefined, next: q.next,
     }, p);
-    return list(await withProductSlugs(ctx, rows), total, { ...p, limit });
+    return list(await withProductSlugs(ctx.db, rows), total, { ...p, limit });
   });
 
   app.post('/tasks', {
@@ -137,9 +79,10 @@ export async function taskRoutes(app: App, ctx: Ctx) {
     const orgId = orgOf(request);
     const b = request.body;
     const { task, productSlug } = await ctx.db.transaction((tx) => createTask(ctx, tx, orgId, {
-      title: b.title, description: b.description, status: b.status, priority: b.priority, type: b.type, assignee: b.assignee,
+      title: b.title, description: b.description, status: b.status && taskStatus(b.status), priority: b.priority, type: b.type, assignee: b.assignee,
       product: { slug: b.product_slug }, category: b.category, tags: b.tags, estimatedMinutes: b.estimated_minutes,
       dueDate: b.due_date, parentTaskId: b.parent_task_id, blockedBy: b.blocked_by, maxDurationSeconds: b.max_duration_seconds,
+      resolution: b.resolution,
       createdBy: callerName(request) || null,
     }, metaFromPrincipal(request.principal)));
     return reply.status(201).send(ok({ ...taskView(task, productSlug), ...(await dependencyRefs(ctx.db, orgId, task.id)) }));
@@ -161,7 +104,7 @@ export async function taskRoutes(app: App, ctx: Ctx) {
     const orgId = orgOf(request);
     const b = request.body;
     const { task, productSlug } = await ctx.db.transaction((tx) => updateTask(ctx, tx, orgId, request.params.id, {
-      title: b.title, description: b.description, status: b.status, priority: b.priority, type: b.type, assignee: b.assignee,
+      title: b.title, description: b.description, status: b.status && taskStatus(b.status), priority: b.priority, type: b.type, assignee: b.assignee,
       product: b.product_slug === undefined ? undefined : { slug: b.product_slug }, category: b.category, tags: b.tags,
       estimatedMinutes: b.estimated_minutes, dueDate: b.due_date, resolution: b.resolution, maxDurationSeconds: b.max_duration_seconds,
     }, metaFromPrincipal(request.principal)));
@@ -173,10 +116,7 @@ export async function taskRoutes(app: App, ctx: Ctx) {
     schema: { tags: ['Tasks'], summary: 'Delete a task permanently (admin)', params: IdParam, response: { 200: Envelope(Type.Object({ id: Type.Integer(), deleted: Type.Boolean() })) } },
   }, async (request) => {
     const orgId = orgOf(request);
-    await ctx.db.transaction(async (tx) => {
-      const task = await getTask(tx, orgId, request.params.id, true);
-      await tx.delete(tasks).where(eq(tasks.id, task.id));
-    });
+    await ctx.db.transaction((tx) => deleteTask(ctx, tx, orgId, request.params.id, metaFromPrincipal(request.principal)));
     return ok({ id: request.params.id, deleted: true });
   });
 
@@ -204,8 +144,7 @@ export async function taskRoutes(app: App, ctx: Ctx) {
     schema: { tags: ['Tasks'], summary: 'Remove a blocker', params: Type.Object({ id: IdParam.properties.id, blockerId: IdParam.properties.id }), response: { 200: Envelope(Deps) } },
   }, async (request) => {
     const orgId = orgOf(request);
-    await getTask(ctx.db, orgId, request.params.id);
-    await ctx.db.delete(taskDependencies).where(and(eq(taskDependencies.orgId, orgId), eq(taskDependencies.taskId, request.params.id), eq(taskDependencies.blockedById, request.params.blockerId)));
+    await ctx.db.transaction((tx) => removeDependency(ctx, tx, orgId, request.params.id, request.params.blockerId, metaFromPrincipal(request.principal)));
     return ok(await dependencyRefs(ctx.db, orgId, request.params.id));
   });
 }

@@ -1,0 +1,1 @@
+CREATE INDEX "queue_jobs_claimable_idx" ON "queue_jobs" USING btree ("org_id","queue_name","priority" DESC NULLS LAST,"id") WHERE "queue_jobs"."status" IN ('pending', 'claimed');
