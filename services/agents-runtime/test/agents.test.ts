@@ -14,7 +14,7 @@ describe('agents registry and lifecycle', () => {
     expect(res.statusCode).toBe(201);
     const { agent, steps } = res.json().data;
     expect(agent).toMatchObject({ name: 'felix', status: 'active', workspace_path: 'workspaces/felix' });
-    expect(steps.map((s: { step: string }) => s.step)).toEqual(['registration', 'workspace', 'identity_document', 'schedule', 'heartbeat']);
+    expect(steps.map((s: { step: string }) => s.step)).toEqual(['registration', 'workspace', 'identity_document', 'schedule', 'heartbeat', 'log']);
     expect(steps.every((s: { ok: boolean }) => s.ok)).toBe(true);
     expect((await api.call('GET', '/files/search?q=SOUL')).json().data[0].path).toBe('workspaces/felix/SOUL.md');
     expect((await api.call('POST', '/agents', { name: 'felix' })).statusCode).toBe(409);
