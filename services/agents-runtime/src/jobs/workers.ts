@@ -73,6 +73,7 @@ export async function startWorkers(ctx: Ctx) {
   await factoryFor(ctx).init();
 
   const subscriber = redis.duplicate();
+  subscriber.on('error', (err: Error) => ctx.log.warn({ err: err.message }, 'run cancel subscriber: redis error'));
   await subscriber.subscribe(cancelChannel(ctx));
   subscriber.on('message', (_channel, message) => running.get(Number(message))?.abort(new Error('cancelled')));
   ctx.shutdown.add('run cancel subscriber', () => subscriber.quit());

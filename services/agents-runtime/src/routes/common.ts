@@ -1,7 +1,10 @@
 import { badRequest } from '@aos/core';
-import { csv } from '@aos/http';
-import { Type } from '@sinclair/typebox';
-import { AGENT_NAME } from '../domain/agents.js';
+import { csv, Envelope } from '@aos/http';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { sql, type SQL } from 'drizzle-orm';
+import type { PgTable } from 'drizzle-orm/pg-core';
+import { AGENT_NAME, SAFE_RELATIVE_PATH } from '../domain/agents.js';
+import type { Ctx } from '../service.js';
 
 export const literals = <T extends string>(values: readonly T[]) => Type.Union(values.map((v) => Type.Literal(v)));
 
@@ -20,3 +23,17 @@ export function enumList(value: string | undefined, allowed: readonly string[], 
   if (bad.length) throw badRequest(`Unknown ${field}: ${bad.join(', ')}`, [{ field, allowed }]);
   return items;
 }
+
+export const Deleted = Envelope(Type.Object({ id: Type.Integer(), deleted: Type.Boolean() }));
+export const SafePath = Type.String({ minLength: 1, maxLength: 500, pattern: SAFE_RELATIVE_PATH, description: 'relative path of plain segments (no `.`/`..`, no leading `/`)' });
+
+/** `count(*)` of a filtered table. */
+export const countOf = async (ctx: Ctx, table: PgTable, cond: SQL | undefined) =>
+  ((await ctx.db.select({ n: sql<number>`count(*)::int` }).from(table).where(cond)) as [{ n: number }])[0].n;
+
+/**
+ * A request field that may be `null`. `Nullable` (anyOf [s, null]) lets Fastify's type
+ * coercion turn a JSON `null` into `""` before the null branch is tried; `nullable: true`
+ * is checked first, so `null` arrives as null. For response schemas `Nullable` is fine.
+ */
+export const OrNull = <S extends TSchema & { type: string }>(s: S) => Type.Unsafe<Static<S> | null>({ ...s, nullable: true });

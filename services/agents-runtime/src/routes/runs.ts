@@ -139,6 +139,7 @@ export async function runRoutes(app: App, ctx: Ctx) {
     const header = request.headers['last-event-id'];
     let lastId = typeof header === 'string' && /^\d{1,20}-\d{1,20}$/.test(header) ? header : '0';
     const reader = ctx.queues.connection.duplicate();
+    reader.on('error', (err: Error) => ctx.log.debug({ err: err.message, runId: run.id }, 'run stream reader: redis error'));
     reply.hijack();
     const res = reply.raw;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no', 'x-trace-id': request.id });
