@@ -148,16 +148,20 @@ export async function runRoutes(app: App, ctx: Ctx) {
     request.raw.on('close', () => { open = false; reader.disconnect(); });
     const heartbeat = setInterval(() => res.write(': ping\n\n'), ctx.config.SSE_HEARTBEAT_MS);
     send('run', { id: run.id, status: run.status });
+    /** A finished run without a stream (expired, or a message run) replays from its row. */
+    const replayed = async () => {
+      const current = await findRun(run.orgId, run.id);
+      if (!TERMINAL.includes(current.status as RunStatus) || (await ctx.queues.connection.exists(key))) return false;
+      if (current.output) send('token', { token: current.output });
+      send('done', { status: current.status, ...(current.error && current.status === 'failed' ? { error: current.error } : {}) });
+      return true;
+    };
     try {
+      if (await replayed()) open = false;
       while (open) {
         const batch = await reader.xread('COUNT', 500, 'BLOCK', 2_000, 'STREAMS', key, lastId);
         if (!batch) {
-          const current = await findRun(run.orgId, run.id);
-          if (TERMINAL.includes(current.status as RunStatus) && !(await ctx.queues.connection.exists(key))) {
-            if (current.output) send('token', { token: current.output });
-            send('done', { status: current.status, ...(current.error && current.status === 'failed' ? { error: current.error } : {}) });
-            break;
-          }
+          if (await replayed()) break;
           continue;
         }
         for (const [, entries] of batch) {
