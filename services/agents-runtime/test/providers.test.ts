@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { anthropicProvider, offlineProvider, openAiProvider, ProviderError, type ProviderSettings } from '../src/domain/providers.js';
 import { anthropicStream, fakeProvider, openAiStream } from './helpers.js';
@@ -11,7 +12,7 @@ const settings = (url: string, o: Partial<ProviderSettings> = {}): ProviderSetti
   timeoutMs: 2_000, maxAttempts: 3, retryBaseMs: 10, retryMaxMs: 1_000, offlineDelayMs: 0, ...o,
 });
 const messages = [{ role: 'system' as const, content: 'You are terse.' }, { role: 'user' as const, content: 'Say hello' }];
-const failWith = (status: number, headers: Record<string, string> = {}) => (res: import('node:http').ServerResponse) =>
+const failWith = (status: number, headers: Record<string, string> = {}) => (res: ServerResponse) =>
   res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify({ error: { message: `status ${status}` } }));
 
 describe('OpenAI-compatible provider (local server speaking the chat completions API)', () => {
