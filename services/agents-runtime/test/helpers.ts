@@ -59,7 +59,7 @@ export interface RecordedRequest { url: string; headers: IncomingMessage['header
  * A local HTTP server standing in for an LLM provider: `handle` answers each request (it
  * speaks the real protocol in the tests), every request is recorded.
  */
-export async function fakeProvider(handle: (req: RecordedRequest, res: ServerResponse, n: number) => void | Promise<void>) {
+export async function fakeProvider(handle: (req: RecordedRequest, res: ServerResponse, n: number) => unknown) {
   const requests: RecordedRequest[] = [];
   const server = createServer((req, res) => {
     let raw = '';
