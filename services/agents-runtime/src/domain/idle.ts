@@ -3,6 +3,15 @@ import { agentRuns, agents, assignedTasks, orgBudgets } from '../db/schema.js';
 import type { Ctx } from '../service.js';
 import { idleCacheKey, STOPPED } from './agents.js';
 
+/**
+ * A task ready for the agent: assigned, `todo`, and not already worked on by one of the
+ * agent's runs since it (re)entered todo (the agent reports back through the tasks API).
+ */
+export const readyTask = (agentId: number, orgId: string, name: string) => and(
+  eq(assignedTasks.orgId, orgId), eq(assignedTasks.assignee, name), eq(assignedTasks.status, 'todo'),
+  sql`NOT EXISTS (SELECT 1 FROM ${agentRuns} r WHERE r.agent_id = ${agentId} AND r.task_id = ${assignedTasks.taskId} AND r.created_at >= ${assignedTasks.queuedSince})`,
+);
+
 /** What the idle check decides from; cached per agent (the run mode is applied on read). */
 interface IdleFacts {
   known: boolean;
@@ -33,7 +42,7 @@ async function facts(ctx: Ctx, orgId: string, name: string): Promise<IdleFacts> 
   const [agent] = await ctx.db.select().from(agents).where(and(eq(agents.orgId, orgId), eq(agents.name, name)));
   if (!agent) return { known: false, status: null, bootstrapped: false, ready_tasks: 0, over_budget: null, at };
   const [[ready], [budget], [spent]] = await Promise.all([
-    ctx.db.select({ n: sql<number>`count(*)::int` }).from(assignedTasks).where(and(eq(assignedTasks.orgId, orgId), eq(assignedTasks.assignee, name), eq(assignedTasks.status, 'todo'))),
+    ctx.db.select({ n: sql<number>`count(*)::int` }).from(assignedTasks).where(readyTask(agent.id, orgId, name)),
     ctx.db.select().from(orgBudgets).where(eq(orgBudgets.orgId, orgId)),
     agent.dailyTokenBudget === null
       ? Promise.resolve([{ n: 0 }])

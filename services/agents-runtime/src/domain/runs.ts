@@ -4,6 +4,7 @@ import { UnrecoverableError, type Job, type Redis } from '@aos/queue';
 import { and, eq, inArray, isNull, lt, ne, sql } from 'drizzle-orm';
 import { agentRuns, agents, type RunStatus } from '../db/schema.js';
 import type { Ctx } from '../service.js';
+import { evictIdle } from './agents.js';
 import { ProviderError, providers, type ChatMessage, type ProviderSettings } from './providers.js';
 
 export type Run = typeof agentRuns.$inferSelect;
@@ -53,6 +54,8 @@ export async function createRun(ctx: Ctx, agent: Agent, input: string, taskId: n
     return withJob!;
   });
   await enqueueRun(ctx, run).catch((err: Error) => ctx.log.warn({ err: err.message, runId: run.id }, 'run enqueue failed; the reconciler will queue it'));
+  // A run on a task takes it off the agent's ready list.
+  if (taskId !== null) await evictIdle(ctx, agent.orgId, [agent.name]);
   return run;
 }
 

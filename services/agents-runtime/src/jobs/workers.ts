@@ -3,7 +3,7 @@ import type { Job } from '@aos/queue';
 import { and, asc, eq, inArray } from 'drizzle-orm';
 import { agentRuns, agents, assignedTasks, discoveryEngines, discoveryRuns } from '../db/schema.js';
 import { STOPPED } from '../domain/agents.js';
-import { idleCheck } from '../domain/idle.js';
+import { idleCheck, readyTask } from '../domain/idle.js';
 import { providers } from '../domain/providers.js';
 import { cancelChannel, cost, createRun, runWorker, settings } from '../domain/runs.js';
 import type { Ctx } from '../service.js';
@@ -21,8 +21,7 @@ export async function agentCycle(ctx: Ctx, agentId: number) {
   let result = decision.should_skip ? `skipped: ${decision.reason}` : decision.reason;
   if (!decision.should_skip) {
     const [busy] = await ctx.db.select({ id: agentRuns.id }).from(agentRuns).where(and(eq(agentRuns.agentId, a.id), inArray(agentRuns.status, ['queued', 'running']))).limit(1);
-    const [task] = busy ? [] : await ctx.db.select().from(assignedTasks)
-      .where(and(eq(assignedTasks.orgId, a.orgId), eq(assignedTasks.assignee, a.name), eq(assignedTasks.status, 'todo')))
+    const [task] = busy ? [] : await ctx.db.select().from(assignedTasks).where(readyTask(a.id, a.orgId, a.name))
       .orderBy(asc(assignedTasks.queuedSince), asc(assignedTasks.taskId)).limit(1);
     if (busy) result = `busy: run ${busy.id} open`;
     else if (task) {
