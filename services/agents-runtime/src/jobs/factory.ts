@@ -15,6 +15,7 @@ interface Slot { id: number; name: string; worker: Worker; processed: number; fa
 /** Per-minute completed/failed counts BullMQ keeps in Redis for the queue (one week). */
 const METRICS_POINTS = 10_080;
 const PROCESS = `${hostname()}-${process.pid}`;
+let pools = 0;
 
 export const factoryConfigChannel = (ctx: Ctx) => `${ctx.config.REDIS_PREFIX}:factory-config`;
 
@@ -29,6 +30,8 @@ export class FactoryPool {
   private subscriber: Redis | null = null;
   private applying: Promise<void> = Promise.resolve();
   concurrency = 2;
+  /** Names this pool's workers in BullMQ's client list: host, pid and pool (a process normally has one). */
+  private readonly tag = `${PROCESS}.${++pools}`;
 
   constructor(private readonly ctx: Ctx) {}
 
@@ -58,7 +61,7 @@ export class FactoryPool {
 
   private start(): Slot {
     const id = this.nextId++;
-    const slot = { id, name: `factory-${PROCESS}-${id}`, processed: 0, failed: 0, startedAt: new Date() } as Slot;
+    const slot = { id, name: `factory-${this.tag}-${id}`, processed: 0, failed: 0, startedAt: new Date() } as Slot;
     slot.worker = this.ctx.queues.worker<FactoryJob>(Queues.factory, async (payload) => {
       if (payload.type === 'sleep') await new Promise((r) => setTimeout(r, Math.min(payload.delay_ms ?? 100, 60_000)));
       return { echoed: payload, worker: slot.name };
@@ -77,7 +80,12 @@ export class FactoryPool {
       }
       while (this.slots.length < count) this.slots.push(this.start());
       const removed = this.slots.splice(count);
-      await Promise.all(removed.map((s) => s.worker.close()));
+      await Promise.all(removed.map(async (s) => {
+        await s.worker.close();
+        // The worker got its own duplicate connection, which BullMQ treats as shared and leaves open:
+        // closed here, or the worker would still be listed (and hold a Redis client) forever.
+        await (s.worker.opts.connection as Redis).quit().catch(() => {});
+      }));
     });
     return this.applying;
   }
@@ -110,7 +118,7 @@ export class FactoryPool {
     });
     // A local worker whose connection is not (yet) listed still shows.
     for (const w of local.values()) {
-      if (!seen.has(w.name)) rows.push({ ...w, process: PROCESS, local: true, connected_seconds: 0, idle_seconds: 0 });
+      if (!seen.has(w.name)) rows.push({ ...w, process: this.tag, local: true, connected_seconds: 0, idle_seconds: 0 });
     }
     return rows.sort((a, b) => a.name.localeCompare(b.name));
   }
@@ -124,10 +132,10 @@ export class FactoryPool {
   }
 }
 
-const pools = new WeakMap<Ctx, FactoryPool>();
+const perContext = new WeakMap<Ctx, FactoryPool>();
 /** The process's factory pool (routes and job start-up share it). */
 export function factoryFor(ctx: Ctx): FactoryPool {
-  let pool = pools.get(ctx);
-  if (!pool) pools.set(ctx, (pool = new FactoryPool(ctx)));
+  let pool = perContext.get(ctx);
+  if (!pool) perContext.set(ctx, (pool = new FactoryPool(ctx)));
   return pool;
 }
