@@ -71,6 +71,11 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<App> {
     },
     ajv: { customOptions: { allErrors: true } },
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 500 },
+    // Errors the router raises before any route (bad URL encoding, a path parameter over maxParamLength) get the envelope too.
+    frameworkErrors: (err, _request, reply: FastifyReply) => {
+      const status = (err as FastifyError).statusCode ?? 400;
+      void reply.status(status).send({ error: { code: codeForStatus(status), message: err.message.slice(0, 200) } });
+    },
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
   app.decorateRequest('principal', null as unknown as Principal);

@@ -1,3 +1,4 @@
+import { badRequest } from '@aos/core';
 import { Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { checkName } from '../domain/agents.js';
@@ -16,7 +17,11 @@ export async function metricRoutes(app: App, ctx: Ctx) {
     },
   }, async (request) => {
     const p = page(request.query);
-    const since = request.query.days ? `now() - make_interval(days => ${Number(request.query.days)})` : `'-infinity'::timestamptz`;
+    // Fastify's coercion lets `1e309` through an integer schema as Infinity.
+    if (request.query.days !== undefined && !Number.isSafeInteger(request.query.days)) throw badRequest('days must be an integer from 1 to 3650', [{ field: 'days' }]);
+    // $4: the window start (no window: -infinity); bound as a parameter, never spliced into the SQL.
+    const since = '$4::timestamptz';
+    const from = request.query.days ? new Date(Date.now() - request.query.days * 86_400_000).toISOString() : '-infinity';
     const { rows } = await ctx.pool.query(
       `WITH per_agent AS (
          SELECT a.name AS agent,
@@ -31,7 +36,7 @@ export async function metricRoutes(app: App, ctx: Ctx) {
        SELECT *, CASE WHEN total_tokens > 0 THEN round(tasks_completed * 1000.0 / total_tokens, 3)::float ELSE 0 END AS tasks_per_1k_tokens,
               CASE WHEN tasks_completed > 0 THEN cost_usd / tasks_completed END AS cost_per_task_usd,
               count(*) OVER ()::int AS total
-         FROM per_agent ORDER BY tasks_per_1k_tokens DESC, agent LIMIT $2 OFFSET $3`, [orgOf(request), p.limit, p.offset]);
+         FROM per_agent ORDER BY tasks_per_1k_tokens DESC, agent LIMIT $2 OFFSET $3`, [orgOf(request), p.limit, p.offset, from]);
     const total = rows[0]?.total ?? (p.offset > 0 ? (await ctx.pool.query('SELECT count(*)::int AS n FROM agents WHERE org_id = $1', [orgOf(request)])).rows[0].n : 0);
     return list(rows.map(({ total: _t, ...r }) => ({ ...r, total_tokens: Number(r.total_tokens) })), total, p);
   });
