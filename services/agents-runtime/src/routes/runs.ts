@@ -134,6 +134,10 @@ export async function runRoutes(app: App, ctx: Ctx) {
    * when an attempt starts over), then `done`. Every event has an `id`; a client reconnecting
    * with `Last-Event-ID` continues after it. A finished run whose stream expired replays its output.
    */
+  const openStreams = new Set<() => void>();
+  // Hijacked responses are not Fastify's to close: end them at shutdown (clients reconnect with Last-Event-ID).
+  app.addHook('preClose', async () => { for (const end of openStreams) end(); });
+
   const stream = async (request: FastifyRequest, reply: FastifyReply, run: Run) => {
     const key = runStreamKey(ctx, run.id);
     const header = request.headers['last-event-id'];
@@ -145,7 +149,9 @@ export async function runRoutes(app: App, ctx: Ctx) {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no', 'x-trace-id': request.id });
     const send = (event: string, data: unknown, id?: string) => res.write(`${id ? `id: ${id}\n` : ''}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
     let open = true;
-    request.raw.on('close', () => { open = false; reader.disconnect(); });
+    const end = () => { open = false; reader.disconnect(); };
+    openStreams.add(end);
+    request.raw.on('close', end);
     const heartbeat = setInterval(() => res.write(': ping\n\n'), ctx.config.SSE_HEARTBEAT_MS);
     send('run', { id: run.id, status: run.status });
     /** A finished run without a stream (expired, or a message run) replays from its row. */
@@ -176,6 +182,7 @@ export async function runRoutes(app: App, ctx: Ctx) {
     } catch (err) {
       if (open) ctx.log.warn({ err: (err as Error).message, runId: run.id }, 'run stream failed');
     } finally {
+      openStreams.delete(end);
       clearInterval(heartbeat);
       reader.disconnect();
       res.end();
