@@ -166,6 +166,7 @@ describe('agent metrics', () => {
     expect(rows.data[0].cost_per_task_usd).toBeCloseTo(runA.cost_usd / 2, 10);
     expect(rows.data[1]).toMatchObject({ agent: 'talker', tasks_completed: 0, tasks_per_1k_tokens: 0, cost_per_task_usd: null });
     expect((await api.call('GET', '/agent-metrics/efficiency?limit=1&offset=1')).json()).toMatchObject({ data: [{ agent: 'talker' }], meta: { total: 2, limit: 1, offset: 1 } });
+    expect((await api.call('GET', '/agent-metrics/efficiency?offset=10')).json()).toMatchObject({ data: [], meta: { total: 2, offset: 10 } });
     expect((await api.call('GET', '/agent-metrics/efficiency?days=1')).json().data[0].runs).toBe(1);
     expect((await api.call('GET', '/agent-metrics/efficiency?days=0')).statusCode).toBe(400);
   });

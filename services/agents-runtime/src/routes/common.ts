@@ -37,3 +37,12 @@ export const countOf = async (ctx: Ctx, table: PgTable, cond: SQL | undefined) =
  * is checked first, so `null` arrives as null. For response schemas `Nullable` is fine.
  */
 export const OrNull = <S extends TSchema & { type: string }>(s: S) => Type.Unsafe<Static<S> | null>({ ...s, nullable: true });
+
+/**
+ * `meta.total` of a page computed with `count(*) OVER ()` (each row carries `total`): a page
+ * past the end has no row to carry it, so `countAll` answers then.
+ */
+export async function windowTotal(rows: { total?: number }[], p: { offset: number }, countAll: () => Promise<number>): Promise<number> {
+  if (rows[0]?.total !== undefined) return rows[0].total;
+  return p.offset > 0 ? countAll() : 0;
+}

@@ -4,7 +4,7 @@ import { Type } from '@sinclair/typebox';
 import { and, desc, eq, gte, ilike, inArray, lte } from 'drizzle-orm';
 import { logs } from '../db/schema.js';
 import type { Ctx } from '../service.js';
-import { AgentName, countOf, enumList, like, literals } from './common.js';
+import { AgentName, countOf, enumList, like, literals, windowTotal } from './common.js';
 
 const Levels = ['debug', 'info', 'warn', 'error'] as const;
 const LogSchema = Type.Object({ id: Type.Integer(), agent: Type.String(), level: literals(Levels), message: Type.String(), meta: Type.Unknown(), created_at: Type.String(), source: Type.Literal('db') });
@@ -52,7 +52,7 @@ export async function logRoutes(app: App, ctx: Ctx) {
     const { rows } = await ctx.pool.query(
       `SELECT agent AS name, count(*)::int AS lines, max(created_at) AS last_at, count(*) OVER ()::int AS total
          FROM agent_logs WHERE org_id = $1 GROUP BY agent ORDER BY agent LIMIT $2 OFFSET $3`, [orgOf(request), p.limit, p.offset]);
-    const total = rows[0]?.total ?? (p.offset > 0 ? (await ctx.pool.query('SELECT count(DISTINCT agent)::int AS n FROM agent_logs WHERE org_id = $1', [orgOf(request)])).rows[0].n : 0);
+    const total = await windowTotal(rows, p, async () => (await ctx.pool.query('SELECT count(DISTINCT agent)::int AS n FROM agent_logs WHERE org_id = $1', [orgOf(request)])).rows[0].n);
     return list(rows.map((r) => ({ name: r.name, lines: r.lines, last_at: new Date(r.last_at).toISOString() })), total, p);
   });
 }

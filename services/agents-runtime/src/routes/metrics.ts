@@ -4,6 +4,9 @@ import { Type } from '@sinclair/typebox';
 import { checkName } from '../domain/agents.js';
 import { idleCheck } from '../domain/idle.js';
 import type { Ctx } from '../service.js';
+import { countOf, windowTotal } from './common.js';
+import { agents } from '../db/schema.js';
+import { eq } from 'drizzle-orm';
 
 const Window = Type.Optional(Type.Integer({ minimum: 1, maximum: 3_650, description: 'Only the last N days (default: all time)' }));
 
@@ -37,7 +40,7 @@ export async function metricRoutes(app: App, ctx: Ctx) {
               CASE WHEN tasks_completed > 0 THEN cost_usd / tasks_completed END AS cost_per_task_usd,
               count(*) OVER ()::int AS total
          FROM per_agent ORDER BY tasks_per_1k_tokens DESC, agent LIMIT $2 OFFSET $3`, [orgOf(request), p.limit, p.offset, from]);
-    const total = rows[0]?.total ?? (p.offset > 0 ? (await ctx.pool.query('SELECT count(*)::int AS n FROM agents WHERE org_id = $1', [orgOf(request)])).rows[0].n : 0);
+    const total = await windowTotal(rows, p, () => countOf(ctx, agents, eq(agents.orgId, orgOf(request))));
     return list(rows.map(({ total: _t, ...r }) => ({ ...r, total_tokens: Number(r.total_tokens) })), total, p);
   });
 
@@ -66,7 +69,7 @@ export async function metricRoutes(app: App, ctx: Ctx) {
                   extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'queued'))::int AS oldest_run_wait_seconds
              FROM agent_runs WHERE agent_id = a.id AND status IN ('queued', 'running')) r
         WHERE a.org_id = $1 ORDER BY t.queued DESC, t.oldest_wait_seconds DESC NULLS LAST, a.name LIMIT $2 OFFSET $3`, [orgOf(request), p.limit, p.offset]);
-    const total = rows[0]?.total ?? (p.offset > 0 ? (await ctx.pool.query('SELECT count(*)::int AS n FROM agents WHERE org_id = $1', [orgOf(request)])).rows[0].n : 0);
+    const total = await windowTotal(rows, p, () => countOf(ctx, agents, eq(agents.orgId, orgOf(request))));
     return list(rows.map(({ total: _t, ...r }) => r), total, p);
   });
 
