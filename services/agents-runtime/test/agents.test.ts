@@ -148,6 +148,9 @@ describe('lifecycle', () => {
     const stopped = await api.call('POST', '/agents/ticker/stop', { note: 'maintenance' });
     expect(stopped.json().data.status).toBe('paused');
     expect(await scheduler(a.id)).toBeFalsy();
+    // No next cycle is waiting in BullMQ either (removing the scheduler removes its delayed job).
+    const pending = await svc.ctx.queues.queue(Queues.agentSchedules).getJobs(['delayed', 'waiting', 'prioritized']);
+    expect(pending.filter((j) => (j.data as { payload: { agentId: number } }).payload.agentId === a.id)).toEqual([]);
     // A cycle already taken by the worker may still finish: let it, then nothing more may come.
     await sleep(300);
     const frozen = await cycleAt();
