@@ -164,6 +164,21 @@ describe('runs on BullMQ', () => {
     expect(await api.finished(row.id)).toMatchObject({ status: 'succeeded', output: expect.stringContaining('left behind') });
   });
 
+  it('restores job schedulers Redis lost (running agents, enabled engines), not those of stopped agents', async () => {
+    const api = client(svc);
+    const live = await api.agent({ name: 'forgotten', interval_sec: 3600 });
+    const stopped = await api.agent({ name: 'resting', interval_sec: 3600 });
+    await api.call('POST', '/agents/resting/stop');
+    const engine = (await api.call('POST', '/discovery-engines', { name: 'Lost Engine', layer: 'ops' })).json().data;
+    const cycles = svc.ctx.queues.queue(Queues.agentSchedules);
+    const discovery = svc.ctx.queues.queue(Queues.discovery);
+    await cycles.removeJobScheduler(`agent-${live.id}`);
+    await discovery.removeJobScheduler(`discovery-${engine.id}`);
+    await waitFor(async () => (await cycles.getJobScheduler(`agent-${live.id}`))?.every === 3_600_000, { message: 'agent scheduler restored' });
+    await waitFor(async () => (await discovery.getJobScheduler(`discovery-${engine.id}`))?.every === 3_600_000, { message: 'engine scheduler restored' });
+    expect(await cycles.getJobScheduler(`agent-${stopped.id}`)).toBeFalsy();
+  });
+
   it('a paused agent stays paused through a run it was asked to do', async () => {
     const api = client(svc);
     await api.agent({ name: 'sleeper' });

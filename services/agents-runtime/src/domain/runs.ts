@@ -5,6 +5,7 @@ import { and, eq, inArray, isNull, lt, ne, sql } from 'drizzle-orm';
 import { agentRuns, agents, type RunStatus } from '../db/schema.js';
 import type { Ctx } from '../service.js';
 import { evictIdle } from './agents.js';
+import { reconcileSchedules } from './schedules.js';
 import { ProviderError, providers, type ChatMessage, type ProviderSettings } from './providers.js';
 
 export type Run = typeof agentRuns.$inferSelect;
@@ -113,7 +114,7 @@ async function startRun(ctx: Ctx, runId: number, agent: Agent): Promise<Run | nu
 export function runWorker(ctx: Ctx, redis: Redis, running: Map<number, AbortController>) {
   const all = providers(settings(ctx));
   return async (payload: { runId?: number }, job: Job<unknown>) => {
-    if (job.name === 'reconcile') return reconcileRuns(ctx);
+    if (job.name === 'reconcile') return { ...(await reconcileRuns(ctx)), ...(await reconcileSchedules(ctx)) };
     const runId = payload.runId!;
     const [row] = await ctx.db.select({ run: agentRuns, agent: agents }).from(agentRuns).innerJoin(agents, eq(agents.id, agentRuns.agentId)).where(eq(agentRuns.id, runId));
     if (!row || TERMINAL.includes(row.run.status as RunStatus)) return { skipped: true };

@@ -150,8 +150,10 @@ export async function agentRoutes(app: App, ctx: Ctx) {
     }, async (request) => {
       const a = await findAgentByRef(ctx, orgOf(request), request.params.name);
       if (action !== 'stop' && !a.bootstrappedAt) throw conflict('The agent\'s bootstrap is incomplete: POST /agents with its name to resume it');
-      // Redis first: a schedule without an active status is skipped by the cycle; the reverse would be a silent agent.
-      if (action === 'stop' || action === 'restart') await unschedule(ctx, a);
+      // A scheduler left next to a stopped status only fires cycles that skip themselves; the reverse would be a
+      // silent agent. So: start schedules before the row says active, stop removes it after the row says paused
+      // (the schedule reconciler holds the row lock, so it cannot slip a scheduler back in between).
+      if (action === 'restart') await unschedule(ctx, a);
       if (action !== 'stop') await schedule(ctx, a);
       const status = action === 'stop' ? 'paused' : 'active';
       const updated = await ctx.db.transaction(async (tx) => {
@@ -161,6 +163,7 @@ export async function agentRoutes(app: App, ctx: Ctx) {
         else await ctx.outbox.enqueue(tx, action === 'start' ? 'agents.agent.started' : 'agents.agent.restarted', data, meta(request));
         return u!;
       });
+      if (action === 'stop') await unschedule(ctx, a);
       await evictIdle(ctx, a.orgId, [a.name]);
       return ok(agentView(updated));
     });

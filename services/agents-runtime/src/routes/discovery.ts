@@ -5,6 +5,7 @@ import { type App, Envelope, list, ListEnvelope, Nullable, ok, orgOf, page, Pagi
 import { Type } from '@sinclair/typebox';
 import { and, asc, desc, eq } from 'drizzle-orm';
 import { discoveryEngines, discoveryRuns } from '../db/schema.js';
+import { engineScheduler, syncEngine } from '../domain/schedules.js';
 import type { Ctx } from '../service.js';
 import { Provider } from './agents.js';
 import { countOf, Slug } from './common.js';
@@ -24,7 +25,6 @@ const Body = {
   schedule_interval_ms: Type.Optional(Type.Integer({ minimum: 1_000, maximum: 30 * 86_400_000 })), model: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
   provider: Type.Optional(Provider), enabled: Type.Optional(Type.Boolean()),
 };
-export const engineScheduler = (e: Pick<Engine, 'id'>) => `discovery-${e.id}`;
 
 /** Discovery engines: each enabled engine is a BullMQ job scheduler; runs record findings, tokens and cost. */
 export async function discoveryRoutes(app: App, ctx: Ctx) {
@@ -34,10 +34,7 @@ export async function discoveryRoutes(app: App, ctx: Ctx) {
     if (!e) throw notFound('Discovery engine');
     return e;
   };
-  const sync = async (e: Engine) => {
-    if (e.enabled) await queue().upsertJobScheduler(engineScheduler(e), { every: e.scheduleIntervalMs }, { name: 'scheduled', data: { payload: { engineId: e.id, trigger: 'schedule' }, trace: {} } });
-    else await queue().removeJobScheduler(engineScheduler(e));
-  };
+  const sync = (e: Engine) => syncEngine(ctx, e);
   const statsOf = async (ids: number[]): Promise<Map<number, Stats>> => {
     if (ids.length === 0) return new Map();
     const { rows } = await ctx.pool.query(

@@ -72,13 +72,14 @@ export async function publicAgentRoutes(app: App, ctx: Ctx) {
     if (Object.keys(b).length === 0) throw badRequest('Nothing to update');
     const stopping = b.status !== undefined && STOPPED.includes(b.status) && !STOPPED.includes(a.status);
     const resuming = b.status !== undefined && !STOPPED.includes(b.status) && STOPPED.includes(a.status);
-    if (stopping) await unschedule(ctx, a);
+    // As for stop/start: a scheduler goes in before the row says running, and out after it says stopped.
     if (resuming && a.bootstrappedAt) await schedule(ctx, a);
     const updated = await ctx.db.transaction(async (tx) => {
       const [u] = await tx.update(agents).set({ emoji: b.emoji, role: b.role, status: b.status, currentTask: b.current_task, workspacePath: b.workspace_path, updatedAt: new Date() }).where(eq(agents.id, a.id)).returning();
       await ctx.outbox.enqueue(tx, 'agents.agent.updated', { agentId: a.id, name: a.name, status: u!.status, changes: Object.keys(b) }, metaFromPrincipal(request.principal));
       return u!;
     });
+    if (stopping) await unschedule(ctx, a);
     await evictIdle(ctx, a.orgId, [a.name]);
     return ok(view(updated));
   });
@@ -89,12 +90,12 @@ export async function publicAgentRoutes(app: App, ctx: Ctx) {
   }, async (request) => {
     const a = await findAgent(ctx, orgOf(request), { id: request.params.id });
     if (a.status === 'offline') return ok(view(a));
-    await unschedule(ctx, a);
     const u = await ctx.db.transaction(async (tx) => {
       const [row] = await tx.update(agents).set({ status: 'offline', updatedAt: new Date() }).where(eq(agents.id, a.id)).returning();
       await ctx.outbox.enqueue(tx, 'agents.agent.stopped', { agentId: a.id, name: a.name, status: 'offline', note: 'deactivated' }, metaFromPrincipal(request.principal));
       return row!;
     });
+    await unschedule(ctx, a);
     await evictIdle(ctx, a.orgId, [a.name]);
     return ok(view(u));
   });
