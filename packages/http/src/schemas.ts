@@ -1,3 +1,4 @@
+import { badRequest } from '@aos/core';
 import { Type, type Static, type TNull, type TSchema, type TUnion } from '@sinclair/typebox';
 
 export const MAX_LIMIT = 200;
@@ -18,6 +19,8 @@ export type PageMeta = Static<typeof PageMeta>;
 export interface Page { limit: number; offset: number }
 
 export function page(query: { limit?: number; offset?: number }): Page {
+  // Fastify's type coercion lets `1e309` through an integer schema as Infinity.
+  if (query.offset !== undefined && !Number.isSafeInteger(query.offset)) throw badRequest('offset must be an integer', [{ field: 'offset' }]);
   return { limit: Math.min(query.limit ?? 50, MAX_LIMIT), offset: query.offset ?? 0 };
 }
 

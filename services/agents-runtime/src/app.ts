@@ -1,19 +1,48 @@
+import { badRequest } from '@aos/core';
 import type { App } from '@aos/http';
 import { agentRoutes } from './routes/agents.js';
 import { factoryFor } from './jobs/factory.js';
 import { metricRoutes } from './routes/metrics.js';
-import { operationRoutes } from './routes/operations.js';
+import { bullQueueRoutes } from './routes/bull-queue.js';
+import { discoveryRoutes } from './routes/discovery.js';
+import { factoryRoutes } from './routes/factory.js';
 import { publicAgentRoutes } from './routes/public-agents.js';
-import { resourceRoutes } from './routes/resources.js';
+import { automationRoutes } from './routes/automations.js';
+import { fileRoutes } from './routes/files.js';
+import { logRoutes } from './routes/logs.js';
+import { ruleRoutes } from './routes/rules.js';
+import { templateRoutes } from './routes/templates.js';
 import { runRoutes } from './routes/runs.js';
 import type { Ctx } from './service.js';
 
 /** Registers this service's routes; each module under routes/ owns one resource. */
 export async function routes(app: App, ctx: Ctx): Promise<void> {
+  // Schema coercion lets `1e309` (query) and JSON's 1e309 (body) through integer schemas as
+  // Infinity; no field of this API takes a non-finite number.
+  app.addHook('preHandler', async (request) => {
+    const field = nonFinite({ query: request.query, params: request.params, body: request.body });
+    if (field) throw badRequest(`${field} must be a finite number`, [{ field }]);
+  });
   await agentRoutes(app, ctx);
   await runRoutes(app, ctx);
   await metricRoutes(app, ctx);
   await publicAgentRoutes(app, ctx);
-  await resourceRoutes(app, ctx);
-  await operationRoutes(app, ctx, factoryFor(ctx));
+  await templateRoutes(app, ctx);
+  await ruleRoutes(app, ctx);
+  await logRoutes(app, ctx);
+  await fileRoutes(app, ctx);
+  await automationRoutes(app, ctx);
+  await factoryRoutes(app, ctx, factoryFor(ctx));
+  await discoveryRoutes(app, ctx);
+  await bullQueueRoutes(app, ctx);
+}
+
+function nonFinite(value: unknown, path = '', depth = 0): string | null {
+  if (typeof value === 'number') return Number.isFinite(value) ? null : path.replace(/^\w+\//, '');
+  if (depth > 6 || value === null || typeof value !== 'object') return null;
+  for (const [k, v] of Object.entries(value)) {
+    const found = nonFinite(v, path ? `${path}/${k}` : k, depth + 1);
+    if (found) return found;
+  }
+  return null;
 }

@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { defineService, VERSION, type ServiceContext } from '@aos/runtime';
 import { routes } from './app.js';
-import { handlers } from './events/tasks.js';
+import { handlers } from './events/index.js';
 import { startWorkers } from './jobs/workers.js';
 import { config } from './config.js';
 import * as schema from './db/schema.js';

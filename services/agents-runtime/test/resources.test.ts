@@ -1,3 +1,4 @@
+import { apiKeyPrincipal } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client, startAgents, type Svc } from './helpers.js';
 
@@ -5,57 +6,171 @@ let svc: Svc;
 beforeAll(async () => { svc = await startAgents(); });
 afterAll(() => svc?.close());
 
-describe('templates, rules, logs, files, automations', () => {
-  it('templates: unique slug, soft delete, filters', async () => {
+const ids = (res: { json: () => { data: { id: number }[] } }) => res.json().data.map((x) => x.id);
+
+describe('templates', () => {
+  it('unique slug among live templates, soft delete frees it, filters, validation', async () => {
     const api = client(svc);
-    const t = (await api.call('POST', '/v1/public/templates', { name: 'Researcher', slug: 'researcher', category: 'research', tools: ['web'], is_featured: true })).json().data;
+    const created = await api.call('POST', '/v1/public/templates', { name: 'Researcher', slug: 'researcher', category: 'research', tools: ['web'], is_featured: true, config: { depth: 2 } });
+    expect(created.statusCode).toBe(201);
+    const t = created.json().data;
+    expect(t).toMatchObject({ slug: 'researcher', tools: ['web'], capabilities: [], config: { depth: 2 }, is_featured: true, sort_order: 0 });
     expect((await api.call('POST', '/v1/public/templates', { name: 'Other', slug: 'researcher' })).statusCode).toBe(409);
-    expect((await api.call('GET', '/v1/public/templates?featured=true')).json().data.map((x: { id: number }) => x.id)).toEqual([t.id]);
+    const plain = (await api.call('POST', '/v1/public/templates', { name: 'Writer', slug: 'writer', category: 'content', sort_order: -1 })).json().data;
+    expect(ids(await api.call('GET', '/v1/public/templates?featured=true'))).toEqual([t.id]);
+    expect(ids(await api.call('GET', '/v1/public/templates?category=content'))).toEqual([plain.id]);
+    expect(ids(await api.call('GET', '/v1/public/templates'))).toEqual([plain.id, t.id]);
+    expect(ids(await api.call('GET', '/v1/public/templates?q=writ'))).toEqual([plain.id]);
+    expect((await api.call('GET', '/v1/public/templates?limit=1')).json().meta).toEqual({ total: 2, limit: 1, offset: 0 });
     expect((await api.call('PATCH', `/v1/public/templates/${t.id}`, { description: 'finds things' })).json().data.description).toBe('finds things');
-    expect((await api.call('DELETE', `/v1/public/templates/${t.id}`)).statusCode).toBe(200);
+    expect((await api.call('PATCH', `/v1/public/templates/${t.id}`, {})).statusCode).toBe(400);
+    for (const slug of ['Bad Slug', '-x', 'x-', '../x', 'a'.repeat(81)]) expect((await api.call('POST', '/v1/public/templates', { name: 'x', slug })).statusCode, slug).toBe(400);
+
+    expect((await api.call('DELETE', `/v1/public/templates/${t.id}`)).json().data).toEqual({ id: t.id, deleted: true });
     expect((await api.call('GET', `/v1/public/templates/${t.id}`)).statusCode).toBe(404);
+    expect((await api.call('DELETE', `/v1/public/templates/${t.id}`)).statusCode).toBe(404);
+    expect(ids(await api.call('GET', '/v1/public/templates'))).toEqual([plain.id]);
+    // The archived row stays (soft delete); its slug is free for a new template.
+    expect((await svc.ctx.pool.query('SELECT archived_at FROM templates WHERE id = $1', [t.id])).rows[0].archived_at).not.toBeNull();
+    expect((await api.call('POST', '/v1/public/templates', { name: 'Researcher v2', slug: 'researcher' })).statusCode).toBe(201);
     expect((await client(svc).call('GET', '/v1/public/templates')).json().meta.total).toBe(0);
+    expect((await client(svc).call('POST', '/v1/public/templates', { name: 'Mine', slug: 'writer' })).statusCode).toBe(201);
   });
+});
 
-  it('rules: filters; permanent rules cannot be deleted (403)', async () => {
+describe('rules', () => {
+  it('filters by scope, agent (plus universal), category, permanent; permanent rules cannot be deleted (403)', async () => {
     const api = client(svc);
-    const keep = (await api.call('POST', '/rules', { title: 'No secrets in logs', body: 'Never log credentials', permanent: true, category: 'security' })).json().data;
-    const temp = (await api.call('POST', '/rules', { title: 'Felix only', body: 'x', agent: 'felix', scope: 'agent' })).json().data;
-    expect((await api.call('GET', '/rules?category=security')).json().data.map((r: { id: number }) => r.id)).toEqual([keep.id]);
-    expect((await api.call('GET', '/rules?scope=agent&agent=felix')).json().data.map((r: { id: number }) => r.id)).toEqual([temp.id]);
+    const keep = (await api.call('POST', '/rules', { rule: 'Never log credentials', permanent: true, category: 'security' })).json().data;
+    expect(keep).toMatchObject({ rule: 'Never log credentials', title: 'Never log credentials', scope: 'all', agent: null, permanent: true });
+    const felix = (await api.call('POST', '/rules', { rule: 'Felix ships on Fridays', agent: 'felix', category: 'workflow' })).json().data;
+    expect(felix.scope).toBe('agent');
+    const nova = (await api.call('POST', '/rules', { rule: 'Nova cites sources', title: 'Citations', agent: 'nova', scope: 'agent' })).json().data;
+    expect(ids(await api.call('GET', '/rules?category=security'))).toEqual([keep.id]);
+    expect(ids(await api.call('GET', '/rules?agent=felix'))).toEqual([keep.id, felix.id]);
+    expect(ids(await api.call('GET', '/rules?scope=agent&agent=nova'))).toEqual([nova.id]);
+    expect(ids(await api.call('GET', '/rules?scope=all'))).toEqual([keep.id]);
+    expect(ids(await api.call('GET', '/rules?permanent=1'))).toEqual([keep.id]);
+    expect(ids(await api.call('GET', '/rules?permanent=0'))).toEqual([felix.id, nova.id]);
+    expect(ids(await api.call('GET', '/rules?q=cite'))).toEqual([nova.id]);
+    expect((await api.call('GET', '/rules?limit=2&offset=1')).json()).toMatchObject({ meta: { total: 3, limit: 2, offset: 1 } });
+    expect((await api.call('GET', '/rules?permanent=maybe')).statusCode).toBe(400);
+    expect((await api.call('GET', '/rules?agent=../x')).statusCode).toBe(400);
+
+    const del = await api.call('DELETE', `/rules/${keep.id}`);
+    expect(del.statusCode).toBe(403);
+    expect(del.json().error.code).toBe('FORBIDDEN');
+    // PATCH cannot lift the protection.
+    expect((await api.call('PATCH', `/rules/${keep.id}`, { permanent: false, rule: 'Never log secrets' })).json().data).toMatchObject({ permanent: true, rule: 'Never log secrets' });
     expect((await api.call('DELETE', `/rules/${keep.id}`)).statusCode).toBe(403);
-    expect((await api.call('DELETE', `/rules/${temp.id}`)).statusCode).toBe(200);
-    expect((await client(svc).call('PATCH', `/rules/${keep.id}`, { title: 'x' })).statusCode).toBe(404);
+    expect((await api.call('DELETE', `/rules/${felix.id}`)).statusCode).toBe(200);
+    expect((await api.call('DELETE', `/rules/${felix.id}`)).statusCode).toBe(404);
+    expect((await api.call('POST', '/rules', { title: 'no text' })).statusCode).toBe(400);
+    expect((await api.call('PATCH', `/rules/${nova.id}`, {})).statusCode).toBe(400);
+    const other = client(svc);
+    expect((await other.call('PATCH', `/rules/${keep.id}`, { title: 'x' })).statusCode).toBe(404);
+    expect((await other.call('DELETE', `/rules/${nova.id}`)).statusCode).toBe(404);
+    expect((await other.call('GET', '/rules')).json().meta.total).toBe(0);
   });
+});
 
-  it('logs: store and filter by agent, level and text', async () => {
+describe('logs', () => {
+  it('stores and filters by agent, level (comma list) and text; validates input', async () => {
     const api = client(svc);
-    await api.call('POST', '/logs', { agent: 'felix', message: 'deployed v1', level: 'info' });
+    expect((await api.call('POST', '/logs', { agent: 'felix', message: 'deployed v1', level: 'info', meta: { version: 1 } })).statusCode).toBe(201);
     await api.call('POST', '/logs', { agent: 'felix', message: 'deploy failed: timeout', level: 'error' });
-    await api.call('POST', '/logs', { agent: 'nova', message: 'idle' });
+    await api.call('POST', '/logs', { agent: 'felix', message: 'slow deploy', level: 'warn' });
+    await api.call('POST', '/logs', { agent: 'nova', message: 'idle 100%_done' });
     expect((await api.call('GET', '/logs?agent=felix&level=error')).json().data.map((l: { message: string }) => l.message)).toEqual(['deploy failed: timeout']);
-    expect((await api.call('GET', '/logs?q=deploy')).json().meta.total).toBe(2);
-    expect((await api.call('GET', '/logs/files')).json().data.map((f: { name: string }) => f.name)).toEqual(['felix', 'nova']);
-    expect((await api.call('POST', '/logs', { agent: 'felix', message: 'x', level: 'fatal' })).statusCode).toBe(400);
+    expect((await api.call('GET', '/logs?level=error,warn')).json().meta.total).toBe(2);
+    expect((await api.call('GET', '/logs?q=deploy')).json().meta.total).toBe(3);
+    expect((await api.call('GET', '/logs?q=100%25_')).json().data.map((l: { agent: string }) => l.agent)).toEqual(['nova']);
+    expect((await api.call('GET', '/logs?q=%25')).json().meta.total).toBe(1);
+    const newest = (await api.call('GET', '/logs?limit=1')).json();
+    expect(newest.data[0].message).toBe('idle 100%_done');
+    expect(newest.meta).toEqual({ total: 4, limit: 1, offset: 0 });
+    expect((await api.call('GET', `/logs?since=${encodeURIComponent(new Date(Date.now() + 60_000).toISOString())}`)).json().meta.total).toBe(0);
+    expect((await api.call('GET', '/logs?source=file')).json().meta.total).toBe(0);
+    expect((await api.call('GET', '/logs/files')).json().data.map((f: { name: string; lines: number }) => [f.name, f.lines])).toEqual([['felix', 3], ['nova', 1]]);
+    expect((await api.call('GET', '/logs/files?limit=1&offset=1')).json()).toMatchObject({ data: [{ name: 'nova' }], meta: { total: 2 } });
+    for (const body of [{ agent: 'felix', message: 'x', level: 'fatal' }, { agent: '../etc', message: 'x' }, { agent: 'felix', message: '' }, { agent: 'felix', message: 'x', meta: { big: 'x'.repeat(20_000) } }]) {
+      expect((await api.call('POST', '/logs', body)).statusCode, JSON.stringify(body).slice(0, 60)).toBe(400);
+    }
+    expect((await api.call('GET', '/logs?level=fatal')).statusCode).toBe(400);
+    expect((await api.call('GET', '/logs?since=yesterday')).statusCode).toBe(400);
+    expect((await client(svc).call('GET', '/logs')).json().meta.total).toBe(0);
+    expect((await client(svc, apiKeyPrincipal(['agents:read'], { orgId: api.principal.orgId })).call('POST', '/logs', { agent: 'felix', message: 'x' })).statusCode).toBe(403);
   });
+});
 
-  it('files: upsert by path, search by name and content, traversal refused', async () => {
+describe('files', () => {
+  it('upserts by path (201 then 200), lists and searches by name/content with filters and pagination, refuses traversal', async () => {
     const api = client(svc);
-    expect((await api.call('POST', '/files', { path: 'notes/plan.md', content: 'ship the landing page' })).statusCode).toBe(201);
-    const again = await api.call('POST', '/files', { path: 'notes/plan.md', content: 'ship the pricing page' });
+    const first = await api.call('POST', '/files', { path: 'notes/plan.md', content: 'ship the landing page', category: 'planning' });
+    expect(first.statusCode).toBe(201);
+    expect(first.json().data).toMatchObject({ path: 'notes/plan.md', name: 'plan.md', file_type: 'md', category: 'planning', size: 21 });
+    const again = await api.call('POST', '/files', { path: 'notes/plan.md', content: 'ship the pricing page', category: 'planning' });
     expect(again.statusCode).toBe(200);
+    expect(again.json().data.id).toBe(first.json().data.id);
     expect((await api.call('GET', `/files/${again.json().data.id}`)).json().data.content).toBe('ship the pricing page');
-    expect((await api.call('GET', '/files/search?q=pricing')).json().data.map((f: { path: string }) => f.path)).toEqual(['notes/plan.md']);
-    expect((await api.call('GET', '/files/search?q=plan')).json().meta.total).toBe(1);
-    for (const path of ['../etc/passwd', '/abs/path', 'a/../b', 'a//b']) expect((await api.call('POST', '/files', { path, content: 'x' })).statusCode, path).toBe(400);
-    expect((await client(svc).call('GET', `/files/${again.json().data.id}`)).statusCode).toBe(404);
-  });
+    await api.call('POST', '/files', { path: 'workspaces/felix/run.sh', name: 'Runner', file_type: 'sh', content: 'echo pricing', agent: 'felix' });
+    await api.call('POST', '/files', { path: 'workspaces/nova/README', content: 'hello' });
 
-  it('automations: CRUD with status', async () => {
+    const search = async (qs: string) => (await api.call('GET', `/files/search?${qs}`)).json().data.map((f: { path: string }) => f.path);
+    expect(await search('q=pricing')).toEqual(['notes/plan.md', 'workspaces/felix/run.sh']);
+    expect(await search('q=runner')).toEqual(['workspaces/felix/run.sh']);
+    expect(await search('q=pricing&workspace=workspaces/felix')).toEqual(['workspaces/felix/run.sh']);
+    expect(await search('ext=md')).toEqual(['notes/plan.md']);
+    expect(await search('category=planning')).toEqual(['notes/plan.md']);
+    expect(await search('q=%25')).toEqual([]);
+    expect((await api.call('GET', '/files/search')).statusCode).toBe(400);
+    expect((await api.call('GET', '/files/search?workspace=../etc')).statusCode).toBe(400);
+
+    const listed = (await api.call('GET', '/files?limit=2')).json();
+    expect(listed.meta).toEqual({ total: 3, limit: 2, offset: 0 });
+    expect(listed.data[0].content).toBeUndefined();
+    expect((await api.call('GET', '/files?limit=2&page=2')).json()).toMatchObject({ data: [{ path: 'workspaces/nova/README' }], meta: { offset: 2 } });
+    expect((await api.call('GET', '/files?agent=felix')).json().meta.total).toBe(1);
+    expect((await api.call('GET', '/files?page=0')).statusCode).toBe(400);
+
+    for (const path of ['../etc/passwd', '/abs/path', 'a/../b', 'a//b', './a', 'a/.', '..', 'a\\b', 'a b', '']) {
+      expect((await api.call('POST', '/files', { path, content: 'x' })).statusCode, path).toBe(400);
+    }
+    expect((await api.call('POST', '/files', { path: 'ok.txt', name: '../x', content: 'x' })).statusCode).toBe(400);
+    expect((await api.call('POST', '/files', { path: 'ok.txt', content: 'x'.repeat(1_000_001) })).statusCode).toBeGreaterThanOrEqual(400);
+    const other = client(svc);
+    expect((await other.call('GET', `/files/${again.json().data.id}`)).statusCode).toBe(404);
+    expect((await other.call('GET', '/files/search?q=pricing')).json().meta.total).toBe(0);
+    // Same path, other organization: a separate file.
+    expect((await other.call('POST', '/files', { path: 'notes/plan.md', content: 'theirs' })).statusCode).toBe(201);
+  });
+});
+
+describe('automations', () => {
+  it('CRUD with status and filters; paths and agent names validated', async () => {
     const api = client(svc);
-    const a = (await api.call('POST', '/automations', { name: 'nightly', agent_name: 'felix', type: 'script', path: 'scripts/nightly.sh' })).json().data;
-    expect((await api.call('PATCH', `/automations/${a.id}`, { status: 'disabled' })).json().data.status).toBe('disabled');
+    const created = await api.call('POST', '/automations', { name: 'nightly', agent_name: 'felix', type: 'script', path: 'scripts/nightly.sh', label: 'Nightly run' });
+    expect(created.statusCode).toBe(201);
+    const a = created.json().data;
+    expect(a).toMatchObject({ status: 'active', label: 'Nightly run' });
+    await api.call('POST', '/automations', { name: 'hourly', agent_name: 'nova', type: 'schedule', path: 'scripts/hourly.sh' });
+    expect((await api.call('PATCH', `/automations/${a.id}`, { status: 'disabled', label: null })).json().data).toMatchObject({ status: 'disabled', label: null });
     expect((await api.call('GET', '/automations?status=disabled')).json().meta.total).toBe(1);
+    expect((await api.call('GET', '/automations?agent_name=nova')).json().data.map((x: { name: string }) => x.name)).toEqual(['hourly']);
+    expect((await api.call('GET', '/automations?type=script&q=night')).json().meta.total).toBe(1);
+    expect((await api.call('GET', '/automations?status=broken')).statusCode).toBe(400);
+    expect((await api.call('GET', `/automations/${a.id}`)).json().data.name).toBe('nightly');
+    for (const body of [
+      { name: 'x', agent_name: 'felix', type: 'script', path: '../../etc/cron.d/evil' }, { name: 'x', agent_name: 'felix', type: 'script', path: '/etc/passwd' },
+      { name: 'x', agent_name: '../felix', type: 'script', path: 'a.sh' }, { name: 'x', agent_name: 'felix', type: 'Script Kiddie', path: 'a.sh' },
+      { name: 'x', agent_name: 'felix', type: 'script', path: 'a.sh', status: 'on' },
+    ]) expect((await api.call('POST', '/automations', body)).statusCode, JSON.stringify(body)).toBe(400);
+    expect((await api.call('PATCH', `/automations/${a.id}`, { path: 'a/../../b' })).statusCode).toBe(400);
+    expect((await api.call('PATCH', `/automations/${a.id}`, {})).statusCode).toBe(400);
+    const other = client(svc);
+    for (const [method, body] of [['GET', undefined], ['PATCH', { status: 'active' }], ['DELETE', undefined]] as const) {
+      expect((await other.call(method, `/automations/${a.id}`, body)).statusCode).toBe(404);
+    }
     expect((await api.call('DELETE', `/automations/${a.id}`)).statusCode).toBe(200);
     expect((await api.call('GET', `/automations/${a.id}`)).statusCode).toBe(404);
   });

@@ -1,11 +1,20 @@
 import { sql } from 'drizzle-orm';
-import { bigint, boolean, doublePrecision, index, integer, jsonb, pgTable, primaryKey, serial, text, timestamp, uniqueIndex } from 'drizzle-orm/pg-core';
+import { bigint, boolean, check, doublePrecision, index, integer, jsonb, pgTable, primaryKey, serial, text, timestamp, uniqueIndex } from 'drizzle-orm/pg-core';
 
 export interface DerivationRule {
   id: string;
   when?: { type?: string; status?: string; title_matches?: string; on?: 'created' | 'updated' | 'any' };
   create: { title: string; description?: string; priority?: string; type?: string; assignee?: string };
 }
+
+/** One recorded bootstrap step of an agent (see domain/bootstrap.ts). */
+export interface BootstrapStep { step: string; state: 'done' | 'failed' | 'pending'; detail: string; at: string | null }
+
+export const AgentStatuses = ['active', 'idle', 'working', 'blocked', 'offline', 'paused', 'error'] as const;
+export type AgentStatus = (typeof AgentStatuses)[number];
+export const RunStatuses = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
+export type RunStatus = (typeof RunStatuses)[number];
+const inList = (values: readonly string[]) => sql.raw(values.map((v) => `'${v}'`).join(', '));
 
 export const agents = pgTable('agents', {
   id: serial('id').primaryKey(),
@@ -23,12 +32,24 @@ export const agents = pgTable('agents', {
   workspacePath: text('workspace_path'),
   currentTask: text('current_task'),
   derivationRules: jsonb('derivation_rules').$type<DerivationRule[]>().notNull().default([]),
-  bootstrap: jsonb('bootstrap').$type<{ step: string; ok: boolean; detail: string }[]>().notNull().default([]),
+  bootstrap: jsonb('bootstrap').$type<BootstrapStep[]>().notNull().default([]),
+  /** Set once every bootstrap step is done; until then POST /agents with the name resumes it. */
+  bootstrappedAt: timestamp('bootstrapped_at', { withTimezone: true }),
+  /** A bootstrap in progress holds this lease, so two resumes never run the steps at once. */
+  bootstrapLeaseUntil: timestamp('bootstrap_lease_until', { withTimezone: true }),
+  /** Tokens the agent may spend per rolling 24 h; null = no limit. */
+  dailyTokenBudget: integer('daily_token_budget'),
+  templateSlug: text('template_slug'),
   ownerUserId: text('owner_user_id'),
   lastHeartbeat: timestamp('last_heartbeat', { withTimezone: true }),
+  lastCycleAt: timestamp('last_cycle_at', { withTimezone: true }),
+  lastCycleResult: text('last_cycle_result'),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
-}, (t) => [uniqueIndex('agents_org_name_key').on(t.orgId, t.name), index('agents_org_status_idx').on(t.orgId, t.status)]);
+}, (t) => [
+  uniqueIndex('agents_org_name_key').on(t.orgId, t.name), index('agents_org_status_idx').on(t.orgId, t.status),
+  check('agents_status_ck', sql`${t.status} IN (${inList(AgentStatuses)})`),
+]);
 
 export const agentRuns = pgTable('agent_runs', {
   id: serial('id').primaryKey(),
@@ -45,11 +66,18 @@ export const agentRuns = pgTable('agent_runs', {
   outputTokens: integer('output_tokens').notNull().default(0),
   costUsd: doublePrecision('cost_usd').notNull().default(0),
   attempts: integer('attempts').notNull().default(0),
+  /** The BullMQ job currently carrying the run (a retry gets a new one). */
+  jobId: text('job_id'),
+  cancelRequestedAt: timestamp('cancel_requested_at', { withTimezone: true }),
   userId: text('user_id'),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   startedAt: timestamp('started_at', { withTimezone: true }),
   finishedAt: timestamp('finished_at', { withTimezone: true }),
-}, (t) => [index('agent_runs_org_idx').on(t.orgId, t.id), index('agent_runs_agent_idx').on(t.agentId, t.id)]);
+}, (t) => [
+  index('agent_runs_org_idx').on(t.orgId, t.id), index('agent_runs_agent_idx').on(t.agentId, t.id),
+  index('agent_runs_open_idx').on(t.status, t.createdAt).where(sql`${t.status} IN ('queued', 'running')`),
+  check('agent_runs_status_ck', sql`${t.status} IN (${inList(RunStatuses)})`),
+]);
 
 export const agentMessages = pgTable('agent_messages', {
   id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
@@ -70,15 +98,34 @@ export const derivations = pgTable('derivations', {
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
 }, (t) => [primaryKey({ columns: [t.orgId, t.taskId, t.ruleId] })]);
 
-/** Tasks assigned to agents, as the task events describe them (queue health, idle check). */
+/** Tasks assigned to agents, as the task events describe them (queue health, idle check, cycles). */
 export const assignedTasks = pgTable('assigned_tasks', {
   orgId: text('org_id').notNull(),
   taskId: integer('task_id').notNull(),
   assignee: text('assignee').notNull(),
+  title: text('title').notNull().default(''),
   status: text('status').notNull(),
+  /** When the task last entered `todo` (the wait queue health reports). */
   queuedSince: timestamp('queued_since', { withTimezone: true }).notNull(),
   completedAt: timestamp('completed_at', { withTimezone: true }),
+  /** `occurredAt` of the event applied last: an older event arriving late changes nothing. */
+  eventAt: timestamp('event_at', { withTimezone: true }).notNull().defaultNow(),
 }, (t) => [primaryKey({ columns: [t.orgId, t.taskId] }), index('assigned_tasks_assignee_idx').on(t.orgId, t.assignee, t.status)]);
+
+/** Depth of derived tasks (a child of a root task is 1): derivation stops at DERIVATION_MAX_DEPTH. */
+export const taskLineage = pgTable('task_lineage', {
+  orgId: text('org_id').notNull(),
+  taskId: integer('task_id').notNull(),
+  parentTaskId: integer('parent_task_id').notNull(),
+  depth: integer('depth').notNull(),
+}, (t) => [primaryKey({ columns: [t.orgId, t.taskId] })]);
+
+/** The organization's token balance as billing's events report it (idle check: over budget). */
+export const orgBudgets = pgTable('org_budgets', {
+  orgId: text('org_id').primaryKey(),
+  tokenBalance: bigint('token_balance', { mode: 'number' }).notNull(),
+  balanceAt: timestamp('balance_at', { withTimezone: true }).notNull(),
+});
 
 export const templates = pgTable('templates', {
   id: serial('id').primaryKey(),
@@ -99,7 +146,7 @@ export const templates = pgTable('templates', {
   archivedAt: timestamp('archived_at', { withTimezone: true }),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
-}, (t) => [uniqueIndex('templates_org_slug_key').on(t.orgId, t.slug)]);
+}, (t) => [uniqueIndex('templates_org_slug_live_key').on(t.orgId, t.slug).where(sql`${t.archivedAt} IS NULL`)]);
 
 export const rules = pgTable('rules', {
   id: serial('id').primaryKey(),
@@ -131,10 +178,12 @@ export const files = pgTable('files', {
   name: text('name').notNull(),
   content: text('content').notNull(),
   mimeType: text('mime_type'),
+  fileType: text('file_type'),
+  category: text('category'),
   agent: text('agent'),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
-}, (t) => [uniqueIndex('files_org_path_key').on(t.orgId, t.path)]);
+}, (t) => [uniqueIndex('files_org_path_key').on(t.orgId, t.path), index('files_org_category_idx').on(t.orgId, t.category)]);
 
 export const automations = pgTable('automations', {
   id: serial('id').primaryKey(),
@@ -158,6 +207,7 @@ export const discoveryEngines = pgTable('discovery_engines', {
   layer: text('layer').notNull(),
   scheduleIntervalMs: integer('schedule_interval_ms').notNull().default(3_600_000),
   model: text('model').notNull().default('offline-1'),
+  provider: text('provider').notNull().default('offline'),
   enabled: boolean('enabled').notNull().default(true),
   lastRunAt: timestamp('last_run_at', { withTimezone: true }),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),

@@ -5,16 +5,24 @@ export interface CompletionResult { text: string; inputTokens: number; outputTok
 /** One interface for every LLM backend. */
 export interface Provider { name: string; complete(req: CompletionRequest): Promise<CompletionResult> }
 
-/** An error worth retrying (rate limit, server error, network). */
-export class RetryableError extends Error {}
+/** A provider failure; `retryable` for rate limits, server errors, timeouts and network errors. */
+export class ProviderError extends Error {
+  constructor(message: string, readonly retryable: boolean, readonly kind: 'http' | 'timeout' | 'network' | 'protocol', readonly retryAfterMs?: number) {
+    super(message);
+    this.name = 'ProviderError';
+  }
+}
 
 export interface ProviderSettings {
-  openaiBaseUrl: string; openaiApiKey: string; anthropicBaseUrl: string; anthropicApiKey: string;
-  timeoutMs: number; maxAttempts: number; retryBaseMs: number; offlineDelayMs: number;
+  openaiBaseUrl: string; openaiApiKey: string; anthropicBaseUrl: string; anthropicApiKey: string; anthropicMaxTokens: number;
+  timeoutMs: number; maxAttempts: number; retryBaseMs: number; retryMaxMs: number; offlineDelayMs: number;
 }
 
 const words = (s: string) => s.split(/\s+/).filter(Boolean).length;
-const sleep = (ms: number, signal?: AbortSignal) => new Promise<void>((resolve, reject) => {
+/** Rough token count (~4 characters a token) for servers that report no usage. */
+const estimateTokens = (s: string) => Math.max(1, Math.ceil(s.length / 4));
+
+export const sleep = (ms: number, signal?: AbortSignal) => new Promise<void>((resolve, reject) => {
   if (signal?.aborted) return reject(signal.reason);
   const t = setTimeout(resolve, ms);
   signal?.addEventListener('abort', () => { clearTimeout(t); reject(signal.reason); }, { once: true });
@@ -38,81 +46,141 @@ export function offlineProvider(delayMs: number): Provider {
   };
 }
 
-async function withRetries<T>(s: ProviderSettings, signal: AbortSignal | undefined, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
+function retryAfter(res: Response): number | undefined {
+  const ms = Number(res.headers.get('retry-after-ms'));
+  if (ms > 0) return ms;
+  const value = res.headers.get('retry-after');
+  if (!value) return undefined;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
+async function failure(res: Response): Promise<ProviderError> {
+  const body = (await res.text().catch(() => '')).slice(0, 300);
+  // 529 is Anthropic's "overloaded".
+  const retryable = res.status === 408 || res.status === 409 || res.status === 429 || res.status >= 500;
+  return new ProviderError(`provider answered ${res.status}${body ? `: ${body}` : ''}`, retryable, 'http', retryAfter(res));
+}
+
+/**
+ * One provider call with a timeout per attempt and retries with exponential backoff (or the
+ * server's Retry-After, capped). An attempt that already delivered tokens is not repeated
+ * here: the caller would see them twice; the error goes up as retryable instead.
+ */
+async function withRetries(s: ProviderSettings, req: CompletionRequest, attempt: (signal: AbortSignal, onToken: (t: string) => void) => Promise<CompletionResult>): Promise<CompletionResult> {
+  for (let n = 1; ; n++) {
     const timeout = AbortSignal.timeout(s.timeoutMs);
-    const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    const signal = req.signal ? AbortSignal.any([req.signal, timeout]) : timeout;
+    let delivered = 0;
     try {
-      return await fn(combined);
-    } catch (err) {
-      if (signal?.aborted) throw signal.reason;
-      const retryable = err instanceof RetryableError || (err as Error).name === 'TimeoutError' || (err as Error).name === 'TypeError';
-      if (!retryable || attempt >= s.maxAttempts) throw err;
-      await sleep(s.retryBaseMs * 2 ** (attempt - 1), signal);
+      return await attempt(signal, (t) => { delivered++; req.onToken?.(t); });
+    } catch (raw) {
+      if (req.signal?.aborted) throw req.signal.reason;
+      const err = raw instanceof ProviderError ? raw
+        : timeout.aborted ? new ProviderError(`provider timed out after ${s.timeoutMs} ms`, true, 'timeout')
+          : (raw as Error).name === 'TypeError' ? new ProviderError(`provider unreachable: ${(raw as Error & { cause?: Error }).cause?.message ?? (raw as Error).message}`, true, 'network')
+            : new ProviderError(`provider response not understood: ${(raw as Error).message}`, false, 'protocol');
+      if (!err.retryable || delivered > 0 || n >= s.maxAttempts) throw err;
+      await sleep(Math.min(err.retryAfterMs ?? s.retryBaseMs * 2 ** (n - 1), s.retryMaxMs), req.signal);
     }
   }
 }
 
-function check(res: Response, body: string) {
-  if (res.status === 429 || res.status >= 500) throw new RetryableError(`provider answered ${res.status}`);
-  if (!res.ok) throw new Error(`provider answered ${res.status}: ${body.slice(0, 300)}`);
+/** Server-sent events of a streamed HTTP response body. */
+async function* sseEvents(body: ReadableStream<Uint8Array> | null): AsyncGenerator<{ event: string; data: string }> {
+  if (!body) throw new ProviderError('provider sent no body', true, 'protocol');
+  const decoder = new TextDecoder();
+  let buffer = '';
+  let event = 'message';
+  let data: string[] = [];
+  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let nl;
+    while ((nl = buffer.indexOf('\n')) >= 0) {
+      const line = buffer.slice(0, nl).replace(/\r$/, '');
+      buffer = buffer.slice(nl + 1);
+      if (line === '') {
+        if (data.length) yield { event, data: data.join('\n') };
+        event = 'message';
+        data = [];
+      } else if (line.startsWith('event:')) event = line.slice(6).trim();
+      else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+    }
+  }
+  if (data.length) yield { event, data: data.join('\n') };
 }
 
-/** OpenAI chat completions (also vLLM, Ollama and other compatible servers), streamed. */
+/** OpenAI chat completions (also vLLM, Ollama and other compatible servers), streamed with usage. */
 export function openAiProvider(s: ProviderSettings): Provider {
   return {
     name: 'openai',
-    complete: (req) => withRetries(s, req.signal, async (signal) => {
+    complete: (req) => withRetries(s, req, async (signal, onToken) => {
       const res = await fetch(`${s.openaiBaseUrl.replace(/\/$/, '')}/chat/completions`, {
         method: 'POST', signal,
-        headers: { 'content-type': 'application/json', ...(s.openaiApiKey ? { authorization: `Bearer ${s.openaiApiKey}` } : {}) },
+        headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...(s.openaiApiKey ? { authorization: `Bearer ${s.openaiApiKey}` } : {}) },
         body: JSON.stringify({ model: req.model, messages: req.messages, stream: true, stream_options: { include_usage: true } }),
       });
-      if (!res.ok) check(res, await res.text());
+      if (!res.ok) throw await failure(res);
       let text = '';
-      let usage = { prompt_tokens: 0, completion_tokens: 0 };
-      const decoder = new TextDecoder();
-      let buffer = '';
-      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-        buffer += decoder.decode(chunk, { stream: true });
-        let nl;
-        while ((nl = buffer.indexOf('\n')) >= 0) {
-          const line = buffer.slice(0, nl).trim();
-          buffer = buffer.slice(nl + 1);
-          if (!line.startsWith('data:')) continue;
-          const data = line.slice(5).trim();
-          if (data === '[DONE]') continue;
-          const json = JSON.parse(data) as { choices?: { delta?: { content?: string } }[]; usage?: typeof usage };
-          const token = json.choices?.[0]?.delta?.content;
-          if (token) {
-            text += token;
-            req.onToken?.(token);
-          }
-          if (json.usage) usage = json.usage;
+      type Usage = { prompt_tokens: number; completion_tokens: number };
+      let usage: Usage | null = null;
+      for await (const { data } of sseEvents(res.body)) {
+        if (data === '[DONE]') break;
+        const json = JSON.parse(data) as { choices?: { delta?: { content?: string | null } }[]; usage?: Usage | null; error?: { message?: string } };
+        if (json.error) throw new ProviderError(`provider stream error: ${json.error.message ?? 'unknown'}`, true, 'http');
+        const token = json.choices?.[0]?.delta?.content;
+        if (token) {
+          text += token;
+          onToken(token);
         }
+        if (json.usage) usage = json.usage;
       }
-      return { text, inputTokens: usage.prompt_tokens, outputTokens: usage.completion_tokens };
+      return usage
+        ? { text, inputTokens: usage.prompt_tokens, outputTokens: usage.completion_tokens }
+        : { text, inputTokens: estimateTokens(req.messages.map((m) => m.content).join(' ')), outputTokens: estimateTokens(text) };
     }),
   };
 }
 
-/** Anthropic Messages API (non-streamed; the reply is delivered as one token). */
+/** Anthropic Messages API, streamed (message_start / content_block_delta / message_delta). */
 export function anthropicProvider(s: ProviderSettings): Provider {
   return {
     name: 'anthropic',
-    complete: (req) => withRetries(s, req.signal, async (signal) => {
+    complete: (req) => withRetries(s, req, async (signal, onToken) => {
       const system = req.messages.filter((m) => m.role === 'system').map((m) => m.content).join('\n\n');
       const res = await fetch(`${s.anthropicBaseUrl.replace(/\/$/, '')}/v1/messages`, {
         method: 'POST', signal,
-        headers: { 'content-type': 'application/json', 'x-api-key': s.anthropicApiKey, 'anthropic-version': '2023-06-01' },
-        body: JSON.stringify({ model: req.model, max_tokens: 1024, ...(system ? { system } : {}), messages: req.messages.filter((m) => m.role !== 'system') }),
+        headers: { 'content-type': 'application/json', accept: 'text/event-stream', 'x-api-key': s.anthropicApiKey, 'anthropic-version': '2023-06-01' },
+        body: JSON.stringify({ model: req.model, max_tokens: s.anthropicMaxTokens, stream: true, ...(system ? { system } : {}), messages: req.messages.filter((m) => m.role !== 'system') }),
       });
-      const body = await res.text();
-      check(res, body);
-      const json = JSON.parse(body) as { content: { type: string; text?: string }[]; usage: { input_tokens: number; output_tokens: number } };
-      const text = json.content.filter((c) => c.type === 'text').map((c) => c.text ?? '').join('');
-      req.onToken?.(text);
-      return { text, inputTokens: json.usage.input_tokens, outputTokens: json.usage.output_tokens };
+      if (!res.ok) throw await failure(res);
+      let text = '';
+      let inputTokens = 0;
+      let outputTokens = 0;
+      let stopped = false;
+      for await (const { event, data } of sseEvents(res.body)) {
+        const json = JSON.parse(data) as {
+          message?: { usage?: { input_tokens?: number; output_tokens?: number } }; delta?: { type?: string; text?: string };
+          usage?: { output_tokens?: number }; error?: { type?: string; message?: string };
+        };
+        if (event === 'error') throw new ProviderError(`provider stream error: ${json.error?.type ?? 'error'}: ${json.error?.message ?? ''}`, json.error?.type !== 'invalid_request_error', 'http');
+        if (event === 'message_start') {
+          inputTokens = json.message?.usage?.input_tokens ?? 0;
+          outputTokens = json.message?.usage?.output_tokens ?? 0;
+        } else if (event === 'content_block_delta' && json.delta?.type === 'text_delta' && json.delta.text) {
+          text += json.delta.text;
+          onToken(json.delta.text);
+        } else if (event === 'message_delta' && json.usage?.output_tokens !== undefined) {
+          outputTokens = json.usage.output_tokens;
+        } else if (event === 'message_stop') {
+          stopped = true;
+          break;
+        }
+      }
+      if (!stopped) throw new ProviderError('provider stream ended before message_stop', true, 'protocol');
+      return { text, inputTokens, outputTokens };
     }),
   };
 }

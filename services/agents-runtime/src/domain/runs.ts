@@ -1,43 +1,85 @@
 import { Queues } from '@aos/contracts';
 import { systemMeta } from '@aos/bus';
-import { UnrecoverableError, type Job } from '@aos/queue';
-import { and, eq, sql } from 'drizzle-orm';
-import type { Redis } from 'ioredis';
-import { agentRuns, agents } from '../db/schema.js';
+import { UnrecoverableError, type Job, type Redis } from '@aos/queue';
+import { and, eq, inArray, isNull, lt, ne, sql } from 'drizzle-orm';
+import { agentRuns, agents, type RunStatus } from '../db/schema.js';
 import type { Ctx } from '../service.js';
-import { providers, RetryableError, type ProviderSettings } from './providers.js';
+import { evictIdle } from './agents.js';
+import { reconcileSchedules } from './schedules.js';
+import { ProviderError, providers, type ChatMessage, type ProviderSettings } from './providers.js';
 
-type Run = typeof agentRuns.$inferSelect;
+export type Run = typeof agentRuns.$inferSelect;
 type Agent = typeof agents.$inferSelect;
+export const TERMINAL: readonly RunStatus[] = ['succeeded', 'failed', 'cancelled'];
 
 export const settings = (ctx: Ctx): ProviderSettings => ({
   openaiBaseUrl: ctx.config.OPENAI_BASE_URL, openaiApiKey: ctx.config.OPENAI_API_KEY, anthropicBaseUrl: ctx.config.ANTHROPIC_BASE_URL,
-  anthropicApiKey: ctx.config.ANTHROPIC_API_KEY, timeoutMs: ctx.config.LLM_TIMEOUT_MS, maxAttempts: ctx.config.LLM_MAX_ATTEMPTS,
-  retryBaseMs: ctx.config.LLM_RETRY_BASE_MS, offlineDelayMs: ctx.config.OFFLINE_TOKEN_DELAY_MS,
+  anthropicApiKey: ctx.config.ANTHROPIC_API_KEY, anthropicMaxTokens: ctx.config.ANTHROPIC_MAX_TOKENS, timeoutMs: ctx.config.LLM_TIMEOUT_MS,
+  maxAttempts: ctx.config.LLM_MAX_ATTEMPTS, retryBaseMs: ctx.config.LLM_RETRY_BASE_MS, retryMaxMs: ctx.config.LLM_RETRY_MAX_MS, offlineDelayMs: ctx.config.OFFLINE_TOKEN_DELAY_MS,
 });
 
 export const cost = (ctx: Ctx, input: number, output: number) =>
   (input / 1000) * ctx.config.LLM_COST_PER_1K_INPUT_USD + (output / 1000) * ctx.config.LLM_COST_PER_1K_OUTPUT_USD;
 
-/** Channels on which a run's tokens and cancellation travel between processes. */
-export const channels = (ctx: Ctx) => ({ tokens: (runId: number) => `${ctx.config.REDIS_PREFIX}:run:${runId}`, cancel: `${ctx.config.REDIS_PREFIX}:run-cancel` });
+export const systemPromptOf = (a: Agent) => a.systemPrompt ?? `You are ${a.displayName ?? a.name}, a ${a.role} agent.`;
 
-export async function enqueueRun(ctx: Ctx, run: Run, suffix = '') {
+/** A run's events (`token`, `retry`, `done`) live in a Redis stream: SSE readers replay it from any id. */
+export const runStreamKey = (ctx: Ctx, runId: number) => `${ctx.config.REDIS_PREFIX}:run:${runId}:events`;
+/** Cancellation requests travel here to whichever process runs the job (the DB flag is the fallback). */
+export const cancelChannel = (ctx: Ctx) => `${ctx.config.REDIS_PREFIX}:run-cancel`;
+
+export type StreamEvent = { type: 'token'; token: string } | { type: 'retry'; attempt: number; error: string } | { type: 'done'; status: RunStatus; error?: string };
+
+export async function appendRunEvent(ctx: Ctx, redis: Redis, runId: number, event: StreamEvent) {
+  const key = runStreamKey(ctx, runId);
+  const multi = redis.multi().xadd(key, 'MAXLEN', '~', '20000', '*', 'e', JSON.stringify(event));
+  await multi.expire(key, event.type === 'done' ? ctx.config.RUN_STREAM_TTL_SEC : ctx.config.RUN_STREAM_TTL_SEC * 2).exec();
+}
+
+export const jobIdOf = (run: Pick<Run, 'id' | 'jobId'>) => run.jobId ?? `run-${run.id}`;
+
+export async function enqueueRun(ctx: Ctx, run: Pick<Run, 'id' | 'jobId'>) {
   await ctx.queues.add(Queues.agentRuns, 'run', { runId: run.id }, {
-    jobId: `run-${run.id}${suffix}`, attempts: ctx.config.RUN_ATTEMPTS, backoff: { type: 'exponential', delay: ctx.config.LLM_RETRY_BASE_MS },
+    jobId: jobIdOf(run), attempts: ctx.config.RUN_ATTEMPTS, backoff: { type: 'exponential', delay: ctx.config.LLM_RETRY_BASE_MS },
   });
 }
 
-/** Finishes a run and emits `agents.run.completed` (billing consumes its tokens once). */
-async function finish(ctx: Ctx, run: Run, agent: Agent, result: { status: 'succeeded' | 'failed' | 'cancelled'; output?: string; error?: string; inputTokens: number; outputTokens: number }) {
+/**
+ * Records a run and queues it. The row is the record: when the enqueue fails (Redis away) the
+ * run stays `queued` and the reconciler puts it on BullMQ later, so the caller still succeeds.
+ */
+export async function createRun(ctx: Ctx, agent: Agent, input: string, taskId: number | null, userId: string | null): Promise<Run> {
+  const run = await ctx.db.transaction(async (tx) => {
+    const [inserted] = await tx.insert(agentRuns).values({ orgId: agent.orgId, agentId: agent.id, taskId, input, provider: agent.provider, model: agent.model, userId }).returning();
+    const [withJob] = await tx.update(agentRuns).set({ jobId: `run-${inserted!.id}` }).where(eq(agentRuns.id, inserted!.id)).returning();
+    return withJob!;
+  });
+  await enqueueRun(ctx, run).catch((err: Error) => ctx.log.warn({ err: err.message, runId: run.id }, 'run enqueue failed; the reconciler will queue it'));
+  // A run on a task takes it off the agent's ready list.
+  if (taskId !== null) await evictIdle(ctx, agent.orgId, [agent.name]);
+  return run;
+}
+
+interface Outcome { status: 'succeeded' | 'failed' | 'cancelled'; output?: string; error?: string; inputTokens: number; outputTokens: number }
+
+/**
+ * Finishes a run still in one of `from` and emits `agents.run.completed` (billing consumes its
+ * tokens once). Returns false when the run had already left those states (nothing emitted).
+ */
+export async function finishRun(ctx: Ctx, run: Run, agent: Agent, result: Outcome, from: RunStatus[] = ['queued', 'running']): Promise<boolean> {
   const usd = cost(ctx, result.inputTokens, result.outputTokens);
-  await ctx.db.transaction(async (tx) => {
+  return ctx.db.transaction(async (tx) => {
     const [done] = await tx.update(agentRuns).set({
       status: result.status, output: result.output ?? null, error: result.error ?? null, inputTokens: result.inputTokens,
       outputTokens: result.outputTokens, costUsd: usd, finishedAt: new Date(),
-    }).where(and(eq(agentRuns.id, run.id), sql`${agentRuns.status} IN ('queued', 'running')`)).returning();
-    if (!done) return;
-    await tx.update(agents).set({ status: result.status === 'failed' ? 'error' : 'idle', lastHeartbeat: new Date(), updatedAt: new Date() }).where(eq(agents.id, agent.id));
+    }).where(and(eq(agentRuns.id, run.id), inArray(agentRuns.status, from))).returning();
+    if (!done) return false;
+    // The agent goes back to idle (or error) only from `working` and when none of its other runs is still running.
+    const othersRunning = sql`EXISTS (SELECT 1 FROM agent_runs r WHERE r.agent_id = ${agent.id} AND r.status = 'running' AND r.id <> ${run.id})`;
+    await tx.update(agents).set({
+      status: sql`CASE WHEN ${agents.status} = 'working' AND NOT ${othersRunning} THEN ${result.status === 'failed' ? 'error' : 'idle'} ELSE ${agents.status} END`,
+      currentTask: sql`CASE WHEN ${othersRunning} THEN ${agents.currentTask} ELSE NULL END`, lastHeartbeat: new Date(), updatedAt: new Date(),
+    }).where(eq(agents.id, agent.id));
     const meta = { ...systemMeta(null, run.orgId), actor: { type: 'agent' as const, id: agent.name } };
     await ctx.outbox.enqueue(tx, 'agents.run.completed', {
       runId: run.id, agentId: agent.id, agentName: agent.name, status: result.status, taskId: run.taskId, model: run.model, provider: run.provider,
@@ -47,59 +89,110 @@ async function finish(ctx: Ctx, run: Run, agent: Agent, result: { status: 'succe
     if (result.status === 'failed') {
       await ctx.outbox.enqueue(tx, 'agents.agent.errored', { agentId: agent.id, name: agent.name, status: 'error', error: result.error ?? 'run failed', ownerUserId: agent.ownerUserId }, meta);
     }
+    return true;
+  });
+}
+
+/** Marks a run started (only if still queued/running and not cancelled); emits `agents.run.started` on its first attempt. */
+async function startRun(ctx: Ctx, runId: number, agent: Agent): Promise<Run | null> {
+  return ctx.db.transaction(async (tx) => {
+    const [run] = await tx.update(agentRuns).set({ status: 'running', startedAt: sql`coalesce(${agentRuns.startedAt}, now())`, attempts: sql`${agentRuns.attempts} + 1` })
+      .where(and(eq(agentRuns.id, runId), inArray(agentRuns.status, ['queued', 'running']), isNull(agentRuns.cancelRequestedAt))).returning();
+    if (!run) return null;
+    await tx.update(agents).set({ status: sql`CASE WHEN ${agents.status} IN ('paused', 'offline') THEN ${agents.status} ELSE 'working' END`, currentTask: run.taskId ? String(run.taskId) : agents.currentTask, lastHeartbeat: new Date() })
+      .where(eq(agents.id, agent.id));
+    if (run.attempts === 1) await ctx.outbox.enqueue(tx, 'agents.run.started', { runId, agentId: agent.id, agentName: agent.name }, { ...systemMeta(null, run.orgId), actor: { type: 'agent', id: agent.name } });
+    return run;
   });
 }
 
 /**
- * Executes a queued run with the agent's provider, publishing tokens as they come. A
- * retryable provider failure goes back to the queue (BullMQ backoff) until the attempts
- * are spent; cancellation aborts the provider call between tokens.
+ * Executes a queued run with the agent's provider, streaming its tokens. A retryable provider
+ * failure goes back to BullMQ (backoff) until the attempts are spent; cancellation (pub/sub,
+ * or the DB flag polled every RUN_CANCEL_POLL_MS) aborts the provider call.
  */
-export function runWorker(ctx: Ctx, publisher: Redis, running: Map<number, AbortController>) {
+export function runWorker(ctx: Ctx, redis: Redis, running: Map<number, AbortController>) {
   const all = providers(settings(ctx));
-  return async ({ runId }: { runId: number }, job: Job<unknown>) => {
+  return async (payload: { runId?: number }, job: Job<unknown>) => {
+    if (job.name === 'reconcile') return { ...(await reconcileRuns(ctx)), ...(await reconcileSchedules(ctx)) };
+    const runId = payload.runId!;
     const [row] = await ctx.db.select({ run: agentRuns, agent: agents }).from(agentRuns).innerJoin(agents, eq(agents.id, agentRuns.agentId)).where(eq(agentRuns.id, runId));
-    if (!row || row.run.status === 'cancelled' || row.run.status === 'succeeded' || row.run.status === 'failed') return { skipped: true };
+    if (!row || TERMINAL.includes(row.run.status as RunStatus)) return { skipped: true };
     const { agent } = row;
-    const [run] = await ctx.db.update(agentRuns).set({ status: 'running', startedAt: row.run.startedAt ?? new Date(), attempts: sql`${agentRuns.attempts} + 1` }).where(eq(agentRuns.id, runId)).returning();
-    await ctx.db.update(agents).set({ status: 'working', currentTask: run!.taskId ? String(run!.taskId) : null, lastHeartbeat: new Date() }).where(eq(agents.id, agent.id));
-    const provider = all[run!.provider];
-    if (!provider) {
-      await finish(ctx, run!, agent, { status: 'failed', error: `unknown provider ${run!.provider}`, inputTokens: 0, outputTokens: 0 });
-      throw new UnrecoverableError(`unknown provider ${run!.provider}`);
+    if (row.run.cancelRequestedAt) {
+      await finishRun(ctx, row.run, agent, { status: 'cancelled', error: 'cancelled', inputTokens: 0, outputTokens: 0 });
+      await appendRunEvent(ctx, redis, runId, { type: 'done', status: 'cancelled' });
+      return { status: 'cancelled' };
     }
+    const run = await startRun(ctx, runId, agent);
+    if (!run) return { skipped: true };
+    const provider = all[run.provider];
+    if (!provider) {
+      await finishRun(ctx, run, agent, { status: 'failed', error: `unknown provider ${run.provider}`, inputTokens: 0, outputTokens: 0 });
+      await appendRunEvent(ctx, redis, runId, { type: 'done', status: 'failed', error: `unknown provider ${run.provider}` });
+      throw new UnrecoverableError(`unknown provider ${run.provider}`);
+    }
+    if (job.attemptsMade > 0) await appendRunEvent(ctx, redis, runId, { type: 'retry', attempt: job.attemptsMade + 1, error: row.run.error ?? 'retrying' });
     const controller = new AbortController();
     running.set(runId, controller);
-    const channel = channels(ctx).tokens(runId);
+    const poll = setInterval(() => {
+      void ctx.db.select({ at: agentRuns.cancelRequestedAt }).from(agentRuns).where(eq(agentRuns.id, runId))
+        .then(([r]) => { if (r?.at) controller.abort(new Error('cancelled')); }, () => {});
+    }, ctx.config.RUN_CANCEL_POLL_MS);
     try {
+      const messages: ChatMessage[] = [{ role: 'system', content: systemPromptOf(agent) }, { role: 'user', content: run.input }];
       const result = await provider.complete({
-        model: run!.model, signal: controller.signal,
-        messages: [
-          { role: 'system', content: agent.systemPrompt ?? `You are ${agent.displayName ?? agent.name}, a ${agent.role} agent.` },
-          { role: 'user', content: run!.input },
-        ],
-        onToken: (token) => void publisher.publish(channel, JSON.stringify({ type: 'token', token })),
+        model: run.model, signal: controller.signal, messages,
+        onToken: (token) => void appendRunEvent(ctx, redis, runId, { type: 'token', token }).catch(() => {}),
       });
-      await finish(ctx, run!, agent, { status: 'succeeded', output: result.text, inputTokens: result.inputTokens, outputTokens: result.outputTokens });
-      await publisher.publish(channel, JSON.stringify({ type: 'done', status: 'succeeded' }));
+      await finishRun(ctx, run, agent, { status: 'succeeded', output: result.text, inputTokens: result.inputTokens, outputTokens: result.outputTokens });
+      await appendRunEvent(ctx, redis, runId, { type: 'done', status: 'succeeded' });
       return { status: 'succeeded' };
     } catch (err) {
       if (controller.signal.aborted) {
-        await finish(ctx, run!, agent, { status: 'cancelled', error: 'cancelled', inputTokens: 0, outputTokens: 0 });
-        await publisher.publish(channel, JSON.stringify({ type: 'done', status: 'cancelled' }));
+        await finishRun(ctx, run, agent, { status: 'cancelled', error: 'cancelled', inputTokens: 0, outputTokens: 0 });
+        await appendRunEvent(ctx, redis, runId, { type: 'done', status: 'cancelled' });
         return { status: 'cancelled' };
       }
       const message = (err as Error).message ?? String(err);
       const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
-      if (err instanceof RetryableError && !lastAttempt) {
-        await ctx.db.update(agentRuns).set({ status: 'queued', error: message }).where(eq(agentRuns.id, runId));
+      if (err instanceof ProviderError && err.retryable && !lastAttempt) {
+        await ctx.db.update(agentRuns).set({ status: 'queued', error: message }).where(and(eq(agentRuns.id, runId), eq(agentRuns.status, 'running')));
         throw err;
       }
-      await finish(ctx, run!, agent, { status: 'failed', error: message, inputTokens: 0, outputTokens: 0 });
-      await publisher.publish(channel, JSON.stringify({ type: 'done', status: 'failed', error: message }));
+      await finishRun(ctx, run, agent, { status: 'failed', error: message, inputTokens: 0, outputTokens: 0 });
+      await appendRunEvent(ctx, redis, runId, { type: 'done', status: 'failed', error: message });
       throw new UnrecoverableError(message);
     } finally {
+      clearInterval(poll);
       running.delete(runId);
     }
   };
 }
+
+/**
+ * Puts back on BullMQ the runs whose job is gone: a crash between the run's insert and its
+ * enqueue, a job that ended while the run did not (worker died past the stall limit), or a
+ * Redis that lost its data. Runs are found in Postgres, the source of truth.
+ */
+export async function reconcileRuns(ctx: Ctx): Promise<{ requeued: number }> {
+  const grace = `${ctx.config.RUN_RECONCILE_GRACE_MS} milliseconds`;
+  const open = await ctx.db.select().from(agentRuns)
+    .where(and(inArray(agentRuns.status, ['queued', 'running']), lt(sql`coalesce(${agentRuns.startedAt}, ${agentRuns.createdAt})`, sql`now() - ${grace}::interval`)))
+    .orderBy(agentRuns.id).limit(500);
+  const queue = ctx.queues.queue(Queues.agentRuns);
+  let requeued = 0;
+  for (const run of open) {
+    const job = await queue.getJob(jobIdOf(run));
+    const state = job ? await job.getState() : 'missing';
+    if (state !== 'missing' && state !== 'completed' && state !== 'failed' && state !== 'unknown') continue;
+    const jobId = state === 'missing' || state === 'unknown' ? jobIdOf(run) : `run-${run.id}-r${Date.now()}`;
+    const [moved] = await ctx.db.update(agentRuns).set({ status: 'queued', jobId }).where(and(eq(agentRuns.id, run.id), ne(agentRuns.status, 'succeeded'), inArray(agentRuns.status, ['queued', 'running']))).returning();
+    if (!moved) continue;
+    await enqueueRun(ctx, moved);
+    requeued++;
+  }
+  if (requeued) ctx.log.warn({ requeued }, 'runs without a BullMQ job re-queued');
+  return { requeued };
+}
+

@@ -1,0 +1,74 @@
+import { Queues } from '@aos/contracts';
+import { badRequest, notFound } from '@aos/core';
+import { and, eq } from 'drizzle-orm';
+import { posix } from 'node:path';
+import { agents } from '../db/schema.js';
+import type { Ctx } from '../service.js';
+
+export type AgentRow = typeof agents.$inferSelect;
+
+export const AGENT_NAME = '^[a-z0-9][a-z0-9-]{0,62}$';
+const agentName = new RegExp(AGENT_NAME);
+export const WORKSPACE_ROOT = 'workspaces';
+
+export function checkName(name: string, field = 'name') {
+  if (!agentName.test(name)) throw badRequest('Invalid agent name: lowercase letters, digits and dashes, up to 63 characters', [{ field, pattern: AGENT_NAME }]);
+}
+
+/**
+ * A relative path made of plain segments (no `.`/`..`, no leading `/`, no empty segment):
+ * whatever joins it to a root stays inside that root.
+ */
+export const SAFE_RELATIVE_PATH = '^(?!\\.{1,2}(?:/|$))(?!.*/\\.{1,2}(?:/|$))[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*$';
+
+/** The agent's workspace inside the workspace root; the name is checked before it touches a path. */
+export function workspaceOf(name: string): string {
+  checkName(name);
+  const path = posix.join(WORKSPACE_ROOT, name);
+  if (posix.dirname(path) !== WORKSPACE_ROOT) throw badRequest('Invalid agent name', [{ field: 'name' }]);
+  return path;
+}
+
+const schedulerId = (a: Pick<AgentRow, 'id'>) => `agent-${a.id}`;
+
+/** The agent's repeatable cycle on BullMQ: one job scheduler per agent, every `interval_sec`. */
+export async function schedule(ctx: Ctx, a: AgentRow) {
+  await ctx.queues.queue(Queues.agentSchedules).upsertJobScheduler(schedulerId(a), { every: a.intervalSec * 1000 }, { name: 'cycle', data: { payload: { agentId: a.id }, trace: {} } });
+}
+export async function unschedule(ctx: Ctx, a: Pick<AgentRow, 'id'>) {
+  await ctx.queues.queue(Queues.agentSchedules).removeJobScheduler(schedulerId(a));
+}
+export const scheduleOf = (ctx: Ctx, a: Pick<AgentRow, 'id'>) => ctx.queues.queue(Queues.agentSchedules).getJobScheduler(schedulerId(a));
+
+/** Statuses in which an agent does not run its cycles. */
+export const STOPPED: readonly string[] = ['paused', 'offline'];
+
+export async function findAgent(ctx: Ctx, orgId: string, ref: { id?: number; name?: string }) {
+  const [a] = await ctx.db.select().from(agents).where(and(eq(agents.orgId, orgId), ref.id !== undefined ? eq(agents.id, ref.id) : eq(agents.name, ref.name!)));
+  if (!a) throw notFound('Agent');
+  return a;
+}
+
+/** A `{name}` path parameter: an agent name, or the agent's numeric id (an all-digit name still resolves by name when no id matches). */
+export async function findAgentByRef(ctx: Ctx, orgId: string, nameOrId: string) {
+  if (/^\d{1,9}$/.test(nameOrId)) {
+    const [byId] = await ctx.db.select().from(agents).where(and(eq(agents.orgId, orgId), eq(agents.id, Number(nameOrId))));
+    if (byId) return byId;
+  }
+  checkName(nameOrId);
+  return findAgent(ctx, orgId, { name: nameOrId });
+}
+
+/** Idle-check answers of an organization live in one Redis hash (field = agent name). */
+export const idleCacheKey = (ctx: Ctx, orgId: string) => `${ctx.config.REDIS_PREFIX}:idle:${orgId}`;
+
+/** Drops cached idle-check answers after a state change (best effort: the TTL bounds staleness). */
+export async function evictIdle(ctx: Ctx, orgId: string, names: string[] | 'all') {
+  const redis = ctx.queues.connection;
+  try {
+    if (names === 'all') await redis.del(idleCacheKey(ctx, orgId));
+    else if (names.length) await redis.hdel(idleCacheKey(ctx, orgId), ...names);
+  } catch (err) {
+    ctx.log.warn({ err: (err as Error).message }, 'idle cache eviction failed');
+  }
+}
