@@ -96,6 +96,21 @@ describe('pagination', () => {
     const res = await app.inject({ method: 'GET', url: '/items?offset=-1', headers: await as() });
     expect(res.statusCode).toBe(400);
   });
+  it('rejects offsets that coerce to Infinity or past 2^53, in the envelope', async () => {
+    for (const offset of ['1e309', '99999999999999999999']) {
+      const res = await app.inject({ method: 'GET', url: `/items?offset=${offset}`, headers: await as() });
+      expect(res.statusCode, offset).toBe(400);
+      expect(res.json().error).toMatchObject({ code: 'VALIDATION_ERROR', details: [{ field: 'offset' }] });
+    }
+  });
+  it('rejects a non-finite number anywhere in a JSON body', async () => {
+    const res = await app.inject({
+      method: 'POST', url: '/items', headers: { ...(await as()), 'content-type': 'application/json' },
+      payload: '{"name":"x","nested":{"n":1e309}}',
+    });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error).toMatchObject({ code: 'VALIDATION_ERROR', details: [{ field: 'nested/n' }] });
+  });
 });
 
 describe('principal from the gateway token', () => {

@@ -1,5 +1,5 @@
 import { ANONYMOUS, codeForStatus, hasScope, INTERNAL_TOKEN_HEADER, roleAtLeast, type OrgRole, type Principal, type Scope } from '@aos/contracts';
-import { AppError, forbidden, tracer, unauthorized, type Logger } from '@aos/core';
+import { AppError, badRequest, forbidden, tracer, unauthorized, type Logger } from '@aos/core';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { context, INVALID_TRACEID as INVALID_TRACE_ID, propagation, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
@@ -114,6 +114,14 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<App> {
     if (cfg.minRole && !p.platformRoles.includes('admin') && !roleAtLeast(p.orgRole, cfg.minRole)) {
       throw forbidden(`Requires the ${cfg.minRole} role in this organization`);
     }
+  });
+
+  // AJV's type coercion turns `?n=1e309` into Infinity and then skips the range keywords, and
+  // JSON.parse reads 1e309 as Infinity: no field of this API takes a non-finite number.
+  app.addHook('preHandler', async (request) => {
+    if (!opts.internalKey) return;
+    const field = nonFiniteField({ query: request.query, params: request.params, body: request.body });
+    if (field) throw badRequest(`${field} must be a finite number`, [{ field }]);
   });
 
   app.addHook('onResponse', async (request, reply) => {
@@ -243,4 +251,15 @@ export function orgOf(request: FastifyRequest): string {
   const orgId = request.principal.orgId;
   if (!orgId) throw forbidden('This action needs an organization context');
   return orgId;
+}
+
+/** The path (`body/a/b`, without the `body/` part) of the first non-finite number in a parsed request, if any. */
+function nonFiniteField(value: unknown, path = '', depth = 0): string | null {
+  if (typeof value === 'number') return Number.isFinite(value) ? null : path.replace(/^\w+\//, '');
+  if (depth > 8 || value === null || typeof value !== 'object' || Buffer.isBuffer(value)) return null;
+  for (const [k, v] of Object.entries(value)) {
+    const found = nonFiniteField(v, path ? `${path}/${k}` : k, depth + 1);
+    if (found) return found;
+  }
+  return null;
 }

@@ -19,8 +19,7 @@ export type PageMeta = Static<typeof PageMeta>;
 export interface Page { limit: number; offset: number }
 
 export function page(query: { limit?: number; offset?: number }): Page {
-  // Fastify's type coercion lets `1e309` through an integer schema as Infinity.
-  if (query.offset !== undefined && !Number.isSafeInteger(query.offset)) throw badRequest('offset must be an integer', [{ field: 'offset' }]);
+  if (query.offset !== undefined && !Number.isSafeInteger(query.offset)) throw badRequest('offset must be an integer below 2^53', [{ field: 'offset' }]);
   return { limit: Math.min(query.limit ?? 50, MAX_LIMIT), offset: query.offset ?? 0 };
 }
 

@@ -1,4 +1,3 @@
-import { badRequest } from '@aos/core';
 import type { App } from '@aos/http';
 import { agentRoutes } from './routes/agents.js';
 import { factoryFor } from './jobs/factory.js';
@@ -17,12 +16,6 @@ import type { Ctx } from './service.js';
 
 /** Registers this service's routes; each module under routes/ owns one resource. */
 export async function routes(app: App, ctx: Ctx): Promise<void> {
-  // Schema coercion lets `1e309` (query) and JSON's 1e309 (body) through integer schemas as
-  // Infinity; no field of this API takes a non-finite number.
-  app.addHook('preHandler', async (request) => {
-    const field = nonFinite({ query: request.query, params: request.params, body: request.body });
-    if (field) throw badRequest(`${field} must be a finite number`, [{ field }]);
-  });
   await agentRoutes(app, ctx);
   await runRoutes(app, ctx);
   await metricRoutes(app, ctx);
@@ -35,14 +28,4 @@ export async function routes(app: App, ctx: Ctx): Promise<void> {
   await factoryRoutes(app, ctx, factoryFor(ctx));
   await discoveryRoutes(app, ctx);
   await bullQueueRoutes(app, ctx);
-}
-
-function nonFinite(value: unknown, path = '', depth = 0): string | null {
-  if (typeof value === 'number') return Number.isFinite(value) ? null : path.replace(/^\w+\//, '');
-  if (depth > 6 || value === null || typeof value !== 'object') return null;
-  for (const [k, v] of Object.entries(value)) {
-    const found = nonFinite(v, path ? `${path}/${k}` : k, depth + 1);
-    if (found) return found;
-  }
-  return null;
 }

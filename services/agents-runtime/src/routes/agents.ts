@@ -9,7 +9,7 @@ import { checkName, evictIdle, findAgentByRef, schedule, STOPPED, unschedule, ty
 import { BOOTSTRAP_STEPS, createAgent } from '../domain/bootstrap.js';
 import { checkRules } from '../domain/derivation.js';
 import type { Ctx } from '../service.js';
-import { AgentName, enumList, like, literals, OrNull, Slug } from './common.js';
+import { AgentName, enumList, like, literals, Slug } from './common.js';
 
 export const AgentStatus = literals(AgentStatuses);
 export const Provider = literals(['offline', 'openai', 'anthropic'] as const);
@@ -45,11 +45,11 @@ export const agentView = (a: AgentRow) => ({
 
 export const NameParam = Type.Object({ name: Type.String({ minLength: 1, maxLength: 200 }) });
 const Editable = {
-  display_name: Type.Optional(OrNull(Type.String({ maxLength: 100 }))), role: Type.Optional(Type.String({ minLength: 1, maxLength: 60 })),
+  display_name: Type.Optional(Nullable(Type.String({ maxLength: 100 }))), role: Type.Optional(Type.String({ minLength: 1, maxLength: 60 })),
   model: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })), provider: Type.Optional(Provider),
-  interval_sec: Type.Optional(Type.Integer({ minimum: 1, maximum: 7 * 86_400 })), emoji: Type.Optional(OrNull(Type.String({ maxLength: 16 }))),
-  color: Type.Optional(OrNull(Type.String({ pattern: '^#[0-9a-fA-F]{6}$' }))), system_prompt: Type.Optional(OrNull(Type.String({ maxLength: 20_000 }))),
-  derivation_rules: Type.Optional(Rules), daily_token_budget: Type.Optional(OrNull(Type.Integer({ minimum: 1, maximum: 2_000_000_000 }))),
+  interval_sec: Type.Optional(Type.Integer({ minimum: 1, maximum: 7 * 86_400 })), emoji: Type.Optional(Nullable(Type.String({ maxLength: 16 }))),
+  color: Type.Optional(Nullable(Type.String({ pattern: '^#[0-9a-fA-F]{6}$' }))), system_prompt: Type.Optional(Nullable(Type.String({ maxLength: 20_000 }))),
+  derivation_rules: Type.Optional(Rules), daily_token_budget: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 2_000_000_000 }))),
 };
 
 export async function agentRoutes(app: App, ctx: Ctx) {

@@ -4,7 +4,7 @@ import { Type } from '@sinclair/typebox';
 import { and, asc, eq, ilike, or } from 'drizzle-orm';
 import { automations } from '../db/schema.js';
 import type { Ctx } from '../service.js';
-import { AgentName, countOf, Deleted, Id, like, literals, OrNull, SafePath } from './common.js';
+import { AgentName, countOf, Deleted, Id, like, literals, SafePath } from './common.js';
 
 type Auto = typeof automations.$inferSelect;
 const Status = literals(['active', 'inactive', 'disabled'] as const);
@@ -51,7 +51,7 @@ export async function automationRoutes(app: App, ctx: Ctx) {
 
   app.patch('/automations/:id', {
     config: { scope: 'agents:write' },
-    schema: { tags: ['Automations'], summary: 'Update an automation', params: Id, body: Type.Object({ name: Type.Optional(Fields.name), type: Type.Optional(Fields.type), path: Type.Optional(SafePath), label: Type.Optional(OrNull(Type.String({ maxLength: 200 }))), status: Fields.status }, { additionalProperties: false }), response: { 200: Envelope(AutoSchema) } },
+    schema: { tags: ['Automations'], summary: 'Update an automation', params: Id, body: Type.Object({ name: Type.Optional(Fields.name), type: Type.Optional(Fields.type), path: Type.Optional(SafePath), label: Type.Optional(Nullable(Type.String({ maxLength: 200 }))), status: Fields.status }, { additionalProperties: false }), response: { 200: Envelope(AutoSchema) } },
   }, async (request) => {
     const a = await find(orgOf(request), request.params.id);
     const b = request.body;

@@ -1,6 +1,6 @@
 import { badRequest } from '@aos/core';
 import { csv, Envelope } from '@aos/http';
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Type } from '@sinclair/typebox';
 import { sql, type SQL } from 'drizzle-orm';
 import type { PgTable } from 'drizzle-orm/pg-core';
 import { AGENT_NAME, SAFE_RELATIVE_PATH } from '../domain/agents.js';
@@ -31,12 +31,6 @@ export const SafePath = Type.String({ minLength: 1, maxLength: 500, pattern: SAF
 export const countOf = async (ctx: Ctx, table: PgTable, cond: SQL | undefined) =>
   ((await ctx.db.select({ n: sql<number>`count(*)::int` }).from(table).where(cond)) as [{ n: number }])[0].n;
 
-/**
- * A request field that may be `null`. `Nullable` (anyOf [s, null]) lets Fastify's type
- * coercion turn a JSON `null` into `""` before the null branch is tried; `nullable: true`
- * is checked first, so `null` arrives as null. For response schemas `Nullable` is fine.
- */
-export const OrNull = <S extends TSchema & { type: string }>(s: S) => Type.Unsafe<Static<S> | null>({ ...s, nullable: true });
 
 /**
  * `meta.total` of a page computed with `count(*) OVER ()` (each row carries `total`): a page

@@ -8,7 +8,7 @@ import { checkName, evictIdle, findAgent, SAFE_RELATIVE_PATH, schedule, STOPPED,
 import { createAgent } from '../domain/bootstrap.js';
 import type { Ctx } from '../service.js';
 import { AgentStatus } from './agents.js';
-import { enumList, Id, literals, OrNull } from './common.js';
+import { enumList, Id, literals } from './common.js';
 
 const PublicStatus = literals(['idle', 'working', 'blocked', 'offline', 'paused'] as const);
 const PublicAgent = Type.Object({
@@ -63,7 +63,7 @@ export async function publicAgentRoutes(app: App, ctx: Ctx) {
     config: { scope: 'agents:write' },
     schema: {
       tags: ['Public API'], summary: 'Update an agent', params: Id,
-      body: Type.Object({ emoji: Type.Optional(Type.String({ maxLength: 16 })), role: Type.Optional(Type.String({ minLength: 1, maxLength: 60 })), status: Type.Optional(PublicStatus), current_task: Type.Optional(OrNull(Type.String({ maxLength: 500 }))), workspace_path: Type.Optional(Workspace) }, { additionalProperties: false }),
+      body: Type.Object({ emoji: Type.Optional(Type.String({ maxLength: 16 })), role: Type.Optional(Type.String({ minLength: 1, maxLength: 60 })), status: Type.Optional(PublicStatus), current_task: Type.Optional(Nullable(Type.String({ maxLength: 500 }))), workspace_path: Type.Optional(Workspace) }, { additionalProperties: false }),
       response: { 200: Envelope(PublicAgent) },
     },
   }, async (request) => {

@@ -4,7 +4,7 @@ import { Type } from '@sinclair/typebox';
 import { and, asc, eq, ilike, isNull, or } from 'drizzle-orm';
 import { rules } from '../db/schema.js';
 import type { Ctx } from '../service.js';
-import { AgentName, countOf, Deleted, Id, like, literals, OrNull } from './common.js';
+import { AgentName, countOf, Deleted, Id, like, literals } from './common.js';
 
 type Rule = typeof rules.$inferSelect;
 const RuleSchema = Type.Object({
@@ -18,7 +18,7 @@ const view = (r: Rule) => ({
 const Fields = {
   rule: Type.String({ minLength: 1, maxLength: 20_000, description: 'the rule text' }), title: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
   scope: Type.Optional(Type.String({ minLength: 1, maxLength: 60, description: "`all` (universal, the default), `agent`, or another grouping" })),
-  agent: Type.Optional(OrNull(AgentName)), category: Type.Optional(OrNull(Type.String({ minLength: 1, maxLength: 60 }))),
+  agent: Type.Optional(Nullable(AgentName)), category: Type.Optional(Nullable(Type.String({ minLength: 1, maxLength: 60 }))),
 };
 const titleOf = (rule: string) => rule.split('\n')[0]!.slice(0, 200);
 
