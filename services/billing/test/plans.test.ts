@@ -91,6 +91,22 @@ describe('subscription and usage', () => {
     expect(v.json().data).toMatchObject({ is_downgrade: false, allowed: true, violations: [] });
   });
 
+  it('a deactivated agent (status offline) stops counting against the plan and counts again once reactivated', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    const t0 = Date.now() - 60_000;
+    const at = (s: number) => new Date(t0 + s * 1000).toISOString();
+    const agents = async () => (await svc.inject(p, { method: 'GET', url: '/billing/usage' })).json().data.usage.agents;
+    await publish(svc, 'agents.agent.created', { agentId: 1, name: 'a', status: 'active' }, { orgId, occurredAt: at(1) });
+    await publish(svc, 'agents.agent.created', { agentId: 2, name: 'b', status: 'active' }, { orgId, occurredAt: at(2) });
+    await publish(svc, 'agents.agent.stopped', { agentId: 2, name: 'b', status: 'paused', note: null }, { orgId, occurredAt: at(3) });
+    await waitFor(async () => (await agents()) === 2, { message: 'a paused agent still counts' });
+    await publish(svc, 'agents.agent.stopped', { agentId: 1, name: 'a', status: 'offline', note: 'deactivated' }, { orgId, occurredAt: at(4) });
+    await waitFor(async () => (await agents()) === 1, { message: 'deactivation frees the slot' });
+    await publish(svc, 'agents.agent.updated', { agentId: 1, name: 'a', status: 'active', changes: ['status'] }, { orgId, occurredAt: at(5) });
+    await waitFor(async () => (await agents()) === 2, { message: 'reactivation counts again' });
+  });
+
   it('counts tasks created this calendar month against tasks_per_month (older ones do not count)', async () => {
     const p = owner();
     const orgId = p.orgId!;

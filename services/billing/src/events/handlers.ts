@@ -17,6 +17,12 @@ export const RESERVED_REFERENCE_PREFIX = 'aos:';
  * Records that an entity exists (or no longer does). The newest event wins, so a replayed
  * or late "created" after a "deleted" never resurrects it.
  */
+const AGENT_LIFECYCLE_EVENTS = [
+  'agents.agent.created', 'agents.agent.updated', 'agents.agent.started', 'agents.agent.stopped',
+  'agents.agent.restarted', 'agents.agent.errored', 'agents.agent.deleted',
+] as const;
+type AgentLifecycleEvent = typeof AGENT_LIFECYCLE_EVENTS[number];
+
 async function track(tx: Executor, orgId: string, kind: 'agent' | 'member' | 'task' | 'personal_org', entityId: string, present: boolean, at: string, product: string | null = null) {
   const eventAt = new Date(at);
   await tx.insert(usageEntities).values({ orgId, kind, entityId, present, product, createdAt: eventAt, eventAt })
@@ -53,15 +59,22 @@ export function handlers(ctx: Ctx) {
       },
     }),
 
-    defineHandler<'agents.agent.created' | 'agents.agent.deleted' | 'identity.member.added' | 'identity.member.removed' | 'tasks.task.created', S>({
+    defineHandler<AgentLifecycleEvent | 'identity.member.added' | 'identity.member.removed' | 'tasks.task.created', S>({
       name: 'plan-usage',
-      events: ['agents.agent.created', 'agents.agent.deleted', 'identity.member.added', 'identity.member.removed', 'tasks.task.created'],
+      events: [...AGENT_LIFECYCLE_EVENTS, 'identity.member.added', 'identity.member.removed', 'tasks.task.created'],
       async handle(event, tx) {
         switch (event.type) {
           case 'agents.agent.created':
+          case 'agents.agent.updated':
+          case 'agents.agent.started':
+          case 'agents.agent.stopped':
+          case 'agents.agent.restarted':
+          case 'agents.agent.errored':
           case 'agents.agent.deleted':
             if (!event.orgId) return;
-            return track(tx, event.orgId, 'agent', String(event.data.agentId), event.type === 'agents.agent.created', event.occurredAt);
+            // A deactivated agent (status offline) does not count against the plan; reactivating it does again.
+            return track(tx, event.orgId, 'agent', String(event.data.agentId),
+              event.type !== 'agents.agent.deleted' && event.data.status !== 'offline', event.occurredAt);
           case 'identity.member.added':
           case 'identity.member.removed':
             return track(tx, event.data.orgId, 'member', event.data.userId, event.type === 'identity.member.added', event.occurredAt);
