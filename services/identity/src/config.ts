@@ -26,4 +26,10 @@ export const config = {
   LOGIN_MAX_FAILURES_PER_ACCOUNT: Env.int(5, { minimum: 1, maximum: 1_000 }),
   LOGIN_MAX_FAILURES_PER_IP: Env.int(30, { minimum: 1, maximum: 100_000 }),
   LOGIN_FAILURE_WINDOW_MINUTES: Env.int(15, { minimum: 1, maximum: 1_440 }),
+  /** Days API-key usage rows are kept (0 = forever). */
+  API_KEY_USAGE_RETENTION_DAYS: Env.int(90, { minimum: 0, maximum: 3_650 }),
+  /** Days a reset link, an invitation or a refresh-token family is kept once it can no longer be used (expired, used, revoked). */
+  AUTH_RECORD_RETENTION_DAYS: Env.int(7, { minimum: 0, maximum: 365 }),
+  /** Seconds between cleanup runs (one BullMQ job scheduler: one run per interval across replicas). */
+  CLEANUP_INTERVAL_SECONDS: Env.int(3_600, { minimum: 1, maximum: 86_400 }),
 } satisfies TProperties;

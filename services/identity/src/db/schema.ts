@@ -68,7 +68,7 @@ export const loginFailures = pgTable('login_failures', {
   key: text('key').notNull(),
   windowStart: timestamp('window_start', { withTimezone: true }).notNull(),
   count: integer('count').notNull().default(0),
-}, (t) => [primaryKey({ columns: [t.key, t.windowStart] })]);
+}, (t) => [primaryKey({ columns: [t.key, t.windowStart] }), index('login_failures_window_idx').on(t.windowStart)]);
 
 export const invites = pgTable('invites', {
   id: uuid('id').primaryKey().defaultRandom(),
@@ -133,7 +133,7 @@ export const apiKeyUsage = pgTable('api_key_usage', {
   status: integer('status').notNull(),
   latencyMs: integer('latency_ms').notNull(),
   at: timestamp('at', { withTimezone: true }).notNull(),
-}, (t) => [index('api_key_usage_key_idx').on(t.apiKeyId, t.at)]);
+}, (t) => [index('api_key_usage_key_idx').on(t.apiKeyId, t.at), index('api_key_usage_at_idx').on(t.at)]);
 
 export const credentials = pgTable('credentials', {
   key: text('key').primaryKey(),
