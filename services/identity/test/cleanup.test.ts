@@ -33,6 +33,9 @@ describe('cleanup', () => {
     const currentWindow = new Date(Math.floor(Date.now() / window) * window);
     await q(`INSERT INTO login_failures (key, window_start, count) VALUES ('ip:10.0.0.1', $1, 3), ('ip:10.0.0.2', $2, 3)`, [new Date(currentWindow.getTime() - window - 60_000), currentWindow]);
 
+    // Registering made this client's address known; one seen 31 days ago is forgotten.
+    await q(`INSERT INTO login_known_addresses (user_id, address_hash, last_success_at) VALUES ($1, 'old-address', $2)`, [u.user.id, ago(31 * DAY)]);
+
     const reset = async (expiresAt: Date, usedAt: Date | null) =>
       (await q(`INSERT INTO password_resets (user_id, token_hash, expires_at, used_at) VALUES ($1, $2, $3, $4) RETURNING id`, [u.user.id, randomUUID(), expiresAt, usedAt])).rows[0].id as string;
     await reset(ago(8 * DAY), null); // expired long ago
@@ -62,12 +65,13 @@ describe('cleanup', () => {
     await q(`UPDATE refresh_tokens SET used_at = $2, created_at = $2 WHERE user_id = $1 AND used_at IS NOT NULL`, [u.user.id, ago(40 * DAY)]);
 
     const removed = await runCleanup(svc.ctx);
-    expect(removed).toEqual({ api_key_usage: 1, login_failures: 1, password_resets: 2, invites: 1, refresh_tokens: 4 });
+    expect(removed).toEqual({ api_key_usage: 1, login_failures: 1, login_known_addresses: 1, password_resets: 2, invites: 1, refresh_tokens: 4 });
 
     const usageLeft = new Set((await q('SELECT id FROM api_key_usage')).rows.map((r) => Number(r.id)));
     expect(usageLeft.has(oldUsage)).toBe(false);
     expect(usageLeft.has(recentUsage)).toBe(true);
     expect((await q('SELECT key FROM login_failures')).rows.map((r) => r.key)).toEqual(['ip:10.0.0.2']);
+    expect((await q('SELECT address_hash FROM login_known_addresses')).rows.map((r) => r.address_hash)).toEqual([expect.stringMatching(/^[0-9a-f]{64}$/)]);
     expect([...await ids('password_resets')].sort()).toEqual([resetExpiredRecently, resetPending].sort());
     expect([...await ids('invites')].sort()).toEqual([inviteAcceptedLongAgo, inviteExpiredRecently, invitePending].sort());
     const tokensLeft = await ids('refresh_tokens');

@@ -70,6 +70,16 @@ export const loginFailures = pgTable('login_failures', {
   count: integer('count').notNull().default(0),
 }, (t) => [primaryKey({ columns: [t.key, t.windowStart] }), index('login_failures_window_idx').on(t.windowStart)]);
 
+/**
+ * Client addresses (keyed hashes) a user logged in from: they skip the account-wide failure ceiling,
+ * so failures from elsewhere cannot lock the user out where they usually sign in.
+ */
+export const loginKnownAddresses = pgTable('login_known_addresses', {
+  userId: uuid('user_id').notNull().references(() => users.id, { onDelete: 'cascade' }),
+  addressHash: text('address_hash').notNull(),
+  lastSuccessAt: timestamp('last_success_at', { withTimezone: true }).notNull().defaultNow(),
+}, (t) => [primaryKey({ columns: [t.userId, t.addressHash] }), index('login_known_addresses_seen_idx').on(t.lastSuccessAt)]);
+
 export const invites = pgTable('invites', {
   id: uuid('id').primaryKey().defaultRandom(),
   orgId: uuid('org_id').notNull().references(() => organizations.id, { onDelete: 'cascade' }),

@@ -20,6 +20,8 @@ const SWEEPS = {
   // A window that has ended no longer throttles anything.
   login_failures: [`DELETE FROM login_failures WHERE ctid = ANY(ARRAY(
     SELECT ctid FROM login_failures WHERE window_start < now() - make_interval(mins => $1) LIMIT ${BATCH}))`, (c: Config) => c.LOGIN_FAILURE_WINDOW_MINUTES],
+  login_known_addresses: [`DELETE FROM login_known_addresses WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM login_known_addresses WHERE last_success_at < now() - make_interval(days => $1) LIMIT ${BATCH}))`, (c: Config) => c.LOGIN_KNOWN_ADDRESS_DAYS],
   password_resets: [`DELETE FROM password_resets WHERE id IN (
     SELECT id FROM password_resets WHERE LEAST(expires_at, COALESCE(used_at, 'infinity')) < now() - make_interval(days => $1) LIMIT ${BATCH})`, (c: Config) => c.AUTH_RECORD_RETENTION_DAYS],
   // Accepted invitations stay: they record who invited whom.
@@ -34,7 +36,7 @@ export type CleanupResult = Record<keyof typeof SWEEPS, number>;
 
 /**
  * Deletes what can no longer be used nor is worth keeping: API-key usage past its retention, ended
- * login-failure windows, and reset links, invitations and refresh-token families that stopped being
+ * login-failure windows, client addresses no longer known (LOGIN_KNOWN_ADDRESS_DAYS), and reset links, invitations and refresh-token families that stopped being
  * usable more than AUTH_RECORD_RETENTION_DAYS ago. (Revoked `jti`s live in the gateway's Redis with
  * the token's remaining lifetime as TTL: nothing to clean here.)
  */
