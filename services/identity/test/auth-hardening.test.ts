@@ -9,7 +9,9 @@ afterAll(async () => { for (const s of closers.reverse()) await s.close().catch(
 let svc: IdentitySvc;
 let call: ReturnType<typeof caller>;
 beforeAll(async () => {
-  svc = await startIdentity({ LOGIN_MAX_FAILURES_PER_IP: '4', LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_IP: '3', LOGIN_MAX_FAILURES_PER_ACCOUNT: '6', COOKIE_SECURE: 'true' });
+  svc = await startIdentity({ LOGIN_MAX_FAILURES_PER_IP: '4', LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_IP: '3', LOGIN_MAX_FAILURES_PER_ACCOUNT: '6', COOKIE_SECURE: 'true',
+    // Day-long windows: a window boundary in the middle of a test is then all but impossible.
+    LOGIN_FAILURE_WINDOW_MINUTES: '1440' });
   closers.push(svc);
   call = caller(svc);
 });
