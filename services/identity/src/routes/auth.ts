@@ -10,7 +10,7 @@ import { acceptInvite } from '../domain/invites.js';
 import { addressHash, hashPassword, opaqueToken, sha256, verifyPassword } from '../domain/crypto.js';
 import type { Signer } from '../domain/tokens.js';
 import { revocationInstant, verifyAccessToken } from '../domain/tokens.js';
-import { issueSession, userView, type UserRow } from '../domain/users.js';
+import { issueSession, NIL_UUID, userView, type UserRow } from '../domain/users.js';
 import type { Ctx } from '../service.js';
 import { splitList } from '@aos/core';
 
@@ -29,7 +29,6 @@ export const Username = Type.String({ minLength: 3, maxLength: 32, pattern: '^[A
 /** Client IP as the gateway saw it (only the gateway can reach this service). */
 const clientIp = (request: FastifyRequest) => String(request.headers['x-forwarded-for'] ?? request.ip).split(',')[0]!.trim();
 
-const NIL_UUID = '00000000-0000-0000-0000-000000000000';
 const RESET_TTL_MS = 30 * 60_000;
 const MAX_RESETS_PER_WINDOW = 3;
 
