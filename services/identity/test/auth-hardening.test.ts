@@ -94,6 +94,14 @@ describe('per-account throttling without lockout', () => {
     expect(stored.join()).not.toContain('198.18'); // keyed hashes, not addresses
   });
 
+  it('concurrent guesses are counted before any is checked: a burst from one address gets 3 tries, and its refused rest does not count against the account', async () => {
+    const u = await register(svc);
+    const burst = await Promise.all(Array.from({ length: 20 }, () => login(u.body.email, wrong, '198.18.4.66')));
+    const statuses = burst.map((r) => r.statusCode).sort();
+    expect(statuses).toEqual([...Array(3).fill(401), ...Array(17).fill(429)]);
+    expect((await login(u.body.email, u.body.password, '198.18.4.1')).statusCode).toBe(200); // 3 failures in all, below the ceiling of 6
+  });
+
   it('an unknown e-mail meets the same ceilings as an account (nothing tells them apart)', async () => {
     const email = `nobody-${Date.now()}@example.com`;
     for (let i = 0; i < 6; i++) expect((await login(email, wrong, `198.18.3.${100 + i}`)).statusCode).toBe(401);

@@ -120,22 +120,27 @@ export async function authRoutes(app: App, ctx: Ctx, signer: Signer) {
       eq(loginKnownAddresses.userId, user?.id ?? NIL_UUID), eq(loginKnownAddresses.addressHash, addressHash(cfg.API_KEY_PEPPER, ip)),
       gt(loginKnownAddresses.lastSuccessAt, new Date(Date.now() - cfg.LOGIN_KNOWN_ADDRESS_DAYS * 86_400_000)),
     ));
-    const counts = await ctx.db.select().from(loginFailures).where(and(inArray(loginFailures.key, Object.values(keys)), eq(loginFailures.windowStart, window)));
-    const failures = (k: string) => counts.find((c) => c.key === k)?.count ?? 0;
-    if (failures(keys.pair) >= cfg.LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_IP || failures(keys.ip) >= cfg.LOGIN_MAX_FAILURES_PER_IP
-      || (!known && failures(keys.account) >= cfg.LOGIN_MAX_FAILURES_PER_ACCOUNT)) {
-      const retry = Math.ceil((window.getTime() + windowMs - Date.now()) / 1000);
-      reply.header('retry-after', String(Math.max(retry, 1)));
-      throw new AppError('RATE_LIMITED', 'Too many failed logins; try again later');
-    }
+    // Each attempt is counted as a failure before the password is checked, and refused (the count undone) past a
+    // limit: concurrent attempts cannot all pass the check before any of them is counted.
+    await ctx.db.transaction(async (tx) => {
+      const counts = await tx.insert(loginFailures).values(Object.values(keys).map((key) => ({ key, windowStart: window, count: 1 })))
+        .onConflictDoUpdate({ target: [loginFailures.key, loginFailures.windowStart], set: { count: sql`${loginFailures.count} + 1` } })
+        .returning({ key: loginFailures.key, count: loginFailures.count });
+      const attempts = (k: string) => counts.find((c) => c.key === k)?.count ?? 0;
+      if (attempts(keys.pair) > cfg.LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_IP || attempts(keys.ip) > cfg.LOGIN_MAX_FAILURES_PER_IP
+        || (!known && attempts(keys.account) > cfg.LOGIN_MAX_FAILURES_PER_ACCOUNT)) {
+        const retry = Math.ceil((window.getTime() + windowMs - Date.now()) / 1000);
+        reply.header('retry-after', String(Math.max(retry, 1)));
+        throw new AppError('RATE_LIMITED', 'Too many failed logins; try again later'); // rolls the counts back
+      }
+    });
     const valid = user ? await verifyPassword(request.body.password, user.passwordHash) : (await verifyPassword(request.body.password, await dummyHash!), false);
-    if (!user || !valid) {
-      await ctx.db.insert(loginFailures).values(Object.values(keys).map((key) => ({ key, windowStart: window, count: 1 })))
-        .onConflictDoUpdate({ target: [loginFailures.key, loginFailures.windowStart], set: { count: sql`${loginFailures.count} + 1` } });
-      throw unauthorized('Invalid email or password');
-    }
-    // The account-wide count stays: the owner signing in must not hand an attacker a fresh budget.
+    if (!user || !valid) throw unauthorized('Invalid email or password');
+    // Not a failure after all: this address starts afresh, and the other counts drop the attempt again (the
+    // account-wide count is not cleared: the owner signing in must not hand an attacker a fresh budget).
     await ctx.db.delete(loginFailures).where(eq(loginFailures.key, keys.pair));
+    await ctx.db.update(loginFailures).set({ count: sql`GREATEST(${loginFailures.count} - 1, 0)` })
+      .where(and(inArray(loginFailures.key, [keys.account, keys.ip]), eq(loginFailures.windowStart, window)));
     await rememberAddress(user.id, ip);
     return ok(await session(reply, user));
   });
