@@ -45,6 +45,17 @@ describe('per-IP limits', () => {
     expect((await stack.api('POST', '/api/auth/register', { body: body(), ip: '10.7.0.2' })).statusCode).toBe(201);
   });
 
+  it('login throttling counts the socket address: a forged X-Forwarded-For buys no extra guesses', async () => {
+    const stack = await startAuthStack({}, { LOGIN_FAILURE_WINDOW_MINUTES: '1440' });
+    closers.push(stack.close);
+    const u = await stack.signup();
+    const attempt = (password: string, ip: string, forged?: string) =>
+      stack.api('POST', '/api/auth/login', { body: { email: u.body.email, password }, ip, headers: forged ? { 'x-forwarded-for': forged } : {} });
+    for (let i = 0; i < 5; i++) expect((await attempt('wrong password!', '10.9.0.1', `203.0.113.${i}`)).statusCode).toBe(401);
+    expect((await attempt(u.body.password, '10.9.0.1', '198.51.100.77')).statusCode).toBe(429);
+    expect((await attempt(u.body.password, '10.9.0.2')).statusCode).toBe(200);
+  });
+
   it('failed authentications are throttled per address: guessing tokens or keys ends in 429', async () => {
     const stack = await startAuthStack({ AUTH_FAILURES_PER_MINUTE: '5' });
     closers.push(stack.close);

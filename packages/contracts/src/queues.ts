@@ -13,6 +13,7 @@ export const Queues = {
   backups: 'backups',
   autoTopup: 'auto-topup',
   planChanges: 'plan-changes',
+  identityCleanup: 'identity-cleanup',
 } as const;
 
 export type QueueName = (typeof Queues)[keyof typeof Queues];

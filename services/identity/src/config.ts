@@ -23,7 +23,19 @@ export const config = {
   INVITE_TTL_HOURS: Env.int(72, { minimum: 1, maximum: 24 * 30 }),
   /** log2 of the scrypt cost (memory ≈ 128 · 2^N · 8 bytes: 15 → 32 MiB). */
   PASSWORD_SCRYPT_LOG_N: Env.int(15, { minimum: 10, maximum: 20 }),
-  LOGIN_MAX_FAILURES_PER_ACCOUNT: Env.int(5, { minimum: 1, maximum: 1_000 }),
+  /** Failed logins per window for one account from one client address. */
+  LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_IP: Env.int(5, { minimum: 1, maximum: 1_000 }),
+  /** Failed logins per window for one account from all addresses; addresses the account logged in from recently skip it. */
+  LOGIN_MAX_FAILURES_PER_ACCOUNT: Env.int(50, { minimum: 1, maximum: 100_000 }),
+  /** Failed logins per window from one client address, whatever the accounts. */
   LOGIN_MAX_FAILURES_PER_IP: Env.int(30, { minimum: 1, maximum: 100_000 }),
   LOGIN_FAILURE_WINDOW_MINUTES: Env.int(15, { minimum: 1, maximum: 1_440 }),
+  /** Days an address stays known after a successful login, registration or password reset from it (0: no address is known). */
+  LOGIN_KNOWN_ADDRESS_DAYS: Env.int(30, { minimum: 0, maximum: 365 }),
+  /** Days API-key usage rows are kept (0 = forever). */
+  API_KEY_USAGE_RETENTION_DAYS: Env.int(90, { minimum: 0, maximum: 3_650 }),
+  /** Days a reset link, an invitation or a refresh-token family is kept once it can no longer be used (expired, used, revoked). */
+  AUTH_RECORD_RETENTION_DAYS: Env.int(7, { minimum: 0, maximum: 365 }),
+  /** Seconds between cleanup runs (one BullMQ job scheduler: one run per interval across replicas). */
+  CLEANUP_INTERVAL_SECONDS: Env.int(3_600, { minimum: 1, maximum: 86_400 }),
 } satisfies TProperties;

@@ -3,6 +3,7 @@ import { defineService, VERSION, type ServiceContext } from '@aos/runtime';
 import { routes } from './app.js';
 import { resealCredentials, vaultOf } from './domain/credentials.js';
 import { config } from './config.js';
+import { startCleanup } from './jobs/cleanup.js';
 import * as schema from './db/schema.js';
 
 export type Ctx = ServiceContext<typeof schema, typeof config>;
@@ -16,6 +17,8 @@ export const service = defineService({
   migrationsFolder: fileURLToPath(new URL('../migrations', import.meta.url)),
   routes,
   jobs: async (ctx) => {
+    // Not awaited: identity serves (the gateway depends on it) while Redis is away; the schedule follows once it is back.
+    void startCleanup(ctx).catch((err: Error) => ctx.log.error({ err: err.message }, 'identity cleanup not scheduled'));
     const vault = vaultOf(ctx);
     if (!vault) return;
     // In the background: a value is readable under either key meanwhile.

@@ -9,7 +9,9 @@ afterAll(async () => { for (const s of closers.reverse()) await s.close().catch(
 let svc: IdentitySvc;
 let call: ReturnType<typeof caller>;
 beforeAll(async () => {
-  svc = await startIdentity({ LOGIN_MAX_FAILURES_PER_IP: '4', LOGIN_MAX_FAILURES_PER_ACCOUNT: '3', COOKIE_SECURE: 'true' });
+  svc = await startIdentity({ LOGIN_MAX_FAILURES_PER_IP: '4', LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_IP: '3', LOGIN_MAX_FAILURES_PER_ACCOUNT: '6', COOKIE_SECURE: 'true',
+    // Day-long windows: a window boundary in the middle of a test is then all but impossible.
+    LOGIN_FAILURE_WINDOW_MINUTES: '1440' });
   closers.push(svc);
   call = caller(svc);
 });
@@ -40,12 +42,12 @@ describe('passwords and login throttling', () => {
     expect((await login(users[1]!.body.email, users[1]!.body.password, '198.51.100.8')).statusCode).toBe(200);
   });
 
-  it('a successful login clears the account counter', async () => {
+  it('a successful login clears the counter of its own address', async () => {
     const u = await register(svc);
-    for (let i = 0; i < 2; i++) await login(u.body.email, 'wrong password!', `203.0.113.${i}`);
+    for (let i = 0; i < 2; i++) expect((await login(u.body.email, 'wrong password!', '203.0.113.9')).statusCode).toBe(401);
     expect((await login(u.body.email, u.body.password, '203.0.113.9')).statusCode).toBe(200);
-    for (let i = 0; i < 2; i++) expect((await login(u.body.email, 'wrong password!', `203.0.113.${10 + i}`)).statusCode).toBe(401);
-    expect((await login(u.body.email, u.body.password, '203.0.113.20')).statusCode).toBe(200);
+    expect((await login(u.body.email, 'wrong password!', '203.0.113.9')).statusCode).toBe(401);
+    expect((await login(u.body.email, u.body.password, '203.0.113.9')).statusCode).toBe(200); // 3 failures in all, but 1 since the success
   });
 
   it('sets the cookie httpOnly, SameSite=Lax and Secure when COOKIE_SECURE is on; logout clears it', async () => {
@@ -54,6 +56,58 @@ describe('passwords and login throttling', () => {
     expect(res.headers['set-cookie']).toBe(`assimetria_jwt=${res.json().data.token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=900; Secure`);
     const out = await call(u.principal, 'POST', '/auth/logout', {}, { authorization: `Bearer ${res.json().data.token}` });
     expect(out.headers['set-cookie']).toBe('assimetria_jwt=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0; Secure');
+  });
+});
+
+describe('per-account throttling without lockout', () => {
+  const wrong = 'not the password!';
+
+  it('a guesser is stopped after 3 tries from an address; the owner still signs in from elsewhere', async () => {
+    const u = await register(svc);
+    for (let i = 0; i < 3; i++) expect((await login(u.body.email, wrong, '198.18.1.66')).statusCode).toBe(401);
+    // Even the right password is refused from the guessing address: no oracle, no 4th guess.
+    const refused = await login(u.body.email, u.body.password, '198.18.1.66');
+    expect(refused.statusCode).toBe(429);
+    expect(refused.json().error.code).toBe('RATE_LIMITED');
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);
+    expect((await login(u.body.email, u.body.password, '198.18.1.1')).statusCode).toBe(200);
+  });
+
+  it('a guesser spread over many addresses meets the account-wide ceiling (6): new addresses wait, addresses the owner used do not', async () => {
+    const u = await register(svc);
+    expect((await login(u.body.email, u.body.password, '198.18.2.1')).statusCode).toBe(200); // the owner's usual address
+    for (let i = 0; i < 6; i++) expect((await login(u.body.email, wrong, `198.18.2.${100 + i}`)).statusCode).toBe(401);
+    expect((await login(u.body.email, u.body.password, '198.18.2.200')).statusCode).toBe(429);
+    expect((await login(u.body.email, wrong, '198.18.2.201')).statusCode).toBe(429); // the guessing ends too
+    expect((await login(u.body.email, u.body.password, '198.18.2.1')).statusCode).toBe(200);
+    // The owner's success does not hand the guesser a fresh budget.
+    expect((await login(u.body.email, u.body.password, '198.18.2.202')).statusCode).toBe(429);
+    // A known address is forgotten after LOGIN_KNOWN_ADDRESS_DAYS.
+    await svc.ctx.pool.query("UPDATE login_known_addresses SET last_success_at = now() - interval '31 days' WHERE user_id = $1", [u.user.id]);
+    expect((await login(u.body.email, u.body.password, '198.18.2.1')).statusCode).toBe(429);
+    // Opening the e-mailed reset link from an address makes it known: the owner has a way in during an attack.
+    await call(anonymous, 'POST', '/auth/forgot-password', { email: u.body.email });
+    const [link] = (await outboxOf(svc)('identity.password_reset.requested')).filter((e) => e.data.userId === u.user.id).map((e) => new URL(e.data.resetUrl).searchParams.get('token')!);
+    expect((await call(anonymous, 'POST', '/auth/reset-password', { token: link, password: 'a brand new password' }, { 'x-forwarded-for': '198.18.2.50' })).statusCode).toBe(200);
+    expect((await login(u.body.email, 'a brand new password', '198.18.2.50')).statusCode).toBe(200);
+    const stored = (await svc.ctx.pool.query('SELECT address_hash FROM login_known_addresses WHERE user_id = $1', [u.user.id])).rows.map((r) => r.address_hash as string);
+    expect(stored.join()).not.toContain('198.18'); // keyed hashes, not addresses
+  });
+
+  it('concurrent guesses are counted before any is checked: a burst from one address gets 3 tries, and its refused rest does not count against the account', async () => {
+    const u = await register(svc);
+    const burst = await Promise.all(Array.from({ length: 20 }, () => login(u.body.email, wrong, '198.18.4.66')));
+    const statuses = burst.map((r) => r.statusCode).sort();
+    expect(statuses).toEqual([...Array(3).fill(401), ...Array(17).fill(429)]);
+    expect((await login(u.body.email, u.body.password, '198.18.4.1')).statusCode).toBe(200); // 3 failures in all, below the ceiling of 6
+  });
+
+  it('an unknown e-mail meets the same ceilings as an account (nothing tells them apart)', async () => {
+    const email = `nobody-${Date.now()}@example.com`;
+    for (let i = 0; i < 6; i++) expect((await login(email, wrong, `198.18.3.${100 + i}`)).statusCode).toBe(401);
+    expect((await login(email, wrong, '198.18.3.200')).statusCode).toBe(429);
+    for (let i = 0; i < 3; i++) expect((await login(`x${email}`, wrong, '198.18.3.1')).statusCode).toBe(401);
+    expect((await login(`x${email}`, wrong, '198.18.3.1')).statusCode).toBe(429);
   });
 });
 

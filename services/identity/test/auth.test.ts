@@ -6,7 +6,7 @@ import { createSigner, verifyAccessToken } from '../src/domain/tokens.js';
 import { anonymous, register, startIdentity } from './helpers.js';
 
 let svc: Awaited<ReturnType<typeof startIdentity>>;
-beforeAll(async () => { svc = await startIdentity({ ADMIN_EMAILS: 'boss@example.com', LOGIN_MAX_FAILURES_PER_ACCOUNT: '3' }); });
+beforeAll(async () => { svc = await startIdentity({ ADMIN_EMAILS: 'boss@example.com', LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_IP: '3' }); });
 afterAll(() => svc?.close());
 
 const post = (url: string, payload: unknown, principal = anonymous, headers: Record<string, string> = {}) => svc.inject(principal, { method: 'POST', url, payload: payload as object, headers });
@@ -57,7 +57,7 @@ describe('login, refresh, logout', () => {
     expect(wrong.json()).toEqual(unknown.json());
   });
 
-  it('throttles repeated failures per account', async () => {
+  it('throttles repeated failures for an account from one address', async () => {
     const u = await register(svc);
     for (let i = 0; i < 3; i++) expect((await post('/auth/login', { email: u.body.email, password: 'nope nope nope' })).statusCode).toBe(401);
     const blocked = await post('/auth/login', { email: u.body.email, password: u.body.password });

@@ -21,6 +21,45 @@ async function orgWithOwner() {
 }
 
 describe('organization invitations', () => {
+  it('adding a member by e-mail invites them and answers alike whether the address has an account or not', async () => {
+    const { owner, org, as } = await orgWithOwner();
+    const known = await register(svc);
+    const unknownEmail = `nobody-${Date.now()}@example.com`;
+    // Everything that differs by nature (ids, addresses, tokens, times) blanked: what is left must be equal.
+    const shape = (body: unknown) => JSON.parse(JSON.stringify(body, (k, v) => (['id', 'email', 'token', 'accept_url', 'expires_at', 'created_at'].includes(k) ? typeof v : v)));
+    for (const url of [`/organizations/${org.id}/members`, `/organizations/${org.id}/invites`]) {
+      const forKnown = await call(as, 'POST', url, { email: known.body.email, role: 'admin' });
+      const forUnknown = await call(as, 'POST', url, { email: unknownEmail, role: 'admin' });
+      expect(forKnown.statusCode, url).toBe(forUnknown.statusCode);
+      expect(shape(forKnown.json()), url).toEqual(shape(forUnknown.json()));
+      if (url.endsWith('/members')) {
+        expect(forKnown.statusCode).toBe(202);
+        expect(forKnown.json().data).toMatchObject({ status: 'invited', invite: { email: known.body.email, role: 'admin', team_id: null } });
+        // A second try is refused alike too (a pending invitation), and nobody joined without consent.
+        const repeated = [await call(as, 'POST', url, { email: known.body.email }), await call(as, 'POST', url, { email: unknownEmail })];
+        expect(repeated.map((r) => r.statusCode)).toEqual([409, 409]);
+        expect(repeated[0]!.json().error.message).toBe(repeated[1]!.json().error.message);
+        expect((await call(as, 'GET', `/organizations/${org.id}/members`)).json().data.map((m: { user_id: string }) => m.user_id)).toEqual([owner.user.id]);
+        // Accepting joins with the role asked for; the address without an account joins by signing up with the code.
+        expect((await call(known.principal, 'POST', `/organizations/invites/${forKnown.json().data.invite.token}/accept`)).json().data).toMatchObject({ org_id: org.id, role: 'admin' });
+        const newcomer = await register(svc, { email: unknownEmail, invite_code: forUnknown.json().data.invite.token });
+        const members = (await call(as, 'GET', `/organizations/${org.id}/members`)).json().data.map((m: { user_id: string; role: string }) => [m.user_id, m.role]);
+        expect(members).toEqual(expect.arrayContaining([[known.user.id, 'admin'], [newcomer.user.id, 'admin']]));
+        // Once members, both are refused alike (409): the admin sees them in the member list anyway.
+        const again = [await call(as, 'POST', url, { email: known.body.email }), await call(as, 'POST', url, { email: unknownEmail })];
+        expect(again.map((r) => r.statusCode)).toEqual([409, 409]);
+        expect((await call(as, 'DELETE', `/organizations/${org.id}/members/${known.user.id}`)).statusCode).toBe(200);
+        expect((await call(as, 'DELETE', `/organizations/${org.id}/members/${newcomer.user.id}`)).statusCode).toBe(200);
+      }
+    }
+    const created = (await outbox('identity.invite.created')).filter((e) => e.orgId === org.id);
+    expect(created.map((e) => e.data.email)).toEqual([known.body.email, unknownEmail, known.body.email, unknownEmail]);
+    // By id the user joins at once (the reference's form); neither or both fields is a 400.
+    expect((await call(as, 'POST', `/organizations/${org.id}/members`, { user_id: known.user.id })).statusCode).toBe(201);
+    expect((await call(as, 'POST', `/organizations/${org.id}/members`, { role: 'member' })).statusCode).toBe(400);
+    expect((await call(as, 'POST', `/organizations/${org.id}/members`, { user_id: known.user.id, email: known.body.email })).statusCode).toBe(400);
+  });
+
   it('expire after INVITE_TTL_HOURS, are single use, cancellable, and refuse duplicates and existing members (409)', async () => {
     const { owner, org, as } = await orgWithOwner();
     const invitee = await register(svc);

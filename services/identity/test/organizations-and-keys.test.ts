@@ -26,9 +26,10 @@ describe('organizations, members, invites', () => {
     expect(mine.data.map((o: { id: string }) => o.id)).toEqual([owner.org_id, org.id]);
 
     const bob = await register(svc);
-    const added = await call(owner.principal, 'POST', `/organizations/${org.id}/members`, { email: bob.body.email, role: 'member' });
+    const added = await call(owner.principal, 'POST', `/organizations/${org.id}/members`, { user_id: bob.user.id, role: 'member' });
     expect(added.statusCode).toBe(201);
     expect((await call(owner.principal, 'POST', `/organizations/${org.id}/members`, { user_id: bob.user.id })).statusCode).toBe(409);
+    expect((await call(owner.principal, 'POST', `/organizations/${org.id}/members`, { email: bob.body.email })).statusCode).toBe(409);
     expect((await call(bob.principal, 'PATCH', `/organizations/${org.id}`, { name: 'Bob Was Here' })).statusCode).toBe(403);
     expect((await call(owner.principal, 'PATCH', `/organizations/${org.id}/members/${bob.user.id}`, { role: 'admin' })).json().data.role).toBe('admin');
     expect((await call(bob.principal, 'PATCH', `/organizations/${org.id}/members/${owner.user.id}`, { role: 'member' })).statusCode).toBe(403);

@@ -68,7 +68,17 @@ export const loginFailures = pgTable('login_failures', {
   key: text('key').notNull(),
   windowStart: timestamp('window_start', { withTimezone: true }).notNull(),
   count: integer('count').notNull().default(0),
-}, (t) => [primaryKey({ columns: [t.key, t.windowStart] })]);
+}, (t) => [primaryKey({ columns: [t.key, t.windowStart] }), index('login_failures_window_idx').on(t.windowStart)]);
+
+/**
+ * Client addresses (keyed hashes) a user logged in from: they skip the account-wide failure ceiling,
+ * so failures from elsewhere cannot lock the user out where they usually sign in.
+ */
+export const loginKnownAddresses = pgTable('login_known_addresses', {
+  userId: uuid('user_id').notNull().references(() => users.id, { onDelete: 'cascade' }),
+  addressHash: text('address_hash').notNull(),
+  lastSuccessAt: timestamp('last_success_at', { withTimezone: true }).notNull().defaultNow(),
+}, (t) => [primaryKey({ columns: [t.userId, t.addressHash] }), index('login_known_addresses_seen_idx').on(t.lastSuccessAt)]);
 
 export const invites = pgTable('invites', {
   id: uuid('id').primaryKey().defaultRandom(),
@@ -133,7 +143,7 @@ export const apiKeyUsage = pgTable('api_key_usage', {
   status: integer('status').notNull(),
   latencyMs: integer('latency_ms').notNull(),
   at: timestamp('at', { withTimezone: true }).notNull(),
-}, (t) => [index('api_key_usage_key_idx').on(t.apiKeyId, t.at)]);
+}, (t) => [index('api_key_usage_key_idx').on(t.apiKeyId, t.at), index('api_key_usage_at_idx').on(t.at)]);
 
 export const credentials = pgTable('credentials', {
   key: text('key').primaryKey(),

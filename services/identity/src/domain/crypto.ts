@@ -55,6 +55,8 @@ export function looksLikeApiKey(key: string): boolean {
 export const maskApiKey = (key: string) => `${key.slice(0, API_KEY_PREFIX.length + 2)}…${key.slice(-2)}`;
 
 export const apiKeyHash = (pepper: string, key: string) => createHmac('sha256', pepper).update(key).digest('hex');
+/** A client address as stored: keyed, so a database leak alone does not list where users log in from. */
+export const addressHash = (pepper: string, ip: string) => createHmac('sha256', pepper).update(`login-address:${ip}`).digest('hex');
 
 export const opaqueToken = () => randomBytes(32).toString('base64url');
 export const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');

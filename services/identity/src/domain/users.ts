@@ -8,6 +8,8 @@ import { signAccessToken, type Signer } from './tokens.js';
 export type ITx = Tx<typeof schema>;
 export type IExec = ITx | Db<typeof schema>;
 export type UserRow = typeof users.$inferSelect;
+/** Stands in for "no user" where a query runs either way (the same work with an account or without). */
+export const NIL_UUID = '00000000-0000-0000-0000-000000000000';
 
 /** Platform roles of the reference API; only `admin` grants platform-wide operations, `member` means none. */
 export const PlatformRoles = ['admin', 'editor', 'viewer', 'builder', 'agent', 'demo', 'member'] as const;

@@ -215,7 +215,7 @@ export async function apiKeyRoutes(app: App, ctx: Ctx) {
   app.get('/organizations/:orgId/api-keys/:keyId/usage', {
     config: { scope: 'org:read' },
     schema: {
-      tags: ['API keys'], summary: 'Per-key usage log, newest first', params: KeyParams, querystring: Type.Object(PaginationQuery),
+      tags: ['API keys'], summary: 'Per-key usage log, newest first', description: 'Entries are kept API_KEY_USAGE_RETENTION_DAYS days (90 by default).', params: KeyParams, querystring: Type.Object(PaginationQuery),
       response: { 200: ListEnvelope(Type.Object({ at: Type.String(), method: Type.String(), path: Type.String(), status: Type.Integer(), latency_ms: Type.Integer() })) },
     },
   }, async (request) => {

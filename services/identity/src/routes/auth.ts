@@ -3,14 +3,14 @@ import { AppError, badRequest, conflict, unauthorized } from '@aos/core';
 import { metaFromPrincipal, systemMeta } from '@aos/bus';
 import { Envelope, Nullable, ok, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
-import { and, eq, gt, isNull, or, sql } from 'drizzle-orm';
+import { and, eq, gt, inArray, isNull, or, sql } from 'drizzle-orm';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { loginFailures, memberships, organizations, passwordResets, refreshTokens, tenants, users } from '../db/schema.js';
+import { loginFailures, loginKnownAddresses, memberships, organizations, passwordResets, refreshTokens, tenants, users } from '../db/schema.js';
 import { acceptInvite } from '../domain/invites.js';
-import { hashPassword, opaqueToken, sha256, verifyPassword } from '../domain/crypto.js';
+import { addressHash, hashPassword, opaqueToken, sha256, verifyPassword } from '../domain/crypto.js';
 import type { Signer } from '../domain/tokens.js';
 import { revocationInstant, verifyAccessToken } from '../domain/tokens.js';
-import { issueSession, userView, type UserRow } from '../domain/users.js';
+import { issueSession, NIL_UUID, userView, type UserRow } from '../domain/users.js';
 import type { Ctx } from '../service.js';
 import { splitList } from '@aos/core';
 
@@ -43,6 +43,12 @@ export async function authRoutes(app: App, ctx: Ctx, signer: Signer) {
     const parts = [`${ACCESS_TOKEN.cookie}=${token ?? ''}`, 'Path=/', 'HttpOnly', 'SameSite=Lax', `Max-Age=${token ? ACCESS_TOKEN.ttlSeconds : 0}`];
     if (cfg.COOKIE_SECURE) parts.push('Secure');
     reply.header('set-cookie', parts.join('; '));
+  };
+  /** A successful sign-in (login, registration, password reset) makes the client address known to the account. */
+  const rememberAddress = async (userId: string, ip: string) => {
+    if (cfg.LOGIN_KNOWN_ADDRESS_DAYS === 0) return;
+    await ctx.db.insert(loginKnownAddresses).values({ userId, addressHash: addressHash(cfg.API_KEY_PEPPER, ip) })
+      .onConflictDoUpdate({ target: [loginKnownAddresses.userId, loginKnownAddresses.addressHash], set: { lastSuccessAt: sql`now()` } });
   };
   const session = async (reply: FastifyReply, user: UserRow, familyId?: string) => {
     const s = await issueSession(ctx.db, signer, user, cfg.REFRESH_TOKEN_TTL_DAYS, familyId);
@@ -89,6 +95,7 @@ export async function authRoutes(app: App, ctx: Ctx, signer: Signer) {
       if (b.invite_code) await acceptInvite(ctx, tx, b.invite_code, u!, meta);
       return u!;
     });
+    await rememberAddress(user.id, clientIp(request));
     return reply.status(201).send(ok(await session(reply, user)));
   });
 
@@ -101,25 +108,40 @@ export async function authRoutes(app: App, ctx: Ctx, signer: Signer) {
     },
   }, async (request, reply) => {
     const email = request.body.email.trim().toLowerCase();
-    const window = new Date(Math.floor(Date.now() / (cfg.LOGIN_FAILURE_WINDOW_MINUTES * 60_000)) * cfg.LOGIN_FAILURE_WINDOW_MINUTES * 60_000);
-    const keys = [`email:${email}`, `ip:${clientIp(request)}`];
-    const counts = await ctx.db.select().from(loginFailures).where(and(sql`${loginFailures.key} IN ${keys}`, eq(loginFailures.windowStart, window)));
-    const failures = (k: string) => counts.find((c) => c.key === k)?.count ?? 0;
-    if (failures(keys[0]!) >= cfg.LOGIN_MAX_FAILURES_PER_ACCOUNT || failures(keys[1]!) >= cfg.LOGIN_MAX_FAILURES_PER_IP) {
-      const retry = Math.ceil((window.getTime() + cfg.LOGIN_FAILURE_WINDOW_MINUTES * 60_000 - Date.now()) / 1000);
-      reply.header('retry-after', String(Math.max(retry, 1)));
-      throw new AppError('RATE_LIMITED', 'Too many failed logins; try again later');
-    }
+    const ip = clientIp(request);
+    const windowMs = cfg.LOGIN_FAILURE_WINDOW_MINUTES * 60_000;
+    const window = new Date(Math.floor(Date.now() / windowMs) * windowMs);
+    // One account from one address is throttled tightly; the account as a whole only at a higher ceiling,
+    // which addresses it logged in from recently skip: failures elsewhere cannot lock its owner out.
+    const keys = { pair: `email-ip:${email}|${ip}`, account: `email:${email}`, ip: `ip:${ip}` };
     const [user] = await ctx.db.select().from(users).where(eq(sql`lower(${users.email})`, email));
-    const valid = user ? await verifyPassword(request.body.password, user.passwordHash) : (await verifyPassword(request.body.password, await dummyHash!), false);
-    if (!user || !valid) {
-      for (const key of keys) {
-        await ctx.db.insert(loginFailures).values({ key, windowStart: window, count: 1 })
-          .onConflictDoUpdate({ target: [loginFailures.key, loginFailures.windowStart], set: { count: sql`${loginFailures.count} + 1` } });
+    // Asked for unknown e-mails too (with no user), so both take the same path.
+    const [known] = await ctx.db.select({ at: loginKnownAddresses.lastSuccessAt }).from(loginKnownAddresses).where(and(
+      eq(loginKnownAddresses.userId, user?.id ?? NIL_UUID), eq(loginKnownAddresses.addressHash, addressHash(cfg.API_KEY_PEPPER, ip)),
+      gt(loginKnownAddresses.lastSuccessAt, new Date(Date.now() - cfg.LOGIN_KNOWN_ADDRESS_DAYS * 86_400_000)),
+    ));
+    // Each attempt is counted as a failure before the password is checked, and refused (the count undone) past a
+    // limit: concurrent attempts cannot all pass the check before any of them is counted.
+    await ctx.db.transaction(async (tx) => {
+      const counts = await tx.insert(loginFailures).values(Object.values(keys).map((key) => ({ key, windowStart: window, count: 1 })))
+        .onConflictDoUpdate({ target: [loginFailures.key, loginFailures.windowStart], set: { count: sql`${loginFailures.count} + 1` } })
+        .returning({ key: loginFailures.key, count: loginFailures.count });
+      const attempts = (k: string) => counts.find((c) => c.key === k)?.count ?? 0;
+      if (attempts(keys.pair) > cfg.LOGIN_MAX_FAILURES_PER_ACCOUNT_AND_IP || attempts(keys.ip) > cfg.LOGIN_MAX_FAILURES_PER_IP
+        || (!known && attempts(keys.account) > cfg.LOGIN_MAX_FAILURES_PER_ACCOUNT)) {
+        const retry = Math.ceil((window.getTime() + windowMs - Date.now()) / 1000);
+        reply.header('retry-after', String(Math.max(retry, 1)));
+        throw new AppError('RATE_LIMITED', 'Too many failed logins; try again later'); // rolls the counts back
       }
-      throw unauthorized('Invalid email or password');
-    }
-    await ctx.db.delete(loginFailures).where(eq(loginFailures.key, keys[0]!));
+    });
+    const valid = user ? await verifyPassword(request.body.password, user.passwordHash) : (await verifyPassword(request.body.password, await dummyHash!), false);
+    if (!user || !valid) throw unauthorized('Invalid email or password');
+    // Not a failure after all: this address starts afresh, and the other counts drop the attempt again (the
+    // account-wide count is not cleared: the owner signing in must not hand an attacker a fresh budget).
+    await ctx.db.delete(loginFailures).where(eq(loginFailures.key, keys.pair));
+    await ctx.db.update(loginFailures).set({ count: sql`GREATEST(${loginFailures.count} - 1, 0)` })
+      .where(and(inArray(loginFailures.key, [keys.account, keys.ip]), eq(loginFailures.windowStart, window)));
+    await rememberAddress(user.id, ip);
     return ok(await session(reply, user));
   });
 
@@ -244,15 +266,17 @@ export async function authRoutes(app: App, ctx: Ctx, signer: Signer) {
     const done = await ctx.db.transaction(async (tx) => {
       const [reset] = await tx.update(passwordResets).set({ usedAt: new Date() })
         .where(and(eq(passwordResets.tokenHash, sha256(request.body.token)), isNull(passwordResets.usedAt), gt(passwordResets.expiresAt, new Date()))).returning();
-      if (!reset) return false;
+      if (!reset) return null;
       const now = revocationInstant();
       await tx.update(users).set({ passwordHash, tokensNotBefore: now, updatedAt: now }).where(eq(users.id, reset.userId));
       await tx.update(passwordResets).set({ usedAt: new Date() }).where(and(eq(passwordResets.userId, reset.userId), isNull(passwordResets.usedAt)));
       await tx.update(refreshTokens).set({ revokedAt: now }).where(and(eq(refreshTokens.userId, reset.userId), isNull(refreshTokens.revokedAt)));
       await ctx.outbox.enqueue(tx, 'identity.user.tokens_revoked', { userId: reset.userId, notBefore: now.toISOString() }, systemMeta(null, null));
-      return true;
+      return reset.userId;
     });
     if (!done) throw badRequest('The reset link is invalid, used or expired');
+    // Whoever opened the e-mailed link may sign in from here even while the account is under attack.
+    await rememberAddress(done, clientIp(request));
     return ok({ success: true });
   });
 }

@@ -159,17 +159,24 @@ export async function organizationRoutes(app: App, ctx: Ctx) {
   app.post('/organizations/:id/members', {
     config: { scope: 'org:write' },
     schema: {
-      tags: ['Organizations'], summary: 'Add an existing user by id or e-mail (admin+; owners only by owners)', params: OrgId,
+      tags: ['Organizations'], summary: 'Add a user by id, or invite one by e-mail (admin+; owners only by owners)', params: OrgId,
+      description: 'By `user_id`: the user joins at once (201, the member; 404 for an unknown id). By `email`: an invitation is'
+        + ' e-mailed (202, the invitation) whether or not the address has an account, so the answer never tells; the person'
+        + ' joins on accepting it. 409 when the user is already a member or the address has a pending invitation.',
       body: Type.Object({ user_id: Type.Optional(Type.String({ format: 'uuid' })), email: Type.Optional(Email), role: Type.Optional(Role) }, { additionalProperties: false }),
-      response: { 201: Envelope(MemberSchema) },
+      response: { 201: Envelope(MemberSchema), 202: Envelope(Type.Object({ status: Type.Literal('invited'), invite: InviteSchema })) },
     },
   }, async (request, reply) => {
     const { org, role: callerRole } = await requireRole(ctx.db, request, request.params.id, 'admin');
     const role = request.body.role ?? 'member';
     if (role === 'owner' && callerRole !== 'owner') throw forbidden('Only an owner can add owners');
     const { user_id: userId, email } = request.body;
-    if (!userId && !email) throw badRequest('user_id or email is required', [{ field: 'user_id' }]);
-    const [user] = await ctx.db.select().from(users).where(userId ? eq(users.id, userId) : eq(sql`lower(${users.email})`, email!.toLowerCase()));
+    if (!userId === !email) throw badRequest('Give either user_id or email', [{ field: userId ? 'email' : 'user_id' }]);
+    if (email) {
+      // As Auth0 and Stripe do: adding someone by e-mail is an invitation, for an address with an account or without.
+      return reply.status(202).send(ok({ status: 'invited' as const, invite: await createInvite(ctx, request.principal, org, email, role, null) }));
+    }
+    const [user] = await ctx.db.select().from(users).where(eq(users.id, userId!));
     if (!user) throw notFound('User');
     try {
       const m = await ctx.db.transaction(async (tx) => {
