@@ -68,11 +68,6 @@ const HOW_TO_START: Record<Dependency, string> = {
   redis: 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no   (or set REDIS_URL)',
 };
 
-/**
- * Makes sure Postgres, NATS and Redis are reachable: the servers named by the env (default
- * localhost) when they answer, else containers via testcontainers when a Docker engine
- * exists, else an error that says exactly what to start. Returns the URLs to use and a stop function.
- */
 /** Which of Postgres, NATS and Redis do not answer at `urls`. */
 export async function unreachable(urls: InfraUrls): Promise<Dependency[]> {
   const [pgOk, natsOk, redisOk] = await Promise.all([postgresUp(urls.databaseUrl), tcpUp(urls.natsUrl), redisUp(urls.redisUrl)]);
@@ -81,19 +76,43 @@ export async function unreachable(urls: InfraUrls): Promise<Dependency[]> {
 
 export type Dependency = 'postgres' | 'nats' | 'redis';
 
+function urlOf(urls: InfraUrls, d: Dependency): string {
+  return d === 'postgres' ? urls.databaseUrl : d === 'nats' ? urls.natsUrl : urls.redisUrl;
+}
+
+/** A URL without its password, for messages. */
+export function redacted(url: string): string {
+  try {
+    const u = new URL(url.split(',')[0]!);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparseable URL)';
+  }
+}
+
 export function howToStart(missing: Dependency[]): string {
   return missing.map((m) => `  ${m}: ${HOW_TO_START[m]}`).join('\n');
 }
 
-export async function ensureInfra(env: NodeJS.ProcessEnv = process.env): Promise<{ urls: InfraUrls; stop: () => Promise<void> }> {
+/**
+ * Makes sure Postgres, NATS and Redis are reachable: the servers named by the env (default
+ * localhost) when they answer, else containers via testcontainers when a Docker engine
+ * exists (`containers: false` skips that), else an error that says exactly what to start.
+ * Returns the URLs to use and a stop function.
+ */
+export async function ensureInfra(
+  env: NodeJS.ProcessEnv = process.env, opts: { containers?: boolean } = {},
+): Promise<{ urls: InfraUrls; stop: () => Promise<void> }> {
   const urls = infraUrls(env);
   const missing = await unreachable(urls);
   if (missing.length === 0) return { urls, stop: async () => {} };
   const pgOk = !missing.includes('postgres');
   const natsOk = !missing.includes('nats');
   const redisOk = !missing.includes('redis');
-  if (!dockerEngineAvailable()) {
-    throw new Error(`Test dependencies not reachable: ${missing.join(', ')}. No Docker engine for testcontainers either. Start them:\n${howToStart(missing)}`);
+  if (opts.containers === false || !dockerEngineAvailable()) {
+    throw new Error(`Test dependencies not reachable: ${missing.join(', ')} (${missing.map((m) => `${m} at ${redacted(urlOf(urls, m))}`).join(', ')}). `
+      + `${opts.containers === false ? '' : 'No Docker engine for testcontainers either. '}Start ${missing.length > 1 ? 'them' : 'it'}:\n${howToStart(missing)}`);
   }
   const { GenericContainer, Wait } = await import('testcontainers');
   const stops: Array<() => Promise<unknown>> = [];
