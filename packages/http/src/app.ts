@@ -128,6 +128,15 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<App> {
   });
   app.addHook('onRequestAbort', async (request) => { request.span?.end(); });
 
+  // Draining on close: answers to requests still in flight end their keep-alive connection,
+  // so `close()` returns when they are done instead of when the idle keep-alive times out.
+  let closing = false;
+  app.addHook('preClose', async () => { closing = true; });
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (closing) reply.header('connection', 'close');
+    return payload;
+  });
+
   app.setErrorHandler((err: FastifyError, request, reply) => sendError(err, request, reply));
   app.setNotFoundHandler((request, reply) => {
     void reply.status(404).send({ error: { code: 'NOT_FOUND', message: `Route ${request.method} ${request.url.split('?')[0]} not found` } });
