@@ -1,5 +1,5 @@
 import { trace } from '@opentelemetry/api';
-import { pino, type Logger, type LoggerOptions } from 'pino';
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 
 export type { Logger } from 'pino';
 
@@ -10,9 +10,9 @@ export const REDACT_PATHS = [
   '*.refresh_token', '*.access_token',
 ];
 
-/** A pino logger whose every line carries the active OpenTelemetry trace and span ids. */
-export function createLogger(service: string, level: string = 'info', options: LoggerOptions = {}): Logger {
-  return pino({
+/** A pino logger whose every line carries the active OpenTelemetry trace and span ids (to stdout unless `destination`). */
+export function createLogger(service: string, level: string = 'info', options: LoggerOptions = {}, destination?: DestinationStream): Logger {
+  const opts: LoggerOptions = {
     level,
     base: { service },
     timestamp: pino.stdTimeFunctions.isoTime,
@@ -26,5 +26,6 @@ export function createLogger(service: string, level: string = 'info', options: L
       return (instance as Logger).bindings().trace_id ? { span_id: spanId } : { trace_id: traceId, span_id: spanId };
     },
     ...options,
-  });
+  };
+  return destination ? pino(opts, destination) : pino(opts);
 }
