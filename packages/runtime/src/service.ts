@@ -76,7 +76,7 @@ export async function createContext<S extends AnySchema, P extends TProperties>(
     await runMigrations(pool, def.migrationsFolder);
   } catch (err) {
     await shutdown.run();
-    throw err;
+    throw databaseStartError(err, config.DATABASE_URL);
   }
   const db = createDb(pool, def.schema);
   const busNames: BusNames = { subjectRoot: config.BUS_SUBJECT_ROOT, stream: config.BUS_STREAM, deadLetterStream: config.BUS_DLQ_STREAM };
@@ -103,6 +103,16 @@ export async function createContext<S extends AnySchema, P extends TProperties>(
     name: def.name, version: def.version, config, log, pool, db, outbox: new Outbox(def.name, busNames),
     busNames, bus, relay, consumers, queues, internalKey, shutdown,
   };
+}
+
+/** Connection errors while migrating name the setting and the server (never the password). */
+function databaseStartError(err: unknown, url: string): unknown {
+  const code = (err as { code?: string })?.code;
+  const connectionCodes = ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET', '28P01', '28000', '3D000'];
+  if (!code || !connectionCodes.includes(code)) return err;
+  const u = new URL(url);
+  const where = `${u.hostname}:${u.port || 5432}${u.pathname}`;
+  return new Error(`DATABASE_URL: cannot use the database at ${where}: ${(err as Error).message}`);
 }
 
 export async function buildServiceApp<S extends AnySchema, P extends TProperties>(def: ServiceDefinition<S, P>, ctx: ServiceContext<S, P>): Promise<App> {
