@@ -106,9 +106,13 @@ const TEST_KEY = /^t[0-9a-f]{10}:/;
 /**
  * Removes what killed test runs left behind on the shared servers: test databases,
  * streams and Redis keys older than `maxAgeMs` (far longer than any run, so a run still
- * going on this machine is never touched). Returns how many of each were removed.
+ * going on this machine is never touched). `only` narrows the sweep to matching names
+ * (database, stream or key). Returns how many of each were removed.
  */
-export async function sweepStale(maxAgeMs: number): Promise<{ databases: number; streams: number; keys: number }> {
+export async function sweepStale(
+  maxAgeMs: number, opts: { only?: (name: string) => boolean } = {},
+): Promise<{ databases: number; streams: number; keys: number }> {
+  const only = opts.only ?? (() => true);
   const urls = infraUrls();
   const removed = { databases: 0, streams: 0, keys: 0 };
   const client = new pg.Client({ connectionString: urls.databaseUrl, connectionTimeoutMillis: 3_000 });
@@ -119,7 +123,7 @@ export async function sweepStale(maxAgeMs: number): Promise<{ databases: number;
       `SELECT datname FROM pg_database
         WHERE datname ~ '^aos_t_' AND (pg_stat_file('base/' || oid || '/PG_VERSION')).modification < now() - make_interval(secs => $1)`,
       [maxAgeMs / 1000]);
-    for (const { datname } of rows) {
+    for (const { datname } of rows.filter((r) => only(r.datname))) {
       const url = new URL(urls.databaseUrl);
       url.pathname = `/${datname}`;
       await dropDatabase(url.toString()).then(() => { removed.databases++; }, () => {});
@@ -135,7 +139,7 @@ export async function sweepStale(maxAgeMs: number): Promise<{ databases: number;
       const jsm = await jetstreamManager(nc);
       const cutoff = Date.now() - maxAgeMs;
       for await (const s of jsm.streams.list()) {
-        if (TEST_STREAM.test(s.config.name) && Date.parse(s.created) < cutoff) {
+        if (TEST_STREAM.test(s.config.name) && only(s.config.name) && Date.parse(s.created) < cutoff) {
           if (await jsm.streams.delete(s.config.name).catch(() => false)) removed.streams++;
         }
       }
@@ -150,7 +154,7 @@ export async function sweepStale(maxAgeMs: number): Promise<{ databases: number;
     await redis.connect();
     const idleSeconds = maxAgeMs / 1000;
     removed.keys = await deleteKeys(redis, 't*:*', async (key) => {
-      if (!TEST_KEY.test(key)) return true;
+      if (!TEST_KEY.test(key) || !only(key)) return true;
       const idle = (await redis.object('IDLETIME', key)) as number | null;
       return idle === null || idle < idleSeconds;
     });
