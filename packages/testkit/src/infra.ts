@@ -64,10 +64,11 @@ export function dockerEngineAvailable(): boolean {
 }
 
 const HOW_TO_START: Record<Dependency, string> = {
-  postgres: 'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start   (or set TEST_DATABASE_URL)',
-  nats: 'start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server   (JetStream enabled; or set NATS_URL)',
-  redis: 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no   (or set REDIS_URL)',
+  postgres: 'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start',
+  nats: 'start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server   (JetStream enabled)',
+  redis: 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no',
 };
+const URL_VARS: Record<Dependency, string> = { postgres: 'TEST_DATABASE_URL', nats: 'NATS_URL', redis: 'REDIS_URL' };
 
 /** Which of Postgres, NATS and Redis do not answer at `urls`. */
 export async function unreachable(urls: InfraUrls): Promise<Dependency[]> {
@@ -92,8 +93,14 @@ export function redacted(url: string): string {
   }
 }
 
-export function howToStart(missing: Dependency[]): string {
-  return missing.map((m) => `  ${m}: ${HOW_TO_START[m]}`).join('\n');
+/** One line per missing dependency: the command that starts it here, and the variable that points elsewhere. */
+export function howToStart(missing: Dependency[], urlVars: Partial<Record<Dependency, string>> = {}): string {
+  return missing.map((m) => `  ${m}: ${HOW_TO_START[m]}   (or set ${urlVars[m] ?? URL_VARS[m]})`).join('\n');
+}
+
+/** `postgres at postgres://…, nats at nats://…` for the missing ones, passwords hidden. */
+export function whereMissing(urls: InfraUrls, missing: Dependency[]): string {
+  return missing.map((m) => `${m} at ${redacted(urlOf(urls, m))}`).join(', ');
 }
 
 /**
@@ -112,7 +119,7 @@ export async function ensureInfra(
   const natsOk = !missing.includes('nats');
   const redisOk = !missing.includes('redis');
   if (opts.containers === false || !dockerEngineAvailable()) {
-    throw new Error(`Test dependencies not reachable: ${missing.join(', ')} (${missing.map((m) => `${m} at ${redacted(urlOf(urls, m))}`).join(', ')}). `
+    throw new Error(`Test dependencies not reachable: ${missing.join(', ')} (${whereMissing(urls, missing)}). `
       + `${opts.containers === false ? '' : 'No Docker engine for testcontainers either. '}Start ${missing.length > 1 ? 'them' : 'it'}:\n${howToStart(missing)}`);
   }
   const { GenericContainer, Wait } = await import('testcontainers');
