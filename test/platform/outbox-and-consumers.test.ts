@@ -124,7 +124,7 @@ describe('dead letters for operators', () => {
   const admin = adminPrincipal();
   const deadLetters = async (query = '') => (await r.inject(admin, { method: 'GET', url: `/internal/dead-letters${query}` })).json();
   const letterOf = async (label: string) => waitFor(async () => (await deadLetters()).data
-    .find((l: { event: { data: { label: string } } }) => l.event.data.label === label) as { seq: number; event: { id: string }; service: string } | undefined,
+    .find((l: { event: { data?: { label?: string } } | string }) => typeof l.event === 'object' && l.event?.data?.label === label) as { seq: number; event: { id: string }; service: string } | undefined,
   { timeoutMs: 15_000, message: `dead letter of ${label}` });
   const redrive = (seq: number, principal = admin) => r.inject(principal, { method: 'POST', url: `/internal/dead-letters/${seq}/redrive` });
 
@@ -162,6 +162,28 @@ describe('dead letters for operators', () => {
     expect((await deadLetters()).data.some((l: { seq: number }) => l.seq === letter.seq)).toBe(false);
     expect((await redrive(letter.seq)).statusCode).toBe(404);
     expect(await projected('poison-redrive')).toBe(1);
+  });
+
+  it('dead-letters malformed and schema-violating events at their first delivery; they cannot be re-driven', async () => {
+    const bus = await r.ctx.bus;
+    const subject = subjectFor(bus.names, 'platform.probe.recorded');
+    const bad = { id: '0190a4d2-0000-7000-8000-000000000001', type: 'platform.probe.recorded', version: 1, source: 'test', occurredAt: new Date().toISOString(),
+      tenantId: null, orgId: null, actor: { type: 'system', id: null }, data: { probeId: 'not-a-number', label: 'bad-schema' } };
+    await bus.js.publish(subject, 'not json at all', { msgID: `garbage-${ns.id}` });
+    await bus.js.publish(subject, JSON.stringify(bad), { msgID: `schema-${ns.id}` });
+    await write('after-garbage');
+    await waitFor(() => projected('after-garbage'), { message: 'events after the malformed ones still flow' });
+    const letters = await waitFor(async () => {
+      const all = (await deadLetters()).data as Array<{ seq: number; deliveries: number; error: string; event: unknown }>;
+      const garbage = all.find((l) => l.event === 'not json at all');
+      const schema = all.find((l) => (l.event as { id?: string })?.id === bad.id);
+      return garbage && schema ? { garbage, schema } : null;
+    }, { timeoutMs: 15_000, message: 'both in the dead-letter stream' });
+    expect(letters.garbage).toMatchObject({ deliveries: 1, error: 'event is not valid JSON' });
+    expect(letters.schema).toMatchObject({ deliveries: 1, error: expect.stringContaining('/probeId') });
+    const res = await redrive(letters.schema.seq);
+    expect(res.statusCode).toBe(422);
+    expect(res.json().error.message).toContain('cannot be re-driven');
   });
 
   it('re-driving an event its consumer has handled since has no second effect', async () => {
