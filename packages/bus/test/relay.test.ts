@@ -172,4 +172,18 @@ describe('outbox relay', () => {
     await second.stop();
     await c.stop();
   });
+
+  it('deletes published rows after the retention and old inbox rows, keeping the rest', async () => {
+    const [old, recent, unpublished] = await enqueue(3);
+    await pool.query("UPDATE aos_outbox SET published_at = now() - interval '73 hours' WHERE id = $1", [old]);
+    await pool.query("UPDATE aos_outbox SET published_at = now() - interval '71 hours' WHERE id = $1", [recent]);
+    await pool.query("INSERT INTO aos_inbox (consumer, event_id, event_type, processed_at) VALUES ('c', $1, 't', now() - interval '31 days'), ('c', $2, 't', now() - interval '29 days')", [old, recent]);
+    // The third row is published now by the relay; being new, it stays.
+    const r = relay();
+    r.start();
+    await waitFor(async () => (await pool.query('SELECT 1 FROM aos_outbox WHERE id = $1', [old])).rowCount === 0, { message: 'old published row deleted' });
+    await r.stop();
+    expect((await pool.query('SELECT id FROM aos_outbox WHERE id = ANY($1)', [[recent, unpublished]])).rowCount).toBe(2);
+    expect((await pool.query("SELECT event_id FROM aos_inbox WHERE consumer = 'c'")).rows.map((x) => x.event_id)).toEqual([recent]);
+  });
 });

@@ -119,9 +119,10 @@ export async function sweepStale(
   try {
     await client.connect();
     // A database's PG_VERSION file is written when it is created (reading it needs superuser; else nothing is swept).
+    // missing_ok: a database another run drops meanwhile must not fail the whole query.
     const { rows } = await client.query<{ datname: string }>(
       `SELECT datname FROM pg_database
-        WHERE datname ~ '^aos_t_' AND (pg_stat_file('base/' || oid || '/PG_VERSION')).modification < now() - make_interval(secs => $1)`,
+        WHERE datname ~ '^aos_t_' AND (pg_stat_file('base/' || oid || '/PG_VERSION', true)).modification < now() - make_interval(secs => $1)`,
       [maxAgeMs / 1000]);
     for (const { datname } of rows.filter((r) => only(r.datname))) {
       const url = new URL(urls.databaseUrl);
