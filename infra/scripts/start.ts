@@ -1,14 +1,16 @@
 /**
  * `pnpm start`: the whole stack on this host, in the foreground. Checks Postgres, NATS and
- * Redis (starting them with docker compose when an engine exists), creates the service
- * databases, makes dev keys under .aos/keys, then runs the gateway and six services with
- * per-process log prefixes until Ctrl-C. Ready when GET http://127.0.0.1:3001/api/ready is 200.
+ * Redis (starting them with docker compose when an engine exists, unless AOS_START_DOCKER=0),
+ * creates the service databases, makes dev keys under .aos/keys (or AOS_KEYS_DIR), then runs
+ * the gateway and six services with per-process log prefixes until Ctrl-C. Ready when
+ * GET http://127.0.0.1:3001/api/ready is 200. `pnpm start --prepare` stops after the
+ * databases and keys (nothing is started).
  */
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { GATEWAY_PORT, ServiceNames, Services } from '@aos/contracts';
 import { ensureDatabase } from '@aos/db';
-import { dockerEngineAvailable, howToStart, infraUrls, unreachable } from '@aos/testkit';
+import { dockerEngineAvailable, howToStart, infraUrls, unreachable, whereMissing } from '@aos/testkit';
 import { concurrently } from 'concurrently';
 import { ensureDevKeys } from './keys.js';
 
@@ -18,19 +20,32 @@ const env = process.env;
 const pgBase = (env.PGURL ?? 'postgres://postgres@127.0.0.1:5432').replace(/\/$/, '');
 const urls = { ...infraUrls(env), databaseUrl: `${pgBase}/postgres` };
 
+const prepareOnly = process.argv.includes('--prepare');
+
 let missing = await unreachable(urls);
-if (missing.length > 0 && dockerEngineAvailable()) {
+if (missing.length > 0 && env.AOS_START_DOCKER !== '0' && dockerEngineAvailable()) {
   console.log(`[start] ${missing.join(', ')} not reachable; starting with docker compose…`);
-  execFileSync('docker', ['compose', 'up', '-d', '--wait', 'postgres', 'nats', 'redis'], { cwd: root, stdio: 'inherit' });
-  missing = await unreachable(urls);
+  const services = ['postgres', 'nats', 'redis'];
+  try {
+    execFileSync('docker', ['compose', 'up', '-d', '--wait', ...services], { cwd: root, stdio: 'inherit' });
+  } catch {
+    execFileSync('docker-compose', ['up', '-d', ...services], { cwd: root, stdio: 'inherit' }); // Compose v1 has no --wait
+  }
+  for (let i = 0; i < 60 && (missing = await unreachable(urls)).length > 0; i++) await new Promise((r) => setTimeout(r, 1_000));
 }
 if (missing.length > 0) {
-  console.error(`[start] cannot start: ${missing.join(', ')} not reachable. Start ${missing.length > 1 ? 'them' : 'it'} with:\n${howToStart(missing)}`);
+  console.error(`[start] cannot start: ${missing.join(', ')} not reachable (${whereMissing(urls, missing)}). `
+    + `Start ${missing.length > 1 ? 'them' : 'it'} with:\n${howToStart(missing, { postgres: 'PGURL' })}\n(or \`docker compose up -d postgres nats redis\` where Docker runs)`);
   process.exit(1);
 }
 
 for (const name of ServiceNames) await ensureDatabase(`${pgBase}/${Services[name].database}`);
-const keys = await ensureDevKeys(`${root}.aos/keys`);
+const keysDir = env.AOS_KEYS_DIR ?? `${root}.aos/keys`;
+const keys = await ensureDevKeys(keysDir);
+if (prepareOnly) {
+  console.log(`[start] prepared: databases ${ServiceNames.map((n) => Services[n].database).join(', ')}; keys in ${keysDir}`);
+  process.exit(0);
+}
 
 const common = {
   NATS_URL: urls.natsUrl,

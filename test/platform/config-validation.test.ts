@@ -1,4 +1,7 @@
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { internalKeys } from '@aos/testkit';
 import { describe, expect, it } from 'vitest';
@@ -25,5 +28,32 @@ describe('config validated at start', () => {
     expect(res.stderr).toContain('PORT');
     expect(res.stderr).toContain('DATABASE_URL');
     expect(res.stderr).toContain('INTERNAL_TOKEN_PUBLIC_JWK is required');
+  });
+
+  it('names the database setting and server when the database cannot be used, never the password', async () => {
+    const jwk = (await internalKeys()).publicJwk;
+    for (const url of ['postgres://u:hunter2@127.0.0.1:1/aos_x', 'postgres://postgres:hunter2@127.0.0.1:5432/aos_missing_database_x']) {
+      const res = startTasks({ DATABASE_URL: url, INTERNAL_TOKEN_PUBLIC_JWK: jwk, LOG_LEVEL: 'silent' });
+      expect(res.status, url).toBe(1);
+      expect(res.stderr, url).toMatch(/^tasks: failed to start: DATABASE_URL: cannot use the database at 127\.0\.0\.1:(1|5432)\/aos_/m);
+      expect(res.stderr + res.stdout, url).not.toContain('hunter2');
+    }
+  });
+
+  it('names a bad internal-token key, also when read from <NAME>_FILE, without echoing it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'aos-cfg-'));
+    try {
+      const file = join(dir, 'jwk.json');
+      writeFileSync(file, '{"kty":"RSA","n":"hunter2"}');
+      const res = startTasks({ INTERNAL_TOKEN_PUBLIC_JWK_FILE: file, LOG_LEVEL: 'silent' });
+      expect(res.status).toBe(1);
+      expect(res.stderr).toContain('INTERNAL_TOKEN_PUBLIC_JWK: key must be an Ed25519 JWK');
+      expect(res.stderr).not.toContain('hunter2');
+      const missing = startTasks({ INTERNAL_TOKEN_PUBLIC_JWK_FILE: join(dir, 'nope.json') });
+      expect(missing.status).toBe(1);
+      expect(missing.stderr).toMatch(/INTERNAL_TOKEN_PUBLIC_JWK_FILE: cannot read .*nope\.json \(ENOENT\)/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

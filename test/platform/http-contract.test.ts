@@ -9,13 +9,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 let app: App;
 let healthy = true;
+/** Every log line the app writes. */
+const logLines: Array<Record<string, unknown>> = [];
+const logSink = { write: (line: string) => { logLines.push(JSON.parse(line) as Record<string, unknown>); } };
 
 beforeAll(async () => {
   initTracing('contract-test');
   const { key } = await importEd25519Jwk((await internalKeys()).publicJwk);
   app = await createHttpApp({
-    service: 'contract-test', version: '1.2.3', logger: createLogger('contract-test', 'silent'), internalKey: key,
-    checks: { db: { critical: true, check: async () => healthy } },
+    service: 'contract-test', version: '1.2.3', logger: createLogger('contract-test', 'info', {}, logSink), internalKey: key,
+    checks: { db: { critical: true, check: async () => healthy } }, bodyLimit: 1024,
   });
   app.get('/boom', async () => { throw new Error('secret detail: SELECT * FROM users'); });
   app.post('/items', { schema: { body: Type.Object({ name: Type.String({ minLength: 1 }) }) } }, async (req) => ({ data: req.body }));
@@ -66,12 +69,37 @@ describe('error envelope and X-Trace-Id', () => {
     expect(res.json().error).toMatchObject({ code: 'VALIDATION_ERROR', details: [{ field: 'name' }] });
   });
 
-  it('500 hides the error and its stack', async () => {
+  it('500 hides the error and its stack; the log line with them carries the same trace id', async () => {
     const res = await app.inject({ method: 'GET', url: '/boom', headers: await as() });
     expect(res.statusCode).toBe(500);
     expect(res.json()).toEqual({ error: { code: 'INTERNAL_ERROR', message: 'Internal server error' } });
     expect(res.body).not.toMatch(/secret|SELECT|at .*\.ts/);
-    expect(res.headers['x-trace-id']).toMatch(/^[0-9a-f]{32}$/);
+    const traceId = res.headers['x-trace-id'];
+    expect(traceId).toMatch(/^[0-9a-f]{32}$/);
+    const logged = logLines.find((l) => l.msg === 'unhandled error' && l.trace_id === traceId) as { err: { message: string; stack: string } } | undefined;
+    expect(logged?.err.message).toContain('secret detail');
+    expect(logged?.err.stack).toMatch(/at /);
+    // Every line about this request carries its trace id.
+    const lines = logLines.filter((l) => (l.req as { url?: string } | undefined)?.url === '/boom' || l.msg === 'unhandled error');
+    expect(lines.length).toBeGreaterThan(0);
+    expect(lines.every((l) => l.trace_id === traceId)).toBe(true);
+  });
+
+  it('413 for a body over the limit and 415 for an unsupported content type, in the envelope', async () => {
+    const big = await app.inject({ method: 'POST', url: '/items', headers: await as(), payload: { name: 'x'.repeat(5_000) } });
+    expect(big.statusCode).toBe(413);
+    expect(big.json()).toEqual({ error: { code: 'PAYLOAD_TOO_LARGE', message: expect.any(String) } });
+    expect(big.headers['x-trace-id']).toMatch(/^[0-9a-f]{32}$/);
+    const xml = await app.inject({ method: 'POST', url: '/items', headers: { ...(await as()), 'content-type': 'application/xml' }, payload: '<name>x</name>' });
+    expect(xml.statusCode).toBe(415);
+    expect(xml.json()).toEqual({ error: { code: 'UNSUPPORTED_MEDIA_TYPE', message: expect.any(String) } });
+    expect(xml.headers['x-trace-id']).toMatch(/^[0-9a-f]{32}$/);
+  });
+
+  it('an unregistered method on a known path is 404 in the envelope', async () => {
+    const res = await app.inject({ method: 'DELETE', url: '/items', headers: await as() });
+    expect(res.statusCode).toBe(404);
+    expect(res.json().error.code).toBe('NOT_FOUND');
   });
 
   it('continues the caller\'s trace from traceparent', async () => {
@@ -92,9 +120,16 @@ describe('pagination', () => {
     const res = await app.inject({ method: 'GET', url: '/items?limit=5000&offset=3', headers: await as() });
     expect(res.json().meta).toEqual({ total: 0, limit: 200, offset: 3 });
   });
-  it('rejects a negative offset', async () => {
-    const res = await app.inject({ method: 'GET', url: '/items?offset=-1', headers: await as() });
-    expect(res.statusCode).toBe(400);
+  it('rejects a negative offset and a limit below 1 or not an integer', async () => {
+    for (const query of ['offset=-1', 'limit=-5', 'limit=0', 'limit=abc', 'limit=1.5', 'offset=x']) {
+      const res = await app.inject({ method: 'GET', url: `/items?${query}`, headers: await as() });
+      expect(res.statusCode, query).toBe(400);
+      expect(res.json().error.code, query).toBe('VALIDATION_ERROR');
+    }
+  });
+  it('defaults to limit 50, offset 0', async () => {
+    const res = await app.inject({ method: 'GET', url: '/items', headers: await as() });
+    expect(res.json().meta).toEqual({ total: 0, limit: 50, offset: 0 });
   });
   it('rejects offsets that coerce to Infinity or past 2^53, in the envelope', async () => {
     for (const offset of ['1e309', '99999999999999999999']) {

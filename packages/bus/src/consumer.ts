@@ -6,7 +6,7 @@ import { headers as natsHeaders, nanos } from '@nats-io/nats-core';
 import { SpanKind } from '@opentelemetry/api';
 import { Value } from '@sinclair/typebox/value';
 import type { Logger } from '@aos/core';
-import type { BusConnection } from './connection.js';
+import { ensureStreams, isNotFound, type BusConnection } from './connection.js';
 import { deadLetterRoot, subjectFor } from './names.js';
 import { sleep, withTimeout } from './relay.js';
 
@@ -56,6 +56,9 @@ export interface ConsumerOptions<S extends AnySchema> {
 
 type Running = { durable: string; messages: ConsumerMessages | null; inflight: Set<Promise<void>>; done: Promise<void> };
 
+/** What handling one event came to: its effects committed now, or it had been handled before (inbox). */
+export type HandleOutcome = 'processed' | 'already_processed';
+
 export const durableName = (service: string, handler: string, type: string | null) =>
   `${service}--${handler}${type ? `--${type.replaceAll('.', '_')}` : '--all'}`;
 
@@ -67,6 +70,8 @@ export const durableName = (service: string, handler: string, type: string | nul
  */
 export class EventConsumers<S extends AnySchema> {
   private readonly running: Running[] = [];
+  /** Durable consumer name → its handler, for re-driving dead letters. */
+  private readonly handlers = new Map<string, EventHandler<EventType, S>>();
   private stopped = false;
 
   constructor(private readonly opts: ConsumerOptions<S>) {}
@@ -79,17 +84,27 @@ export class EventConsumers<S extends AnySchema> {
         const durable = durableName(this.opts.service, handler.name, type);
         const filter = type ? subjectFor(bus.names, type) : `${bus.names.subjectRoot}.>`;
         await this.ensureConsumer(bus, durable, filter);
+        this.handlers.set(durable, handler);
         const running: Running = { durable, messages: null, inflight: new Set(), done: Promise.resolve() };
-        running.done = this.consumeLoop(bus, handler, running);
+        running.done = this.consumeLoop(bus, handler, running, filter);
         this.running.push(running);
       }
     }
   }
 
+  /**
+   * Stops pulling; handlers already running finish (bounded), and messages buffered but not
+   * started are nak'ed so the broker redelivers them at once (to another replica or the next start).
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     for (const r of this.running) await r.messages?.close().catch(() => {});
     await Promise.allSettled(this.running.map((r) => withTimeout(r.done, 15_000, 'consumer stop timed out')));
+  }
+
+  /** The handler behind a durable consumer of this process, if any. */
+  handlerFor(durable: string): EventHandler<EventType, S> | undefined {
+    return this.handlers.get(durable);
   }
 
   private async ensureConsumer(bus: BusConnection, durable: string, filter: string) {
@@ -105,19 +120,35 @@ export class EventConsumers<S extends AnySchema> {
     try {
       await bus.jsm.consumers.add(bus.names.stream, config);
     } catch (err) {
-      if (!/already exists/i.test(String((err as Error).message))) throw err;
-      await bus.jsm.consumers.update(bus.names.stream, durable, { ack_wait: config.ack_wait, max_ack_pending: config.max_ack_pending });
+      if (/already exists/i.test(String((err as Error).message))) {
+        await bus.jsm.consumers.update(bus.names.stream, durable, { ack_wait: config.ack_wait, max_ack_pending: config.max_ack_pending });
+        return;
+      }
+      // The broker lost the stream (e.g. restarted without its store): recreate it, then the consumer.
+      if (!isNotFound(err)) throw err;
+      await ensureStreams(bus.jsm, bus.names);
+      await bus.jsm.consumers.add(bus.names.stream, config);
     }
   }
 
-  private async consumeLoop(bus: BusConnection, handler: EventHandler<EventType, S>, running: Running): Promise<void> {
+  private async consumeLoop(bus: BusConnection, handler: EventHandler<EventType, S>, running: Running, filter: string): Promise<void> {
     const concurrency = handler.concurrency ?? 1;
+    let first = true;
     while (!this.stopped) {
       try {
+        // After a failure the consumer (or its stream) may be gone: make sure both exist again.
+        if (!first) await this.ensureConsumer(bus, running.durable, filter);
+        first = false;
         const consumer = await bus.js.consumers.get(bus.names.stream, running.durable);
-        const messages = await consumer.consume({ max_messages: Math.max(concurrency * 2, 10) });
+        // abort_on_missing_resource: a deleted consumer or stream ends the iterator (and this loop recreates it) instead of stalling.
+        const messages = await consumer.consume({ max_messages: Math.max(concurrency * 2, 10), expires: 10_000, abort_on_missing_resource: true });
         running.messages = messages;
+        if (this.stopped) await messages.close();
         for await (const m of messages) {
+          if (this.stopped) {
+            m.nak(); // buffered but not started: back to the broker for immediate redelivery
+            continue;
+          }
           const p = this.process(bus, handler, running.durable, m).finally(() => running.inflight.delete(p));
           running.inflight.add(p);
           if (running.inflight.size >= concurrency) await Promise.race(running.inflight);
@@ -149,16 +180,7 @@ export class EventConsumers<S extends AnySchema> {
       span.setAttribute('messaging.consumer', durable);
       span.setAttribute('aos.event_id', envelope.id);
       try {
-        const committed: Array<() => Promise<unknown>> = [];
-        await this.opts.db.transaction(async (tx) => {
-          const fresh = await tx.insert(inbox)
-            .values({ consumer: `${this.opts.service}:${handler.name}`, eventId: envelope.id, eventType: envelope.type })
-            .onConflictDoNothing()
-            .returning({ eventId: inbox.eventId });
-          if (fresh.length === 0) return; // already handled: ack again, no second effect
-          await handler.handle(envelope as EventOf<EventType>, tx, { log, deliveryCount, afterCommit: (fn) => committed.push(fn) });
-        });
-        for (const fn of committed) await fn();
+        await this.handleOnce(handler, envelope, { log, deliveryCount });
         m.ack();
       } catch (err) {
         const max = this.opts.maxDeliver ?? 5;
@@ -173,6 +195,25 @@ export class EventConsumers<S extends AnySchema> {
         throw err;
       }
     }, { kind: SpanKind.CONSUMER, parent: contextFromCarrier(carrier) }).catch(() => {});
+  }
+
+  /**
+   * Runs `handler` for `envelope` in one transaction with its inbox row; an event the inbox
+   * already holds for this handler is not handled again. After-commit work runs last.
+   */
+  async handleOnce(handler: EventHandler<EventType, S>, envelope: EventEnvelope, ctx: { log: Logger; deliveryCount: number }): Promise<HandleOutcome> {
+    const committed: Array<() => Promise<unknown>> = [];
+    const outcome = await this.opts.db.transaction(async (tx): Promise<HandleOutcome> => {
+      const fresh = await tx.insert(inbox)
+        .values({ consumer: `${this.opts.service}:${handler.name}`, eventId: envelope.id, eventType: envelope.type })
+        .onConflictDoNothing()
+        .returning({ eventId: inbox.eventId });
+      if (fresh.length === 0) return 'already_processed';
+      await handler.handle(envelope as EventOf<EventType>, tx, { ...ctx, afterCommit: (fn) => committed.push(fn) });
+      return 'processed';
+    });
+    for (const fn of committed) await fn();
+    return outcome;
   }
 
   private async deadLetter(bus: BusConnection, durable: string, m: JsMsg, error: string): Promise<void> {
@@ -214,6 +255,8 @@ export interface DeadLetter {
   seq: number;
   subject: string;
   consumer: string;
+  /** The service owning the consumer (the first part of its durable name). */
+  service: string;
   originalSubject: string;
   deliveries: number;
   error: string;
@@ -221,29 +264,120 @@ export interface DeadLetter {
   time: string;
 }
 
-/** The newest dead-lettered events, for operators. */
-export async function listDeadLetters(bus: BusConnection, limit = 50): Promise<DeadLetter[]> {
-  const info = await bus.jsm.streams.info(bus.names.deadLetterStream);
-  const out: DeadLetter[] = [];
-  for (let seq = info.state.last_seq; seq >= info.state.first_seq && seq > 0 && out.length < limit; seq--) {
-    try {
-      const msg = await bus.jsm.streams.getMessage(bus.names.deadLetterStream, { seq });
-      if (!msg) continue;
-      let event: unknown = null;
-      try { event = msg.json(); } catch { event = msg.string(); }
-      out.push({
-        seq,
-        subject: msg.subject,
-        consumer: msg.header.get('Aos-Consumer'),
-        originalSubject: msg.header.get('Aos-Original-Subject'),
-        deliveries: Number(msg.header.get('Aos-Deliveries')),
-        error: msg.header.get('Aos-Error'),
-        event,
-        time: msg.time.toISOString(),
-      });
-    } catch {
-      // deleted message: skip
-    }
+/** `tasks--changelog--tasks_task_completed` → `tasks`. */
+export const serviceOfConsumer = (durable: string) => durable.split('--')[0] ?? '';
+
+async function readDeadLetter(bus: BusConnection, seq: number): Promise<DeadLetter | null> {
+  return (await readStoredDeadLetter(bus, seq))?.letter ?? null;
+}
+
+async function readStoredDeadLetter(bus: BusConnection, seq: number): Promise<{ letter: DeadLetter; data: Uint8Array } | null> {
+  let msg;
+  try {
+    msg = await bus.jsm.streams.getMessage(bus.names.deadLetterStream, { seq });
+  } catch (err) {
+    if (isNotFound(err)) return null; // deleted (re-driven) or never there
+    throw err;
   }
-  return out;
+  if (!msg) return null;
+  let event: unknown;
+  try { event = msg.json(); } catch { event = msg.string(); }
+  const consumer = msg.header.get('Aos-Consumer');
+  const letter: DeadLetter = {
+    seq,
+    subject: msg.subject,
+    consumer,
+    service: serviceOfConsumer(consumer),
+    originalSubject: msg.header.get('Aos-Original-Subject'),
+    deliveries: Number(msg.header.get('Aos-Deliveries')),
+    error: msg.header.get('Aos-Error'),
+    event,
+    time: msg.time.toISOString(),
+  };
+  return { letter, data: msg.data };
+}
+
+export interface DeadLetterQuery {
+  limit?: number;
+  offset?: number;
+  /** Only dead letters of this service's consumers. */
+  service?: string;
+}
+
+/**
+ * Dead-lettered events, newest first, for operators. Without a `service` filter every
+ * service's dead letters are listed (they share one stream). A number as second argument is
+ * the limit (the original signature).
+ */
+export async function listDeadLetters(bus: BusConnection, query: DeadLetterQuery | number = {}): Promise<DeadLetter[]> {
+  return (await pageDeadLetters(bus, typeof query === 'number' ? { limit: query } : query)).items;
+}
+
+/** A page of dead letters and how many match in all. */
+export async function pageDeadLetters(bus: BusConnection, query: DeadLetterQuery = {}): Promise<{ items: DeadLetter[]; total: number }> {
+  const limit = query.limit ?? 50;
+  const offset = query.offset ?? 0;
+  const info = await bus.jsm.streams.info(bus.names.deadLetterStream, { subjects_filter: '>' });
+  const prefix = `${deadLetterRoot(bus.names)}.`;
+  const matches = (subject: string) => !query.service || serviceOfConsumer(subject.slice(prefix.length)) === query.service;
+  const total = Object.entries(info.state.subjects ?? {}).reduce((n, [subject, count]) => n + (matches(subject) ? count : 0), 0);
+  const items: DeadLetter[] = [];
+  let skipped = 0;
+  for (let seq = info.state.last_seq; seq >= info.state.first_seq && seq > 0 && items.length < limit; seq--) {
+    const letter = await readDeadLetter(bus, seq);
+    if (!letter || !matches(letter.subject)) continue;
+    if (skipped++ < offset) continue;
+    items.push(letter);
+  }
+  return { items, total };
+}
+
+export class DeadLetterError extends Error {
+  constructor(readonly reason: 'not_found' | 'other_service' | 'unknown_consumer' | 'malformed' | 'handler_failed', message: string) {
+    super(message);
+    this.name = 'DeadLetterError';
+  }
+}
+
+export interface RedriveResult {
+  seq: number;
+  consumer: string;
+  eventId: string;
+  outcome: HandleOutcome;
+}
+
+/**
+ * Re-runs a dead-lettered event through the consumer that gave up on it, now, in this
+ * process: in one transaction with the inbox row, so an event that consumer has handled
+ * since (or a second re-drive) has no second effect. Other consumers of the event are not
+ * involved. On success the dead letter is removed; when the handler fails again it stays.
+ */
+export async function redriveDeadLetter<S extends AnySchema>(
+  bus: BusConnection, consumers: EventConsumers<S>, service: string, seq: number, log: Logger,
+): Promise<RedriveResult> {
+  const stored = await readStoredDeadLetter(bus, seq);
+  if (!stored) throw new DeadLetterError('not_found', `Dead letter ${seq} not found`);
+  const { letter } = stored;
+  if (letter.service !== service) {
+    throw new DeadLetterError('other_service', `Dead letter ${seq} belongs to the ${letter.service} service; re-drive it there`);
+  }
+  const handler = consumers.handlerFor(letter.consumer);
+  if (!handler) throw new DeadLetterError('unknown_consumer', `Consumer ${letter.consumer} is not running in this process`);
+  let envelope: EventEnvelope;
+  try {
+    envelope = parseEnvelope(stored.data);
+  } catch (err) {
+    throw new DeadLetterError('malformed', `Dead letter ${seq} cannot be re-driven: ${(err as Error).message}`);
+  }
+  let outcome: HandleOutcome;
+  try {
+    outcome = await consumers.handleOnce(handler, envelope, { log: log.child({ consumer: letter.consumer, redrive: seq }), deliveryCount: letter.deliveries + 1 });
+  } catch (err) {
+    throw new DeadLetterError('handler_failed', `The handler failed again: ${(err as Error).message ?? String(err)}`);
+  }
+  await bus.jsm.streams.deleteMessage(bus.names.deadLetterStream, seq, false).catch((err: Error) => {
+    if (!isNotFound(err)) throw err; // removed by a concurrent re-drive
+  });
+  log.info({ seq, consumer: letter.consumer, eventId: envelope.id, outcome }, 'dead letter re-driven');
+  return { seq, consumer: letter.consumer, eventId: envelope.id, outcome };
 }

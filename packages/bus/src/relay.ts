@@ -1,7 +1,7 @@
 import { headers as natsHeaders } from '@nats-io/nats-core';
 import pg from 'pg';
 import type { Logger } from '@aos/core';
-import type { BusConnection } from './connection.js';
+import { ensureStreams, isNoResponders, type BusConnection } from './connection.js';
 
 export interface RelayOptions {
   /** Connection string for the relay's own session (LISTEN + advisory lock). */
@@ -14,6 +14,8 @@ export interface RelayOptions {
   lockName: string;
   batchSize?: number;
   pollIntervalMs?: number;
+  /** How often a standby relay tries to take the lock over (default 5 s). */
+  lockRetryMs?: number;
   /** Published rows older than this are deleted. */
   retentionHours?: number;
 }
@@ -67,10 +69,16 @@ export class OutboxRelay {
         if (!this.active) {
           this.active = await this.acquire();
           if (!this.active) {
-            await this.sleepOrWake(5_000);
+            await this.sleepOrWake(this.opts.lockRetryMs ?? 5_000);
             continue;
           }
           log.info('outbox relay active');
+        } else if (!(await this.sessionAlive())) {
+          // The lock lived in that session: another relay may hold it now.
+          log.warn('outbox relay lost its lock session; re-acquiring');
+          this.active = false;
+          await this.closeSession();
+          continue;
         }
         await this.drain();
         await this.cleanup();
@@ -160,6 +168,11 @@ export class OutboxRelay {
       await pool.query('UPDATE aos_outbox SET published_at = now(), attempts = attempts + 1 WHERE id = ANY($1::uuid[])', [sent]);
     }
     if (failed.length > 0) {
+      // Nobody answers for the subject: the stream is gone (a broker that lost its store). Recreate it.
+      if (results.some((r) => r.status === 'rejected' && isNoResponders(r.reason))) {
+        const bus = await this.opts.bus;
+        await ensureStreams(bus.jsm, bus.names).catch((err: Error) => this.opts.log.warn({ err: err.message }, 'could not recreate streams'));
+      }
       await pool.query(
         `UPDATE aos_outbox o SET attempts = o.attempts + 1, last_error = f.error
            FROM unnest($1::uuid[], $2::text[]) AS f(id, error) WHERE o.id = f.id`,

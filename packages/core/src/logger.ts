@@ -1,5 +1,5 @@
 import { trace } from '@opentelemetry/api';
-import { pino, type Logger, type LoggerOptions } from 'pino';
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 
 export type { Logger } from 'pino';
 
@@ -23,9 +23,9 @@ const requestSerializers = {
   req: (req: LoggedRequest) => ({ method: req.method, url: req.url && redactUrl(req.url), host: req.host, remoteAddress: req.ip, remotePort: req.socket?.remotePort }),
 };
 
-/** A pino logger whose every line carries the active OpenTelemetry trace and span ids. */
-export function createLogger(service: string, level: string = 'info', options: LoggerOptions = {}): Logger {
-  const logger = pino({
+/** A pino logger whose every line carries the active OpenTelemetry trace and span ids (to stdout unless `destination`). */
+export function createLogger(service: string, level: string = 'info', options: LoggerOptions = {}, destination?: DestinationStream): Logger {
+  const opts: LoggerOptions = {
     level,
     base: { service },
     timestamp: pino.stdTimeFunctions.isoTime,
@@ -39,6 +39,7 @@ export function createLogger(service: string, level: string = 'info', options: L
       return (instance as Logger).bindings().trace_id ? { span_id: spanId } : { trace_id: traceId, span_id: spanId };
     },
     ...options,
-  });
+  };
+  const logger = destination ? pino(opts, destination) : pino(opts);
   return Object.defineProperty(logger, 'serializers', { value: requestSerializers, enumerable: false });
 }

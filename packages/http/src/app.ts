@@ -49,6 +49,20 @@ export interface HttpAppOptions {
 }
 
 const SPAN = Symbol('aos.span');
+
+/** A route as registered, with who may call it. */
+export interface RouteInfo {
+  method: string;
+  url: string;
+  auth: RouteAuth['auth'] | 'principal';
+}
+
+const registered = new WeakMap<object, RouteInfo[]>();
+
+/** Every route registered on an app built by `createHttpApp` (for audits such as "every route needs a principal"). */
+export function routesOf(app: App): RouteInfo[] {
+  return [...(registered.get(app) ?? [])];
+}
 const started = Date.now();
 
 /**
@@ -74,6 +88,14 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<App> {
     // Malformed URL encoding (`/x/%`) and over-long parameters: the same envelope as every other error.
     frameworkErrors: (err, request, reply) => sendError(err, request, reply),
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
+
+  const routes: RouteInfo[] = [];
+  registered.set(app, routes);
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) {
+      routes.push({ method, url: route.url, auth: (route.config as RouteAuth | undefined)?.auth ?? 'principal' });
+    }
+  });
 
   app.decorateRequest('principal', null as unknown as Principal);
   app.decorateRequest('span', undefined);
@@ -135,6 +157,15 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<App> {
     span.end();
   });
   app.addHook('onRequestAbort', async (request) => { request.span?.end(); });
+
+  // Draining on close: answers to requests still in flight end their keep-alive connection,
+  // so `close()` returns when they are done instead of when the idle keep-alive times out.
+  let closing = false;
+  app.addHook('preClose', async () => { closing = true; });
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (closing) reply.header('connection', 'close');
+    return payload;
+  });
 
   app.setErrorHandler((err: FastifyError, request, reply) => sendError(err, request, reply));
   app.setNotFoundHandler((request, reply) => {

@@ -42,7 +42,8 @@ export async function runService<S extends AnySchema, P extends TProperties>(def
   const log = createLogger(def.name, config.LOG_LEVEL);
   try {
     const ctx = await createContext(def, config, log);
-    ctx.shutdown.add('tracing', stopTracing);
+    // Last: spans of the other steps (in-flight requests, handlers and jobs finishing) are exported too.
+    ctx.shutdown.addLast('tracing', stopTracing);
     const app = await buildServiceApp(def, ctx);
     await startBackground(def, ctx);
     await app.listen({ host: config.HOST, port: config.PORT });

@@ -1,8 +1,8 @@
 import type { EventType, ServiceName } from '@aos/contracts';
-import { createLogger, loadConfig, Shutdown, type Logger } from '@aos/core';
-import { connectBus, EventConsumers, listDeadLetters, Outbox, OutboxRelay, type BusConnection, type BusNames, type EventHandler } from '@aos/bus';
+import { conflict, createLogger, loadConfig, notFound, serviceUnavailable, Shutdown, unprocessable, type Logger } from '@aos/core';
+import { connectBus, DeadLetterError, EventConsumers, Outbox, OutboxRelay, pageDeadLetters, redriveDeadLetter, withTimeout, type BusConnection, type BusNames, type EventHandler } from '@aos/bus';
 import { createDb, createPool, pingDb, runMigrations, type Db, type Pool } from '@aos/db';
-import { createHttpApp, importEd25519Jwk, type App, type HealthCheck, type Key } from '@aos/http';
+import { createHttpApp, importEd25519Jwk, list, ok, page, PaginationQuery, type App, type HealthCheck, type Key } from '@aos/http';
 import { QueueKit } from '@aos/queue';
 import { Type, type Static, type TObject, type TProperties } from '@sinclair/typebox';
 import { baseServiceConfig, type BaseServiceConfig } from './config.js';
@@ -76,14 +76,17 @@ export async function createContext<S extends AnySchema, P extends TProperties>(
     await runMigrations(pool, def.migrationsFolder);
   } catch (err) {
     await shutdown.run();
-    throw err;
+    throw databaseStartError(err, config.DATABASE_URL);
   }
   const db = createDb(pool, def.schema);
   const busNames: BusNames = { subjectRoot: config.BUS_SUBJECT_ROOT, stream: config.BUS_STREAM, deadLetterStream: config.BUS_DLQ_STREAM };
-  const bus = connectBus(config.NATS_URL, busNames, def.name, log);
-  bus.catch((err: Error) => log.error({ err: err.message }, 'nats connection failed'));
+  const stopping = new AbortController();
+  const bus = connectBus(config.NATS_URL, busNames, def.name, log, { signal: stopping.signal });
+  bus.catch((err: Error) => { if (!stopping.signal.aborted) log.error({ err: err.message }, 'nats connection failed'); });
   shutdown.add('nats', async () => {
-    const conn = await Promise.race([bus, new Promise<null>((r) => setTimeout(() => r(null), 100))]).catch(() => null);
+    // A connection still being made is abandoned (it never creates streams after this point).
+    stopping.abort();
+    const conn = await bus.catch(() => null);
     await conn?.nc.drain().catch(() => {});
   });
   const queues = new QueueKit(config.REDIS_URL, config.REDIS_PREFIX, log);
@@ -100,6 +103,16 @@ export async function createContext<S extends AnySchema, P extends TProperties>(
     name: def.name, version: def.version, config, log, pool, db, outbox: new Outbox(def.name, busNames),
     busNames, bus, relay, consumers, queues, internalKey, shutdown,
   };
+}
+
+/** Connection errors while migrating name the setting and the server (never the password). */
+function databaseStartError(err: unknown, url: string): unknown {
+  const code = (err as { code?: string })?.code;
+  const connectionCodes = ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET', '28P01', '28000', '3D000'];
+  if (!code || !connectionCodes.includes(code)) return err;
+  const u = new URL(url);
+  const where = `${u.hostname}:${u.port || 5432}${u.pathname}`;
+  return new Error(`DATABASE_URL: cannot use the database at ${where}: ${(err as Error).message}`);
 }
 
 export async function buildServiceApp<S extends AnySchema, P extends TProperties>(def: ServiceDefinition<S, P>, ctx: ServiceContext<S, P>): Promise<App> {
@@ -120,13 +133,47 @@ export async function buildServiceApp<S extends AnySchema, P extends TProperties
       ...def.checks?.(ctx),
     },
   });
-  app.get('/internal/dead-letters', {
-    schema: { hide: true, querystring: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })) }) },
-    config: { platformAdmin: true },
-  }, async (request) => ({ data: await listDeadLetters(await ctx.bus, request.query.limit ?? 50) }));
+  deadLetterRoutes(app, ctx);
   await def.routes(app, ctx);
   ctx.shutdown.add('http', () => app.close());
   return app;
+}
+
+/**
+ * Operator routes (platform admins): the dead letters of this service's consumers, and
+ * re-driving one through its consumer now (idempotent through the inbox).
+ */
+function deadLetterRoutes<S extends AnySchema, P extends TProperties>(app: App, ctx: ServiceContext<S, P>) {
+  const admin = { platformAdmin: true } as const;
+  app.get('/internal/dead-letters', {
+    schema: {
+      hide: true,
+      querystring: Type.Object({ ...PaginationQuery, service: Type.Optional(Type.String({ minLength: 1, maxLength: 100, description: 'Another service, or `all` (default: this one)' })) }),
+    },
+    config: admin,
+  }, async (request) => {
+    const p = page(request.query);
+    const service = request.query.service === 'all' ? undefined : (request.query.service ?? ctx.name);
+    const { items, total } = await pageDeadLetters(await connectedBus(ctx), { ...p, service });
+    return list(items, total, p);
+  });
+  app.post('/internal/dead-letters/:seq/redrive', {
+    schema: { hide: true, params: Type.Object({ seq: Type.Integer({ minimum: 1, maximum: 2 ** 53 - 1 }) }) },
+    config: admin,
+  }, async (request) => {
+    try {
+      return ok(await redriveDeadLetter(await connectedBus(ctx), ctx.consumers, ctx.name, request.params.seq, ctx.log));
+    } catch (err) {
+      if (!(err instanceof DeadLetterError)) throw err;
+      if (err.reason === 'not_found') throw notFound(`Dead letter ${request.params.seq}`);
+      if (err.reason === 'handler_failed' || err.reason === 'malformed') throw unprocessable(err.message);
+      throw conflict(err.message);
+    }
+  });
+}
+
+async function connectedBus(ctx: { bus: Promise<BusConnection> }): Promise<BusConnection> {
+  return withTimeout(ctx.bus, 2_000, 'nats not connected').catch(() => { throw serviceUnavailable('The event bus (NATS) is not connected'); });
 }
 
 /** Starts the background parts: the outbox relay, event consumers and job workers. */

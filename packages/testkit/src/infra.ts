@@ -43,6 +43,7 @@ function tcpUp(url: string): Promise<boolean> {
 
 async function redisUp(url: string): Promise<boolean> {
   const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 2_000, retryStrategy: () => null });
+  r.on('error', () => {}); // the failed connect below says it
   try {
     await r.connect();
     return (await r.ping()) === 'PONG';
@@ -63,16 +64,12 @@ export function dockerEngineAvailable(): boolean {
 }
 
 const HOW_TO_START: Record<Dependency, string> = {
-  postgres: 'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start   (or set TEST_DATABASE_URL)',
-  nats: 'start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server   (JetStream enabled; or set NATS_URL)',
-  redis: 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no   (or set REDIS_URL)',
+  postgres: 'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start',
+  nats: 'start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server   (JetStream enabled)',
+  redis: 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no',
 };
+const URL_VARS: Record<Dependency, string> = { postgres: 'TEST_DATABASE_URL', nats: 'NATS_URL', redis: 'REDIS_URL' };
 
-/**
- * Makes sure Postgres, NATS and Redis are reachable: the servers named by the env (default
- * localhost) when they answer, else containers via testcontainers when a Docker engine
- * exists, else an error that says exactly what to start. Returns the URLs to use and a stop function.
- */
 /** Which of Postgres, NATS and Redis do not answer at `urls`. */
 export async function unreachable(urls: InfraUrls): Promise<Dependency[]> {
   const [pgOk, natsOk, redisOk] = await Promise.all([postgresUp(urls.databaseUrl), tcpUp(urls.natsUrl), redisUp(urls.redisUrl)]);
@@ -81,19 +78,49 @@ export async function unreachable(urls: InfraUrls): Promise<Dependency[]> {
 
 export type Dependency = 'postgres' | 'nats' | 'redis';
 
-export function howToStart(missing: Dependency[]): string {
-  return missing.map((m) => `  ${m}: ${HOW_TO_START[m]}`).join('\n');
+function urlOf(urls: InfraUrls, d: Dependency): string {
+  return d === 'postgres' ? urls.databaseUrl : d === 'nats' ? urls.natsUrl : urls.redisUrl;
 }
 
-export async function ensureInfra(env: NodeJS.ProcessEnv = process.env): Promise<{ urls: InfraUrls; stop: () => Promise<void> }> {
+/** A URL without its password, for messages. */
+export function redacted(url: string): string {
+  try {
+    const u = new URL(url.split(',')[0]!);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparseable URL)';
+  }
+}
+
+/** One line per missing dependency: the command that starts it here, and the variable that points elsewhere. */
+export function howToStart(missing: Dependency[], urlVars: Partial<Record<Dependency, string>> = {}): string {
+  return missing.map((m) => `  ${m}: ${HOW_TO_START[m]}   (or set ${urlVars[m] ?? URL_VARS[m]})`).join('\n');
+}
+
+/** `postgres at postgres://…, nats at nats://…` for the missing ones, passwords hidden. */
+export function whereMissing(urls: InfraUrls, missing: Dependency[]): string {
+  return missing.map((m) => `${m} at ${redacted(urlOf(urls, m))}`).join(', ');
+}
+
+/**
+ * Makes sure Postgres, NATS and Redis are reachable: the servers named by the env (default
+ * localhost) when they answer, else containers via testcontainers when a Docker engine
+ * exists (`containers: false` skips that), else an error that says exactly what to start.
+ * Returns the URLs to use and a stop function.
+ */
+export async function ensureInfra(
+  env: NodeJS.ProcessEnv = process.env, opts: { containers?: boolean } = {},
+): Promise<{ urls: InfraUrls; stop: () => Promise<void> }> {
   const urls = infraUrls(env);
   const missing = await unreachable(urls);
   if (missing.length === 0) return { urls, stop: async () => {} };
   const pgOk = !missing.includes('postgres');
   const natsOk = !missing.includes('nats');
   const redisOk = !missing.includes('redis');
-  if (!dockerEngineAvailable()) {
-    throw new Error(`Test dependencies not reachable: ${missing.join(', ')}. No Docker engine for testcontainers either. Start them:\n${howToStart(missing)}`);
+  if (opts.containers === false || !dockerEngineAvailable()) {
+    throw new Error(`Test dependencies not reachable: ${missing.join(', ')} (${whereMissing(urls, missing)}). `
+      + `${opts.containers === false ? '' : 'No Docker engine for testcontainers either. '}Start ${missing.length > 1 ? 'them' : 'it'}:\n${howToStart(missing)}`);
   }
   const { GenericContainer, Wait } = await import('testcontainers');
   const stops: Array<() => Promise<unknown>> = [];

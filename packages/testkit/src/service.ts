@@ -56,12 +56,22 @@ export async function startTestService<S extends AnySchema, P extends TPropertie
     INTERNAL_TOKEN_PUBLIC_JWK: (await internalKeys()).publicJwk,
     ...opts.env,
   };
-  const config = loadServiceConfig(def, env);
   const log = createLogger(def.name, process.env.TEST_LOG_LEVEL ?? 'silent');
-  const ctx = await createContext(def, config, log);
-  const app = await buildServiceApp(def, ctx);
-  await app.ready();
-  if (opts.background !== false) await startBackground(def, ctx);
+  let ctx: ServiceContext<S, P> | undefined;
+  let app: App;
+  try {
+    const config = loadServiceConfig(def, env);
+    ctx = await createContext(def, config, log);
+    app = await buildServiceApp(def, ctx);
+    await app.ready();
+    if (opts.background !== false) await startBackground(def, ctx);
+  } catch (err) {
+    // A service that fails to start leaves nothing behind either.
+    await ctx?.shutdown.run();
+    await database.drop().catch(() => {});
+    if (ownsNamespace) await removeNamespace(namespace);
+    throw err;
+  }
   return {
     app, ctx, namespace, databaseUrl: database.url,
     inject: async (principal, injectOpts) => {
