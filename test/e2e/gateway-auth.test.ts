@@ -128,6 +128,28 @@ describe('through the gateway', () => {
     };
     await bus.js.publish(subjectFor(bus.names, 'billing.subscription.changed'), JSON.stringify(envelope), { msgID: envelope.id });
     await waitFor(async () => (await api('GET', '/api/tasks', { token: u.token })).headers['x-ratelimit-limit'] === '600', { message: 'pro tier limit' });
+
+    // A late (redelivered) older change never overwrites the newer tier. The consumer handles one
+    // subject in stream order, so once a later marker event is applied the stale one has been too.
+    const stale = { ...envelope, id: randomUUID(), occurredAt: new Date(Date.now() - 3_600_000).toISOString(), data: { ...envelope.data, tier: 'free', previousTier: 'pro' } };
+    await bus.js.publish(subjectFor(bus.names, 'billing.subscription.changed'), JSON.stringify(stale), { msgID: stale.id });
+    const other = await signup();
+    const marker = { ...envelope, id: randomUUID(), orgId: other.org_id, data: { ...envelope.data, tier: 'teams' } };
+    await bus.js.publish(subjectFor(bus.names, 'billing.subscription.changed'), JSON.stringify(marker), { msgID: marker.id });
+    await waitFor(async () => (await api('GET', '/api/tasks', { token: other.token })).headers['x-ratelimit-limit'] === '2000', { message: 'marker applied' });
+    expect((await api('GET', '/api/tasks', { token: u.token })).headers['x-ratelimit-limit']).toBe('600');
+  });
+
+  it('recreates its event consumer when the broker loses it, replaying what it missed', async () => {
+    const u = await signup();
+    const key = (await api('POST', `/api/organizations/${u.org_id}/api-keys`, { token: u.token, body: { name: 'k', scopes: ['tasks:read'] } })).json().data;
+    expect((await api('GET', '/api/tasks', { token: key.key })).statusCode).toBe(200); // now cached at the gateway
+    const bus = await stack.tasks.ctx.bus;
+    await bus.jsm.consumers.delete(bus.names.stream, 'gateway--identity');
+    // Revoked while no consumer exists: the recreated one must still see it.
+    expect((await api('POST', `/api/organizations/${u.org_id}/api-keys/${key.id}/revoke`, { token: u.token })).statusCode).toBe(200);
+    await waitFor(async () => (await api('GET', '/api/tasks', { token: key.key })).statusCode === 401, { timeoutMs: 25_000, message: 'revocation applied by the recreated consumer' });
+    await waitFor(async () => (await bus.jsm.consumers.info(bus.names.stream, 'gateway--identity').catch(() => null)) !== null, { message: 'consumer recreated' });
   });
 
   it('limits logins per IP more strictly', async () => {

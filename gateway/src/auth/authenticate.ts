@@ -22,6 +22,8 @@ export const cacheKeys = (prefix: string) => ({
   revokedJti: (jti: string) => `${prefix}:revoked:${jti}`,
   notBefore: (userId: string) => `${prefix}:nbf:${userId}`,
   tier: (orgId: string) => `${prefix}:tier:${orgId}`,
+  /** When the tier in `tier` took effect (event time, ms): an older event never overwrites a newer tier. */
+  tierAt: (orgId: string) => `${prefix}:tier-at:${orgId}`,
 });
 
 /**
