@@ -70,6 +70,12 @@ export function loadConfig<P extends TProperties>(schema: TObject<P>, env: NodeJ
       }
     }
     if (value !== undefined && value !== '') raw[key] = value;
+    // Value.Convert would truncate `1.5` (or `10k`'s digits) into an integer setting: refuse instead.
+    const type = (schema.properties[key] as { type?: string }).type;
+    if (typeof value === 'string' && value !== '' && type === 'integer' && !/^[+-]?\d+$/.test(value.trim())) {
+      problems.push(`${key}: must be a whole number`);
+      delete raw[key];
+    }
   }
   const withDefaults = Value.Default(schema, raw);
   const converted = Value.Convert(schema, withDefaults);
@@ -78,7 +84,7 @@ export function loadConfig<P extends TProperties>(schema: TObject<P>, env: NodeJ
     const format = (error.schema as { format?: string }).format;
     const hint = format && FORMAT_HINTS[format] ? `must be ${FORMAT_HINTS[format]}` : error.message.toLowerCase();
     const message = !(key in raw) && error.path === `/${key}` ? `${key} is required` : `${key}: ${hint}`;
-    if (!problems.includes(message)) problems.push(message);
+    if (!problems.includes(message) && !problems.some((p) => p.startsWith(`${key}: `))) problems.push(message);
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return converted as Static<TObject<P>>;

@@ -51,6 +51,13 @@ describe('loadConfig', () => {
     expect(found).toContain('DATABASE_URL: must be a postgres:// URL with a host, e.g. postgres://postgres@127.0.0.1:5432/aos_tasks');
   });
 
+  it('refuses a fractional or suffixed integer instead of truncating it', () => {
+    for (const bad of ['1.5', '10k', '0x10', '1e3']) {
+      expect(problems({ ...valid, POOL_MAX: bad }), bad).toEqual(['POOL_MAX: must be a whole number']);
+    }
+    expect(loadConfig(schema, { ...valid, POOL_MAX: '+7' }).POOL_MAX).toBe(7);
+  });
+
   it('says which required settings are missing', () => {
     expect(problems({})).toEqual(expect.arrayContaining(['DATABASE_URL is required', 'API_TOKEN is required']));
   });
