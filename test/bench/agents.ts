@@ -4,8 +4,8 @@
  */
 import { startTestService, tokenFor, userPrincipal, waitFor } from '@aos/testkit';
 import { service } from '../../services/agents-runtime/src/service.js';
+import { percentile } from './stats.js';
 
-const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 
 export async function run(): Promise<Record<string, number>> {
   const svc = await startTestService(service, { env: { RUN_CONCURRENCY: '8', IDLE_CACHE_TTL_SEC: '3600' } });
@@ -46,13 +46,13 @@ export async function run(): Promise<Record<string, number>> {
     }
     firstToken.sort((a, b) => a - b);
     return {
-      'idle-check cache miss p50 (ms)': pct(misses, 50),
-      'idle-check cache miss p99 (ms)': pct(misses, 99),
-      'idle-check cache hit p50 (ms)': pct(hits, 50),
-      'idle-check cache hit p99 (ms)': pct(hits, 99),
+      'idle-check cache miss p50 (ms)': percentile(misses, 50),
+      'idle-check cache miss p99 (ms)': percentile(misses, 99),
+      'idle-check cache hit p50 (ms)': percentile(hits, 50),
+      'idle-check cache hit p99 (ms)': percentile(hits, 99),
       'offline runs POST→succeeded (runs/s, concurrency 8)': runs / runSeconds,
-      'SSE /chat/stream first token p50 (ms)': pct(firstToken, 50),
-      'SSE /chat/stream first token p99 (ms)': pct(firstToken, 99),
+      'SSE /chat/stream first token p50 (ms)': percentile(firstToken, 50),
+      'SSE /chat/stream first token p99 (ms)': percentile(firstToken, 99),
     };
   } finally {
     await svc.close();

@@ -5,8 +5,8 @@
 import { subjectFor } from '@aos/bus';
 import { startTestService, userPrincipal, waitFor } from '@aos/testkit';
 import { service } from '../../services/billing/src/service.js';
+import { percentile } from './stats.js';
 
-const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 
 export async function run(): Promise<Record<string, number>> {
   const svc = await startTestService(service);
@@ -46,8 +46,8 @@ export async function run(): Promise<Record<string, number>> {
     return {
       'consume/s, one account, 16 clients': hotRate,
       'consume/s, 16 accounts, 16 clients': spreadRate,
-      'run.completed → ledger entry p50 (ms)': pct(latencies, 50),
-      'run.completed → ledger entry p99 (ms)': pct(latencies, 99),
+      'run.completed → ledger entry p50 (ms)': percentile(latencies, 50),
+      'run.completed → ledger entry p99 (ms)': percentile(latencies, 99),
     };
   } finally {
     await svc.close();

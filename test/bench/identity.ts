@@ -9,8 +9,8 @@ import type { AddressInfo } from 'node:net';
 import { cacheKeys } from '../../gateway/src/auth/authenticate.js';
 import { startGateway, startIdentity } from '../../gateway/test/helpers.js';
 import { hashPassword, verifyPassword } from '../../services/identity/src/domain/crypto.js';
+import { percentile } from './stats.js';
 
-const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 const KEYS = 50;
 const LOGINS = 40;
 const REQUESTS = 1_000;
@@ -102,16 +102,16 @@ export async function run(): Promise<Record<string, number>> {
         }
       }
     }
-    const median = (values: number[]) => pct([...values].sort((a, b) => a - b), 50);
+    const median = (values: number[]) => percentile([...values].sort((a, b) => a - b), 50);
     const throughput = Object.fromEntries(Object.keys(kinds).flatMap((kind) => [
       [`req/s ${kind}, ${CLIENTS} clients`, median(rates[kind]!)],
       [`p50 ${kind}, 1 client (ms)`, median(latencies[kind]!)],
     ]));
 
     return {
-      [`key revoked → 401, p50 of ${KEYS} (ms)`]: pct(revocations, 50),
-      [`key revoked → 401, p99 of ${KEYS} (ms)`]: pct(revocations, 99),
-      [`scrypt verify N=2^${SCRYPT_LOG_N}, p50 (ms)`]: pct(verifications, 50),
+      [`key revoked → 401, p50 of ${KEYS} (ms)`]: percentile(revocations, 50),
+      [`key revoked → 401, p99 of ${KEYS} (ms)`]: percentile(revocations, 99),
+      [`scrypt verify N=2^${SCRYPT_LOG_N}, p50 (ms)`]: percentile(verifications, 50),
       'logins/s via gateway, 4 clients': loginsPerSecond,
       ...throughput,
     };

@@ -4,10 +4,7 @@
  */
 import { createNamespace, removeNamespace, startTestService, userPrincipal, waitFor } from '@aos/testkit';
 import { count, reader, writer } from '../platform/fixtures/services.js';
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
-}
+import { percentile } from './stats.js';
 
 export async function run(): Promise<Record<string, number>> {
   const ns = createNamespace();

@@ -14,7 +14,7 @@ process.env.TEST_DATABASE_URL = urls.databaseUrl;
 process.env.NATS_URL = urls.natsUrl;
 process.env.REDIS_URL = urls.redisUrl;
 
-const files = (await readdir(dir)).filter((f) => f.endsWith('.ts') && f !== 'run.ts' && (!only || f.includes(only))).sort();
+const files = (await readdir(dir)).filter((f) => f.endsWith('.ts') && f !== 'run.ts' && f !== 'stats.ts' && (!only || f.includes(only))).sort();
 const results: Record<string, Record<string, number>> = {};
 for (const file of files) {
   const mod = (await import(pathToFileURL(`${dir}${file}`).href)) as { run?: () => Promise<Record<string, number>> };

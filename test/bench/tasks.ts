@@ -5,8 +5,8 @@
  */
 import { startTestService, userPrincipal, waitFor } from '@aos/testkit';
 import { service } from '../../services/tasks/src/service.js';
+import { percentile } from './stats.js';
 
-const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 const WORKERS = 8;
 
 export async function run(): Promise<Record<string, number>> {
@@ -47,8 +47,8 @@ export async function run(): Promise<Record<string, number>> {
     return {
       [`claim throughput (jobs/s, ${WORKERS} workers, batch 50)`]: batched,
       [`claim+complete throughput (jobs/s, ${WORKERS} workers, 1 by 1)`]: single,
-      'create→changelog visible p50 (ms)': pct(latencies, 50),
-      'create→changelog visible p99 (ms)': pct(latencies, 99),
+      'create→changelog visible p50 (ms)': percentile(latencies, 50),
+      'create→changelog visible p99 (ms)': percentile(latencies, 99),
     };
   } finally {
     await svc.close();
