@@ -19,7 +19,7 @@ beforeAll(async () => {
   ns = createNamespace();
   [tasks, agents, billing] = await Promise.all([
     startTestService(tasksService, { namespace: ns }),
-    startTestService(agentsService, { namespace: ns, env: { IDLE_CACHE_TTL_SEC: '600' } }),
+    startTestService(agentsService, { namespace: ns, env: { IDLE_CACHE_TTL_SEC: '600', OFFLINE_TOKEN_DELAY_MS: '20' } }),
     startTestService(billingService, { namespace: ns }),
   ]);
 });
@@ -49,5 +49,32 @@ describe('idle check across services', () => {
 
     await tasks.inject(owner, { method: 'PATCH', url: `/tasks/${task.id}`, payload: { status: 'in_progress' } });
     expect(await waitFor(async () => { const r = await idle(); return r.should_skip ? r : null; }, { message: 'task taken' })).toMatchObject({ reason: 'no ready tasks' });
+  });
+});
+
+describe('billing of runs that end early', () => {
+  it('a run cancelled while running is billed once for the tokens it used; its retry is a new run, billed apart', async () => {
+    const org: Principal = userPrincipal();
+    const call = (method: 'GET' | 'POST', url: string, payload?: object) => agents.inject(org, { method, url, ...(payload ? { payload } : {}) });
+    const balance = async () => (await billing.inject(org, { method: 'GET', url: '/tokens/balance' })).json().data.balance as number;
+    const charges = async (runId: number) => (await billing.inject(org, { method: 'GET', url: `/tokens/transactions?reference_id=aos:run:${runId}` })).json().data as { amount: number }[];
+    expect((await billing.inject(adminPrincipal(), { method: 'POST', url: '/tokens/grant', payload: { org_id: org.orgId, amount: 10_000 } })).statusCode).toBe(200);
+    await waitFor(async () => (await balance()) === 10_000, { message: 'grant booked' });
+    expect((await call('POST', '/agents', { name: 'quitter' })).statusCode).toBe(201);
+
+    const run = (await call('POST', '/agents/quitter/runs', { input: 'write a very long essay about '.repeat(10) })).json().data;
+    const streamed = async () => (await agents.ctx.queues.connection.xlen(`${agents.ctx.config.REDIS_PREFIX}:run:${run.id}:events`));
+    await waitFor(async () => (await streamed()) >= 3, { message: 'tokens streamed' });
+    const cancelled = (await call('POST', `/agent-runs/${run.id}/cancel`)).json().data;
+    expect(cancelled).toMatchObject({ status: 'cancelled' });
+    expect(cancelled.output_tokens).toBeGreaterThan(0);
+    await waitFor(async () => (await balance()) === 10_000 - cancelled.total_tokens, { message: 'partial usage billed' });
+    expect((await charges(run.id)).map((e) => e.amount)).toEqual([-cancelled.total_tokens]);
+
+    const retry = (await call('POST', `/agent-runs/${run.id}/retry`)).json().data;
+    const done = await waitFor(async () => { const r = (await call('GET', `/agent-runs/${retry.id}`)).json().data; return r.status === 'succeeded' ? r : null; }, { message: 'retry done' });
+    await waitFor(async () => (await balance()) === 10_000 - cancelled.total_tokens - done.total_tokens, { message: 'retry billed' });
+    expect((await charges(retry.id)).map((e) => e.amount)).toEqual([-done.total_tokens]);
+    expect((await charges(run.id))).toHaveLength(1);
   });
 });

@@ -1,6 +1,7 @@
 import type { ServerResponse } from 'node:http';
+import { waitFor } from '@aos/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
-import { anthropicProvider, offlineProvider, openAiProvider, ProviderError, type ProviderSettings } from '../src/domain/providers.js';
+import { anthropicProvider, offlineProvider, openAiProvider, ProviderError, UsageMeter, type Provider, type ProviderSettings } from '../src/domain/providers.js';
 import { anthropicStream, fakeProvider, openAiStream } from './helpers.js';
 
 type Server = Awaited<ReturnType<typeof fakeProvider>>;
@@ -20,7 +21,7 @@ describe('OpenAI-compatible provider (local server speaking the chat completions
     server = await fakeProvider((_req, res) => openAiStream(res, ['Hel', 'lo', ' there'], { prompt_tokens: 9, completion_tokens: 3 }));
     const tokens: string[] = [];
     const result = await openAiProvider(settings(server.url)).complete({ model: 'gpt-test', messages, onToken: (t) => tokens.push(t) });
-    expect(result).toEqual({ text: 'Hello there', inputTokens: 9, outputTokens: 3 });
+    expect(result).toEqual({ text: 'Hello there', inputTokens: 9, outputTokens: 3, estimated: false });
     expect(tokens).toEqual(['Hel', 'lo', ' there']);
     const [req] = server.requests;
     expect(req!.url).toBe('/v1/chat/completions');
@@ -87,8 +88,9 @@ describe('OpenAI-compatible provider (local server speaking the chat completions
   it('estimates tokens when the server reports no usage (older Ollama, some vLLM builds)', async () => {
     server = await fakeProvider((_req, res) => openAiStream(res, ['four score and seven'], null));
     const result = await openAiProvider(settings(server.url)).complete({ model: 'm', messages });
-    expect(result.inputTokens).toBeGreaterThan(0);
+    expect(result.inputTokens).toBe(Math.ceil('You are terse. Say hello'.length / 4));
     expect(result.outputTokens).toBe(Math.ceil('four score and seven'.length / 4));
+    expect(result.estimated).toBe(true);
   });
 
   it('a closed port is a retryable network error', async () => {
@@ -117,7 +119,7 @@ describe('Anthropic provider (local server speaking the Messages API)', () => {
     server = await fakeProvider((_req, res) => anthropicStream(res, ['Bonjour', ', ', 'monde'], { input_tokens: 31, output_tokens: 7 }));
     const tokens: string[] = [];
     const result = await anthropicProvider(settings(server.url)).complete({ model: 'claude-test', messages, onToken: (t) => tokens.push(t) });
-    expect(result).toEqual({ text: 'Bonjour, monde', inputTokens: 31, outputTokens: 7 });
+    expect(result).toEqual({ text: 'Bonjour, monde', inputTokens: 31, outputTokens: 7, estimated: false });
     expect(tokens).toEqual(['Bonjour', ', ', 'monde']);
     const [req] = server.requests;
     expect(req!.url).toBe('/v1/messages');
@@ -161,5 +163,58 @@ describe('offline provider', () => {
     expect(a).toEqual(b);
     expect(a.text).toBe('[offline-1] Acknowledged: Say hello. Plan: analyse, act, report.');
     expect(a.inputTokens).toBe(5);
+  });
+});
+
+describe('usage of a call that ends early (the meter)', () => {
+  const chunk = (content: string) => `data: ${JSON.stringify({ choices: [{ delta: { content } }] })}\n\n`;
+  /** Runs a call that the caller aborts once `after` tokens arrived; returns what the meter counted. */
+  async function abortedAfter(provider: Provider, after: number) {
+    const meter = new UsageMeter();
+    const controller = new AbortController();
+    let n = 0;
+    const pending = provider.complete({ model: 'm', messages, meter, signal: controller.signal, onToken: () => { if (++n === after) controller.abort(new Error('cancelled')); } });
+    await expect(pending).rejects.toThrow('cancelled');
+    return meter.usage(messages);
+  }
+
+  it('OpenAI-compatible, cut mid-stream: the prompt and the streamed text, estimated at ~4 characters a token', async () => {
+    server = await fakeProvider((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      for (const t of ['The quick', ' brown fox', ' jumps']) res.write(chunk(t));
+    });
+    expect(await abortedAfter(openAiProvider(settings(server.url)), 2)).toEqual({
+      inputTokens: Math.ceil('You are terse. Say hello'.length / 4), outputTokens: Math.ceil('The quick brown fox'.length / 4), estimated: true,
+    });
+  });
+
+  it('Anthropic, cut mid-stream: the prompt count of message_start, the output estimated', async () => {
+    server = await fakeProvider((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`event: message_start\ndata: ${JSON.stringify({ type: 'message_start', message: { usage: { input_tokens: 31, output_tokens: 1 } } })}\n\n`);
+      for (const text of ['Bonjour', ', monde', '!']) res.write(`event: content_block_delta\ndata: ${JSON.stringify({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text } })}\n\n`);
+    });
+    expect(await abortedAfter(anthropicProvider(settings(server.url)), 2)).toEqual({ inputTokens: 31, outputTokens: Math.ceil('Bonjour, monde'.length / 4), estimated: true });
+  });
+
+  it('offline, cut mid-stream: exact counts (its own: prompt words, streamed pieces)', async () => {
+    expect(await abortedAfter(offlineProvider(0), 3)).toEqual({ inputTokens: 5, outputTokens: 3, estimated: false });
+  });
+
+  it('a request the provider never answered, or attempts that failed before answering, use nothing', async () => {
+    server = await fakeProvider(() => {});
+    const meter = new UsageMeter();
+    const controller = new AbortController();
+    const pending = openAiProvider(settings(server.url)).complete({ model: 'm', messages, meter, signal: controller.signal });
+    await waitFor(() => server!.requests.length === 1, { message: 'request sent' });
+    controller.abort(new Error('cancelled'));
+    await expect(pending).rejects.toThrow('cancelled');
+    expect(meter.usage(messages)).toEqual({ inputTokens: 0, outputTokens: 0, estimated: false });
+    await server.close();
+
+    server = await fakeProvider((_req, res, n) => (n === 1 ? failWith(503)(res) : openAiStream(res, ['ok'], { prompt_tokens: 9, completion_tokens: 1 })));
+    const after = new UsageMeter();
+    expect(await openAiProvider(settings(server.url)).complete({ model: 'm', messages, meter: after })).toMatchObject({ inputTokens: 9, outputTokens: 1 });
+    expect(after.usage(messages)).toEqual({ inputTokens: 9, outputTokens: 1, estimated: false });
   });
 });

@@ -33,6 +33,10 @@ afterAll(async () => {
 });
 
 const sent = () => llm.requests.length;
+/** The tokens a run has streamed so far (its Redis event stream). */
+const tokensStreamed = async (id: number) =>
+  (await svc.ctx.queues.connection.xrange(`${svc.ctx.config.REDIS_PREFIX}:run:${id}:events`, '-', '+'))
+    .map(([, fields]) => JSON.parse(fields[1]!) as { type: string; token?: string }).filter((e) => e.type === 'token').map((e) => e.token!);
 
 describe('runs on BullMQ', () => {
   it('runs with the offline provider: queued → running → succeeded, usage recorded, events emitted', async () => {
@@ -97,14 +101,20 @@ describe('runs on BullMQ', () => {
     expect((await outbox(svc, 'agents.agent.errored')).filter((e) => e.data.name === 'flaky')).toHaveLength(1);
     expect((await outbox(svc, 'agents.run.completed')).find((e) => e.data.runId === id).data).toMatchObject({ status: 'failed', usage: { totalTokens: 0 } });
 
-    // Two retries at once queue the run once.
+    // A retry is a new run (billing charges each run id once); two retries at once make one.
     const [a, b] = await Promise.all([api.call('POST', `/agent-runs/${id}/retry`), api.call('POST', `/agent-runs/${id}/retry`)]);
     expect([a.statusCode, b.statusCode].sort()).toEqual([202, 409]);
-    const again = await api.finished(id);
-    expect(again).toMatchObject({ status: 'succeeded', output: 'Hello from the model', error: null });
-    expect((await outbox(svc, 'agents.run.completed')).filter((e) => e.data.runId === id && e.data.status === 'succeeded')).toHaveLength(1);
+    const retry = [a, b].find((r) => r.statusCode === 202)!.json().data;
+    expect(retry).toMatchObject({ status: 'queued', retry_of: id, input: 'x', total_tokens: 0 });
+    expect([a, b].find((r) => r.statusCode === 409)!.json().error.message).toMatch(/already retried as run \d+/);
+    const again = await api.finished(retry.id);
+    expect(again).toMatchObject({ status: 'succeeded', output: 'Hello from the model', error: null, retry_of: id });
+    expect((await api.call('GET', `/agent-runs/${id}`)).json().data).toMatchObject({ status: 'failed', attempts: 3 });
+    expect((await api.call('GET', `/agent-runs?retry_of=${id}`)).json().data.map((r: { id: number }) => r.id)).toEqual([retry.id]);
+    expect((await outbox(svc, 'agents.run.completed')).filter((e) => e.data.runId === retry.id && e.data.status === 'succeeded')).toHaveLength(1);
     expect((await api.call('GET', '/agents/flaky')).json().data.status).toBe('idle');
-    expect((await api.call('POST', `/agent-runs/${id}/retry`)).statusCode).toBe(409);
+    expect((await api.call('POST', `/agent-runs/${id}/retry`)).json().error.message).toBe(`Run ${id} was already retried as run ${retry.id}`);
+    expect((await api.call('POST', `/agent-runs/${retry.id}/retry`)).statusCode).toBe(409);
   });
 
   it('a 4xx from the provider fails the run at once (no retries)', async () => {
@@ -117,16 +127,82 @@ describe('runs on BullMQ', () => {
     expect(sent() - before).toBe(1);
   });
 
-  it('cancels a running run (the worker aborts the provider call)', async () => {
+  it('cancels a running run (the worker aborts the provider call); the tokens produced so far are recorded and emitted once', async () => {
     const api = client(svc);
     await api.agent({ name: 'slowpoke' });
     const { id } = (await api.call('POST', '/agents/slowpoke/runs', { input: 'a long task '.repeat(40) })).json().data;
-    await waitFor(async () => (await api.call('GET', `/agent-runs/${id}`)).json().data.status === 'running', { message: 'running' });
+    await waitFor(async () => (await tokensStreamed(id)).length >= 3, { message: 'tokens streamed' });
     const res = await api.call('POST', `/agent-runs/${id}/cancel`);
-    expect(res.json().data).toMatchObject({ status: 'cancelled', cancel_requested: true });
-    expect((await outbox(svc, 'agents.run.completed')).find((e) => e.data.runId === id).data.status).toBe('cancelled');
+    const run = res.json().data;
+    expect(run).toMatchObject({ status: 'cancelled', cancel_requested: true, usage_estimated: false });
+    // Offline counts are exact: the prompt's words (6 of "You are slowpoke, a engineer agent." + 120), one token per streamed piece.
+    const tokens = await tokensStreamed(id);
+    expect(run.input_tokens).toBe(6 + 120);
+    expect(run.output_tokens).toBe(tokens.length);
+    expect(run.output_tokens).toBeLessThan(45);
+    expect(run.output).toBe(tokens.join(''));
+    expect(run.cost_usd).toBeCloseTo((126 / 1000) * 0.0008 + (tokens.length / 1000) * 0.004, 12);
+    const completed = (await outbox(svc, 'agents.run.completed')).filter((e) => e.data.runId === id);
+    expect(completed).toHaveLength(1);
+    expect(completed[0].data).toMatchObject({ status: 'cancelled', usage: { inputTokens: 126, outputTokens: tokens.length, totalTokens: 126 + tokens.length }, costUsd: run.cost_usd });
     expect((await api.call('GET', '/agents/slowpoke')).json().data.status).toBe('idle');
     expect((await api.call('POST', `/agent-runs/${id}/cancel`)).statusCode).toBe(409);
+  });
+
+  it('a cancelled OpenAI-compatible run records an estimate of what was streamed (the server reports usage only at the end)', async () => {
+    const api = client(svc);
+    await api.agent({ name: 'cutoff', provider: 'openai', model: 'gpt-test', system_prompt: 'Be brief.' });
+    script.push((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      for (const t of ['Once upon', ' a time', ' there was']) res.write(`data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: t } }] })}\n\n`);
+    });
+    const { id } = (await api.call('POST', '/agents/cutoff/runs', { input: 'Tell me a story' })).json().data;
+    await waitFor(async () => (await tokensStreamed(id)).length === 3, { message: 'tokens streamed' });
+    const run = (await api.call('POST', `/agent-runs/${id}/cancel`)).json().data;
+    expect(run).toMatchObject({
+      status: 'cancelled', output: 'Once upon a time there was', usage_estimated: true,
+      input_tokens: Math.ceil('Be brief. Tell me a story'.length / 4), output_tokens: Math.ceil('Once upon a time there was'.length / 4),
+    });
+    expect((await outbox(svc, 'agents.run.completed')).find((e) => e.data.runId === id).data.usage.totalTokens).toBe(run.total_tokens);
+  });
+
+  it('an attempt cut after streaming tokens is retried by BullMQ; the run records the usage of every attempt', async () => {
+    const api = client(svc);
+    await api.agent({ name: 'bumpy', provider: 'openai', model: 'gpt-test' });
+    script.push((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: 'Half an answer' } }] })}\n\n`);
+      setTimeout(() => res.destroy(), 20);
+    });
+    const { id } = (await api.call('POST', '/agents/bumpy/runs', { input: 'Hi' })).json().data;
+    const run = await api.finished(id);
+    const prompt = Math.ceil('You are bumpy, a engineer agent. Hi'.length / 4);
+    expect(run).toMatchObject({
+      status: 'succeeded', output: 'Hello from the model', attempts: 2, usage_estimated: true,
+      input_tokens: prompt + 12, output_tokens: Math.ceil('Half an answer'.length / 4) + 4,
+    });
+    expect((await outbox(svc, 'agents.run.completed')).filter((e) => e.data.runId === id).map((e) => e.data.usage.totalTokens)).toEqual([run.total_tokens]);
+  });
+
+  it('a run cancelled while waiting for its next attempt keeps the usage of the attempts it made', async () => {
+    const api = client(svc);
+    await api.agent({ name: 'patient', provider: 'openai', model: 'gpt-test' });
+    const queue = svc.ctx.queues.queue(Queues.agentRuns);
+    script.push((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: 'Some words' } }] })}\n\n`);
+      // The next attempt must not start before the cancel: hold the queue while the first attempt fails.
+      void queue.pause().then(() => res.destroy());
+    });
+    try {
+      const { id } = (await api.call('POST', '/agents/patient/runs', { input: 'Hi' })).json().data;
+      await waitFor(async () => { const r = (await api.call('GET', `/agent-runs/${id}`)).json().data; return r.status === 'queued' && r.attempts === 1 ? r : null; }, { message: 'back in the queue' });
+      const run = (await api.call('POST', `/agent-runs/${id}/cancel`)).json().data;
+      expect(run).toMatchObject({ status: 'cancelled', usage_estimated: true, input_tokens: Math.ceil('You are patient, a engineer agent. Hi'.length / 4), output_tokens: Math.ceil('Some words'.length / 4) });
+      expect((await outbox(svc, 'agents.run.completed')).find((e) => e.data.runId === id).data).toMatchObject({ status: 'cancelled', usage: { totalTokens: run.total_tokens } });
+    } finally {
+      await queue.resume();
+    }
   });
 
   it('a running run whose cancel message was lost still stops (the worker polls the flag)', async () => {
@@ -311,6 +387,18 @@ describe('messages', () => {
     expect(slow.statusCode).toBe(504);
     expect(slow.json().error.code).toBe('UPSTREAM_TIMEOUT');
     expect((await api.call('GET', '/agents/fragile/messages?conversation_id=c1')).json().meta.total).toBe(0);
+    expect((await api.call('GET', '/agents/fragile/runs')).json().meta.total).toBe(0);
+
+    // Timed out after the provider began answering: the conversation is unchanged, the tokens used are a failed run (billed).
+    script.push((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: 'I was about to' } }] })}\n\n`);
+    });
+    expect((await api.call('POST', '/agents/fragile/messages', { message: 'hi', conversation_id: 'c1' })).statusCode).toBe(504);
+    expect((await api.call('GET', '/agents/fragile/messages?conversation_id=c1')).json().meta.total).toBe(0);
+    const [partial] = (await api.call('GET', '/agents/fragile/runs')).json().data;
+    expect(partial).toMatchObject({ status: 'failed', output: 'I was about to', usage_estimated: true, output_tokens: Math.ceil('I was about to'.length / 4), error: expect.stringContaining('timed out') });
+    expect((await outbox(svc, 'agents.run.completed')).find((e) => e.data.runId === partial.id).data).toMatchObject({ status: 'failed', usage: { totalTokens: partial.total_tokens } });
     for (const body of [{ message: '' }, { message: 'x', conversation_id: '../x' }, { message: 'x', conversation_id: 'a'.repeat(101) }]) {
       expect((await api.call('POST', '/agents/fragile/messages', body)).statusCode).toBe(400);
     }

@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { bigint, boolean, check, doublePrecision, index, integer, jsonb, pgTable, primaryKey, serial, text, timestamp, uniqueIndex } from 'drizzle-orm/pg-core';
+import { type AnyPgColumn, bigint, boolean, check, doublePrecision, index, integer, jsonb, pgTable, primaryKey, serial, text, timestamp, uniqueIndex } from 'drizzle-orm/pg-core';
 
 export interface DerivationRule {
   id: string;
@@ -65,9 +65,13 @@ export const agentRuns = pgTable('agent_runs', {
   inputTokens: integer('input_tokens').notNull().default(0),
   outputTokens: integer('output_tokens').notNull().default(0),
   costUsd: doublePrecision('cost_usd').notNull().default(0),
+  /** Part of the usage is an estimate (the provider had not reported its count when the run ended). */
+  usageEstimated: boolean('usage_estimated').notNull().default(false),
   attempts: integer('attempts').notNull().default(0),
-  /** The BullMQ job currently carrying the run (a retry gets a new one). */
+  /** The BullMQ job currently carrying the run (the reconciler may give it a new one). */
   jobId: text('job_id'),
+  /** The failed or cancelled run this one runs again (each run is retried at most once). */
+  retryOf: integer('retry_of').references((): AnyPgColumn => agentRuns.id, { onDelete: 'set null' }),
   cancelRequestedAt: timestamp('cancel_requested_at', { withTimezone: true }),
   userId: text('user_id'),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
@@ -76,6 +80,7 @@ export const agentRuns = pgTable('agent_runs', {
 }, (t) => [
   index('agent_runs_org_idx').on(t.orgId, t.id), index('agent_runs_agent_idx').on(t.agentId, t.id),
   index('agent_runs_open_idx').on(t.status, t.createdAt).where(sql`${t.status} IN ('queued', 'running')`),
+  uniqueIndex('agent_runs_retry_of_key').on(t.retryOf).where(sql`${t.retryOf} IS NOT NULL`),
   check('agent_runs_status_ck', sql`${t.status} IN (${inList(RunStatuses)})`),
 ]);
 

@@ -6,7 +6,7 @@ import { agentRuns, agents, type RunStatus } from '../db/schema.js';
 import type { Ctx } from '../service.js';
 import { evictIdle } from './agents.js';
 import { reconcileSchedules } from './schedules.js';
-import { ProviderError, providers, type ChatMessage, type ProviderSettings } from './providers.js';
+import { ProviderError, providers, UsageMeter, type ChatMessage, type ProviderSettings, type Usage } from './providers.js';
 
 export type Run = typeof agentRuns.$inferSelect;
 type Agent = typeof agents.$inferSelect;
@@ -48,9 +48,9 @@ export async function enqueueRun(ctx: Ctx, run: Pick<Run, 'id' | 'jobId'>) {
  * Records a run and queues it. The row is the record: when the enqueue fails (Redis away) the
  * run stays `queued` and the reconciler puts it on BullMQ later, so the caller still succeeds.
  */
-export async function createRun(ctx: Ctx, agent: Agent, input: string, taskId: number | null, userId: string | null): Promise<Run> {
+export async function createRun(ctx: Ctx, agent: Agent, input: string, taskId: number | null, userId: string | null, retryOf: number | null = null): Promise<Run> {
   const run = await ctx.db.transaction(async (tx) => {
-    const [inserted] = await tx.insert(agentRuns).values({ orgId: agent.orgId, agentId: agent.id, taskId, input, provider: agent.provider, model: agent.model, userId }).returning();
+    const [inserted] = await tx.insert(agentRuns).values({ orgId: agent.orgId, agentId: agent.id, taskId, input, provider: agent.provider, model: agent.model, userId, retryOf }).returning();
     const [withJob] = await tx.update(agentRuns).set({ jobId: `run-${inserted!.id}` }).where(eq(agentRuns.id, inserted!.id)).returning();
     return withJob!;
   });
@@ -60,18 +60,28 @@ export async function createRun(ctx: Ctx, agent: Agent, input: string, taskId: n
   return run;
 }
 
-interface Outcome { status: 'succeeded' | 'failed' | 'cancelled'; output?: string; error?: string; inputTokens: number; outputTokens: number }
+/** The last attempt's outcome; `usage` is what that attempt used (earlier attempts' usage is on the row already). */
+interface Outcome { status: 'succeeded' | 'failed' | 'cancelled'; output?: string; error?: string; usage?: Usage }
+
+/** Column updates adding one attempt's usage (and its cost) to what the run has recorded so far. */
+function addUsage(ctx: Ctx, u: Usage | undefined) {
+  const input = sql<number>`${agentRuns.inputTokens} + ${u?.inputTokens ?? 0}::int`;
+  const output = sql<number>`${agentRuns.outputTokens} + ${u?.outputTokens ?? 0}::int`;
+  return {
+    inputTokens: input, outputTokens: output, usageEstimated: sql<boolean>`${agentRuns.usageEstimated} OR ${u?.estimated ?? false}::boolean`,
+    costUsd: sql<number>`(${input}) / 1000.0 * ${ctx.config.LLM_COST_PER_1K_INPUT_USD}::float8 + (${output}) / 1000.0 * ${ctx.config.LLM_COST_PER_1K_OUTPUT_USD}::float8`,
+  };
+}
 
 /**
- * Finishes a run still in one of `from` and emits `agents.run.completed` (billing consumes its
- * tokens once). Returns false when the run had already left those states (nothing emitted).
+ * Finishes a run still in one of `from` and emits `agents.run.completed` with everything the run
+ * used, over all its attempts, however it ended (billing consumes it once per run id). Returns
+ * false when the run had already left those states (nothing emitted).
  */
 export async function finishRun(ctx: Ctx, run: Run, agent: Agent, result: Outcome, from: RunStatus[] = ['queued', 'running']): Promise<boolean> {
-  const usd = cost(ctx, result.inputTokens, result.outputTokens);
   return ctx.db.transaction(async (tx) => {
     const [done] = await tx.update(agentRuns).set({
-      status: result.status, output: result.output ?? null, error: result.error ?? null, inputTokens: result.inputTokens,
-      outputTokens: result.outputTokens, costUsd: usd, finishedAt: new Date(),
+      status: result.status, output: result.output || null, error: result.error ?? null, ...addUsage(ctx, result.usage), finishedAt: new Date(),
     }).where(and(eq(agentRuns.id, run.id), inArray(agentRuns.status, from))).returning();
     if (!done) return false;
     // The agent goes back to idle (or error) only from `working` and when none of its other runs is still running.
@@ -83,8 +93,8 @@ export async function finishRun(ctx: Ctx, run: Run, agent: Agent, result: Outcom
     const meta = { ...systemMeta(null, run.orgId), actor: { type: 'agent' as const, id: agent.name } };
     await ctx.outbox.enqueue(tx, 'agents.run.completed', {
       runId: run.id, agentId: agent.id, agentName: agent.name, status: result.status, taskId: run.taskId, model: run.model, provider: run.provider,
-      usage: { inputTokens: result.inputTokens, outputTokens: result.outputTokens, totalTokens: result.inputTokens + result.outputTokens },
-      costUsd: usd, userId: run.userId, durationMs: run.startedAt ? Date.now() - run.startedAt.getTime() : 0, error: result.error ?? null,
+      usage: { inputTokens: done.inputTokens, outputTokens: done.outputTokens, totalTokens: done.inputTokens + done.outputTokens },
+      costUsd: done.costUsd, userId: run.userId, durationMs: run.startedAt ? Date.now() - run.startedAt.getTime() : 0, error: result.error ?? null,
     }, meta);
     if (result.status === 'failed') {
       await ctx.outbox.enqueue(tx, 'agents.agent.errored', { agentId: agent.id, name: agent.name, status: 'error', error: result.error ?? 'run failed', ownerUserId: agent.ownerUserId }, meta);
@@ -120,7 +130,7 @@ export function runWorker(ctx: Ctx, redis: Redis, running: Map<number, AbortCont
     if (!row || TERMINAL.includes(row.run.status as RunStatus)) return { skipped: true };
     const { agent } = row;
     if (row.run.cancelRequestedAt) {
-      await finishRun(ctx, row.run, agent, { status: 'cancelled', error: 'cancelled', inputTokens: 0, outputTokens: 0 });
+      await finishRun(ctx, row.run, agent, { status: 'cancelled', error: 'cancelled' });
       await appendRunEvent(ctx, redis, runId, { type: 'done', status: 'cancelled' });
       return { status: 'cancelled' };
     }
@@ -128,39 +138,42 @@ export function runWorker(ctx: Ctx, redis: Redis, running: Map<number, AbortCont
     if (!run) return { skipped: true };
     const provider = all[run.provider];
     if (!provider) {
-      await finishRun(ctx, run, agent, { status: 'failed', error: `unknown provider ${run.provider}`, inputTokens: 0, outputTokens: 0 });
+      await finishRun(ctx, run, agent, { status: 'failed', error: `unknown provider ${run.provider}` });
       await appendRunEvent(ctx, redis, runId, { type: 'done', status: 'failed', error: `unknown provider ${run.provider}` });
       throw new UnrecoverableError(`unknown provider ${run.provider}`);
     }
     if (job.attemptsMade > 0) await appendRunEvent(ctx, redis, runId, { type: 'retry', attempt: job.attemptsMade + 1, error: row.run.error ?? 'retrying' });
     const controller = new AbortController();
+    const meter = new UsageMeter();
+    const messages: ChatMessage[] = [{ role: 'system', content: systemPromptOf(agent) }, { role: 'user', content: run.input }];
     running.set(runId, controller);
     const poll = setInterval(() => {
       void ctx.db.select({ at: agentRuns.cancelRequestedAt }).from(agentRuns).where(eq(agentRuns.id, runId))
         .then(([r]) => { if (r?.at) controller.abort(new Error('cancelled')); }, () => {});
     }, ctx.config.RUN_CANCEL_POLL_MS);
     try {
-      const messages: ChatMessage[] = [{ role: 'system', content: systemPromptOf(agent) }, { role: 'user', content: run.input }];
       const result = await provider.complete({
-        model: run.model, signal: controller.signal, messages,
+        model: run.model, signal: controller.signal, messages, meter,
         onToken: (token) => void appendRunEvent(ctx, redis, runId, { type: 'token', token }).catch(() => {}),
       });
-      await finishRun(ctx, run, agent, { status: 'succeeded', output: result.text, inputTokens: result.inputTokens, outputTokens: result.outputTokens });
+      await finishRun(ctx, run, agent, { status: 'succeeded', output: result.text, usage: result });
       await appendRunEvent(ctx, redis, runId, { type: 'done', status: 'succeeded' });
       return { status: 'succeeded' };
     } catch (err) {
+      // What the provider produced before the run ended is used (and billed) all the same.
+      const used = meter.usage(messages);
       if (controller.signal.aborted) {
-        await finishRun(ctx, run, agent, { status: 'cancelled', error: 'cancelled', inputTokens: 0, outputTokens: 0 });
+        await finishRun(ctx, run, agent, { status: 'cancelled', error: 'cancelled', output: meter.text, usage: used });
         await appendRunEvent(ctx, redis, runId, { type: 'done', status: 'cancelled' });
         return { status: 'cancelled' };
       }
       const message = (err as Error).message ?? String(err);
       const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       if (err instanceof ProviderError && err.retryable && !lastAttempt) {
-        await ctx.db.update(agentRuns).set({ status: 'queued', error: message }).where(and(eq(agentRuns.id, runId), eq(agentRuns.status, 'running')));
+        await ctx.db.update(agentRuns).set({ status: 'queued', error: message, ...addUsage(ctx, used) }).where(and(eq(agentRuns.id, runId), eq(agentRuns.status, 'running')));
         throw err;
       }
-      await finishRun(ctx, run, agent, { status: 'failed', error: message, inputTokens: 0, outputTokens: 0 });
+      await finishRun(ctx, run, agent, { status: 'failed', error: message, output: meter.text, usage: used });
       await appendRunEvent(ctx, redis, runId, { type: 'done', status: 'failed', error: message });
       throw new UnrecoverableError(message);
     } finally {

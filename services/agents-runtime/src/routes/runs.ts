@@ -1,6 +1,7 @@
 import { Queues } from '@aos/contracts';
 import { systemMeta } from '@aos/bus';
 import { AppError, badRequest, conflict, notFound } from '@aos/core';
+import { isUniqueViolation, type Tx } from '@aos/db';
 import { type App, Envelope, list, ListEnvelope, Nullable, ok, orgOf, page, PaginationQuery } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, asc, desc, eq, inArray, sql, type SQL } from 'drizzle-orm';
@@ -8,8 +9,9 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { agentMessages, agentRuns, agents, assignedTasks, RunStatuses, type RunStatus } from '../db/schema.js';
 import { findAgent, findAgentByRef } from '../domain/agents.js';
-import { ProviderError, providers, type ChatMessage } from '../domain/providers.js';
-import { appendRunEvent, cancelChannel, cost, createRun, enqueueRun, finishRun, jobIdOf, runStreamKey, settings, systemPromptOf, TERMINAL, type Run } from '../domain/runs.js';
+import { ProviderError, providers, UsageMeter, type ChatMessage, type Usage } from '../domain/providers.js';
+import { appendRunEvent, cancelChannel, cost, createRun, finishRun, jobIdOf, runStreamKey, settings, systemPromptOf, TERMINAL, type Run } from '../domain/runs.js';
+import type * as schema from '../db/schema.js';
 import type { Ctx } from '../service.js';
 import { NameParam } from './agents.js';
 import { AgentName, enumList, Id, literals } from './common.js';
@@ -17,16 +19,20 @@ import { AgentName, enumList, Id, literals } from './common.js';
 export const RunSchema = Type.Object({
   id: Type.Integer(), agent_id: Type.Integer(), agent_name: Type.Optional(Type.String()), task_id: Nullable(Type.Integer()), input: Type.String(), status: literals(RunStatuses),
   output: Nullable(Type.String()), error: Nullable(Type.String()), provider: Type.String(), model: Type.String(), input_tokens: Type.Integer(), output_tokens: Type.Integer(),
-  total_tokens: Type.Integer(), cost_usd: Type.Number(), attempts: Type.Integer(), cancel_requested: Type.Boolean(),
+  total_tokens: Type.Integer(), cost_usd: Type.Number(), usage_estimated: Type.Boolean({ description: 'part of the usage is estimated (~4 characters a token): the run ended before the provider reported its count' }),
+  attempts: Type.Integer(), cancel_requested: Type.Boolean(), retry_of: Nullable(Type.Integer({ description: 'the failed or cancelled run this one runs again' })),
   created_at: Type.String(), started_at: Nullable(Type.String()), finished_at: Nullable(Type.String()),
 });
 const view = (r: Run) => ({
   id: r.id, agent_id: r.agentId, task_id: r.taskId, input: r.input, status: r.status as RunStatus, output: r.output, error: r.error, provider: r.provider, model: r.model,
-  input_tokens: r.inputTokens, output_tokens: r.outputTokens, total_tokens: r.inputTokens + r.outputTokens, cost_usd: r.costUsd, attempts: r.attempts,
-  cancel_requested: r.cancelRequestedAt !== null, created_at: r.createdAt.toISOString(), started_at: r.startedAt?.toISOString() ?? null, finished_at: r.finishedAt?.toISOString() ?? null,
+  input_tokens: r.inputTokens, output_tokens: r.outputTokens, total_tokens: r.inputTokens + r.outputTokens, cost_usd: r.costUsd, usage_estimated: r.usageEstimated,
+  attempts: r.attempts, cancel_requested: r.cancelRequestedAt !== null, retry_of: r.retryOf, created_at: r.createdAt.toISOString(), started_at: r.startedAt?.toISOString() ?? null, finished_at: r.finishedAt?.toISOString() ?? null,
 });
 const TaskId = Type.Integer({ minimum: 1, maximum: 2_147_483_647 });
-const RunFilters = { ...PaginationQuery, status: Type.Optional(Type.String({ maxLength: 100, description: 'comma list of queued, running, succeeded, failed, cancelled' })), task_id: Type.Optional(TaskId) };
+const RunFilters = {
+  ...PaginationQuery, status: Type.Optional(Type.String({ maxLength: 100, description: 'comma list of queued, running, succeeded, failed, cancelled' })), task_id: Type.Optional(TaskId),
+  retry_of: Type.Optional(Type.Integer({ minimum: 1, maximum: 2_147_483_647, description: 'the retry of this run' })),
+};
 
 /** Provider failures of a synchronous call: 504 for a timeout, 503 otherwise; never a 500. */
 const upstream = (err: unknown) => new AppError(err instanceof ProviderError && err.kind === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'SERVICE_UNAVAILABLE', `The model provider failed: ${((err as Error).message ?? String(err)).slice(0, 300)}`);
@@ -38,10 +44,11 @@ export async function runRoutes(app: App, ctx: Ctx) {
     return r;
   };
 
-  const listRuns = async (q: { limit?: number; offset?: number; status?: string; task_id?: number }, extra: SQL[], orgId: string) => {
+  const listRuns = async (q: { limit?: number; offset?: number; status?: string; task_id?: number; retry_of?: number }, extra: SQL[], orgId: string) => {
     const p = page(q);
     const statuses = enumList(q.status, RunStatuses, 'status');
-    const cond = and(eq(agentRuns.orgId, orgId), statuses ? inArray(agentRuns.status, statuses) : undefined, q.task_id ? eq(agentRuns.taskId, q.task_id) : undefined, ...extra);
+    const cond = and(eq(agentRuns.orgId, orgId), statuses ? inArray(agentRuns.status, statuses) : undefined, q.task_id ? eq(agentRuns.taskId, q.task_id) : undefined,
+      q.retry_of ? eq(agentRuns.retryOf, q.retry_of) : undefined, ...extra);
     const rows = await ctx.db.select().from(agentRuns).where(cond).orderBy(desc(agentRuns.id)).limit(p.limit).offset(p.offset);
     const [{ n }] = (await ctx.db.select({ n: sql<number>`count(*)::int` }).from(agentRuns).where(cond)) as [{ n: number }];
     return list(rows.map(view), n, p);
@@ -98,7 +105,7 @@ export async function runRoutes(app: App, ctx: Ctx) {
     // The flag first: from here on no worker starts the run, and a running one sees it at its next poll.
     await ctx.db.update(agentRuns).set({ cancelRequestedAt: sql`coalesce(${agentRuns.cancelRequestedAt}, now())` }).where(eq(agentRuns.id, run.id));
     const agent = await findAgent(ctx, run.orgId, { id: run.agentId });
-    if (await finishRun(ctx, run, agent, { status: 'cancelled', error: 'cancelled', inputTokens: 0, outputTokens: 0 }, ['queued'])) {
+    if (await finishRun(ctx, run, agent, { status: 'cancelled', error: 'cancelled' }, ['queued'])) {
       await ctx.queues.queue(Queues.agentRuns).remove(jobIdOf(run)).catch(() => {});
       await appendRunEvent(ctx, ctx.queues.connection, run.id, { type: 'done', status: 'cancelled' });
     } else {
@@ -115,17 +122,21 @@ export async function runRoutes(app: App, ctx: Ctx) {
 
   app.post('/agent-runs/:id/retry', {
     config: { scope: 'agents:execute' },
-    schema: { tags: ['Runs'], summary: 'Run a failed or cancelled run again', params: Id, response: { 202: Envelope(RunSchema) } },
+    schema: {
+      tags: ['Runs'], summary: 'Run a failed or cancelled run again, as a new run',
+      description: 'The new run (`retry_of` = this run) has the same agent, task and input; the original keeps its outcome and usage, each billed once. A run is retried once (409 after).',
+      params: Id, response: { 202: Envelope(RunSchema) },
+    },
   }, async (request, reply) => {
     const run = await findRun(orgOf(request), request.params.id);
-    // Conditional: two concurrent retries queue the run once.
-    const [again] = await ctx.db.update(agentRuns).set({
-      status: 'queued', error: null, output: null, finishedAt: null, startedAt: null, cancelRequestedAt: null, inputTokens: 0, outputTokens: 0, costUsd: 0,
-      jobId: sql`'run-' || ${agentRuns.id} || '-retry-' || ${Date.now()}`,
-    }).where(and(eq(agentRuns.id, run.id), inArray(agentRuns.status, ['failed', 'cancelled']))).returning();
-    if (!again) throw conflict(`Only failed or cancelled runs can be retried (this one is ${run.status})`);
-    await ctx.queues.connection.del(runStreamKey(ctx, run.id));
-    await enqueueRun(ctx, again).catch((err: Error) => ctx.log.warn({ err: err.message, runId: run.id }, 'run enqueue failed; the reconciler will queue it'));
+    if (!['failed', 'cancelled'].includes(run.status)) throw conflict(`Only failed or cancelled runs can be retried (this one is ${run.status})`);
+    const agent = await findAgent(ctx, run.orgId, { id: run.agentId });
+    // A new run id: billing charges each run id once, so the retry's usage is billed apart from the original's.
+    const again = await createRun(ctx, agent, run.input, run.taskId, request.principal.userId, run.id).catch(async (err: unknown) => {
+      if (!isUniqueViolation(err)) throw err;
+      const [retry] = await ctx.db.select({ id: agentRuns.id }).from(agentRuns).where(eq(agentRuns.retryOf, run.id));
+      throw conflict(`Run ${run.id} was already retried as run ${retry?.id ?? '?'}`);
+    });
     return reply.status(202).send(ok(view(again)));
   });
 
@@ -232,23 +243,35 @@ export async function runRoutes(app: App, ctx: Ctx) {
       { role: 'user', content: request.body.message },
     ];
     const started = new Date();
-    const result = await provider.complete({ model: agent.model, messages }).catch((err: unknown) => { throw upstream(err); });
-    const usd = cost(ctx, result.inputTokens, result.outputTokens);
+    /** The message's run, recorded with its usage and emitted for billing in the caller's transaction. */
+    const recordRun = async (tx: Tx<typeof schema>, outcome: { status: 'succeeded' | 'failed'; output: string; error: string | null; usage: Usage }) => {
+      const { inputTokens, outputTokens, estimated } = outcome.usage;
+      const usd = cost(ctx, inputTokens, outputTokens);
+      const [r] = await tx.insert(agentRuns).values({
+        orgId, agentId: agent.id, input: request.body.message, status: outcome.status, output: outcome.output || null, error: outcome.error, provider: agent.provider, model: agent.model,
+        inputTokens, outputTokens, costUsd: usd, usageEstimated: estimated, attempts: 1, userId: request.principal.userId, startedAt: started, finishedAt: new Date(),
+      }).returning();
+      await ctx.outbox.enqueue(tx, 'agents.run.completed', {
+        runId: r!.id, agentId: agent.id, agentName: agent.name, status: outcome.status, taskId: null, model: agent.model, provider: agent.provider,
+        usage: { inputTokens, outputTokens, totalTokens: inputTokens + outputTokens }, costUsd: usd, userId: request.principal.userId,
+        durationMs: Date.now() - started.getTime(), error: outcome.error,
+      }, { ...systemMeta(request.principal.tenantId, orgId), actor: { type: 'agent', id: agent.name } });
+      return r!;
+    };
+    const meter = new UsageMeter();
+    const result = await provider.complete({ model: agent.model, messages, meter }).catch(async (err: unknown) => {
+      const error = upstream(err);
+      // A call that failed after the provider began answering still used tokens: a failed run bills them; the conversation is unchanged.
+      const used = meter.usage(messages);
+      if (used.inputTokens + used.outputTokens > 0) await ctx.db.transaction((tx) => recordRun(tx, { status: 'failed', output: meter.text, error: error.message, usage: used }));
+      throw error;
+    });
     const run = await ctx.db.transaction(async (tx) => {
       await tx.insert(agentMessages).values([
         { orgId, agentId: agent.id, conversationId, role: 'user', content: request.body.message },
         { orgId, agentId: agent.id, conversationId, role: 'assistant', content: result.text },
       ]);
-      const [r] = await tx.insert(agentRuns).values({
-        orgId, agentId: agent.id, input: request.body.message, status: 'succeeded', output: result.text, provider: agent.provider, model: agent.model,
-        inputTokens: result.inputTokens, outputTokens: result.outputTokens, costUsd: usd, attempts: 1, userId: request.principal.userId, startedAt: started, finishedAt: new Date(),
-      }).returning();
-      await ctx.outbox.enqueue(tx, 'agents.run.completed', {
-        runId: r!.id, agentId: agent.id, agentName: agent.name, status: 'succeeded', taskId: null, model: agent.model, provider: agent.provider,
-        usage: { inputTokens: result.inputTokens, outputTokens: result.outputTokens, totalTokens: result.inputTokens + result.outputTokens },
-        costUsd: usd, userId: request.principal.userId, durationMs: Date.now() - started.getTime(), error: null,
-      }, { ...systemMeta(request.principal.tenantId, orgId), actor: { type: 'agent', id: agent.name } });
-      return r!;
+      return recordRun(tx, { status: 'succeeded', output: result.text, error: null, usage: result });
     });
     return ok({ conversation_id: conversationId, reply: result.text, run_id: run.id, usage: { input_tokens: result.inputTokens, output_tokens: result.outputTokens } });
   });
