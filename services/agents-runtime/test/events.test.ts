@@ -185,6 +185,13 @@ describe('scheduled cycles', () => {
     await api.finished(second.id);
     await waitFor(async () => (await api.call('GET', '/agents/cycler')).json().data.last_cycle_result === 'skipped: no ready tasks', { message: 'nothing left' });
     expect((await api.call('GET', '/agents/cycler/runs')).json().meta.total).toBe(2);
+    // The agent's own log tells the story: each cycle that queued work, each run started and finished; skipped cycles write nothing.
+    const story = (await api.call('GET', '/logs?agent=cycler&source=file&q=task')).json().data.map((l: { message: string }) => l.message).reverse();
+    expect(story).toEqual([
+      `run ${first.id} queued by a cycle for task #600`, `run ${first.id} started on task #600 with offline/offline-1`,
+      `run ${second.id} queued by a cycle for task #601`, `run ${second.id} started on task #601 with offline/offline-1`,
+    ]);
+    expect((await api.call('GET', '/logs?agent=cycler&source=file&q=skipped')).json().meta.total).toBe(0);
     // Back in todo: ready again.
     await taskEvent(api, 'tasks.task.updated', { taskId: 600, title: 'Write the changelog', assignee: 'cycler', status: 'in_progress', changes: ['status'], previousStatus: 'todo', previousAssignee: null });
     await taskEvent(api, 'tasks.task.updated', { taskId: 600, title: 'Write the changelog', assignee: 'cycler', status: 'todo', changes: ['status'], previousStatus: 'in_progress', previousAssignee: null });

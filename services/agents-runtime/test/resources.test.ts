@@ -90,9 +90,11 @@ describe('logs', () => {
     expect(newest.data[0].message).toBe('idle 100%_done');
     expect(newest.meta).toEqual({ total: 4, limit: 1, offset: 0 });
     expect((await api.call('GET', `/logs?since=${encodeURIComponent(new Date(Date.now() + 60_000).toISOString())}`)).json().meta.total).toBe(0);
+    expect(newest.data[0]).toMatchObject({ source: 'db', file: null });
+    expect((await api.call('GET', '/logs?source=db')).json().meta.total).toBe(4);
+    // Stored entries are no agent's own log: no files.
     expect((await api.call('GET', '/logs?source=file')).json().meta.total).toBe(0);
-    expect((await api.call('GET', '/logs/files')).json().data.map((f: { name: string; lines: number }) => [f.name, f.lines])).toEqual([['felix', 3], ['nova', 1]]);
-    expect((await api.call('GET', '/logs/files?limit=1&offset=1')).json()).toMatchObject({ data: [{ name: 'nova' }], meta: { total: 2 } });
+    expect((await api.call('GET', '/logs/files')).json()).toMatchObject({ data: [], meta: { total: 0 } });
     for (const body of [{ agent: 'felix', message: 'x', level: 'fatal' }, { agent: '../etc', message: 'x' }, { agent: 'felix', message: '' }, { agent: 'felix', message: 'x', meta: { big: 'x'.repeat(20_000) } }]) {
       expect((await api.call('POST', '/logs', body)).statusCode, JSON.stringify(body).slice(0, 60)).toBe(400);
     }
@@ -100,6 +102,68 @@ describe('logs', () => {
     expect((await api.call('GET', '/logs?since=yesterday')).statusCode).toBe(400);
     expect((await client(svc).call('GET', '/logs')).json().meta.total).toBe(0);
     expect((await client(svc, apiKeyPrincipal(['agents:read'], { orgId: api.principal.orgId })).call('POST', '/logs', { agent: 'felix', message: 'x' })).statusCode).toBe(403);
+  });
+});
+
+describe('agent log files', () => {
+  type Line = { id: number; agent: string; message: string; source: string; file: string | null; created_at: string; level: string };
+  type LogFile = { name: string; agent: string; date: string; lines: number; size_bytes: number; levels: Record<string, number>; first_at: string; last_at: string };
+  const bytes = (lines: Line[]) => lines.reduce((n, l) => n + Buffer.byteLength(l.message) + 1, 0);
+
+  it("the runtime writes each agent's own log (source file); /logs/files lists it per agent and UTC day with lines and sizes; file= reads one", async () => {
+    const api = client(svc);
+    await api.agent({ name: 'scribe' });
+    const { id: runId } = (await api.call('POST', '/agents/scribe/runs', { input: 'Write the release notes' })).json().data;
+    await api.finished(runId);
+    await api.call('POST', '/agents/scribe/stop', { note: 'holiday – back soon' });
+    await api.call('POST', '/logs', { agent: 'scribe', message: 'posted by the agent itself' });
+    // Lines of an earlier day, as the runtime would have written them then.
+    await svc.ctx.pool.query(
+      `INSERT INTO agent_logs (org_id, agent, level, message, source, created_at) VALUES
+         ($1, 'scribe', 'info', 'run 1 started', 'file', '2024-03-01T08:00:00Z'), ($1, 'scribe', 'error', 'run 1 failed: boom', 'file', '2024-03-01T23:59:59.999Z'),
+         ($1, 'herald', 'info', 'agent herald bootstrapped', 'file', '2024-03-01T12:00:00Z'), ($1, 'scribe', 'info', 'next day', 'file', '2024-03-02T00:00:00Z')`,
+      [api.principal.orgId]);
+
+    const own = (await api.call('GET', '/logs?source=file&agent=scribe&limit=200')).json().data as Line[];
+    const today = own.filter((l) => !l.created_at.startsWith('2024-'));
+    expect(today.map((l) => l.message).reverse()).toEqual([
+      'agent scribe bootstrapped', `run ${runId} queued`, `run ${runId} started with offline/offline-1`, expect.stringMatching(new RegExp(`^run ${runId} succeeded: \\d+ in / \\d+ out tokens, \\$0\\.\\d{6}$`)),
+      'agent scribe stopped (paused): holiday – back soon',
+    ]);
+    for (const l of own) expect(l).toMatchObject({ source: 'file', file: `scribe/${l.created_at.slice(0, 10)}.log` });
+
+    const files = (await api.call('GET', '/logs/files')).json();
+    const todayName = `scribe/${today[0]!.created_at.slice(0, 10)}.log`;
+    expect(files.meta.total).toBe(4);
+    expect(files.data.map((f: LogFile) => f.name)).toEqual([todayName, 'scribe/2024-03-02.log', 'herald/2024-03-01.log', 'scribe/2024-03-01.log']);
+    expect(files.data[0]).toEqual({
+      name: todayName, agent: 'scribe', date: todayName.slice(7, 17), lines: 5, size_bytes: bytes(today), levels: { debug: 0, info: 5, warn: 0, error: 0 },
+      first_at: today.at(-1)!.created_at, last_at: today[0]!.created_at,
+    });
+    expect(files.data[3]).toMatchObject({ lines: 2, size_bytes: Buffer.byteLength('run 1 started') + Buffer.byteLength('run 1 failed: boom') + 2, levels: { info: 1, error: 1 }, first_at: '2024-03-01T08:00:00.000Z', last_at: '2024-03-01T23:59:59.999Z' });
+    expect((await api.call('GET', '/logs/files?agent=herald')).json().data.map((f: LogFile) => f.name)).toEqual(['herald/2024-03-01.log']);
+    expect((await api.call('GET', '/logs/files?limit=2&offset=2')).json()).toMatchObject({ data: [{ name: 'herald/2024-03-01.log' }, { name: 'scribe/2024-03-01.log' }], meta: { total: 4 } });
+    expect((await api.call('GET', '/logs/files?offset=10')).json().meta.total).toBe(4);
+
+    const read = async (file: string, extra = '') => (await api.call('GET', `/logs?file=${encodeURIComponent(file)}${extra}`)).json();
+    expect((await read('scribe/2024-03-01.log')).data.map((l: Line) => l.message)).toEqual(['run 1 failed: boom', 'run 1 started']);
+    expect((await read(todayName)).meta.total).toBe(5);
+    expect((await read('scribe/2024-03-01.log', '&level=error')).meta.total).toBe(1);
+    expect((await read('scribe/2024-03-01.log', '&agent=herald')).meta.total).toBe(0);
+    expect((await read('scribe/1999-01-01.log')).meta.total).toBe(0);
+    // Merged: both sources, newest first.
+    expect((await api.call('GET', '/logs?agent=scribe&limit=1')).json().data[0]).toMatchObject({ message: 'posted by the agent itself', source: 'db', file: null });
+    expect((await api.call('GET', '/logs?agent=scribe&source=all')).json().meta.total).toBe(5 + 1 + 3);
+
+    for (const file of ['../../etc/passwd', 'scribe/2024-02-30.log', 'scribe/2024-3-1.log', 'Scribe/2024-03-01.log', '/scribe/2024-03-01.log', 'scribe/2024-03-01.log/../x', 'scribe/2024-03-01.txt', `${'a'.repeat(64)}/2024-03-01.log`]) {
+      const res = await api.call('GET', `/logs?file=${encodeURIComponent(file)}`);
+      expect(res.statusCode, file).toBe(400);
+      expect(res.json().error.code).toBe('VALIDATION_ERROR');
+    }
+    expect((await api.call('GET', `/logs?file=${encodeURIComponent(todayName)}&source=db`)).statusCode).toBe(400);
+    const other = client(svc);
+    expect((await other.call('GET', '/logs/files')).json().meta.total).toBe(0);
+    expect((await other.call('GET', `/logs?file=${encodeURIComponent(todayName)}`)).json().meta.total).toBe(0);
   });
 });
 

@@ -13,7 +13,7 @@ export const agentsEvents = {
   'agents.agent.errored': defineEvent('agents.agent.errored', 1, Type.Object({ ...AgentRef, error: Type.String(), ownerUserId: Nullable(Type.String()) })),
   'agents.agent.deleted': defineEvent('agents.agent.deleted', 1, Type.Object(AgentRef)),
   'agents.run.started': defineEvent('agents.run.started', 1, Type.Object({ runId: Type.Integer(), agentId: Type.Integer(), agentName: Type.String() })),
-  /** A run finished (succeeded or failed); billing consumes `usage.totalTokens` once per run. */
+  /** A run finished (succeeded, failed or cancelled) with all it used, partial usage included; billing consumes `usage.totalTokens` once per run id. */
   'agents.run.completed': defineEvent('agents.run.completed', 1, Type.Object({
     runId: Type.Integer(), agentId: Type.Integer(), agentName: Type.String(), status: Type.String(),
     taskId: Nullable(Type.Integer()), model: Type.String(), provider: Type.String(), usage: Usage,

@@ -166,6 +166,8 @@ export const rules = pgTable('rules', {
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
 }, (t) => [index('rules_org_idx').on(t.orgId, t.scope)]);
 
+export const LogSources = ['file', 'db'] as const;
+
 export const logs = pgTable('agent_logs', {
   id: bigint('id', { mode: 'number' }).primaryKey().generatedAlwaysAsIdentity(),
   orgId: text('org_id').notNull(),
@@ -173,8 +175,14 @@ export const logs = pgTable('agent_logs', {
   level: text('level').notNull().default('info'),
   message: text('message').notNull(),
   meta: jsonb('meta').notNull().default({}),
+  /** `file`: the agent's own log, written by the runtime (see domain/logs.ts); `db`: stored through POST /logs. */
+  source: text('source').notNull().default('db'),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
-}, (t) => [index('agent_logs_org_idx').on(t.orgId, t.id)]);
+}, (t) => [
+  index('agent_logs_org_time_idx').on(t.orgId, t.createdAt, t.id), index('agent_logs_files_idx').on(t.orgId, t.source, t.agent, t.createdAt),
+  index('agent_logs_created_idx').on(t.createdAt),
+  check('agent_logs_source_ck', sql`${t.source} IN (${inList(LogSources)})`),
+]);
 
 export const files = pgTable('files', {
   id: serial('id').primaryKey(),

@@ -2,9 +2,10 @@ import type { EventMeta } from '@aos/bus';
 import { conflict } from '@aos/core';
 import { isUniqueViolation, type Tx } from '@aos/db';
 import { and, eq, isNull, lt, or, sql } from 'drizzle-orm';
-import { agents, files, logs, type BootstrapStep, type DerivationRule } from '../db/schema.js';
+import { agents, files, type BootstrapStep, type DerivationRule } from '../db/schema.js';
 import type * as schema from '../db/schema.js';
 import type { Ctx } from '../service.js';
+import { agentLog } from './logs.js';
 import { evictIdle, schedule, STOPPED, workspaceOf, type AgentRow } from './agents.js';
 
 export const BOOTSTRAP_STEPS = ['registration', 'workspace', 'identity_document', 'schedule', 'heartbeat', 'log'] as const;
@@ -67,7 +68,7 @@ const STEP_RUNNERS: Record<Exclude<StepName, 'registration'>, { db?: (tx: Tx<S>,
   },
   log: {
     db: async (tx, a) => {
-      await tx.insert(logs).values({ orgId: a.orgId, agent: a.name, level: 'info', message: `agent ${a.name} bootstrapped`, meta: { agent_id: a.id } });
+      await agentLog(tx, a, 'info', `agent ${a.name} bootstrapped`);
       return 'agent log entry written';
     },
   },
@@ -93,6 +94,8 @@ export async function createAgent(ctx: Ctx, orgId: string, input: NewAgent, meta
         dailyTokenBudget: input.dailyTokenBudget ?? null, templateSlug: input.templateSlug ?? null, ownerUserId: input.ownerUserId,
         workspacePath: input.workspacePath ?? null,
         bootstrap: recordStep(pending(), 'registration', 'done', 'registered'),
+        // The creator holds the lease from the start: a concurrent POST with the name cannot run the steps first.
+        bootstrapLeaseUntil: sql`now() + ${`${leaseMs(ctx)} milliseconds`}::interval`,
       }).returning();
       await ctx.outbox.enqueue(tx, 'agents.agent.created', { agentId: a!.id, name: a!.name, status: a!.status }, meta);
       return a!.id;
@@ -104,16 +107,19 @@ export async function createAgent(ctx: Ctx, orgId: string, input: NewAgent, meta
     agentId = existing.id;
     resumed = true;
   }
-  return { ...(await runBootstrap(ctx, agentId, input.identity ?? null)), resumed };
+  return { ...(await runBootstrap(ctx, agentId, input.identity ?? null, !resumed)), resumed };
 }
 
-async function runBootstrap(ctx: Ctx, agentId: number, identity: string | null): Promise<Omit<BootstrapResult, 'resumed'>> {
+/** The lease outlives every step's timeout, so a crashed bootstrap can be resumed once it lapses. */
+const leaseMs = (ctx: Ctx) => ctx.config.BOOTSTRAP_STEP_TIMEOUT_MS * BOOTSTRAP_STEPS.length + 10_000;
+
+async function runBootstrap(ctx: Ctx, agentId: number, identity: string | null, leased: boolean): Promise<Omit<BootstrapResult, 'resumed'>> {
   const timeout = ctx.config.BOOTSTRAP_STEP_TIMEOUT_MS;
-  // The lease outlives every step's timeout, so a crashed bootstrap can be resumed once it lapses.
-  const leaseMs = timeout * BOOTSTRAP_STEPS.length + 10_000;
-  const [claimed] = await ctx.db.update(agents).set({ bootstrapLeaseUntil: sql`now() + ${`${leaseMs} milliseconds`}::interval` })
-    .where(and(eq(agents.id, agentId), isNull(agents.bootstrappedAt), or(isNull(agents.bootstrapLeaseUntil), lt(agents.bootstrapLeaseUntil, sql`now()`))))
-    .returning();
+  const [claimed] = leased
+    ? await ctx.db.select().from(agents).where(eq(agents.id, agentId))
+    : await ctx.db.update(agents).set({ bootstrapLeaseUntil: sql`now() + ${`${leaseMs(ctx)} milliseconds`}::interval` })
+      .where(and(eq(agents.id, agentId), isNull(agents.bootstrappedAt), or(isNull(agents.bootstrapLeaseUntil), lt(agents.bootstrapLeaseUntil, sql`now()`))))
+      .returning();
   if (!claimed) {
     const [now] = await ctx.db.select({ bootstrappedAt: agents.bootstrappedAt }).from(agents).where(eq(agents.id, agentId));
     throw conflict(now?.bootstrappedAt ? 'The agent already exists' : 'The agent is being bootstrapped by another request; try again shortly');

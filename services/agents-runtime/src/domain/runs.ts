@@ -5,6 +5,7 @@ import { and, eq, inArray, isNull, lt, ne, sql } from 'drizzle-orm';
 import { agentRuns, agents, type RunStatus } from '../db/schema.js';
 import type { Ctx } from '../service.js';
 import { evictIdle } from './agents.js';
+import { agentLog, runOutcomeLine } from './logs.js';
 import { reconcileSchedules } from './schedules.js';
 import { ProviderError, providers, UsageMeter, type ChatMessage, type ProviderSettings, type Usage } from './providers.js';
 
@@ -48,10 +49,12 @@ export async function enqueueRun(ctx: Ctx, run: Pick<Run, 'id' | 'jobId'>) {
  * Records a run and queues it. The row is the record: when the enqueue fails (Redis away) the
  * run stays `queued` and the reconciler puts it on BullMQ later, so the caller still succeeds.
  */
-export async function createRun(ctx: Ctx, agent: Agent, input: string, taskId: number | null, userId: string | null, retryOf: number | null = null): Promise<Run> {
+export async function createRun(ctx: Ctx, agent: Agent, input: string, taskId: number | null, userId: string | null, opts: { retryOf?: number; byCycle?: boolean } = {}): Promise<Run> {
   const run = await ctx.db.transaction(async (tx) => {
-    const [inserted] = await tx.insert(agentRuns).values({ orgId: agent.orgId, agentId: agent.id, taskId, input, provider: agent.provider, model: agent.model, userId, retryOf }).returning();
+    const [inserted] = await tx.insert(agentRuns).values({ orgId: agent.orgId, agentId: agent.id, taskId, input, provider: agent.provider, model: agent.model, userId, retryOf: opts.retryOf ?? null }).returning();
     const [withJob] = await tx.update(agentRuns).set({ jobId: `run-${inserted!.id}` }).where(eq(agentRuns.id, inserted!.id)).returning();
+    const how = opts.byCycle ? ' by a cycle' : opts.retryOf ? ` to retry run ${opts.retryOf}` : '';
+    await agentLog(tx, agent, 'info', `run ${inserted!.id} queued${how}${taskId ? ` for task #${taskId}` : ''}`, { run_id: inserted!.id, task_id: taskId });
     return withJob!;
   });
   await enqueueRun(ctx, run).catch((err: Error) => ctx.log.warn({ err: err.message, runId: run.id }, 'run enqueue failed; the reconciler will queue it'));
@@ -84,6 +87,7 @@ export async function finishRun(ctx: Ctx, run: Run, agent: Agent, result: Outcom
       status: result.status, output: result.output || null, error: result.error ?? null, ...addUsage(ctx, result.usage), finishedAt: new Date(),
     }).where(and(eq(agentRuns.id, run.id), inArray(agentRuns.status, from))).returning();
     if (!done) return false;
+    await agentLog(tx, agent, result.status === 'failed' ? 'error' : 'info', runOutcomeLine(done), { run_id: run.id, task_id: run.taskId });
     // The agent goes back to idle (or error) only from `working` and when none of its other runs is still running.
     const othersRunning = sql`EXISTS (SELECT 1 FROM agent_runs r WHERE r.agent_id = ${agent.id} AND r.status = 'running' AND r.id <> ${run.id})`;
     await tx.update(agents).set({
@@ -112,6 +116,7 @@ async function startRun(ctx: Ctx, runId: number, agent: Agent): Promise<Run | nu
     await tx.update(agents).set({ status: sql`CASE WHEN ${agents.status} IN ('paused', 'offline') THEN ${agents.status} ELSE 'working' END`, currentTask: run.taskId ? String(run.taskId) : agents.currentTask, lastHeartbeat: new Date() })
       .where(eq(agents.id, agent.id));
     if (run.attempts === 1) await ctx.outbox.enqueue(tx, 'agents.run.started', { runId, agentId: agent.id, agentName: agent.name }, { ...systemMeta(null, run.orgId), actor: { type: 'agent', id: agent.name } });
+    await agentLog(tx, agent, 'info', `run ${runId} started${run.attempts > 1 ? ` (attempt ${run.attempts})` : ''}${run.taskId ? ` on task #${run.taskId}` : ''} with ${run.provider}/${run.model}`, { run_id: runId, task_id: run.taskId });
     return run;
   });
 }
@@ -170,7 +175,10 @@ export function runWorker(ctx: Ctx, redis: Redis, running: Map<number, AbortCont
       const message = (err as Error).message ?? String(err);
       const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       if (err instanceof ProviderError && err.retryable && !lastAttempt) {
-        await ctx.db.update(agentRuns).set({ status: 'queued', error: message, ...addUsage(ctx, used) }).where(and(eq(agentRuns.id, runId), eq(agentRuns.status, 'running')));
+        await ctx.db.transaction(async (tx) => {
+          const [back] = await tx.update(agentRuns).set({ status: 'queued', error: message, ...addUsage(ctx, used) }).where(and(eq(agentRuns.id, runId), eq(agentRuns.status, 'running'))).returning();
+          if (back) await agentLog(tx, agent, 'warn', `run ${runId} attempt ${job.attemptsMade + 1} failed, retrying: ${message.slice(0, 500)}`, { run_id: runId });
+        });
         throw err;
       }
       await finishRun(ctx, run, agent, { status: 'failed', error: message, output: meter.text, usage: used });

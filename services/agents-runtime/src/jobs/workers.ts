@@ -25,7 +25,7 @@ export async function agentCycle(ctx: Ctx, agentId: number) {
       .orderBy(asc(assignedTasks.queuedSince), asc(assignedTasks.taskId)).limit(1);
     if (busy) result = `busy: run ${busy.id} open`;
     else if (task) {
-      const run = await createRun(ctx, a, `Work on task #${task.taskId}: ${task.title}`, task.taskId, null);
+      const run = await createRun(ctx, a, `Work on task #${task.taskId}: ${task.title}`, task.taskId, null, { byCycle: true });
       result = `run ${run.id} queued for task #${task.taskId}`;
     }
   }

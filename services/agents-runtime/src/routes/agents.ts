@@ -8,6 +8,7 @@ import { agents, AgentStatuses, templates } from '../db/schema.js';
 import { checkName, evictIdle, findAgentByRef, schedule, STOPPED, unschedule, type AgentRow } from '../domain/agents.js';
 import { BOOTSTRAP_STEPS, createAgent } from '../domain/bootstrap.js';
 import { checkRules } from '../domain/derivation.js';
+import { agentLog } from '../domain/logs.js';
 import type { Ctx } from '../service.js';
 import { AgentName, enumList, like, literals, Slug } from './common.js';
 
@@ -161,6 +162,8 @@ export async function agentRoutes(app: App, ctx: Ctx) {
         const data = { agentId: a.id, name: a.name, status };
         if (action === 'stop') await ctx.outbox.enqueue(tx, 'agents.agent.stopped', { ...data, note: request.body.note ?? null }, meta(request));
         else await ctx.outbox.enqueue(tx, action === 'start' ? 'agents.agent.started' : 'agents.agent.restarted', data, meta(request));
+        const note = request.body.note ? `: ${request.body.note}` : '';
+        await agentLog(tx, a, 'info', `agent ${a.name} ${{ stop: 'stopped (paused)', start: 'started', restart: 'restarted' }[action]}${note}`, { user_id: request.principal.userId, api_key_id: request.principal.apiKeyId });
         return u!;
       });
       if (action === 'stop') await unschedule(ctx, a);

@@ -6,6 +6,7 @@ import { and, desc, eq, inArray, sql, type SQL } from 'drizzle-orm';
 import { agents, AgentStatuses } from '../db/schema.js';
 import { checkName, evictIdle, findAgent, SAFE_RELATIVE_PATH, schedule, STOPPED, unschedule, type AgentRow } from '../domain/agents.js';
 import { createAgent } from '../domain/bootstrap.js';
+import { agentLog } from '../domain/logs.js';
 import type { Ctx } from '../service.js';
 import { AgentStatus } from './agents.js';
 import { enumList, Id, literals } from './common.js';
@@ -77,6 +78,7 @@ export async function publicAgentRoutes(app: App, ctx: Ctx) {
     const updated = await ctx.db.transaction(async (tx) => {
       const [u] = await tx.update(agents).set({ emoji: b.emoji, role: b.role, status: b.status, currentTask: b.current_task, workspacePath: b.workspace_path, updatedAt: new Date() }).where(eq(agents.id, a.id)).returning();
       await ctx.outbox.enqueue(tx, 'agents.agent.updated', { agentId: a.id, name: a.name, status: u!.status, changes: Object.keys(b) }, metaFromPrincipal(request.principal));
+      if (u!.status !== a.status) await agentLog(tx, a, 'info', `agent ${a.name} status ${a.status} → ${u!.status} (set by a client)`);
       return u!;
     });
     if (stopping) await unschedule(ctx, a);
@@ -93,6 +95,7 @@ export async function publicAgentRoutes(app: App, ctx: Ctx) {
     const u = await ctx.db.transaction(async (tx) => {
       const [row] = await tx.update(agents).set({ status: 'offline', updatedAt: new Date() }).where(eq(agents.id, a.id)).returning();
       await ctx.outbox.enqueue(tx, 'agents.agent.stopped', { agentId: a.id, name: a.name, status: 'offline', note: 'deactivated' }, metaFromPrincipal(request.principal));
+      await agentLog(tx, a, 'info', `agent ${a.name} deactivated (offline)`);
       return row!;
     });
     await unschedule(ctx, a);

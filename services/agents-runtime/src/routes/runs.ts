@@ -11,6 +11,7 @@ import { agentMessages, agentRuns, agents, assignedTasks, RunStatuses, type RunS
 import { findAgent, findAgentByRef } from '../domain/agents.js';
 import { ProviderError, providers, UsageMeter, type ChatMessage, type Usage } from '../domain/providers.js';
 import { appendRunEvent, cancelChannel, cost, createRun, finishRun, jobIdOf, runStreamKey, settings, systemPromptOf, TERMINAL, type Run } from '../domain/runs.js';
+import { agentLog, runOutcomeLine } from '../domain/logs.js';
 import type * as schema from '../db/schema.js';
 import type { Ctx } from '../service.js';
 import { NameParam } from './agents.js';
@@ -132,7 +133,7 @@ export async function runRoutes(app: App, ctx: Ctx) {
     if (!['failed', 'cancelled'].includes(run.status)) throw conflict(`Only failed or cancelled runs can be retried (this one is ${run.status})`);
     const agent = await findAgent(ctx, run.orgId, { id: run.agentId });
     // A new run id: billing charges each run id once, so the retry's usage is billed apart from the original's.
-    const again = await createRun(ctx, agent, run.input, run.taskId, request.principal.userId, run.id).catch(async (err: unknown) => {
+    const again = await createRun(ctx, agent, run.input, run.taskId, request.principal.userId, { retryOf: run.id }).catch(async (err: unknown) => {
       if (!isUniqueViolation(err)) throw err;
       const [retry] = await ctx.db.select({ id: agentRuns.id }).from(agentRuns).where(eq(agentRuns.retryOf, run.id));
       throw conflict(`Run ${run.id} was already retried as run ${retry?.id ?? '?'}`);
@@ -256,6 +257,7 @@ export async function runRoutes(app: App, ctx: Ctx) {
         usage: { inputTokens, outputTokens, totalTokens: inputTokens + outputTokens }, costUsd: usd, userId: request.principal.userId,
         durationMs: Date.now() - started.getTime(), error: outcome.error,
       }, { ...systemMeta(request.principal.tenantId, orgId), actor: { type: 'agent', id: agent.name } });
+      await agentLog(tx, agent, outcome.status === 'failed' ? 'error' : 'info', `message: ${runOutcomeLine(r!)}`, { run_id: r!.id, conversation_id: conversationId });
       return r!;
     };
     const meter = new UsageMeter();
