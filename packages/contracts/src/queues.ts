@@ -14,6 +14,7 @@ export const Queues = {
   autoTopup: 'auto-topup',
   planChanges: 'plan-changes',
   identityCleanup: 'identity-cleanup',
+  agentsCleanup: 'agents-cleanup',
 } as const;
 
 export type QueueName = (typeof Queues)[keyof typeof Queues];

@@ -41,6 +41,14 @@ export const config = {
   IDLE_CACHE_TTL_SEC: Env.int(15, { minimum: 1, maximum: 3_600 }),
   /** Derived tasks deeper than this never trigger derivation rules (no runaway chains). */
   DERIVATION_MAX_DEPTH: Env.int(3, { minimum: 1, maximum: 20 }),
+  /** Days agent log lines (both sources) are kept (0 = forever). */
+  LOG_RETENTION_DAYS: Env.int(30, { minimum: 0, maximum: 3_650 }),
+  /** Days finished runs (agent and discovery runs) are kept after they ended (0 = forever); efficiency and engine stats cover what is kept. */
+  RUN_RETENTION_DAYS: Env.int(180, { minimum: 0, maximum: 3_650 }),
+  /** Days a conversation is kept after its newest message (0 = forever). */
+  MESSAGE_RETENTION_DAYS: Env.int(90, { minimum: 0, maximum: 3_650 }),
+  /** Seconds between cleanup runs (one BullMQ job scheduler: one run per interval across replicas). */
+  CLEANUP_INTERVAL_SECONDS: Env.int(3_600, { minimum: 1, maximum: 86_400 }),
   /** Queues `/bull-queue/submit*` may write to (comma list); every queue stays readable. */
   BULL_ADMIN_SUBMIT_QUEUES: Env.list('factory,discovery-engines'),
 } satisfies TProperties;

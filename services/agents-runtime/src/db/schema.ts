@@ -81,6 +81,7 @@ export const agentRuns = pgTable('agent_runs', {
   index('agent_runs_org_idx').on(t.orgId, t.id), index('agent_runs_agent_idx').on(t.agentId, t.id),
   index('agent_runs_open_idx').on(t.status, t.createdAt).where(sql`${t.status} IN ('queued', 'running')`),
   uniqueIndex('agent_runs_retry_of_key').on(t.retryOf).where(sql`${t.retryOf} IS NOT NULL`),
+  index('agent_runs_finished_idx').on(t.finishedAt),
   check('agent_runs_status_ck', sql`${t.status} IN (${inList(RunStatuses)})`),
 ]);
 
@@ -238,7 +239,7 @@ export const discoveryRuns = pgTable('discovery_runs', {
   durationMs: integer('duration_ms').notNull().default(0),
   error: text('error'),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
-}, (t) => [index('discovery_runs_engine_idx').on(t.engineId, t.id)]);
+}, (t) => [index('discovery_runs_engine_idx').on(t.engineId, t.id), index('discovery_runs_created_idx').on(t.createdAt)]);
 
 /** Factory worker pool settings (one row); applied live by PATCH /factory-workers/config. */
 export const factoryConfig = pgTable('factory_config', {

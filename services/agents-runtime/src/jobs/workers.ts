@@ -7,6 +7,7 @@ import { idleCheck, readyTask } from '../domain/idle.js';
 import { providers } from '../domain/providers.js';
 import { cancelChannel, cost, createRun, runWorker, settings } from '../domain/runs.js';
 import type { Ctx } from '../service.js';
+import { startCleanup } from './cleanup.js';
 import { factoryFor } from './factory.js';
 
 /**
@@ -59,7 +60,7 @@ async function discoveryRun(ctx: Ctx, { engineId, trigger }: { engineId: number;
   }
 }
 
-/** Run execution and its reconciler, the agents' scheduled cycles, discovery engines, the factory pool, and cancellation across processes. */
+/** Run execution and its reconciler, the agents' scheduled cycles, discovery engines, the factory pool, retention cleanup, and cancellation across processes. */
 export async function startWorkers(ctx: Ctx) {
   const running = new Map<number, AbortController>();
   const redis = ctx.queues.connection;
@@ -70,6 +71,7 @@ export async function startWorkers(ctx: Ctx) {
   ctx.queues.worker<{ engineId: number; trigger: string }>(Queues.discovery, (payload, job) => discoveryRun(ctx, payload, job));
 
   await factoryFor(ctx).init();
+  await startCleanup(ctx);
 
   const subscriber = redis.duplicate();
   subscriber.on('error', (err: Error) => ctx.log.warn({ err: err.message }, 'run cancel subscriber: redis error'));
