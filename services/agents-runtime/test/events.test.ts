@@ -104,6 +104,13 @@ describe('task projection: queue health and the idle check', () => {
     await taskEvent(api, 'tasks.task.created', { taskId: 300, assignee: 'sleepy' });
     const woke = await waitFor(async () => { const r = await idle(api, 'sleepy'); return r.should_skip ? null : r; }, { message: 'cache evicted by the task event' });
     expect(woke).toMatchObject({ reason: '1 ready task(s)', ready_tasks: 1, over_budget: false, cached: false });
+    // Its only task blocked: nothing to do, and the answer says why (the agent's status stays the clients').
+    await taskEvent(api, 'tasks.task.updated', { taskId: 300, assignee: 'sleepy', status: 'blocked', changes: ['status'], previousStatus: 'todo', previousAssignee: null });
+    const stuck = await waitFor(async () => { const r = await idle(api, 'sleepy'); return r.should_skip ? r : null; }, { message: 'task blocked' });
+    expect(stuck).toMatchObject({ reason: 'no ready tasks (1 blocked)', ready_tasks: 0, blocked_tasks: 1 });
+    expect((await api.call('GET', '/agents/sleepy')).json().data.status).toBe('active');
+    await taskEvent(api, 'tasks.task.updated', { taskId: 300, assignee: 'sleepy', status: 'todo', changes: ['status'], previousStatus: 'blocked', previousAssignee: null });
+    await waitFor(async () => !(await idle(api, 'sleepy')).should_skip, { message: 'unblocked' });
 
     await api.call('POST', '/agents/sleepy/stop');
     expect(await idle(api, 'sleepy')).toMatchObject({ should_skip: true, reason: 'agent is paused', cached: false });

@@ -18,6 +18,8 @@ interface IdleFacts {
   status: string | null;
   bootstrapped: boolean;
   ready_tasks: number;
+  /** Its tasks in `blocked` (absent in answers cached before the field existed). */
+  blocked_tasks?: number;
   /** Why the agent may not spend tokens now, or null. */
   over_budget: string | null;
   at: number;
@@ -28,6 +30,7 @@ export interface IdleDecision {
   should_skip: boolean;
   reason: string;
   ready_tasks: number;
+  blocked_tasks: number;
   over_budget: boolean;
   cached: boolean;
 }
@@ -40,9 +43,11 @@ export interface IdleDecision {
 async function facts(ctx: Ctx, orgId: string, name: string): Promise<IdleFacts> {
   const at = Date.now();
   const [agent] = await ctx.db.select().from(agents).where(and(eq(agents.orgId, orgId), eq(agents.name, name)));
-  if (!agent) return { known: false, status: null, bootstrapped: false, ready_tasks: 0, over_budget: null, at };
-  const [[ready], [budget], [spent]] = await Promise.all([
+  if (!agent) return { known: false, status: null, bootstrapped: false, ready_tasks: 0, blocked_tasks: 0, over_budget: null, at };
+  const [[ready], [blocked], [budget], [spent]] = await Promise.all([
     ctx.db.select({ n: sql<number>`count(*)::int` }).from(assignedTasks).where(readyTask(agent.id, orgId, name)),
+    ctx.db.select({ n: sql<number>`count(*)::int` }).from(assignedTasks)
+      .where(and(eq(assignedTasks.orgId, orgId), eq(assignedTasks.assignee, name), eq(assignedTasks.status, 'blocked'))),
     ctx.db.select().from(orgBudgets).where(eq(orgBudgets.orgId, orgId)),
     agent.dailyTokenBudget === null
       ? Promise.resolve([{ n: 0 }])
@@ -52,17 +57,18 @@ async function facts(ctx: Ctx, orgId: string, name: string): Promise<IdleFacts> 
   let overBudget: string | null = null;
   if (budget && budget.tokenBalance <= 0) overBudget = 'organization token balance exhausted';
   else if (agent.dailyTokenBudget !== null && spent!.n >= agent.dailyTokenBudget) overBudget = `daily token budget spent (${spent!.n}/${agent.dailyTokenBudget})`;
-  return { known: true, status: agent.status, bootstrapped: agent.bootstrappedAt !== null, ready_tasks: ready!.n, over_budget: overBudget, at };
+  return { known: true, status: agent.status, bootstrapped: agent.bootstrappedAt !== null, ready_tasks: ready!.n, blocked_tasks: blocked!.n, over_budget: overBudget, at };
 }
 
 function decide(name: string, f: IdleFacts, runMode: string | undefined, cached: boolean): IdleDecision {
-  const skip = (reason: string) => ({ agent_name: name, should_skip: true, reason, ready_tasks: f.ready_tasks, over_budget: f.over_budget !== null, cached });
+  const blocked = f.blocked_tasks ?? 0;
+  const skip = (reason: string) => ({ agent_name: name, should_skip: true, reason, ready_tasks: f.ready_tasks, blocked_tasks: blocked, over_budget: f.over_budget !== null, cached });
   if (!f.known) return skip('unknown agent');
   if (STOPPED.includes(f.status!)) return skip(`agent is ${f.status}`);
   if (!f.bootstrapped) return skip('bootstrap incomplete');
   if (f.over_budget) return skip(f.over_budget);
   if (runMode === 'discovery') return { ...skip('discovery run'), should_skip: false };
-  if (f.ready_tasks === 0) return skip('no ready tasks');
+  if (f.ready_tasks === 0) return skip(blocked ? `no ready tasks (${blocked} blocked)` : 'no ready tasks');
   return { ...skip(`${f.ready_tasks} ready task(s)`), should_skip: false };
 }
 

@@ -76,13 +76,13 @@ export async function metricRoutes(app: App, ctx: Ctx) {
       tags: ['Runs'], summary: 'Should the agent skip this cycle? (stopped, bootstrap incomplete, over budget, nothing ready)',
       description: 'Answered from a per-organization Redis cache (IDLE_CACHE_TTL_SEC) built from this service\'s own projections of task and billing events; state changes evict it. Anonymous callers learn nothing.',
       querystring: Type.Object({ agent_name: Type.String({ minLength: 1, maxLength: 200 }), run_mode: Type.Optional(Type.String({ maxLength: 30, pattern: '^[a-z_-]*$' })) }),
-      response: { 200: Envelope(Type.Object({ agent_name: Type.String(), should_skip: Type.Boolean(), reason: Type.String(), ready_tasks: Type.Integer(), over_budget: Type.Boolean(), cached: Type.Boolean() })) },
+      response: { 200: Envelope(Type.Object({ agent_name: Type.String(), should_skip: Type.Boolean(), reason: Type.String(), ready_tasks: Type.Integer(), blocked_tasks: Type.Integer({ description: 'its tasks in blocked: work it has but cannot do' }), over_budget: Type.Boolean(), cached: Type.Boolean() })) },
     },
   }, async (request) => {
     const name = request.query.agent_name;
     checkName(name, 'agent_name');
     const orgId = request.principal.orgId;
-    if (!orgId) return ok({ agent_name: name, should_skip: true, reason: 'no organization context', ready_tasks: 0, over_budget: false, cached: false });
+    if (!orgId) return ok({ agent_name: name, should_skip: true, reason: 'no organization context', ready_tasks: 0, blocked_tasks: 0, over_budget: false, cached: false });
     return ok(await idleCheck(ctx, orgId, name, request.query.run_mode));
   });
 }
