@@ -1,5 +1,5 @@
 import { Queues } from '@aos/contracts';
-import type { JobEnvelope } from '@aos/queue';
+import { runSweeps, scheduleSweeps, type Sweep } from '@aos/runtime';
 import type { Ctx } from '../service.js';
 
 export const CLEANUP_SCHEDULER_ID = 'agents-cleanup';
@@ -23,7 +23,7 @@ const SWEEPS = {
   messages: [`DELETE FROM agent_messages WHERE (agent_id, conversation_id) IN (
     SELECT agent_id, conversation_id FROM agent_messages WHERE $1::int > 0 GROUP BY agent_id, conversation_id
     HAVING max(created_at) < now() - make_interval(days => $1) LIMIT ${BATCH / 10})`, (c: Config) => c.MESSAGE_RETENTION_DAYS],
-} satisfies Record<string, [string, (c: Config) => number]>;
+} satisfies Record<string, Sweep<Config>>;
 
 export type CleanupResult = Record<keyof typeof SWEEPS, number>;
 
@@ -34,31 +34,8 @@ export type CleanupResult = Record<keyof typeof SWEEPS, number>;
  * records are a few steps on the agent row, and derivations, lineage and the task projection
  * hold one row per task (they are what keeps derivation exactly-once and the idle check right).
  */
-export async function runCleanup(ctx: Ctx): Promise<CleanupResult> {
-  const result = {} as CleanupResult;
-  for (const [name, [statement, retention]] of Object.entries(SWEEPS) as [keyof typeof SWEEPS, [string, (c: Config) => number]][]) {
-    let total = 0;
-    for (;;) {
-      const { rowCount } = await ctx.pool.query(statement, [retention(ctx.config)]);
-      total += rowCount ?? 0;
-      if (!rowCount) break;
-    }
-    result[name] = total;
-  }
-  return result;
-}
+export const runCleanup = (ctx: Ctx): Promise<CleanupResult> => runSweeps(ctx, SWEEPS);
 
-/** A worker plus one job scheduler (shared by every replica: one run per interval in all). */
-export async function startCleanup(ctx: Ctx): Promise<void> {
-  ctx.queues.worker(Queues.agentsCleanup, async () => {
-    const removed = await runCleanup(ctx);
-    if (Object.values(removed).some((n) => n > 0)) ctx.log.info(removed, 'agents-runtime cleanup');
-    return removed;
-  });
-  await ctx.queues.queue(Queues.agentsCleanup).upsertJobScheduler(CLEANUP_SCHEDULER_ID, { every: ctx.config.CLEANUP_INTERVAL_SECONDS * 1_000 }, {
-    name: 'cleanup',
-    data: { payload: {}, trace: {} } satisfies JobEnvelope<Record<string, never>>,
-    // The next interval is the retry.
-    opts: { attempts: 1 },
-  });
-}
+/** Runs the sweeps every CLEANUP_INTERVAL_SECONDS, once across all replicas. */
+export const startCleanup = (ctx: Ctx): Promise<void> =>
+  scheduleSweeps(ctx, Queues.agentsCleanup, CLEANUP_SCHEDULER_ID, ctx.config.CLEANUP_INTERVAL_SECONDS, () => runCleanup(ctx));

@@ -1,5 +1,5 @@
 import { Queues } from '@aos/contracts';
-import type { JobEnvelope } from '@aos/queue';
+import { runSweeps, scheduleSweeps, type Sweep } from '@aos/runtime';
 import type { Ctx } from '../service.js';
 
 export const CLEANUP_SCHEDULER_ID = 'identity-cleanup';
@@ -30,7 +30,7 @@ const SWEEPS = {
   // Whole families only: a used token of a live family must stay to detect its reuse.
   refresh_tokens: [`DELETE FROM refresh_tokens WHERE family_id IN (
     SELECT family_id FROM refresh_tokens GROUP BY family_id HAVING max(${REFRESH_ENDED}) < now() - make_interval(days => $1) LIMIT ${BATCH})`, (c: Config) => c.AUTH_RECORD_RETENTION_DAYS],
-} satisfies Record<string, [string, (c: Config) => number]>;
+} satisfies Record<string, Sweep<Config>>;
 
 export type CleanupResult = Record<keyof typeof SWEEPS, number>;
 
@@ -40,31 +40,8 @@ export type CleanupResult = Record<keyof typeof SWEEPS, number>;
  * usable more than AUTH_RECORD_RETENTION_DAYS ago. (Revoked `jti`s live in the gateway's Redis with
  * the token's remaining lifetime as TTL: nothing to clean here.)
  */
-export async function runCleanup(ctx: Ctx): Promise<CleanupResult> {
-  const result = {} as CleanupResult;
-  for (const [name, [statement, param]] of Object.entries(SWEEPS) as [keyof typeof SWEEPS, [string, (c: Config) => number]][]) {
-    let total = 0;
-    for (;;) {
-      const { rowCount } = await ctx.pool.query(statement, [param(ctx.config)]);
-      total += rowCount ?? 0;
-      if (!rowCount) break;
-    }
-    result[name] = total;
-  }
-  return result;
-}
+export const runCleanup = (ctx: Ctx): Promise<CleanupResult> => runSweeps(ctx, SWEEPS);
 
-/** A worker plus one job scheduler (shared by every replica: one run per interval in all). */
-export async function startCleanup(ctx: Ctx): Promise<void> {
-  ctx.queues.worker(Queues.identityCleanup, async () => {
-    const removed = await runCleanup(ctx);
-    if (Object.values(removed).some((n) => n > 0)) ctx.log.info(removed, 'identity cleanup');
-    return removed;
-  });
-  await ctx.queues.queue(Queues.identityCleanup).upsertJobScheduler(CLEANUP_SCHEDULER_ID, { every: ctx.config.CLEANUP_INTERVAL_SECONDS * 1_000 }, {
-    name: 'cleanup',
-    data: { payload: {}, trace: {} } satisfies JobEnvelope<Record<string, never>>,
-    // The next interval is the retry.
-    opts: { attempts: 1 },
-  });
-}
+/** Runs the sweeps every CLEANUP_INTERVAL_SECONDS, once across all replicas. */
+export const startCleanup = (ctx: Ctx): Promise<void> =>
+  scheduleSweeps(ctx, Queues.identityCleanup, CLEANUP_SCHEDULER_ID, ctx.config.CLEANUP_INTERVAL_SECONDS, () => runCleanup(ctx));
