@@ -112,6 +112,30 @@ describe('auto top-up charging', () => {
     expect(cfg.json().data).toMatchObject({ topups_this_month: 2, balance: 400 });
   });
 
+  it('tops up once when a run uses more than the balance: the top-up settles what is owed first', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await withCard(orgId);
+    await grant(orgId, 'tokens', 600);
+    await svc.inject(p, { method: 'POST', url: '/billing/auto-topup', payload: { threshold_tokens: 500, package_slug: 'tokens-10k', max_monthly_topups: 5 } });
+    const data = { runId: 31_337, agentId: 1, agentName: 'a', status: 'succeeded', taskId: null, model: 'm', provider: 'p', usage: { inputTokens: 1_000, outputTokens: 0, totalTokens: 1_000 }, costUsd: 0, userId: null, durationMs: 5, error: null };
+    const ev = await publish(svc, 'agents.run.completed', data, { orgId });
+    // 600 consumed, 400 owed; the 10,000-token top-up pays the 400 first.
+    await waitFor(async () => (await balance(orgId)) === 9_600, { message: 'top-up settled the debt' });
+    expect(await balance(orgId, 'tokens_owed')).toBe(0);
+    await publish(svc, 'agents.run.completed', data, { orgId, id: ev.id, msgId: `again-${ev.id}` });
+    const again = await publish(svc, 'agents.run.completed', data, { orgId }); // the same run under a new event id
+    await waitFor(async () => (await count(svc, 'SELECT count(*) AS n FROM aos_inbox WHERE event_id = $1', [again.id])) === 1, { message: 'redelivery handled' });
+    await sleep(300);
+    expect(await balance(orgId)).toBe(9_600);
+    expect(charges(orgId)).toHaveLength(1);
+    // One event for the crossing, carrying what was owed at that moment.
+    expect((await outboxEvents(svc, 'billing.balance.low', orgId)).map((e) => e.data)).toEqual([{ ledger: 'tokens', balance: 0, threshold: 500, userId: null, owed: 400 }]);
+    const entries = await svc.inject(p, { method: 'GET', url: '/tokens/transactions' });
+    expect(entries.json().data.map((e: { type: string; amount: number; balance_after: number }) => [e.type, e.amount, e.balance_after]))
+      .toEqual([['settlement', -400, 9_600], ['purchase', 10_000, 10_000], ['consume', -600, 0], ['admin_grant', 600, 600]]);
+  });
+
   it('records one crossing when many parallel consumes cross the threshold together', async () => {
     const p = owner();
     const orgId = p.orgId!;

@@ -36,7 +36,8 @@ export async function count(svc: Billing, text: string, params: unknown[] = []):
 
 /**
  * The ledger invariant, over every account the test touched: the balance is the sum of its
- * journal, and each entry's balance_after is the running sum up to it.
+ * journal, and each entry's balance_after is the running sum up to it. An organization owes
+ * only once its balance is used up: never a positive balance and a debt on one ledger.
  */
 export async function expectLedgersConsistent(svc: Billing) {
   const { rows } = await svc.ctx.pool.query(`
@@ -49,6 +50,10 @@ export async function expectLedgersConsistent(svc: Billing) {
     ) j USING (org_id, ledger)`);
   const broken = rows.filter((r) => r.balance !== r.journal || r.broken > 0);
   expect(broken).toEqual([]);
+  const both = await svc.ctx.pool.query(`
+    SELECT a.org_id, a.ledger FROM billing_ledger_accounts a JOIN billing_ledger_accounts o ON o.org_id = a.org_id AND o.ledger = a.ledger || '_owed'
+    WHERE a.balance > 0 AND o.balance > 0`);
+  expect(both.rows).toEqual([]);
   return rows.length;
 }
 

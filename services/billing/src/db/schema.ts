@@ -36,7 +36,11 @@ export const subscriptions = pgTable('billing_subscriptions', {
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
 });
 
-/** Current balance per (org, ledger); written only by the trigger on ledger_entries. */
+/**
+ * Current balance per (org, account); written only by the trigger on ledger_entries. Accounts:
+ * `tokens`, `credits` (cents) — what the organization can spend — and `tokens_owed`,
+ * `credits_owed` — usage that happened beyond the balance, settled first by the next credit.
+ */
 export const ledgerAccounts = pgTable('billing_ledger_accounts', {
   orgId: text('org_id').notNull(),
   ledger: text('ledger').notNull(),
@@ -53,7 +57,7 @@ export const ledgerEntries = pgTable('billing_ledger_entries', {
   orgId: text('org_id').notNull(),
   ledger: text('ledger').notNull(),
   type: text('type').notNull(),
-  /** Signed: credits positive, consumption negative. */
+  /** Signed: credits and overdrafts positive, consumption and settlements negative. */
   amount: bigint('amount', { mode: 'number' }).notNull(),
   /** Set by the trigger from the account row it updates. */
   balanceAfter: bigint('balance_after', { mode: 'number' }).notNull().default(0),
@@ -66,9 +70,11 @@ export const ledgerEntries = pgTable('billing_ledger_entries', {
   index('billing_ledger_entries_org_idx').on(t.orgId, t.ledger, t.id),
   index('billing_ledger_entries_org_type_idx').on(t.orgId, t.ledger, t.type, t.id),
   uniqueIndex('billing_ledger_entries_reference_uq').on(t.orgId, t.ledger, t.type, t.referenceId).where(sql`${t.referenceId} IS NOT NULL`),
-  check('billing_ledger_entries_type_ck', sql`${t.type} IN ('consume','purchase','bonus','signup_bonus','admin_grant','refund')`),
-  check('billing_ledger_entries_ledger_ck', sql`${t.ledger} IN ('tokens','credits')`),
-  check('billing_ledger_entries_sign_ck', sql`(${t.type} = 'consume') = (${t.amount} < 0) AND ${t.amount} <> 0`),
+  check('billing_ledger_entries_type_ck', sql`${t.type} IN ('consume','purchase','bonus','signup_bonus','admin_grant','refund','overdraft','settlement')`),
+  check('billing_ledger_entries_ledger_ck', sql`${t.ledger} IN ('tokens','credits','tokens_owed','credits_owed')`),
+  check('billing_ledger_entries_sign_ck', sql`(${t.type} IN ('consume','settlement')) = (${t.amount} < 0) AND ${t.amount} <> 0`),
+  // Debt accounts hold only overdrafts and their settlements; an overdraft is never booked elsewhere.
+  check('billing_ledger_entries_owed_ck', sql`CASE WHEN ${t.ledger} IN ('tokens_owed','credits_owed') THEN ${t.type} IN ('overdraft','settlement') ELSE ${t.type} <> 'overdraft' END`),
 ]);
 
 /** Stripe events already applied (idempotency by event id). */

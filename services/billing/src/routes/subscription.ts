@@ -6,6 +6,7 @@ import { and, eq, gte, sql } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
 import type { Ctx } from '../service.js';
 import { costRecords, ledgerEntries } from '../db/schema.js';
+import { usedTokens } from '../domain/ledger.js';
 import { LimitsSchema, Tiers, TierSlugSchema, type TierSlug } from '../domain/catalog.js';
 import { balanceOf } from '../domain/ledger.js';
 import { createCheckout, priceIdOf } from '../domain/payments.js';
@@ -189,8 +190,8 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
           subscription: SubscriptionSchema,
           metrics: Type.Object({ agents: Metric, seats: Metric, tasks_per_month: Metric }),
           rate_limits: Type.Object({ requests_per_minute: Nullable(Type.Integer()), requests_per_hour: Nullable(Type.Integer()) }),
-          tokens: Type.Object({ balance: Type.Integer(), included_per_period: Nullable(Type.Integer()), consumed_this_month: Type.Integer() }),
-          credits: Type.Object({ balance_cents: Type.Integer() }),
+          tokens: Type.Object({ balance: Type.Integer(), owed: Type.Integer(), included_per_period: Nullable(Type.Integer()), consumed_this_month: Type.Integer() }),
+          credits: Type.Object({ balance_cents: Type.Integer(), owed_cents: Type.Integer() }),
         })),
       },
     },
@@ -198,8 +199,9 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
     const { orgId, row } = await current(request);
     const tier = effectiveTier(row);
     const limits = Tiers[tier].limits;
-    const [usage, balance, credits, consumed] = await Promise.all([
-      usageOf(ctx.db, orgId), balanceOf(ctx.db, orgId, 'tokens'), balanceOf(ctx.db, orgId, 'credits'), tokensConsumedSince(ctx, orgId, monthStart()),
+    const [usage, balance, credits, owed, creditsOwed, consumed] = await Promise.all([
+      usageOf(ctx.db, orgId), balanceOf(ctx.db, orgId, 'tokens'), balanceOf(ctx.db, orgId, 'credits'),
+      balanceOf(ctx.db, orgId, 'tokens_owed'), balanceOf(ctx.db, orgId, 'credits_owed'), tokensConsumedSince(ctx, orgId, monthStart()),
     ]);
     const metric = (used: number, limit: number | null) => ({
       used, limit, remaining: limit === null ? null : Math.max(0, limit - used), percent: limit === null || limit === 0 ? null : Math.round((used / limit) * 1000) / 10,
@@ -208,8 +210,8 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
       subscription: subscriptionView(orgId, row),
       metrics: { agents: metric(usage.agents, limits.agents), seats: metric(usage.seats, limits.seats), tasks_per_month: metric(usage.tasks_this_month, limits.tasks_per_month) },
       rate_limits: { requests_per_minute: limits.requests_per_minute, requests_per_hour: limits.requests_per_hour },
-      tokens: { balance, included_per_period: limits.included_tokens, consumed_this_month: consumed },
-      credits: { balance_cents: credits },
+      tokens: { balance, owed, included_per_period: limits.included_tokens, consumed_this_month: consumed },
+      credits: { balance_cents: credits, owed_cents: creditsOwed },
     });
   });
 }
@@ -230,9 +232,10 @@ async function restorePrice(ctx: Ctx, subId: string, tier: TierSlug, orgId: stri
   }));
 }
 
+/** Tokens used since `from`: what the balance covered plus what runs left owing. */
 async function tokensConsumedSince(ctx: Ctx, orgId: string, from: Date): Promise<number> {
-  const [r] = await ctx.db.select({ s: sql<string>`COALESCE(-sum(${ledgerEntries.amount}), 0)::text` }).from(ledgerEntries)
-    .where(and(eq(ledgerEntries.orgId, orgId), eq(ledgerEntries.ledger, 'tokens'), eq(ledgerEntries.type, 'consume'), gte(ledgerEntries.createdAt, from)));
+  const [r] = await ctx.db.select({ s: sql<string>`COALESCE(sum(abs(${ledgerEntries.amount})), 0)::text` }).from(ledgerEntries)
+    .where(and(eq(ledgerEntries.orgId, orgId), usedTokens, gte(ledgerEntries.createdAt, from)));
   return Number(r?.s ?? 0);
 }
 
