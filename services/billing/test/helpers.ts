@@ -119,6 +119,7 @@ export async function fakeStripe() {
   const failures: { match: (r: RecordedRequest) => boolean; status: number; body: unknown }[] = [];
   const subscriptions = new Map<string, StripeObject>();
   const customers = new Map<string, StripeObject>();
+  const paymentIntents = new Map<string, StripeObject>();
   const created = () => Math.floor(Date.now() / 1000);
 
   const respond = (r: RecordedRequest): Reply => {
@@ -154,11 +155,21 @@ export async function fakeStripe() {
       const confirmed = r.form.confirm === 'true';
       if (r.form.off_session === 'true' && !confirmed) return stripeError(400, 'invalid_request_error', 'off_session can only be used with confirm=true.', { param: 'off_session' });
       if (confirmed && !r.form.payment_method) return missing('payment_method');
-      return { status: 200, body: {
+      const intent = {
         id: `pi_test${id}`, object: 'payment_intent', ...base, amount: Number(r.form.amount), currency: r.form.currency, customer: r.form.customer ?? null,
         payment_method: r.form.payment_method ?? null, status: confirmed ? 'succeeded' : 'requires_payment_method', client_secret: `pi_test${id}_secret_x`,
         setup_future_usage: r.form.setup_future_usage ?? null, description: r.form.description ?? null,
-      } };
+      };
+      paymentIntents.set(intent.id, intent);
+      return { status: 200, body: intent };
+    }
+    if (r.method === 'GET' && r.path === '/v1/payment_intents') {
+      // Newest first like Stripe; filters by customer and created[gte].
+      const gte = r.form['created[gte]'] === undefined ? 0 : Number(r.form['created[gte]']);
+      let data = [...paymentIntents.values()].filter((pi) => (!r.form.customer || pi.customer === r.form.customer) && Number(pi.created) >= gte).reverse();
+      if (r.form.starting_after) data = data.slice(data.findIndex((pi) => pi.id === r.form.starting_after) + 1);
+      const limit = Math.min(100, Number(r.form.limit ?? 10));
+      return { status: 200, body: { object: 'list', url: '/v1/payment_intents', has_more: data.length > limit, data: data.slice(0, limit) } };
     }
     const sub = /^\/v1\/subscriptions\/([^/]+)$/.exec(r.path);
     if (sub) {
@@ -235,6 +246,8 @@ export async function fakeStripe() {
     url: `http://127.0.0.1:${port}`,
     requests,
     subscriptions,
+    /** PaymentIntents Stripe holds (created through the API, or put here as if created earlier). */
+    paymentIntents,
     /** Registers a customer as if created earlier (for rows the tests insert directly). */
     addCustomer: (id: string) => customers.set(id, { id, object: 'customer', metadata: {} }),
     failNext: (match: (r: RecordedRequest) => boolean, status: number, body: unknown) => failures.push({ match, status, body }),

@@ -116,9 +116,14 @@ export const autoTopupRuns = pgTable('billing_auto_topup_runs', {
   priceCents: integer('price_cents').notNull(),
   paymentIntentId: text('payment_intent_id'),
   reason: text('reason'),
+  /** When the run turned `processing`: the first charge request (and its idempotency key) may have gone out since. */
+  claimedAt: timestamp('claimed_at', { withTimezone: true }),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
-}, (t) => [index('billing_auto_topup_runs_org_idx').on(t.orgId, t.ledger, t.month)]);
+}, (t) => [
+  index('billing_auto_topup_runs_org_idx').on(t.orgId, t.ledger, t.month),
+  index('billing_auto_topup_runs_open_idx').on(t.status).where(sql`${t.status} IN ('pending', 'processing')`),
+]);
 
 /**
  * What other services told us exists (agents, members, tasks), for plan limits.
