@@ -16,6 +16,9 @@ export function startBilling(env: Record<string, string> = {}): Promise<Billing>
   return startTestService(service, { env: { STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET, ...env } });
 }
 
+/** Settings pointing billing at the Stripe stand-in, with plan price ids. */
+export const stripeEnv = (stripe: { url: string }) => ({ STRIPE_SECRET_KEY: 'sk_test_local', STRIPE_API_BASE: stripe.url, STRIPE_PRICE_PRO: 'price_pro', STRIPE_PRICE_TEAMS: 'price_teams' });
+
 export const owner = (orgId: string = crypto.randomUUID()) => userPrincipal({ orgId, orgRole: 'owner' });
 
 /** Publishes an event as if another service had (same namespace, direct to JetStream). */
@@ -257,3 +260,15 @@ export async function fakeStripe() {
 }
 
 export type FakeStripe = Awaited<ReturnType<typeof fakeStripe>>;
+
+/** A live Stripe subscription as checkout and Stripe's first update webhook leave it (the stand-in knows it too). */
+export async function subscribeThroughWebhooks(svc: Billing, stripe: FakeStripe, orgId: string, tier: string, periodEnd = Math.floor(Date.now() / 1000) + 20 * 86400) {
+  const created = Math.floor(Date.now() / 1000) - 60;
+  const cs = signedEvent({ type: 'checkout.session.completed', created, object: { id: `cs_${orgId}`, object: 'checkout.session', mode: 'subscription', client_reference_id: orgId, customer: `cus_${orgId.slice(0, 8)}`, subscription: `sub_${orgId.slice(0, 8)}`, metadata: { org_id: orgId, tier } } });
+  expect((await postWebhook(svc, cs.body, cs.signature)).statusCode).toBe(200);
+  const object = { id: `sub_${orgId.slice(0, 8)}`, object: 'subscription', customer: `cus_${orgId.slice(0, 8)}`, status: 'active', cancel_at_period_end: false, metadata: { org_id: orgId, tier }, items: { object: 'list', data: [{ id: 'si_test1', price: { id: `price_${tier}` }, current_period_start: created, current_period_end: periodEnd }] } };
+  stripe.subscriptions.set(object.id, object);
+  stripe.addCustomer(object.customer);
+  const up = signedEvent({ type: 'customer.subscription.updated', created: created + 1, object });
+  expect((await postWebhook(svc, up.body, up.signature)).statusCode).toBe(200);
+}

@@ -2,10 +2,17 @@ import { Type } from '@sinclair/typebox';
 import { defineEvent, Nullable } from './define.js';
 
 export const billingEvents = {
-  /** Tier or status changed; the gateway's rate-limit tier follows. */
+  /**
+   * Tier, status or limits changed; the gateway's rate-limit tier follows. `limits` are the ones
+   * that now apply (null = unlimited), so a managed Enterprise plan's negotiated rate limits reach it.
+   */
   'billing.subscription.changed': defineEvent('billing.subscription.changed', 1, Type.Object({
     subscriptionId: Nullable(Type.String()), tier: Type.String(), previousTier: Nullable(Type.String()),
     status: Type.String(), userId: Nullable(Type.String()), effectiveAt: Type.String(),
+    limits: Type.Optional(Type.Object({
+      requestsPerMinute: Nullable(Type.Integer()), requestsPerHour: Nullable(Type.Integer()), agents: Nullable(Type.Integer()),
+      seats: Nullable(Type.Integer()), tasksPerMonth: Nullable(Type.Integer()), includedTokens: Nullable(Type.Integer()),
+    })),
   })),
   'billing.tokens.consumed': defineEvent('billing.tokens.consumed', 1, Type.Object({
     amount: Type.Integer(), balance: Type.Integer(), action: Type.String(), referenceId: Nullable(Type.String()), userId: Nullable(Type.String()),

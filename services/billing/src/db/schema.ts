@@ -32,6 +32,12 @@ export const subscriptions = pgTable('billing_subscriptions', {
   /** `created` (unix s) of the newest Stripe event applied; older ones never overwrite the state. */
   stripeStateAt: bigint('stripe_state_at', { mode: 'number' }).notNull().default(0),
   mrrCents: integer('mrr_cents').notNull().default(0),
+  /** Set by a platform admin (Enterprise contracts, comped plans): Stripe events and self-serve changes leave it alone. */
+  managed: boolean('managed').notNull().default(false),
+  managedBy: text('managed_by'),
+  managedNote: text('managed_note'),
+  /** Negotiated limits of a managed Enterprise plan, over the catalogue's (absent = catalogue, null = unlimited). */
+  customLimits: jsonb('custom_limits').$type<Partial<Record<string, number | null>>>(),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
 });

@@ -72,6 +72,9 @@ export function periodOf(sub: Stripe.Subscription): { start: Date | null; end: D
 
 const ENDED = new Set(['canceled', 'incomplete_expired']);
 
+/** A platform admin's plan is not Stripe's to change (self-serve checkout and change-plan are refused too). */
+const MANAGED = 'ignored: plan managed by a platform admin';
+
 const INCLUDED_TOKENS = 'included_tokens';
 
 /** Included tokens granted since the current period's own grant (itself included). */
@@ -106,6 +109,7 @@ export async function applyStripeEvent(deps: Deps, tx: Executor, event: Stripe.E
       const meta = systemMeta(tenantId, orgId);
       const row = await findSubscription(tx, orgId, true);
       const subId = idOf(session.subscription);
+      if (row?.managed) return { orgId, outcome: MANAGED };
       if (row && row.stripeStateAt > event.created) {
         if (!row.stripeSubscriptionId && subId) await applySubscription(deps, tx, orgId, { tier: row.tier as TierSlug, status: row.status, stripeSubscriptionId: subId }, meta);
         return { orgId, outcome: 'stale: newer subscription state kept' };
@@ -127,6 +131,7 @@ export async function applyStripeEvent(deps: Deps, tx: Executor, event: Stripe.E
       const { orgId, tenantId } = owner;
       const meta = systemMeta(tenantId, orgId);
       const row = await findSubscription(tx, orgId, true);
+      if (row?.managed) return { orgId, outcome: MANAGED };
       if (row && row.stripeStateAt > event.created) return { orgId, outcome: 'stale: newer subscription state kept' };
       if (row?.stripeSubscriptionId && row.stripeSubscriptionId !== sub.id && !ENDED.has(row.status)) {
         return { orgId, outcome: 'ignored: not the current subscription' };
@@ -169,6 +174,7 @@ export async function applyStripeEvent(deps: Deps, tx: Executor, event: Stripe.E
       const row = await findSubscription(tx, orgId, true);
       if (event.type === 'invoice.paid') {
         await deps.outbox.enqueue(tx, 'billing.payment.succeeded', { stripeObjectId: invoice.id!, amountCents: invoice.amount_paid, currency: invoice.currency, userId: null }, meta);
+        if (row?.managed) return { orgId, outcome: `invoice paid; ${MANAGED}` };
         const tier = isTier(subMeta.tier) ? subMeta.tier : row && isTier(row.tier) ? row.tier : null;
         const included = tier ? Tiers[tier].limits.included_tokens : null;
         if (included && invoice.amount_paid > 0) {
@@ -190,7 +196,7 @@ export async function applyStripeEvent(deps: Deps, tx: Executor, event: Stripe.E
         stripeObjectId: invoice.id!, amountCents: invoice.amount_due, currency: invoice.currency,
         reason: invoice.last_finalization_error?.message ?? null, userId: null, email: invoice.customer_email ?? null,
       }, meta);
-      if (row && isTier(row.tier) && row.status !== 'canceled' && row.stripeStateAt <= event.created) {
+      if (row && !row.managed && isTier(row.tier) && row.status !== 'canceled' && row.stripeStateAt <= event.created) {
         await applySubscription(deps, tx, orgId, { tier: row.tier, status: 'past_due', stripeStateAt: event.created }, meta);
       }
       return { orgId, outcome: 'invoice payment failed' };

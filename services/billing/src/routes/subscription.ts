@@ -11,7 +11,7 @@ import { LimitsSchema, Tiers, TierSlugSchema, type TierSlug } from '../domain/ca
 import { balanceOf } from '../domain/ledger.js';
 import { createCheckout, priceIdOf } from '../domain/payments.js';
 import { callStripe, paymentsNotConfigured, stripeClient } from '../domain/stripe.js';
-import { applyDuePending, applySubscription, effectiveTier, isTier, LIVE_STATUSES, monthStart, usageOf, violations, type SubscriptionRow } from '../domain/subscriptions.js';
+import { applyDuePending, applySubscription, effectiveLimits, effectiveTier, isTier, LIVE_STATUSES, monthStart, refuseManaged, usageOf, violations, type SubscriptionRow } from '../domain/subscriptions.js';
 import { periodOf } from '../domain/webhook.js';
 import { schedulePlanChangeSafely } from '../jobs/plan-changes.js';
 
@@ -20,7 +20,9 @@ export const SubscriptionSchema = Type.Object({
   org_id: Type.String(), tier: Type.String(), tier_name: Type.String(), status: Type.String(), is_default: Type.Boolean(),
   price_cents: Nullable(Type.Integer()), stripe_subscription_id: Nullable(Type.String()), stripe_customer_id: Nullable(Type.String()),
   current_period_start: Nullable(Type.String()), current_period_end: Nullable(Type.String()), cancel_at_period_end: Type.Boolean(),
-  pending_tier: Nullable(Type.String()), pending_at: Nullable(Type.String()), limits: LimitsSchema, updated_at: Nullable(Type.String()),
+  pending_tier: Nullable(Type.String()), pending_at: Nullable(Type.String()), limits: LimitsSchema,
+  managed: Type.Boolean({ description: 'set by a platform admin (e.g. an Enterprise contract): self-serve changes are refused' }),
+  mrr_cents: Type.Integer(), updated_at: Nullable(Type.String()),
 });
 
 export function subscriptionView(orgId: string, row: SubscriptionRow | undefined) {
@@ -30,7 +32,7 @@ export function subscriptionView(orgId: string, row: SubscriptionRow | undefined
     price_cents: Tiers[tier].price_cents, stripe_subscription_id: row?.stripeSubscriptionId ?? null, stripe_customer_id: row?.stripeCustomerId ?? null,
     current_period_start: row?.currentPeriodStart?.toISOString() ?? null, current_period_end: row?.currentPeriodEnd?.toISOString() ?? null,
     cancel_at_period_end: row?.cancelAtPeriodEnd ?? false, pending_tier: row?.pendingTier ?? null, pending_at: row?.pendingAt?.toISOString() ?? null,
-    limits: Tiers[tier].limits, updated_at: row?.updatedAt.toISOString() ?? null,
+    limits: effectiveLimits(row), managed: row?.managed ?? false, mrr_cents: row?.mrrCents ?? 0, updated_at: row?.updatedAt.toISOString() ?? null,
   };
 }
 
@@ -85,6 +87,7 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
     const meta = metaFromPrincipal(request.principal);
     const target = request.body.tier as TierSlug;
     const cur = effectiveTier(row);
+    refuseManaged(row);
     if (target === 'enterprise') throw unprocessable('The Enterprise plan is arranged with sales', [{ tier: target }]);
     if (target === cur) {
       if (row?.pendingTier) {
@@ -175,7 +178,7 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
     const [usage, consumed, runs] = await Promise.all([usageOf(ctx.db, orgId), tokensConsumedSince(ctx, orgId, from), runsSince(ctx, orgId, from)]);
     const tier = effectiveTier(row);
     return ok({
-      tier, period_start: from.toISOString(), period_end: row?.currentPeriodEnd?.toISOString() ?? null, limits: Tiers[tier].limits,
+      tier, period_start: from.toISOString(), period_end: row?.currentPeriodEnd?.toISOString() ?? null, limits: effectiveLimits(row),
       usage: { ...usage, tokens_consumed: consumed, agent_runs: runs.n, ai_cost_usd: runs.cost },
     });
   });
@@ -197,8 +200,7 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
     },
   }, async (request) => {
     const { orgId, row } = await current(request);
-    const tier = effectiveTier(row);
-    const limits = Tiers[tier].limits;
+    const limits = effectiveLimits(row);
     const [usage, balance, credits, owed, creditsOwed, consumed] = await Promise.all([
       usageOf(ctx.db, orgId), balanceOf(ctx.db, orgId, 'tokens'), balanceOf(ctx.db, orgId, 'credits'),
       balanceOf(ctx.db, orgId, 'tokens_owed'), balanceOf(ctx.db, orgId, 'credits_owed'), tokensConsumedSince(ctx, orgId, monthStart()),
