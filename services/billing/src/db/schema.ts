@@ -63,7 +63,7 @@ export const ledgerEntries = pgTable('billing_ledger_entries', {
   orgId: text('org_id').notNull(),
   ledger: text('ledger').notNull(),
   type: text('type').notNull(),
-  /** Signed: credits and overdrafts positive, consumption and settlements negative. */
+  /** Signed: credits and overdrafts positive, consumption, settlements and reversals (refunded purchases) negative. */
   amount: bigint('amount', { mode: 'number' }).notNull(),
   /** Set by the trigger from the account row it updates. */
   balanceAfter: bigint('balance_after', { mode: 'number' }).notNull().default(0),
@@ -76,9 +76,9 @@ export const ledgerEntries = pgTable('billing_ledger_entries', {
   index('billing_ledger_entries_org_idx').on(t.orgId, t.ledger, t.id),
   index('billing_ledger_entries_org_type_idx').on(t.orgId, t.ledger, t.type, t.id),
   uniqueIndex('billing_ledger_entries_reference_uq').on(t.orgId, t.ledger, t.type, t.referenceId).where(sql`${t.referenceId} IS NOT NULL`),
-  check('billing_ledger_entries_type_ck', sql`${t.type} IN ('consume','purchase','bonus','signup_bonus','admin_grant','refund','overdraft','settlement')`),
+  check('billing_ledger_entries_type_ck', sql`${t.type} IN ('consume','purchase','bonus','signup_bonus','admin_grant','refund','overdraft','settlement','reversal')`),
   check('billing_ledger_entries_ledger_ck', sql`${t.ledger} IN ('tokens','credits','tokens_owed','credits_owed')`),
-  check('billing_ledger_entries_sign_ck', sql`(${t.type} IN ('consume','settlement')) = (${t.amount} < 0) AND ${t.amount} <> 0`),
+  check('billing_ledger_entries_sign_ck', sql`(${t.type} IN ('consume','settlement','reversal')) = (${t.amount} < 0) AND ${t.amount} <> 0`),
   // Debt accounts hold only overdrafts and their settlements; an overdraft is never booked elsewhere.
   check('billing_ledger_entries_owed_ck', sql`CASE WHEN ${t.ledger} IN ('tokens_owed','credits_owed') THEN ${t.type} IN ('overdraft','settlement') ELSE ${t.type} <> 'overdraft' END`),
 ]);

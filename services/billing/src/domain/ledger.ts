@@ -6,7 +6,7 @@ import type { Ctx } from '../service.js';
 import { autoTopupConfigs, autoTopupRuns, ledgerAccounts, ledgerEntries } from '../db/schema.js';
 import { findPackage, type Ledger } from './catalog.js';
 
-export const EntryTypes = ['consume', 'purchase', 'bonus', 'signup_bonus', 'admin_grant', 'refund', 'overdraft', 'settlement'] as const;
+export const EntryTypes = ['consume', 'purchase', 'bonus', 'signup_bonus', 'admin_grant', 'refund', 'overdraft', 'settlement', 'reversal'] as const;
 export type EntryType = (typeof EntryTypes)[number];
 export type Entry = typeof ledgerEntries.$inferSelect;
 
@@ -18,7 +18,7 @@ export const owedAccount = (ledger: Ledger): Account => (ledger === 'tokens' ? '
 export interface Posting {
   orgId: string;
   ledger: Ledger;
-  type: Exclude<EntryType, 'overdraft' | 'settlement'>;
+  type: Exclude<EntryType, 'overdraft' | 'settlement' | 'reversal'>;
   /** Positive; the sign follows from the type. */
   amount: number;
   referenceId?: string | null;
@@ -112,19 +112,24 @@ async function settleDebt(tx: Executor, orgId: string, ledger: Ledger, credit: E
 
 export interface UsageResult { consumed: number; shortfall: number; owed: number; replayed: boolean }
 
+/** Action of the debit that takes back a refunded purchase (not usage: usage figures leave it out). */
+export const REVERSAL_ACTION = 'refund_reversal';
+
 /**
- * Books usage that already happened (an agent run): it cannot be refused, and it is never
- * free. What the balance covers is consumed (down to 0); the rest is an `overdraft` on the
- * ledger's debt account, which the next credit settles first. The spendable balance never goes
- * negative. Once per reference: a redelivered run books nothing more. An organization that
- * goes into debt gets one `billing.balance.low` (with `owed`) so notifications and auto
- * top-up react, unless this posting already crossed its auto top-up threshold (same event).
+ * Books a debit that cannot be refused: usage that already happened (an agent run), or a
+ * refunded purchase taken back (`type: 'reversal'`). It is never free: what the balance covers
+ * is debited (down to 0); the rest is an `overdraft` on the ledger's debt account, which the
+ * next credit settles first. The spendable balance never goes negative. Once per reference: a
+ * redelivered run books nothing more. An organization that goes into debt gets one
+ * `billing.balance.low` (with `owed`) so notifications and auto top-up react, unless this
+ * posting already crossed its auto top-up threshold (same event).
  */
-export async function bookUsage(deps: Deps, tx: Executor, p: Omit<Posting, 'type'> & { referenceId: string }, meta: EventMeta): Promise<UsageResult> {
+export async function bookUsage(deps: Deps, tx: Executor, p: Omit<Posting, 'type'> & { referenceId: string; type?: 'consume' | 'reversal' }, meta: EventMeta): Promise<UsageResult> {
   if (!Number.isSafeInteger(p.amount) || p.amount <= 0) throw new AppError('VALIDATION_ERROR', 'amount must be a positive integer');
+  const type = p.type ?? 'consume';
   const debtAccount = owedAccount(p.ledger);
   const balance = await lockAccount(tx, p.orgId, p.ledger);
-  const consumed = await findByReference(tx, p.orgId, p.ledger, 'consume', p.referenceId);
+  const consumed = await findByReference(tx, p.orgId, p.ledger, type, p.referenceId);
   const overdraft = await findByReference(tx, p.orgId, debtAccount, 'overdraft', p.referenceId);
   if (consumed || overdraft) {
     return { consumed: -(consumed?.amount ?? 0), shortfall: overdraft?.amount ?? 0, owed: await balanceOf(tx, p.orgId, debtAccount), replayed: true };
@@ -135,7 +140,7 @@ export async function bookUsage(deps: Deps, tx: Executor, p: Omit<Posting, 'type
   let after = balance;
   if (covered > 0) {
     const entry = await append(tx, {
-      orgId: p.orgId, ledger: p.ledger, type: 'consume', amount: -covered, referenceId: p.referenceId, action: p.action ?? null, userId: p.userId ?? null, metadata,
+      orgId: p.orgId, ledger: p.ledger, type, amount: -covered, referenceId: p.referenceId, action: p.action ?? null, userId: p.userId ?? null, metadata,
     });
     after = entry.balanceAfter;
     if (p.ledger === 'tokens') {
@@ -194,7 +199,8 @@ export async function evaluateThreshold(deps: Deps, tx: Executor, orgId: string,
 }
 
 /** Entries that are token usage: consumption the balance covered, and overdrafts (usage beyond it). */
-export const usedTokens = sql`((${ledgerEntries.ledger} = 'tokens' AND ${ledgerEntries.type} = 'consume') OR (${ledgerEntries.ledger} = 'tokens_owed' AND ${ledgerEntries.type} = 'overdraft'))`;
+export const usedTokens = sql`((${ledgerEntries.ledger} = 'tokens' AND ${ledgerEntries.type} = 'consume')
+  OR (${ledgerEntries.ledger} = 'tokens_owed' AND ${ledgerEntries.type} = 'overdraft' AND ${ledgerEntries.action} IS DISTINCT FROM ${REVERSAL_ACTION}))`;
 
 /** Sum of the journal, for proofs and the balance endpoint's `ledger_sum`. */
 export async function journalSum(tx: Executor, orgId: string, ledger: Account): Promise<number> {
