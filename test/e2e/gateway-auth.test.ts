@@ -140,6 +140,36 @@ describe('through the gateway', () => {
     expect((await api('GET', '/api/tasks', { token: u.token })).headers['x-ratelimit-limit']).toBe('600');
   });
 
+  it("applies an Enterprise organization's negotiated rate limits carried by the event, else the configured Enterprise defaults", async () => {
+    const u = await signup();
+    const bus = await stack.tasks.ctx.bus;
+    const send = async (data: Record<string, unknown>, occurredAt = new Date().toISOString()) => {
+      const envelope = {
+        id: randomUUID(), type: 'billing.subscription.changed', version: 1, source: 'billing', occurredAt, tenantId: null, orgId: u.org_id,
+        actor: { type: 'system', id: null }, data: { subscriptionId: null, previousTier: 'free', status: 'active', userId: null, effectiveAt: occurredAt, ...data },
+      };
+      await bus.js.publish(subjectFor(bus.names, 'billing.subscription.changed'), JSON.stringify(envelope), { msgID: envelope.id });
+    };
+    const limit = async () => (await api('GET', '/api/tasks', { token: u.token })).headers['x-ratelimit-limit'];
+    const negotiated = { requestsPerMinute: 7, requestsPerHour: 70, agents: 100, seats: 10, tasksPerMonth: null, includedTokens: null };
+    await send({ tier: 'enterprise', limits: negotiated });
+    await waitFor(async () => (await limit()) === '7', { message: 'negotiated limit' });
+    // The negotiated minute window holds: 7 requests, then 429 (another principal of a Pro org is not affected).
+    let refused;
+    for (let i = 0; i < 20 && !refused; i++) { // 20 > 2 × 7: a minute boundary mid-loop cannot hide the limit
+      const res = await api('GET', '/api/tasks?limit=1', { token: u.token });
+      if (res.statusCode === 429) refused = res;
+    }
+    expect(refused?.json().error.code).toBe('RATE_LIMITED');
+    // An older event (other limits) never overwrites the newer ones; unlimited (null) means the configured default.
+    await send({ tier: 'enterprise', limits: { ...negotiated, requestsPerMinute: 9_999 } }, new Date(Date.now() - 3_600_000).toISOString());
+    await send({ tier: 'enterprise', limits: { ...negotiated, requestsPerMinute: null, requestsPerHour: null } });
+    await waitFor(async () => (await limit()) === '10000', { message: 'enterprise default from RATE_LIMIT_ENTERPRISE_PER_MINUTE' });
+    // Limits sent with another tier are not the gateway's to apply: the tier table rules.
+    await send({ tier: 'pro', limits: { ...negotiated, requestsPerMinute: 3 } });
+    await waitFor(async () => (await limit()) === '600', { message: 'pro table limit' });
+  });
+
   it('recreates its event consumer when the broker loses it, replaying what it missed', async () => {
     const u = await signup();
     const key = (await api('POST', `/api/organizations/${u.org_id}/api-keys`, { token: u.token, body: { name: 'k', scopes: ['tasks:read'] } })).json().data;

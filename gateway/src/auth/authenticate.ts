@@ -24,6 +24,8 @@ export const cacheKeys = (prefix: string) => ({
   tier: (orgId: string) => `${prefix}:tier:${orgId}`,
   /** When the tier in `tier` took effect (event time, ms): an older event never overwrites a newer tier. */
   tierAt: (orgId: string) => `${prefix}:tier-at:${orgId}`,
+  /** An Enterprise plan's negotiated rate limits (`{"minute":n|null,"hour":n|null}`), set with the tier. */
+  tierLimits: (orgId: string) => `${prefix}:tier-limits:${orgId}`,
 });
 
 /**

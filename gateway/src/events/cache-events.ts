@@ -15,13 +15,27 @@ import type { GatewayConfig } from '../config.js';
 const RESTART_DELAY_MS = 500;
 const REPLAY_MARGIN_MS = 5_000;
 
-/** Sets the tier only when this event is not older than the one that set the current tier (redeliveries come late). */
+/**
+ * Sets the tier (and its negotiated rate limits, or none) only when this event is not older
+ * than the one that set the current tier (redeliveries come late).
+ */
 const SET_TIER_IF_NEWER = `
 local at = tonumber(redis.call('GET', KEYS[2]) or '0')
 if tonumber(ARGV[2]) < at then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2])
+if ARGV[3] == '' then redis.call('DEL', KEYS[3]) else redis.call('SET', KEYS[3], ARGV[3]) end
 return 1`;
+
+/** Only Enterprise limits are negotiated per organization; the other tiers' are the gateway's table. */
+function customRateLimits(tier: string, limits: unknown): string {
+  if (tier !== 'enterprise' || !limits || typeof limits !== 'object') return '';
+  const { requestsPerMinute, requestsPerHour } = limits as { requestsPerMinute?: unknown; requestsPerHour?: unknown };
+  const valid = (v: unknown) => (typeof v === 'number' && Number.isSafeInteger(v) && v > 0 ? v : null);
+  const minute = valid(requestsPerMinute);
+  const hour = valid(requestsPerHour);
+  return minute === null && hour === null ? '' : JSON.stringify({ minute, hour });
+}
 
 export class CacheEvents {
   private nc: NatsConnection | null = null;
@@ -134,7 +148,9 @@ export class CacheEvents {
         break;
       case 'billing.subscription.changed':
         if (event.orgId) {
-          await this.redis.eval(SET_TIER_IF_NEWER, 2, keys.tier(event.orgId), keys.tierAt(event.orgId), String(d.tier).toLowerCase(), Date.parse(event.occurredAt));
+          const tier = String(d.tier).toLowerCase();
+          await this.redis.eval(SET_TIER_IF_NEWER, 3, keys.tier(event.orgId), keys.tierAt(event.orgId), keys.tierLimits(event.orgId),
+            tier, Date.parse(event.occurredAt), customRateLimits(tier, (event.data as { limits?: unknown }).limits));
         }
         break;
       default:

@@ -1,6 +1,7 @@
 import type { Principal } from '@aos/contracts';
 import type { Logger } from '@aos/core';
 import type { Redis } from 'ioredis';
+import { cacheKeys } from '../auth/authenticate.js';
 import type { GatewayConfig } from '../config.js';
 
 /** Requests per minute / hour by tier (reference/assimetria-os-api-overview.txt). */
@@ -79,7 +80,19 @@ export class RateLimiter {
 
   async forPrincipal(principal: Principal, ip: string): Promise<Decision | null> {
     const { id, tier } = this.subject(principal, ip);
-    const limits = tierLimits(this.config)[tier] ?? tierLimits(this.config).free!;
-    return this.check(id, limits.minute, limits.hour);
+    const table = tierLimits(this.config)[tier] ?? tierLimits(this.config).free!;
+    const custom = tier === 'enterprise' && principal.orgId ? await this.negotiated(principal.orgId) : null;
+    return this.check(id, custom?.minute ?? table.minute, custom?.hour ?? table.hour);
+  }
+
+  /** An Enterprise organization's own rate limits (from billing.subscription.changed); unreadable = the configured defaults. */
+  private async negotiated(orgId: string): Promise<{ minute: number | null; hour: number | null } | null> {
+    const raw = await this.redis.get(cacheKeys(this.prefix).tierLimits(orgId)).catch(() => null);
+    if (!raw) return null;
+    try {
+      return JSON.parse(raw) as { minute: number | null; hour: number | null };
+    } catch {
+      return null;
+    }
   }
 }

@@ -1,5 +1,6 @@
 import type { App } from '@aos/http';
 import type { Ctx } from './service.js';
+import { adminRoutes } from './routes/admin.js';
 import { autoTopupRoutes } from './routes/autotopup.js';
 import { catalogRoutes } from './routes/catalog.js';
 import { costRoutes } from './routes/costs.js';
@@ -17,4 +18,5 @@ export async function routes(app: App, ctx: Ctx): Promise<void> {
   await autoTopupRoutes(app, ctx);
   await costRoutes(app, ctx);
   await overviewRoutes(app, ctx);
+  await adminRoutes(app, ctx);
 }

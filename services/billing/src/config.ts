@@ -17,6 +17,8 @@ export const config = {
   /** Where checkout and the portal send the browser back. */
   BILLING_APP_URL: Env.httpUrl('http://localhost:3000'),
   BILLING_CURRENCY: Type.String({ default: 'usd', pattern: '^[a-z]{3}$' }),
+  /** How often top-ups left pending or interrupted mid-charge are looked for (also once at start). */
+  BILLING_TOPUP_RECOVERY_INTERVAL_S: Env.int(600, { minimum: 10, maximum: 86_400 }),
   /** Tokens granted to a new user's personal organization. */
   SIGNUP_BONUS_TOKENS: Env.int(1_000, { minimum: 0, maximum: 100_000_000 }),
 } satisfies TProperties;

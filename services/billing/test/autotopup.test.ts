@@ -1,7 +1,15 @@
 import { subjectFor } from '@aos/bus';
-import { sleep, userPrincipal, waitFor } from '@aos/testkit';
+import { Queues } from '@aos/contracts';
+import { startBackground } from '@aos/runtime';
+import { sleep, startTestService, userPrincipal, waitFor } from '@aos/testkit';
+import Stripe from 'stripe';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { count, fakeStripe, outboxEvents, owner, postWebhook, publish, signedEvent, startBilling, type Billing, type FakeStripe, expectLedgersConsistent } from './helpers.js';
+import { eq } from 'drizzle-orm';
+import { autoTopupRuns } from '../src/db/schema.js';
+import { stripeOptions } from '../src/domain/stripe.js';
+import { recoverTopups, topupIntent } from '../src/jobs/autotopup.js';
+import { service } from '../src/service.js';
+import { WEBHOOK_SECRET, count, fakeStripe, outboxEvents, owner, postWebhook, publish, signedEvent, startBilling, type Billing, type FakeStripe, expectLedgersConsistent } from './helpers.js';
 
 let stripe: FakeStripe;
 let svc: Billing;
@@ -112,6 +120,30 @@ describe('auto top-up charging', () => {
     expect(cfg.json().data).toMatchObject({ topups_this_month: 2, balance: 400 });
   });
 
+  it('tops up once when a run uses more than the balance: the top-up settles what is owed first', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await withCard(orgId);
+    await grant(orgId, 'tokens', 600);
+    await svc.inject(p, { method: 'POST', url: '/billing/auto-topup', payload: { threshold_tokens: 500, package_slug: 'tokens-10k', max_monthly_topups: 5 } });
+    const data = { runId: 31_337, agentId: 1, agentName: 'a', status: 'succeeded', taskId: null, model: 'm', provider: 'p', usage: { inputTokens: 1_000, outputTokens: 0, totalTokens: 1_000 }, costUsd: 0, userId: null, durationMs: 5, error: null };
+    const ev = await publish(svc, 'agents.run.completed', data, { orgId });
+    // 600 consumed, 400 owed; the 10,000-token top-up pays the 400 first.
+    await waitFor(async () => (await balance(orgId)) === 9_600, { message: 'top-up settled the debt' });
+    expect(await balance(orgId, 'tokens_owed')).toBe(0);
+    await publish(svc, 'agents.run.completed', data, { orgId, id: ev.id, msgId: `again-${ev.id}` });
+    const again = await publish(svc, 'agents.run.completed', data, { orgId }); // the same run under a new event id
+    await waitFor(async () => (await count(svc, 'SELECT count(*) AS n FROM aos_inbox WHERE event_id = $1', [again.id])) === 1, { message: 'redelivery handled' });
+    await sleep(300);
+    expect(await balance(orgId)).toBe(9_600);
+    expect(charges(orgId)).toHaveLength(1);
+    // One event for the crossing, carrying what was owed at that moment.
+    expect((await outboxEvents(svc, 'billing.balance.low', orgId)).map((e) => e.data)).toEqual([{ ledger: 'tokens', balance: 0, threshold: 500, userId: null, owed: 400 }]);
+    const entries = await svc.inject(p, { method: 'GET', url: '/tokens/transactions' });
+    expect(entries.json().data.map((e: { type: string; amount: number; balance_after: number }) => [e.type, e.amount, e.balance_after]))
+      .toEqual([['settlement', -400, 9_600], ['purchase', 10_000, 10_000], ['consume', -600, 0], ['admin_grant', 600, 600]]);
+  });
+
   it('records one crossing when many parallel consumes cross the threshold together', async () => {
     const p = owner();
     const orgId = p.orgId!;
@@ -204,5 +236,124 @@ describe('auto top-up charging', () => {
     expect(cfg.json().data).toMatchObject({ balance: 1_150, topups_this_month: 1 });
     const entries = await svc.inject(p, { method: 'GET', url: '/tokens/transactions?ledger=credits' });
     expect(entries.json().data.map((e: { type: string; amount: number }) => [e.type, e.amount])).toEqual([['purchase', 1_000], ['consume', -150], ['admin_grant', 300]]);
+  });
+});
+
+describe('top-ups interrupted by a crash', () => {
+  const HOUR = 3_600_000;
+
+  /** The state a crash between the claim and Stripe's answer leaves: crossing 1 recorded, run processing without a PaymentIntent. */
+  async function crashState(target: Billing, orgId: string, claimedAgoMs: number) {
+    const q = (text: string, params: unknown[]) => target.ctx.pool.query(text, params);
+    await q('INSERT INTO billing_customers (org_id, stripe_customer_id, default_payment_method_id) VALUES ($1, $2, $3)', [orgId, `cus_${orgId.slice(0, 8)}`, 'pm_saved']);
+    stripe.addCustomer(`cus_${orgId.slice(0, 8)}`);
+    await q(`INSERT INTO billing_ledger_entries (org_id, ledger, type, amount, reference_id) VALUES ($1, 'tokens', 'admin_grant', 100, $2)`, [orgId, crypto.randomUUID()]);
+    await q(`INSERT INTO billing_auto_topup_configs (org_id, ledger, threshold, package_slug, max_monthly_topups, armed, crossings) VALUES ($1, 'tokens', 500, 'tokens-10k', 5, false, 1)`, [orgId]);
+    const claimedAt = new Date(Date.now() - claimedAgoMs);
+    const { rows } = await q(`INSERT INTO billing_auto_topup_runs (org_id, ledger, crossing_id, month, status, package_slug, amount, price_cents, claimed_at, created_at, updated_at)
+      VALUES ($1, 'tokens', $2, $3, 'processing', 'tokens-10k', 10000, 1000, $4, $4, $4) RETURNING *`, [orgId, `${orgId}.tokens.1`, claimedAt.toISOString().slice(0, 7), claimedAt]);
+    return rows[0] as { crossing_id: string };
+  }
+
+  /** What the crashed worker had sent: the same request, through the SDK, before it died. */
+  async function chargeSentBeforeCrash(target: Billing, orgId: string, crossingId: string, createdAgoS = 0) {
+    const [run] = await target.ctx.db.select().from(autoTopupRuns).where(eq(autoTopupRuns.crossingId, crossingId));
+    const { params, idempotencyKey } = topupIntent(target.ctx, run!, { tenantId: null }, `cus_${orgId.slice(0, 8)}`, 'pm_saved');
+    const intent = await new Stripe('sk_test_local', stripeOptions(stripe.url)).paymentIntents.create(params, { idempotencyKey });
+    if (createdAgoS) stripe.paymentIntents.set(intent.id, { ...stripe.paymentIntents.get(intent.id)!, created: Math.floor(Date.now() / 1000) - createdAgoS });
+    return intent;
+  }
+
+  it('at start, re-sends a charge interrupted within 24 h with the same idempotency key (Stripe answers with the first result) and credits it once', async () => {
+    const fresh = await startTestService(service, { background: false, env: { STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET, STRIPE_SECRET_KEY: 'sk_test_local', STRIPE_API_BASE: stripe.url } });
+    try {
+      const orgId = crypto.randomUUID();
+      const run = await crashState(fresh, orgId, 2 * HOUR);
+      const first = await chargeSentBeforeCrash(fresh, orgId, run.crossing_id);
+      // The job gave up before the crash: BullMQ keeps the failed job under the run's job id.
+      const failing = fresh.ctx.queues.worker(Queues.autoTopup, async () => { throw new Error('Stripe unreachable'); });
+      const job = await fresh.ctx.queues.add(Queues.autoTopup, 'charge', { crossingId: run.crossing_id }, { jobId: `topup.${run.crossing_id}`, attempts: 1 });
+      await waitFor(async () => (await job.getState()) === 'failed', { message: 'job failed' });
+      await failing.close();
+
+      await startBackground(service, fresh.ctx); // the service starting again
+      const balanceOf = async () => count(fresh, `SELECT balance AS n FROM billing_ledger_accounts WHERE org_id = $1 AND ledger = 'tokens'`, [orgId]);
+      await waitFor(async () => (await balanceOf()) === 10_100, { message: 'recovered top-up credited' });
+      const sent = charges(orgId);
+      expect(sent).toHaveLength(2);
+      expect(sent.map((r) => r.headers['idempotency-key'])).toEqual([`aos-topup-${run.crossing_id}`, `aos-topup-${run.crossing_id}`]);
+      expect(sent[1]!.raw).toBe(sent[0]!.raw);
+      expect([...stripe.paymentIntents.values()].filter((pi) => (pi.metadata as Record<string, string>).org_id === orgId)).toHaveLength(1);
+      const { rows } = await fresh.ctx.pool.query(`SELECT status, payment_intent_id FROM billing_auto_topup_runs WHERE org_id = $1`, [orgId]);
+      expect(rows).toEqual([{ status: 'succeeded', payment_intent_id: first.id }]);
+      expect(await count(fresh, `SELECT count(*) AS n FROM billing_ledger_entries WHERE org_id = $1 AND type = 'purchase' AND reference_id = $2`, [orgId, first.id])).toBe(1);
+      // The sweep keeps running on its schedule.
+      expect(await fresh.ctx.queues.queue(Queues.autoTopup).getJobScheduler('auto-topup-recovery')).toMatchObject({ every: 600_000 });
+      expect(await expectLedgersConsistent(fresh)).toBeGreaterThan(0);
+    } finally {
+      await fresh.close();
+    }
+  });
+
+  it('past 24 h never re-sends: a charge Stripe has is credited from the lookup', async () => {
+    const orgId = crypto.randomUUID();
+    const run = await crashState(svc, orgId, 25 * HOUR);
+    const first = await chargeSentBeforeCrash(svc, orgId, run.crossing_id, 25 * 3_600 - 5);
+    const lookups = stripe.find('GET', '/v1/payment_intents').length;
+    expect(await recoverTopups(svc.ctx)).toMatchObject({ [run.crossing_id]: 'credited' });
+    expect(stripe.find('GET', '/v1/payment_intents').length).toBe(lookups + 1);
+    expect(stripe.find('GET', '/v1/payment_intents').at(-1)!.form).toMatchObject({ customer: `cus_${orgId.slice(0, 8)}` });
+    expect(charges(orgId)).toHaveLength(1); // only the one sent before the crash
+    expect(await balance(orgId)).toBe(10_100);
+    expect((await runs(orgId)).map((r) => r.status)).toEqual(['succeeded']);
+    expect(await recoverTopups(svc.ctx)).not.toHaveProperty(run.crossing_id); // settled: nothing left to recover
+    expect((await svc.ctx.pool.query('SELECT payment_intent_id FROM billing_auto_topup_runs WHERE org_id = $1', [orgId])).rows[0].payment_intent_id).toBe(first.id);
+  });
+
+  it('past 24 h, a charge Stripe declined fails the run without a retry; one waiting for the customer is left to the webhook', async () => {
+    const declinedOrg = crypto.randomUUID();
+    const declined = await crashState(svc, declinedOrg, 30 * HOUR);
+    const created = Math.floor(Date.now() / 1000) - 30 * 3_600 + 1;
+    stripe.paymentIntents.set(`pi_declined_${declinedOrg.slice(0, 8)}`, {
+      id: `pi_declined_${declinedOrg.slice(0, 8)}`, object: 'payment_intent', created, amount: 1000, currency: 'usd', customer: `cus_${declinedOrg.slice(0, 8)}`,
+      status: 'requires_payment_method', last_payment_error: { message: 'Your card was declined.' }, metadata: { org_id: declinedOrg, crossing_id: declined.crossing_id, package_slug: 'tokens-10k', ledger: 'tokens' },
+    });
+    const waitingOrg = crypto.randomUUID();
+    const waiting = await crashState(svc, waitingOrg, 30 * HOUR);
+    stripe.paymentIntents.set(`pi_3ds_${waitingOrg.slice(0, 8)}`, {
+      id: `pi_3ds_${waitingOrg.slice(0, 8)}`, object: 'payment_intent', created, amount: 1000, currency: 'usd', customer: `cus_${waitingOrg.slice(0, 8)}`,
+      status: 'requires_action', metadata: { org_id: waitingOrg, crossing_id: waiting.crossing_id, package_slug: 'tokens-10k', ledger: 'tokens' },
+    });
+    const report = await recoverTopups(svc.ctx);
+    expect(report).toMatchObject({ [declined.crossing_id]: 'failed', [waiting.crossing_id]: 'awaiting webhook' });
+    expect(await runs(declinedOrg)).toEqual([{ crossing_id: declined.crossing_id, status: 'failed', reason: 'Your card was declined.' }]);
+    expect((await outboxEvents(svc, 'billing.payment.failed', declinedOrg)).map((e) => e.data.stripeObjectId)).toEqual([`pi_declined_${declinedOrg.slice(0, 8)}`]);
+    expect(await runs(waitingOrg)).toEqual([{ crossing_id: waiting.crossing_id, status: 'processing', reason: 'payment intent requires_action' }]);
+    // A declined card is not retried by a new crossing, and nothing was charged anew.
+    expect(charges(declinedOrg)).toHaveLength(0);
+    expect(charges(waitingOrg)).toHaveLength(0);
+    expect((await svc.ctx.pool.query('SELECT armed FROM billing_auto_topup_configs WHERE org_id = $1', [declinedOrg])).rows[0].armed).toBe(false);
+  });
+
+  it('past 24 h with nothing at Stripe: the run fails with a clear reason and the crossing is re-armed, so a fresh one charges with a new key', async () => {
+    const orgId = crypto.randomUUID();
+    const run = await crashState(svc, orgId, 25 * HOUR);
+    expect(await recoverTopups(svc.ctx)).toMatchObject({ [run.crossing_id]: 'interrupted' });
+    await waitFor(async () => (await balance(orgId)) === 10_100, { message: 'fresh crossing charged' });
+    expect(await runs(orgId)).toEqual([
+      { crossing_id: run.crossing_id, status: 'failed', reason: expect.stringMatching(/^interrupted before Stripe confirmed the charge.*24 h idempotency window$/) },
+      { crossing_id: `${orgId}.tokens.2`, status: 'succeeded', reason: null },
+    ]);
+    expect(charges(orgId).map((r) => r.headers['idempotency-key'])).toEqual([`aos-topup-${orgId}.tokens.2`]);
+    expect((await outboxEvents(svc, 'billing.balance.low', orgId)).map((e) => e.data)).toEqual([{ ledger: 'tokens', balance: 100, threshold: 500, userId: null }]);
+  });
+
+  it('a retried job past the window reconciles instead of charging again', async () => {
+    const orgId = crypto.randomUUID();
+    const run = await crashState(svc, orgId, 24 * HOUR + 60_000);
+    await chargeSentBeforeCrash(svc, orgId, run.crossing_id, 24 * 3_600);
+    await svc.ctx.queues.add(Queues.autoTopup, 'charge', { crossingId: run.crossing_id }, { jobId: `topup.retry.${run.crossing_id}` });
+    await waitFor(async () => (await balance(orgId)) === 10_100, { message: 'credited from the lookup' });
+    expect(charges(orgId)).toHaveLength(1);
   });
 });

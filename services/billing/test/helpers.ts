@@ -16,6 +16,9 @@ export function startBilling(env: Record<string, string> = {}): Promise<Billing>
   return startTestService(service, { env: { STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET, ...env } });
 }
 
+/** Settings pointing billing at the Stripe stand-in, with plan price ids. */
+export const stripeEnv = (stripe: { url: string }) => ({ STRIPE_SECRET_KEY: 'sk_test_local', STRIPE_API_BASE: stripe.url, STRIPE_PRICE_PRO: 'price_pro', STRIPE_PRICE_TEAMS: 'price_teams' });
+
 export const owner = (orgId: string = crypto.randomUUID()) => userPrincipal({ orgId, orgRole: 'owner' });
 
 /** Publishes an event as if another service had (same namespace, direct to JetStream). */
@@ -36,7 +39,8 @@ export async function count(svc: Billing, text: string, params: unknown[] = []):
 
 /**
  * The ledger invariant, over every account the test touched: the balance is the sum of its
- * journal, and each entry's balance_after is the running sum up to it.
+ * journal, and each entry's balance_after is the running sum up to it. An organization owes
+ * only once its balance is used up: never a positive balance and a debt on one ledger.
  */
 export async function expectLedgersConsistent(svc: Billing) {
   const { rows } = await svc.ctx.pool.query(`
@@ -49,6 +53,10 @@ export async function expectLedgersConsistent(svc: Billing) {
     ) j USING (org_id, ledger)`);
   const broken = rows.filter((r) => r.balance !== r.journal || r.broken > 0);
   expect(broken).toEqual([]);
+  const both = await svc.ctx.pool.query(`
+    SELECT a.org_id, a.ledger FROM billing_ledger_accounts a JOIN billing_ledger_accounts o ON o.org_id = a.org_id AND o.ledger = a.ledger || '_owed'
+    WHERE a.balance > 0 AND o.balance > 0`);
+  expect(both.rows).toEqual([]);
   return rows.length;
 }
 
@@ -114,6 +122,7 @@ export async function fakeStripe() {
   const failures: { match: (r: RecordedRequest) => boolean; status: number; body: unknown }[] = [];
   const subscriptions = new Map<string, StripeObject>();
   const customers = new Map<string, StripeObject>();
+  const paymentIntents = new Map<string, StripeObject>();
   const created = () => Math.floor(Date.now() / 1000);
 
   const respond = (r: RecordedRequest): Reply => {
@@ -149,11 +158,21 @@ export async function fakeStripe() {
       const confirmed = r.form.confirm === 'true';
       if (r.form.off_session === 'true' && !confirmed) return stripeError(400, 'invalid_request_error', 'off_session can only be used with confirm=true.', { param: 'off_session' });
       if (confirmed && !r.form.payment_method) return missing('payment_method');
-      return { status: 200, body: {
+      const intent = {
         id: `pi_test${id}`, object: 'payment_intent', ...base, amount: Number(r.form.amount), currency: r.form.currency, customer: r.form.customer ?? null,
         payment_method: r.form.payment_method ?? null, status: confirmed ? 'succeeded' : 'requires_payment_method', client_secret: `pi_test${id}_secret_x`,
         setup_future_usage: r.form.setup_future_usage ?? null, description: r.form.description ?? null,
-      } };
+      };
+      paymentIntents.set(intent.id, intent);
+      return { status: 200, body: intent };
+    }
+    if (r.method === 'GET' && r.path === '/v1/payment_intents') {
+      // Newest first like Stripe; filters by customer and created[gte].
+      const gte = r.form['created[gte]'] === undefined ? 0 : Number(r.form['created[gte]']);
+      let data = [...paymentIntents.values()].filter((pi) => (!r.form.customer || pi.customer === r.form.customer) && Number(pi.created) >= gte).reverse();
+      if (r.form.starting_after) data = data.slice(data.findIndex((pi) => pi.id === r.form.starting_after) + 1);
+      const limit = Math.min(100, Number(r.form.limit ?? 10));
+      return { status: 200, body: { object: 'list', url: '/v1/payment_intents', has_more: data.length > limit, data: data.slice(0, limit) } };
     }
     const sub = /^\/v1\/subscriptions\/([^/]+)$/.exec(r.path);
     if (sub) {
@@ -230,6 +249,8 @@ export async function fakeStripe() {
     url: `http://127.0.0.1:${port}`,
     requests,
     subscriptions,
+    /** PaymentIntents Stripe holds (created through the API, or put here as if created earlier). */
+    paymentIntents,
     /** Registers a customer as if created earlier (for rows the tests insert directly). */
     addCustomer: (id: string) => customers.set(id, { id, object: 'customer', metadata: {} }),
     failNext: (match: (r: RecordedRequest) => boolean, status: number, body: unknown) => failures.push({ match, status, body }),
@@ -239,3 +260,15 @@ export async function fakeStripe() {
 }
 
 export type FakeStripe = Awaited<ReturnType<typeof fakeStripe>>;
+
+/** A live Stripe subscription as checkout and Stripe's first update webhook leave it (the stand-in knows it too). */
+export async function subscribeThroughWebhooks(svc: Billing, stripe: FakeStripe, orgId: string, tier: string, periodEnd = Math.floor(Date.now() / 1000) + 20 * 86400) {
+  const created = Math.floor(Date.now() / 1000) - 60;
+  const cs = signedEvent({ type: 'checkout.session.completed', created, object: { id: `cs_${orgId}`, object: 'checkout.session', mode: 'subscription', client_reference_id: orgId, customer: `cus_${orgId.slice(0, 8)}`, subscription: `sub_${orgId.slice(0, 8)}`, metadata: { org_id: orgId, tier } } });
+  expect((await postWebhook(svc, cs.body, cs.signature)).statusCode).toBe(200);
+  const object = { id: `sub_${orgId.slice(0, 8)}`, object: 'subscription', customer: `cus_${orgId.slice(0, 8)}`, status: 'active', cancel_at_period_end: false, metadata: { org_id: orgId, tier }, items: { object: 'list', data: [{ id: 'si_test1', price: { id: `price_${tier}` }, current_period_start: created, current_period_end: periodEnd }] } };
+  stripe.subscriptions.set(object.id, object);
+  stripe.addCustomer(object.customer);
+  const up = signedEvent({ type: 'customer.subscription.updated', created: created + 1, object });
+  expect((await postWebhook(svc, up.body, up.signature)).statusCode).toBe(200);
+}

@@ -16,9 +16,11 @@ const WRITES: [string, string][] = [
   ['POST', '/billing/checkout'], ['POST', '/billing/portal'], ['POST', '/billing/create-payment-intent'], ['POST', '/billing/change-plan'],
   ['POST', '/billing/validate-downgrade'], ['POST', '/billing/auto-topup'], ['PUT', '/billing/auto-topup'], ['POST', '/billing/credit-auto-topup'],
   ['PUT', '/billing/credit-auto-topup'], ['POST', '/tokens/consume'], ['POST', '/tokens/grant'], ['POST', '/billing/costs'], ['POST', '/billing/webhook'],
+  ['PUT', `/billing/admin/orgs/${crypto.randomUUID()}/plan`], ['DELETE', `/billing/admin/orgs/${crypto.randomUUID()}/plan`],
 ];
+const asPlatformAdmin = (url: string) => url === '/tokens/grant' || url.startsWith('/billing/admin/');
 const READS = ['/billing/tiers', '/billing/pricing', '/billing/subscription', '/billing/usage', '/billing/plan-summary', '/billing/overview', '/billing/auto-topup',
-  '/billing/credit-auto-topup', '/tokens/balance', '/tokens/transactions', '/tokens/ledger-check', '/billing/costs'];
+  '/billing/credit-auto-topup', '/tokens/balance', '/tokens/transactions', '/tokens/ledger-check', '/billing/costs', `/billing/admin/orgs/${crypto.randomUUID()}/plan`];
 
 const huge = 'x'.repeat(200_000);
 const sqlish = "'; DROP TABLE billing_ledger_entries; --";
@@ -34,6 +36,8 @@ const BODIES: unknown[] = [
   { amount: 1, action: 'x', metadata: nest(60) },
   JSON.parse('{"__proto__": {"admin": true}, "constructor": {"prototype": {"admin": true}}, "amount": 1, "action": "proto"}'),
   { tier: 'enterprise', success_url: 'javascript:alert(1)', cancel_url: 'file:///etc/passwd', return_url: 'not a url' },
+  { tier: 'enterprise', limits: { requests_per_minute: 1e308, agents: -1, seats: 'all', included_tokens: sqlish }, mrr_cents: 1e20, note: huge },
+  { tier: 'enterprise', limits: [1, 2], cancel_stripe_subscription: 'yes' }, { tier: 'enterprise', limits: { requests_per_minute: null, requests_per_hour: null } },
   { stripe_payment_method_id: `pm_${sqlish}`, threshold_tokens: 10, package_id: '../../etc/passwd' },
   // Well-formed enough to reach the database: NUL characters inside text and jsonb.
   { amount: 1, action: 'nul-in-metadata', metadata: { k: 'v\u0000' } },
@@ -69,7 +73,7 @@ describe('hostile input', () => {
     const admin = userPrincipal({ orgId: p.orgId, orgRole: 'owner', platformRoles: ['admin'] });
     for (const [method, url] of WRITES) {
       for (const [i, body] of BODIES.entries()) {
-        const res = await svc.inject(url === '/tokens/grant' ? admin : p, { method: method as 'POST', url, payload: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+        const res = await svc.inject(asPlatformAdmin(url) ? admin : p, { method: method as 'POST', url, payload: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
         expectClean(res, `${method} ${url} body#${i}`);
       }
     }

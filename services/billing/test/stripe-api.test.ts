@@ -1,28 +1,19 @@
 import { apiKeyPrincipal, userPrincipal, waitFor } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeStripe, outboxEvents, owner, postWebhook, publish, signedEvent, startBilling, type Billing, type FakeStripe, expectLedgersConsistent } from './helpers.js';
+import { fakeStripe, outboxEvents, subscribeThroughWebhooks, owner, postWebhook, publish, signedEvent, startBilling, stripeEnv, type Billing, type FakeStripe, expectLedgersConsistent } from './helpers.js';
 
 let stripe: FakeStripe;
 let svc: Billing;
 beforeAll(async () => {
   stripe = await fakeStripe();
-  svc = await startBilling({ STRIPE_SECRET_KEY: 'sk_test_local', STRIPE_API_BASE: stripe.url, STRIPE_PRICE_PRO: 'price_pro', STRIPE_PRICE_TEAMS: 'price_teams' });
+  svc = await startBilling(stripeEnv(stripe));
 });
 afterAll(async () => { if (svc) expect(await expectLedgersConsistent(svc)).toBeGreaterThan(0); await svc?.close(); await stripe?.close(); });
 
 const since = () => stripe.requests.length;
 const after = (mark: number) => stripe.requests.slice(mark);
 
-async function subscribe(orgId: string, tier: string, periodEnd = Math.floor(Date.now() / 1000) + 20 * 86400) {
-  const created = Math.floor(Date.now() / 1000) - 60;
-  const cs = signedEvent({ type: 'checkout.session.completed', created, object: { id: `cs_${orgId}`, object: 'checkout.session', mode: 'subscription', client_reference_id: orgId, customer: `cus_${orgId.slice(0, 8)}`, subscription: `sub_${orgId.slice(0, 8)}`, metadata: { org_id: orgId, tier } } });
-  expect((await postWebhook(svc, cs.body, cs.signature)).statusCode).toBe(200);
-  const object = { id: `sub_${orgId.slice(0, 8)}`, object: 'subscription', customer: `cus_${orgId.slice(0, 8)}`, status: 'active', cancel_at_period_end: false, metadata: { org_id: orgId, tier }, items: { object: 'list', data: [{ id: 'si_test1', price: { id: `price_${tier}` }, current_period_start: created, current_period_end: periodEnd }] } };
-  stripe.subscriptions.set(object.id, object);
-  stripe.addCustomer(object.customer);
-  const up = signedEvent({ type: 'customer.subscription.updated', created: created + 1, object });
-  expect((await postWebhook(svc, up.body, up.signature)).statusCode).toBe(200);
-}
+const subscribe = (orgId: string, tier: string, periodEnd?: number) => subscribeThroughWebhooks(svc, stripe, orgId, tier, periodEnd);
 
 describe('POST /billing/checkout', () => {
   it('creates the customer once and a subscription checkout session with the org and tier attached', async () => {

@@ -94,7 +94,7 @@ describe('POST /tokens/consume', () => {
     expect(await journal(p.orgId!)).toBe(0);
     expect(await count(svc, `SELECT count(*) AS n FROM billing_ledger_entries WHERE org_id = $1 AND type = 'consume'`, [p.orgId])).toBe(50);
     const check = await svc.inject(p, { method: 'GET', url: '/tokens/ledger-check' });
-    expect(check.json().data).toEqual({ balance: 0, ledger_sum: 0, consistent: true });
+    expect(check.json().data).toEqual({ balance: 0, ledger_sum: 0, owed: 0, owed_sum: 0, consistent: true });
   });
 
   it('rejects bad input with 400 and reserves the aos: reference prefix', async () => {
@@ -170,13 +170,105 @@ describe('agents.run.completed', () => {
     expect(usage.json().data.usage).toMatchObject({ tokens_consumed: 300, agent_runs: 1, ai_cost_usd: 0.0123 });
   });
 
-  it('books only what the balance covers and records the shortfall', async () => {
+  const run = (runId: number, totalTokens: number, costUsd = 0) => ({
+    runId, agentId: 1, agentName: 'a', status: 'succeeded', taskId: null, model: 'm', provider: 'p',
+    usage: { inputTokens: totalTokens, outputTokens: 0, totalTokens }, costUsd, userId: null, durationMs: 1, error: null,
+  });
+  const owedOf = async (orgId: string, ledger = 'tokens_owed') => count(svc, 'SELECT balance AS n FROM billing_ledger_accounts WHERE org_id = $1 AND ledger = $2', [orgId, ledger]);
+  const handled = async (eventId: string) => waitFor(async () => (await count(svc, 'SELECT count(*) AS n FROM aos_inbox WHERE event_id = $1', [eventId])) === 1, { message: `event ${eventId} handled` });
+
+  it('consumes what the balance covers and records the rest as owed, once per run, settled first by the next credit', async () => {
     const p = owner();
-    await fund(p.orgId!, 100);
-    await publish(svc, 'agents.run.completed', { runId: 9, agentId: 1, agentName: 'a', status: 'succeeded', taskId: null, model: 'm', provider: 'p', usage: { inputTokens: 100, outputTokens: 50, totalTokens: 150 }, costUsd: 0, userId: null, durationMs: 1, error: null }, { orgId: p.orgId });
-    await waitFor(async () => (await balance(p.orgId!)) === 0, { message: 'clamped consumption' });
+    const orgId = p.orgId!;
+    await fund(orgId, 100);
+    const ev = await publish(svc, 'agents.run.completed', run(9, 150), { orgId });
+    await waitFor(async () => (await owedOf(orgId)) === 50, { message: 'shortfall owed' });
+    expect(await balance(orgId)).toBe(0);
     const tx = await svc.inject(p, { method: 'GET', url: '/tokens/transactions?type=consume' });
-    expect(tx.json().data[0]).toMatchObject({ amount: -100, metadata: { requested: 150, shortfall: 50 } });
+    expect(tx.json().data[0]).toMatchObject({ amount: -100, balance_after: 0, reference_id: 'aos:run:9', metadata: { requested: 150, shortfall: 50 } });
+    const debt = await svc.inject(p, { method: 'GET', url: '/tokens/transactions?ledger=tokens_owed' });
+    expect(debt.json().data).toMatchObject([{ type: 'overdraft', amount: 50, balance_after: 50, reference_id: 'aos:run:9', action: 'agent_run' }]);
+    expect((await svc.inject(p, { method: 'GET', url: '/tokens/balance' })).json().data).toMatchObject({ balance: 0, owed: 50 });
+
+    // Entering debt is announced once (notifications, auto top-up), with what is owed.
+    const low = await outboxEvents(svc, 'billing.balance.low', orgId);
+    expect(low.map((e) => e.data)).toEqual([{ ledger: 'tokens', balance: 0, threshold: 1, userId: null, owed: 50 }]);
+
+    // A run finding the balance at 0 is owed in full; a redelivered run books nothing more.
+    const second = await publish(svc, 'agents.run.completed', run(10, 70), { orgId });
+    await waitFor(async () => (await owedOf(orgId)) === 120, { message: 'second run owed' });
+    await publish(svc, 'agents.run.completed', run(10, 70), { orgId, id: second.id, msgId: `again-${second.id}` });
+    const third = await publish(svc, 'agents.run.completed', run(9, 150), { orgId }); // run 9 under a new event id
+    await handled(third.id);
+    await handled(ev.id);
+    expect(await owedOf(orgId)).toBe(120);
+    expect(await balance(orgId)).toBe(0);
+    expect(await count(svc, `SELECT count(*) AS n FROM billing_ledger_entries WHERE org_id = $1 AND type = 'overdraft'`, [orgId])).toBe(2);
+    expect(await outboxEvents(svc, 'billing.balance.low', orgId)).toHaveLength(1); // still the same episode of debt
+
+    // Nothing asked for in advance may overdraw: /tokens/consume stays 402 while the org owes.
+    expect((await svc.inject(p, { method: 'POST', url: '/tokens/consume', payload: { amount: 1, action: 'x' } })).statusCode).toBe(402);
+    const usage = await svc.inject(p, { method: 'GET', url: '/billing/usage' });
+    expect(usage.json().data.usage.tokens_consumed).toBe(220); // everything the runs used, paid or owed
+
+    // A credit smaller than the debt goes to the debt entirely.
+    const admin = adminPrincipal();
+    const partial = await svc.inject(admin, { method: 'POST', url: '/tokens/grant', payload: { org_id: orgId, amount: 100 } });
+    expect(partial.json().data).toMatchObject({ balance: 0, transaction: { type: 'admin_grant', amount: 100, balance_after: 100 } });
+    expect(await owedOf(orgId)).toBe(20);
+    // The next one settles the rest; what remains is spendable.
+    const full = await svc.inject(admin, { method: 'POST', url: '/tokens/grant', payload: { org_id: orgId, amount: 500 } });
+    expect(full.json().data.balance).toBe(480);
+    expect(await owedOf(orgId)).toBe(0);
+    const settlements = (await svc.inject(p, { method: 'GET', url: '/tokens/transactions?type=settlement' })).json().data;
+    expect(settlements.map((e: { amount: number }) => e.amount)).toEqual([-20, -100]);
+    const owedSettled = (await svc.inject(p, { method: 'GET', url: '/tokens/transactions?ledger=tokens_owed&type=settlement' })).json().data;
+    expect(owedSettled.map((e: { amount: number; reference_id: string }) => [e.amount, e.reference_id])).toEqual(settlements.map((e: { amount: number; reference_id: string }) => [e.amount, e.reference_id]));
+    const credited = (await outboxEvents(svc, 'billing.tokens.credited', orgId)).map((e) => e.data);
+    expect(credited.slice(-2)).toEqual([
+      { amount: 100, balance: 0, kind: 'admin_grant', userId: admin.userId, settled: 100 },
+      { amount: 500, balance: 480, kind: 'admin_grant', userId: admin.userId, settled: 20 },
+    ]);
+    expect((await svc.inject(p, { method: 'GET', url: '/tokens/ledger-check' })).json().data).toEqual({ balance: 480, ledger_sum: 480, owed: 0, owed_sum: 0, consistent: true });
+
+    // Debt paid off: the next shortfall is a new episode and announced again.
+    await publish(svc, 'agents.run.completed', run(11, 500), { orgId });
+    await waitFor(async () => (await owedOf(orgId)) === 20, { message: 'new debt' });
+    expect((await outboxEvents(svc, 'billing.balance.low', orgId)).map((e) => e.data.owed)).toEqual([50, 20]);
+  });
+
+  it('owes credits too: the AI cost beyond the credit balance is settled by the next credit purchase', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await svc.ctx.pool.query(`INSERT INTO billing_ledger_entries (org_id, ledger, type, amount, reference_id) VALUES ($1, 'credits', 'admin_grant', 30, 'c-1')`, [orgId]);
+    await publish(svc, 'agents.run.completed', run(77, 0, 0.5), { orgId }); // 50 cents against 30
+    await waitFor(async () => (await owedOf(orgId, 'credits_owed')) === 20, { message: 'credits owed' });
+    expect(await owedOf(orgId, 'credits')).toBe(0);
+    expect((await svc.inject(p, { method: 'GET', url: '/tokens/balance' })).json().data).toMatchObject({ credit_balance_cents: 0, credit_owed_cents: 20, owed: 0 });
+    expect((await outboxEvents(svc, 'billing.balance.low', orgId)).map((e) => e.data)).toEqual([{ ledger: 'credits', balance: 0, threshold: 1, userId: null, owed: 20 }]);
+    const grant = await svc.inject(adminPrincipal(), { method: 'POST', url: '/tokens/grant', payload: { org_id: orgId, amount: 1_000, ledger: 'credits' } });
+    expect(grant.json().data.balance).toBe(980);
+    expect(await owedOf(orgId, 'credits_owed')).toBe(0);
+  });
+
+  it('keeps every account consistent when runs, consumes and credits race on one organization', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    await fund(orgId, 300);
+    const admin = adminPrincipal();
+    const work = [
+      ...Array.from({ length: 20 }, (_, i) => () => publish(svc, 'agents.run.completed', run(5_000 + i, 40), { orgId })),
+      ...Array.from({ length: 20 }, (_, i) => () => svc.inject(p, { method: 'POST', url: '/tokens/consume', payload: { amount: 10, action: 'race', reference_id: `race-${i}` } })),
+      ...Array.from({ length: 5 }, (_, i) => () => svc.inject(admin, { method: 'POST', url: '/tokens/grant', payload: { org_id: orgId, amount: 50, reference_id: `race-grant-${i}` } })),
+    ];
+    const results = await Promise.all(work.map((w) => w()));
+    const consumed = results.filter((r) => 'statusCode' in r && r.statusCode === 200 && r.json().data.transaction.type === 'consume').length;
+    await waitFor(async () => (await count(svc, `SELECT count(DISTINCT reference_id) AS n FROM billing_ledger_entries WHERE org_id = $1 AND reference_id LIKE 'aos:run:%' AND type IN ('consume', 'overdraft')`, [orgId])) === 20, { message: 'all runs booked' });
+    // Money in = money out: 300 + 250 credited = what is left + consumes + (run usage - what is still owed).
+    const [bal, owed] = [await balance(orgId), await owedOf(orgId)];
+    expect(300 + 250).toBe(bal + consumed * 10 + (20 * 40 - owed));
+    expect(bal === 0 || owed === 0).toBe(true);
+    expect((await svc.inject(p, { method: 'GET', url: '/tokens/ledger-check' })).json().data.consistent).toBe(true);
   });
 });
 

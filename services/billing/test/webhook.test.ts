@@ -186,4 +186,37 @@ describe('POST /billing/webhook: effects', () => {
     expect(res.statusCode).toBe(200);
     expect(res.json().data.outcome).toBe('ignored: unknown customer');
   });
+
+  it('charge.refunded takes a refunded package back in proportion, once per refund total; tokens already spent are owed', async () => {
+    const p = owner();
+    const orgId = p.orgId!;
+    const pi = { id: `pi_refund_${orgId.slice(0, 8)}`, object: 'payment_intent', amount: 1000, currency: 'usd', status: 'succeeded', metadata: { org_id: orgId, ledger: 'tokens', package_slug: 'tokens-10k', amount: '10000' } };
+    const bought = signedEvent({ type: 'payment_intent.succeeded', object: pi });
+    await postWebhook(svc, bought.body, bought.signature);
+    expect((await svc.inject(p, { method: 'POST', url: '/tokens/consume', payload: { amount: 2_000, action: 'work' } })).statusCode).toBe(200);
+    const balance = async () => (await svc.inject(p, { method: 'GET', url: '/tokens/balance' })).json().data as { balance: number; owed: number };
+    const charge = (refunded: number, created = now()) => signedEvent({ type: 'charge.refunded', created, object: { id: `ch_${orgId.slice(0, 8)}`, object: 'charge', amount: 1000, amount_refunded: refunded, refunded: refunded === 1000, currency: 'usd', payment_intent: pi.id, metadata: {} } });
+
+    const quarter = charge(250, now() - 10);
+    expect((await postWebhook(svc, quarter.body, quarter.signature)).json().data.outcome).toBe('reversed 2500 tokens');
+    expect(await balance()).toMatchObject({ balance: 5_500, owed: 0 });
+    const same = charge(250); // the same refund total under another event id
+    expect((await postWebhook(svc, same.body, same.signature)).json().data.outcome).toBe('refund already reversed');
+
+    const full = charge(1000);
+    expect((await postWebhook(svc, full.body, full.signature)).json().data.outcome).toBe('reversed 7500 tokens (2000 owed)');
+    expect(await balance()).toMatchObject({ balance: 0, owed: 2_000 });
+    expect((await postWebhook(svc, quarter.body, quarter.signature)).json().data).toMatchObject({ duplicate: true });
+    const late = charge(250, now() - 20); // an older partial refund arriving last
+    expect((await postWebhook(svc, late.body, late.signature)).json().data.outcome).toBe('refund already reversed');
+
+    const reversals = (await svc.inject(p, { method: 'GET', url: '/tokens/transactions?type=reversal' })).json().data;
+    expect(reversals.map((e: { amount: number; reference_id: string }) => [e.amount, e.reference_id])).toEqual([[-5_500, `refund:${pi.id}:10000`], [-2_500, `refund:${pi.id}:2500`]]);
+    // Taking back a purchase is not usage: only the 2,000 consumed count.
+    expect((await svc.inject(p, { method: 'GET', url: '/billing/usage' })).json().data.usage.tokens_consumed).toBe(2_000);
+    expect((await outboxEvents(svc, 'billing.balance.low', orgId)).map((e) => e.data)).toEqual([{ ledger: 'tokens', balance: 0, threshold: 1, userId: null, owed: 2_000 }]);
+
+    const unknown = signedEvent({ type: 'charge.refunded', object: { id: 'ch_x', object: 'charge', amount: 500, amount_refunded: 500, payment_intent: 'pi_never_credited', metadata: {} } });
+    expect((await postWebhook(svc, unknown.body, unknown.signature)).json().data.outcome).toBe('ignored: not a credited package purchase');
+  });
 });

@@ -32,11 +32,21 @@ export const subscriptions = pgTable('billing_subscriptions', {
   /** `created` (unix s) of the newest Stripe event applied; older ones never overwrite the state. */
   stripeStateAt: bigint('stripe_state_at', { mode: 'number' }).notNull().default(0),
   mrrCents: integer('mrr_cents').notNull().default(0),
+  /** Set by a platform admin (Enterprise contracts, comped plans): Stripe events and self-serve changes leave it alone. */
+  managed: boolean('managed').notNull().default(false),
+  managedBy: text('managed_by'),
+  managedNote: text('managed_note'),
+  /** Negotiated limits of a managed Enterprise plan, over the catalogue's (absent = catalogue, null = unlimited). */
+  customLimits: jsonb('custom_limits').$type<Partial<Record<string, number | null>>>(),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
 });
 
-/** Current balance per (org, ledger); written only by the trigger on ledger_entries. */
+/**
+ * Current balance per (org, account); written only by the trigger on ledger_entries. Accounts:
+ * `tokens`, `credits` (cents) — what the organization can spend — and `tokens_owed`,
+ * `credits_owed` — usage that happened beyond the balance, settled first by the next credit.
+ */
 export const ledgerAccounts = pgTable('billing_ledger_accounts', {
   orgId: text('org_id').notNull(),
   ledger: text('ledger').notNull(),
@@ -53,7 +63,7 @@ export const ledgerEntries = pgTable('billing_ledger_entries', {
   orgId: text('org_id').notNull(),
   ledger: text('ledger').notNull(),
   type: text('type').notNull(),
-  /** Signed: credits positive, consumption negative. */
+  /** Signed: credits and overdrafts positive, consumption, settlements and reversals (refunded purchases) negative. */
   amount: bigint('amount', { mode: 'number' }).notNull(),
   /** Set by the trigger from the account row it updates. */
   balanceAfter: bigint('balance_after', { mode: 'number' }).notNull().default(0),
@@ -66,9 +76,11 @@ export const ledgerEntries = pgTable('billing_ledger_entries', {
   index('billing_ledger_entries_org_idx').on(t.orgId, t.ledger, t.id),
   index('billing_ledger_entries_org_type_idx').on(t.orgId, t.ledger, t.type, t.id),
   uniqueIndex('billing_ledger_entries_reference_uq').on(t.orgId, t.ledger, t.type, t.referenceId).where(sql`${t.referenceId} IS NOT NULL`),
-  check('billing_ledger_entries_type_ck', sql`${t.type} IN ('consume','purchase','bonus','signup_bonus','admin_grant','refund')`),
-  check('billing_ledger_entries_ledger_ck', sql`${t.ledger} IN ('tokens','credits')`),
-  check('billing_ledger_entries_sign_ck', sql`(${t.type} = 'consume') = (${t.amount} < 0) AND ${t.amount} <> 0`),
+  check('billing_ledger_entries_type_ck', sql`${t.type} IN ('consume','purchase','bonus','signup_bonus','admin_grant','refund','overdraft','settlement','reversal')`),
+  check('billing_ledger_entries_ledger_ck', sql`${t.ledger} IN ('tokens','credits','tokens_owed','credits_owed')`),
+  check('billing_ledger_entries_sign_ck', sql`(${t.type} IN ('consume','settlement','reversal')) = (${t.amount} < 0) AND ${t.amount} <> 0`),
+  // Debt accounts hold only overdrafts and their settlements; an overdraft is never booked elsewhere.
+  check('billing_ledger_entries_owed_ck', sql`CASE WHEN ${t.ledger} IN ('tokens_owed','credits_owed') THEN ${t.type} IN ('overdraft','settlement') ELSE ${t.type} <> 'overdraft' END`),
 ]);
 
 /** Stripe events already applied (idempotency by event id). */
@@ -110,9 +122,14 @@ export const autoTopupRuns = pgTable('billing_auto_topup_runs', {
   priceCents: integer('price_cents').notNull(),
   paymentIntentId: text('payment_intent_id'),
   reason: text('reason'),
+  /** When the run turned `processing`: the first charge request (and its idempotency key) may have gone out since. */
+  claimedAt: timestamp('claimed_at', { withTimezone: true }),
   createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
-}, (t) => [index('billing_auto_topup_runs_org_idx').on(t.orgId, t.ledger, t.month)]);
+}, (t) => [
+  index('billing_auto_topup_runs_org_idx').on(t.orgId, t.ledger, t.month),
+  index('billing_auto_topup_runs_open_idx').on(t.status).where(sql`${t.status} IN ('pending', 'processing')`),
+]);
 
 /**
  * What other services told us exists (agents, members, tasks), for plan limits.

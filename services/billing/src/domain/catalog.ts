@@ -17,6 +17,15 @@ export interface Limits {
   included_tokens: number | null;
 }
 
+export const LimitNames = ['requests_per_minute', 'requests_per_hour', 'agents', 'tasks_per_month', 'seats', 'included_tokens'] as const satisfies readonly (keyof Limits)[];
+
+/** A tier's limits with negotiated ones (a managed Enterprise plan) laid over them. */
+export function limitsOf(tier: TierSlug, custom?: Partial<Limits> | null): Limits {
+  const limits = { ...Tiers[tier].limits };
+  if (custom) for (const name of LimitNames) if (custom[name] !== undefined) limits[name] = custom[name];
+  return limits;
+}
+
 export interface Tier {
   slug: TierSlug;
   name: string;

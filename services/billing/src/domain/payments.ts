@@ -4,7 +4,7 @@ import type { Ctx } from '../service.js';
 import { customers } from '../db/schema.js';
 import { findPackage, Tiers, type Package, type TierSlug } from './catalog.js';
 import { callStripe, stripeClient, type Stripe } from './stripe.js';
-import { effectiveTier, findSubscription, LIVE_STATUSES } from './subscriptions.js';
+import { effectiveTier, findSubscription, LIVE_STATUSES, refuseManaged } from './subscriptions.js';
 
 export interface Account { orgId: string; tenantId: string | null }
 
@@ -46,6 +46,7 @@ export async function createCheckout(ctx: Ctx, account: Account, tier: TierSlug,
   const stripe = stripeClient(ctx);
   // A second checkout would start a second subscription billed alongside the first.
   const live = await findSubscription(ctx.db, account.orgId);
+  refuseManaged(live);
   if (live?.stripeSubscriptionId && LIVE_STATUSES.has(live.status)) {
     throw conflict(`The organization already has a ${Tiers[effectiveTier(live)].name} subscription; change it with POST /billing/change-plan or the customer portal`, [{ tier: live.tier, status: live.status }]);
   }

@@ -1,9 +1,10 @@
 import type { EventMeta } from '@aos/bus';
+import { conflict } from '@aos/core';
 import type { Executor } from '@aos/db';
 import { and, count, eq, gte, sql } from 'drizzle-orm';
 import type { Ctx } from '../service.js';
 import { subscriptions, usageEntities } from '../db/schema.js';
-import { Tiers, TierSlugs, type Limits, type TierSlug } from './catalog.js';
+import { limitsOf, Tiers, TierSlugs, type Limits, type TierSlug } from './catalog.js';
 import Stripe from 'stripe';
 import { stripeClient, stripeConfigured } from './stripe.js';
 
@@ -27,6 +28,22 @@ export function effectiveTier(row: SubscriptionRow | undefined): TierSlug {
   return row.tier;
 }
 
+/** The limits that apply to the organization: its tier's, with a managed plan's negotiated ones. */
+export const effectiveLimits = (row: SubscriptionRow | undefined): Limits => limitsOf(effectiveTier(row), row?.customLimits as Partial<Limits> | null);
+
+/** A plan a platform admin manages is changed only by them (409), not through checkout or change-plan. */
+export function refuseManaged(row: SubscriptionRow | undefined) {
+  if (row?.managed) {
+    throw conflict(`The organization's ${Tiers[effectiveTier(row)].name} plan is managed by the AOS team; contact support to change it`, [{ tier: row.tier, managed: true }]);
+  }
+}
+
+/** Limits as events carry them (the gateway takes its rate limits from here). */
+export const limitsPayload = (l: Limits) => ({
+  requestsPerMinute: l.requests_per_minute, requestsPerHour: l.requests_per_hour, agents: l.agents,
+  seats: l.seats, tasksPerMonth: l.tasks_per_month, includedTokens: l.included_tokens,
+});
+
 export interface TierChange {
   tier: TierSlug;
   status: string;
@@ -40,21 +57,34 @@ export interface TierChange {
   pendingRequestedAt?: number;
   stripeStateAt?: number;
   tenantId?: string | null;
+  /** A platform admin's plan (see `managed` on the row); false hands the organization back to self-serve. */
+  managed?: boolean;
+  managedBy?: string | null;
+  managedNote?: string | null;
+  customLimits?: Partial<Limits> | null;
+  /** Monthly revenue of the plan when it is not the catalogue price (a managed contract). */
+  mrrCents?: number;
 }
 
 /**
- * Writes the organization's subscription state and, when tier or status changed, emits
+ * Writes the organization's subscription state and, when tier, status or limits changed, emits
  * `billing.subscription.changed` in the same transaction (the gateway's rate-limit tier follows).
  */
 export async function applySubscription(deps: Deps, tx: Executor, orgId: string, change: TierChange, meta: EventMeta): Promise<SubscriptionRow> {
   const before = await findSubscription(tx, orgId, true);
   const previousTier = effectiveTier(before);
   const previousStatus = before?.status ?? 'active';
+  const billing = change.status === 'active' || change.status === 'trialing' || change.status === 'past_due';
+  const managed = change.managed ?? before?.managed ?? false;
   const values = {
     tier: change.tier,
     status: change.status,
-    mrrCents: change.status === 'active' || change.status === 'trialing' || change.status === 'past_due' ? Tiers[change.tier].price_cents ?? 0 : 0,
+    mrrCents: !billing ? 0 : change.mrrCents ?? (managed ? before?.mrrCents ?? 0 : Tiers[change.tier].price_cents ?? 0),
     updatedAt: new Date(),
+    ...(change.managed !== undefined ? { managed: change.managed } : {}),
+    ...(change.managedBy !== undefined ? { managedBy: change.managedBy } : {}),
+    ...(change.managedNote !== undefined ? { managedNote: change.managedNote } : {}),
+    ...(change.customLimits !== undefined ? { customLimits: change.customLimits } : {}),
     ...(change.stripeSubscriptionId !== undefined ? { stripeSubscriptionId: change.stripeSubscriptionId } : {}),
     ...(change.stripeCustomerId !== undefined ? { stripeCustomerId: change.stripeCustomerId } : {}),
     ...(change.currentPeriodStart !== undefined ? { currentPeriodStart: change.currentPeriodStart } : {}),
@@ -68,10 +98,13 @@ export async function applySubscription(deps: Deps, tx: Executor, orgId: string,
   const [row] = before
     ? await tx.update(subscriptions).set(values).where(eq(subscriptions.orgId, orgId)).returning()
     : await tx.insert(subscriptions).values({ orgId, tenantId: change.tenantId ?? meta.tenantId, ...values }).returning();
-  if (!before || previousTier !== change.tier || previousStatus !== change.status) {
+  const limits = effectiveLimits(row);
+  const limitsChanged = JSON.stringify(limits) !== JSON.stringify(effectiveLimits(before));
+  if (!before || previousTier !== change.tier || previousStatus !== change.status || limitsChanged) {
     await deps.outbox.enqueue(tx, 'billing.subscription.changed', {
       subscriptionId: row!.stripeSubscriptionId, tier: change.tier, previousTier: before ? previousTier : 'free',
       status: change.status, userId: meta.actor.type === 'user' ? meta.actor.id : null, effectiveAt: new Date().toISOString(),
+      limits: limitsPayload(limits),
     }, { ...meta, tenantId: meta.tenantId ?? row!.tenantId, orgId });
   }
   return row!;
@@ -122,12 +155,18 @@ export async function endPlanOfDeletedOrg(deps: Pick<Ctx, 'outbox' | 'config'>, 
   const row = await findSubscription(tx, orgId, true);
   if (!row || (row.tier === 'free' && row.status === 'canceled')) return;
   if (row.stripeSubscriptionId && LIVE_STATUSES.has(row.status) && stripeConfigured(deps)) {
-    try {
-      await stripeClient(deps).subscriptions.cancel(row.stripeSubscriptionId, {}, { idempotencyKey: `aos-org-deleted-${orgId}` });
-    } catch (err) {
-      // Already cancelled or unknown to Stripe: nothing left to stop. Anything else is retried.
-      if (!(err instanceof Stripe.errors.StripeInvalidRequestError)) throw err;
-    }
+    await cancelStripeSubscription(deps, row.stripeSubscriptionId, `aos-org-deleted-${orgId}`);
   }
-  await applySubscription(deps, tx, orgId, { tier: 'free', status: 'canceled', pendingTier: null, pendingAt: null, cancelAtPeriodEnd: false }, meta);
+  await applySubscription(deps, tx, orgId, {
+    tier: 'free', status: 'canceled', pendingTier: null, pendingAt: null, cancelAtPeriodEnd: false, managed: false, customLimits: null,
+  }, meta);
+}
+
+/** Cancels a Stripe subscription now; one already cancelled or unknown to Stripe has nothing left to stop. */
+export async function cancelStripeSubscription(deps: Pick<Ctx, 'config'>, subscriptionId: string, idempotencyKey: string) {
+  try {
+    await stripeClient(deps).subscriptions.cancel(subscriptionId, {}, { idempotencyKey });
+  } catch (err) {
+    if (!(err instanceof Stripe.errors.StripeInvalidRequestError)) throw err;
+  }
 }

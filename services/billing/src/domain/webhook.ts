@@ -3,9 +3,9 @@ import type { Executor } from '@aos/db';
 import { and, eq, inArray, sql } from 'drizzle-orm';
 import type Stripe from 'stripe';
 import type { Ctx } from '../service.js';
-import { autoTopupRuns, customers } from '../db/schema.js';
+import { autoTopupRuns, customers, ledgerEntries } from '../db/schema.js';
 import { findPackage, Tiers, type Ledger, type TierSlug } from './catalog.js';
-import { post } from './ledger.js';
+import { bookUsage, lockAccount, post, REVERSAL_ACTION } from './ledger.js';
 import { applySubscription, findSubscription, isTier, type SubscriptionRow } from './subscriptions.js';
 
 type Deps = Pick<Ctx, 'outbox' | 'config'>;
@@ -72,6 +72,9 @@ export function periodOf(sub: Stripe.Subscription): { start: Date | null; end: D
 
 const ENDED = new Set(['canceled', 'incomplete_expired']);
 
+/** A platform admin's plan is not Stripe's to change (self-serve checkout and change-plan are refused too). */
+const MANAGED = 'ignored: plan managed by a platform admin';
+
 const INCLUDED_TOKENS = 'included_tokens';
 
 /** Included tokens granted since the current period's own grant (itself included). */
@@ -106,6 +109,7 @@ export async function applyStripeEvent(deps: Deps, tx: Executor, event: Stripe.E
       const meta = systemMeta(tenantId, orgId);
       const row = await findSubscription(tx, orgId, true);
       const subId = idOf(session.subscription);
+      if (row?.managed) return { orgId, outcome: MANAGED };
       if (row && row.stripeStateAt > event.created) {
         if (!row.stripeSubscriptionId && subId) await applySubscription(deps, tx, orgId, { tier: row.tier as TierSlug, status: row.status, stripeSubscriptionId: subId }, meta);
         return { orgId, outcome: 'stale: newer subscription state kept' };
@@ -127,6 +131,7 @@ export async function applyStripeEvent(deps: Deps, tx: Executor, event: Stripe.E
       const { orgId, tenantId } = owner;
       const meta = systemMeta(tenantId, orgId);
       const row = await findSubscription(tx, orgId, true);
+      if (row?.managed) return { orgId, outcome: MANAGED };
       if (row && row.stripeStateAt > event.created) return { orgId, outcome: 'stale: newer subscription state kept' };
       if (row?.stripeSubscriptionId && row.stripeSubscriptionId !== sub.id && !ENDED.has(row.status)) {
         return { orgId, outcome: 'ignored: not the current subscription' };
@@ -169,6 +174,7 @@ export async function applyStripeEvent(deps: Deps, tx: Executor, event: Stripe.E
       const row = await findSubscription(tx, orgId, true);
       if (event.type === 'invoice.paid') {
         await deps.outbox.enqueue(tx, 'billing.payment.succeeded', { stripeObjectId: invoice.id!, amountCents: invoice.amount_paid, currency: invoice.currency, userId: null }, meta);
+        if (row?.managed) return { orgId, outcome: `invoice paid; ${MANAGED}` };
         const tier = isTier(subMeta.tier) ? subMeta.tier : row && isTier(row.tier) ? row.tier : null;
         const included = tier ? Tiers[tier].limits.included_tokens : null;
         if (included && invoice.amount_paid > 0) {
@@ -190,7 +196,7 @@ export async function applyStripeEvent(deps: Deps, tx: Executor, event: Stripe.E
         stripeObjectId: invoice.id!, amountCents: invoice.amount_due, currency: invoice.currency,
         reason: invoice.last_finalization_error?.message ?? null, userId: null, email: invoice.customer_email ?? null,
       }, meta);
-      if (row && isTier(row.tier) && row.status !== 'canceled' && row.stripeStateAt <= event.created) {
+      if (row && !row.managed && isTier(row.tier) && row.status !== 'canceled' && row.stripeStateAt <= event.created) {
         await applySubscription(deps, tx, orgId, { tier: row.tier, status: 'past_due', stripeStateAt: event.created }, meta);
       }
       return { orgId, outcome: 'invoice payment failed' };
@@ -220,6 +226,8 @@ export async function applyStripeEvent(deps: Deps, tx: Executor, event: Stripe.E
       }, systemMeta(pi.metadata.tenant_id ?? null, orgId));
       return { orgId, outcome: crossingId ? 'auto top-up failed' : 'payment failed' };
     }
+    case 'charge.refunded':
+      return reversePurchase(deps, tx, event.data.object);
     default:
       return { orgId: null, outcome: 'ignored: unhandled type' };
   }
@@ -251,4 +259,41 @@ export async function creditPaymentIntent(deps: Deps, tx: Executor, pi: Stripe.P
     await deps.outbox.enqueue(tx, 'billing.topup.completed', { ledger: pkg.ledger, amount: pkg.amount, paymentIntentId: pi.id }, meta);
   }
   return `credited ${pkg.amount} ${pkg.ledger}`;
+}
+
+/**
+ * A refunded package purchase takes its tokens (or credits) back in proportion to what was
+ * refunded (all of them for a full refund). `amount_refunded` is cumulative, so each event
+ * reverses up to its total (reference `refund:<payment intent>:<total>`): replays and older
+ * partial refunds arriving late take nothing more. Tokens already spent are owed, like usage
+ * beyond the balance, and the next credit settles them.
+ */
+async function reversePurchase(deps: Deps, tx: Executor, charge: Stripe.Charge): Promise<{ orgId: string | null; outcome: Outcome }> {
+  const paymentIntent = idOf(charge.payment_intent as string | { id: string } | null);
+  if (!paymentIntent) return { orgId: null, outcome: 'ignored: not a payment intent charge' };
+  const [purchase] = await tx.select().from(ledgerEntries)
+    .where(and(eq(ledgerEntries.type, 'purchase'), eq(ledgerEntries.referenceId, paymentIntent), inArray(ledgerEntries.ledger, ['tokens', 'credits'])));
+  if (!purchase) return { orgId: null, outcome: 'ignored: not a credited package purchase' };
+  const { orgId } = purchase;
+  const total = charge.amount;
+  const refunded = charge.amount_refunded;
+  if (!Number.isSafeInteger(total) || !Number.isSafeInteger(refunded) || total <= 0 || refunded < 0 || refunded > total) {
+    return { orgId, outcome: 'ignored: invalid refund amounts' };
+  }
+  const target = refunded === total ? purchase.amount : Math.floor((purchase.amount * refunded) / total);
+  const prefix = `refund:${paymentIntent}:`;
+  // Two refund events of one charge serialise here, so what is already reversed is current.
+  await lockAccount(tx, orgId, purchase.ledger as Ledger);
+  const [done] = await tx.select({ s: sql<string>`COALESCE(sum(abs(${ledgerEntries.amount})), 0)::text` }).from(ledgerEntries).where(and(
+    eq(ledgerEntries.orgId, orgId), eq(ledgerEntries.action, REVERSAL_ACTION), sql`${ledgerEntries.type} IN ('reversal', 'overdraft')`,
+    sql`starts_with(${ledgerEntries.referenceId}, ${prefix})`,
+  ));
+  const amount = target - Number(done?.s ?? 0);
+  if (amount <= 0) return { orgId, outcome: 'refund already reversed' };
+  const meta = systemMeta(charge.metadata?.tenant_id ?? null, orgId);
+  const res = await bookUsage(deps, tx, {
+    orgId, ledger: purchase.ledger as Ledger, type: 'reversal', amount, referenceId: `${prefix}${target}`, action: REVERSAL_ACTION,
+    metadata: { charge_id: charge.id, payment_intent_id: paymentIntent, refunded_cents: refunded, charged_cents: total, purchase_entry_id: purchase.id },
+  }, meta);
+  return { orgId, outcome: `reversed ${amount} ${purchase.ledger}${res.shortfall > 0 ? ` (${res.shortfall} owed)` : ''}` };
 }

@@ -4,7 +4,7 @@ import { and, eq, lte, sql } from 'drizzle-orm';
 import type { Ctx } from '../service.js';
 import type * as schema from '../db/schema.js';
 import { autoTopupConfigs, autoTopupRuns, costRecords, usageEntities } from '../db/schema.js';
-import { post } from '../domain/ledger.js';
+import { bookUsage, post } from '../domain/ledger.js';
 import { endPlanOfDeletedOrg } from '../domain/subscriptions.js';
 import { enqueueTopup } from '../jobs/autotopup.js';
 
@@ -119,11 +119,11 @@ export function handlers(ctx: Ctx) {
         const meta = systemMeta(event.tenantId, orgId);
         const reference = `${RESERVED_REFERENCE_PREFIX}run:${runId}`;
         if (usage.totalTokens > 0) {
-          // The run already happened: book what the balance covers and record the shortfall.
-          await post(ctx, tx, {
-            orgId, ledger: 'tokens', type: 'consume', amount: usage.totalTokens, referenceId: reference, action: 'agent_run', userId,
+          // The run already happened: what the balance does not cover is owed, not forgiven.
+          await bookUsage(ctx, tx, {
+            orgId, ledger: 'tokens', amount: usage.totalTokens, referenceId: reference, action: 'agent_run', userId,
             metadata: { run_id: runId, agent_id: event.data.agentId, model, input_tokens: usage.inputTokens, output_tokens: usage.outputTokens },
-          }, meta, { clamp: true });
+          }, meta);
         }
         if (costUsd > 0 || usage.totalTokens > 0) {
           await tx.insert(costRecords).values({
@@ -133,7 +133,7 @@ export function handlers(ctx: Ctx) {
         }
         const cents = Math.ceil(Math.max(0, costUsd) * 100);
         if (cents > 0) {
-          await post(ctx, tx, { orgId, ledger: 'credits', type: 'consume', amount: cents, referenceId: reference, action: 'ai_cost', userId, metadata: { run_id: runId, cost_usd: costUsd } }, meta, { clamp: true });
+          await bookUsage(ctx, tx, { orgId, ledger: 'credits', amount: cents, referenceId: reference, action: 'ai_cost', userId, metadata: { run_id: runId, cost_usd: costUsd } }, meta);
         }
       },
     }),

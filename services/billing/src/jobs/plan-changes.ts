@@ -3,6 +3,8 @@ import { Queues } from '@aos/contracts';
 import { isNotNull } from 'drizzle-orm';
 import type { Ctx } from '../service.js';
 import { subscriptions } from '../db/schema.js';
+import type { JobEnvelope } from '@aos/queue';
+import { grantIncludedTokensForAll } from '../domain/managed-plans.js';
 import { applyDuePending, findSubscription } from '../domain/subscriptions.js';
 
 export interface PlanChangeJob { orgId: string }
@@ -37,8 +39,18 @@ export async function applyScheduledDowngrade(ctx: Ctx, { orgId }: PlanChangeJob
   });
 }
 
+const INCLUDED_TOKENS_SCHEDULER_ID = 'managed-included-tokens';
+const includedTokens = (ctx: Ctx) => grantIncludedTokensForAll(ctx);
+
 export async function startPlanChangeJobs(ctx: Ctx) {
-  ctx.queues.worker<PlanChangeJob>(Queues.planChanges, (payload) => applyScheduledDowngrade(ctx, payload), { concurrency: 2 });
+  ctx.queues.worker<PlanChangeJob | Record<string, never>>(Queues.planChanges, (payload, job) =>
+    job.name === 'included-tokens' ? includedTokens(ctx) : applyScheduledDowngrade(ctx, payload as PlanChangeJob), { concurrency: 2 });
+  // Managed plans (no Stripe invoice) get their included tokens each calendar month; the grant is
+  // idempotent per month, so the catch-up at start covers a month the job missed.
+  await includedTokens(ctx).catch((err: Error) => ctx.log.warn({ err: err.message }, 'included tokens of managed plans not granted at start'));
+  await ctx.queues.queue(Queues.planChanges).upsertJobScheduler(INCLUDED_TOKENS_SCHEDULER_ID, { pattern: '0 0 1 * *', tz: 'UTC' }, {
+    name: 'included-tokens', data: { payload: {}, trace: {} } satisfies JobEnvelope<Record<string, never>>, opts: { attempts: 5, backoff: { type: 'exponential', delay: 60_000 } },
+  }).catch((err: Error) => ctx.log.warn({ err: err.message }, 'could not schedule the monthly included tokens'));
   // Downgrades scheduled while Redis was unreachable (same job ids: no duplicates).
   const pending = await ctx.db.select({ orgId: subscriptions.orgId, pendingAt: subscriptions.pendingAt }).from(subscriptions).where(isNotNull(subscriptions.pendingTier));
   for (const row of pending) await schedulePlanChangeSafely(ctx, row.orgId, row.pendingAt);

@@ -6,6 +6,7 @@ import type { Ctx } from '../service.js';
 import { costRecords } from '../db/schema.js';
 import { monthStart } from '../domain/subscriptions.js';
 import { costProduct } from '../domain/costs.js';
+import { usedTokens } from '../domain/ledger.js';
 
 const Spend = Type.Object({ total_usd: Type.Number(), this_month_usd: Type.Number() });
 
@@ -23,7 +24,8 @@ export async function overviewRoutes(app: App, ctx: Ctx) {
           infra_spend: Type.Intersect([Spend, Type.Object({ by_source: Type.Array(Type.Object({ source: Type.String(), usd: Type.Number() })) })]),
           spend_by_product: Type.Array(Type.Object({ product: Nullable(Type.String()), ai_usd: Type.Number(), infra_usd: Type.Number() })),
           total_spend_usd: Type.Number(),
-          tokens: Type.Object({ consumed_this_month: Type.Integer(), purchased_this_month: Type.Integer() }),
+          tokens: Type.Object({ consumed_this_month: Type.Integer(), purchased_this_month: Type.Integer(), owed: Type.Integer({ description: 'outstanding: run usage beyond the balance, not yet settled' }) }),
+          credits: Type.Object({ owed_cents: Type.Integer() }),
         })),
       },
     },
@@ -53,8 +55,11 @@ export async function overviewRoutes(app: App, ctx: Ctx) {
     }).from(costRecords).where(and(orgId ? eq(costRecords.orgId, orgId) : undefined, gte(costRecords.occurredAt, since)))
       .groupBy(sql`1`).orderBy(sql`1 NULLS LAST`).limit(100);
     const tokens = await ctx.db.execute<{ consumed: string; purchased: string }>(sql`
-      SELECT COALESCE(-sum(amount) FILTER (WHERE type = 'consume'), 0)::text AS consumed, COALESCE(sum(amount) FILTER (WHERE type = 'purchase'), 0)::text AS purchased
-      FROM billing_ledger_entries WHERE ${orgFilter('org_id')} AND ledger = 'tokens' AND created_at >= ${since}`);
+      SELECT COALESCE(sum(abs(amount)) FILTER (WHERE ${usedTokens}), 0)::text AS consumed, COALESCE(sum(amount) FILTER (WHERE ledger = 'tokens' AND type = 'purchase'), 0)::text AS purchased
+      FROM billing_ledger_entries WHERE ${orgFilter('org_id')} AND ledger IN ('tokens', 'tokens_owed') AND created_at >= ${since}`);
+    const owed = await ctx.db.execute<{ tokens: string; credits: string }>(sql`
+      SELECT COALESCE(sum(balance) FILTER (WHERE ledger = 'tokens_owed'), 0)::text AS tokens, COALESCE(sum(balance) FILTER (WHERE ledger = 'credits_owed'), 0)::text AS credits
+      FROM billing_ledger_accounts WHERE ${orgFilter('org_id')} AND ledger IN ('tokens_owed', 'credits_owed')`);
 
     const kind = (k: string) => spend.rows.find((r) => r.kind === k);
     const usd = (v: string | undefined) => Math.round(Number(v ?? 0) * 1e6) / 1e6;
@@ -69,7 +74,8 @@ export async function overviewRoutes(app: App, ctx: Ctx) {
       infra_spend: { ...infra, by_source: bySource.rows.map((r) => ({ source: r.source, usd: usd(r.usd) })) },
       spend_by_product: byProduct.map((r) => ({ product: r.product, ai_usd: usd(r.ai), infra_usd: usd(r.infra) })),
       total_spend_usd: usd(String(ai.total_usd + infra.total_usd)),
-      tokens: { consumed_this_month: Number(tokens.rows[0]?.consumed ?? 0), purchased_this_month: Number(tokens.rows[0]?.purchased ?? 0) },
+      tokens: { consumed_this_month: Number(tokens.rows[0]?.consumed ?? 0), purchased_this_month: Number(tokens.rows[0]?.purchased ?? 0), owed: Number(owed.rows[0]?.tokens ?? 0) },
+      credits: { owed_cents: Number(owed.rows[0]?.credits ?? 0) },
     });
   });
 }

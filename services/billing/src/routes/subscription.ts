@@ -6,11 +6,12 @@ import { and, eq, gte, sql } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
 import type { Ctx } from '../service.js';
 import { costRecords, ledgerEntries } from '../db/schema.js';
+import { usedTokens } from '../domain/ledger.js';
 import { LimitsSchema, Tiers, TierSlugSchema, type TierSlug } from '../domain/catalog.js';
 import { balanceOf } from '../domain/ledger.js';
 import { createCheckout, priceIdOf } from '../domain/payments.js';
 import { callStripe, paymentsNotConfigured, stripeClient } from '../domain/stripe.js';
-import { applyDuePending, applySubscription, effectiveTier, isTier, LIVE_STATUSES, monthStart, usageOf, violations, type SubscriptionRow } from '../domain/subscriptions.js';
+import { applyDuePending, applySubscription, effectiveLimits, effectiveTier, isTier, LIVE_STATUSES, monthStart, refuseManaged, usageOf, violations, type SubscriptionRow } from '../domain/subscriptions.js';
 import { periodOf } from '../domain/webhook.js';
 import { schedulePlanChangeSafely } from '../jobs/plan-changes.js';
 
@@ -19,7 +20,9 @@ export const SubscriptionSchema = Type.Object({
   org_id: Type.String(), tier: Type.String(), tier_name: Type.String(), status: Type.String(), is_default: Type.Boolean(),
   price_cents: Nullable(Type.Integer()), stripe_subscription_id: Nullable(Type.String()), stripe_customer_id: Nullable(Type.String()),
   current_period_start: Nullable(Type.String()), current_period_end: Nullable(Type.String()), cancel_at_period_end: Type.Boolean(),
-  pending_tier: Nullable(Type.String()), pending_at: Nullable(Type.String()), limits: LimitsSchema, updated_at: Nullable(Type.String()),
+  pending_tier: Nullable(Type.String()), pending_at: Nullable(Type.String()), limits: LimitsSchema,
+  managed: Type.Boolean({ description: 'set by a platform admin (e.g. an Enterprise contract): self-serve changes are refused' }),
+  mrr_cents: Type.Integer(), updated_at: Nullable(Type.String()),
 });
 
 export function subscriptionView(orgId: string, row: SubscriptionRow | undefined) {
@@ -29,7 +32,7 @@ export function subscriptionView(orgId: string, row: SubscriptionRow | undefined
     price_cents: Tiers[tier].price_cents, stripe_subscription_id: row?.stripeSubscriptionId ?? null, stripe_customer_id: row?.stripeCustomerId ?? null,
     current_period_start: row?.currentPeriodStart?.toISOString() ?? null, current_period_end: row?.currentPeriodEnd?.toISOString() ?? null,
     cancel_at_period_end: row?.cancelAtPeriodEnd ?? false, pending_tier: row?.pendingTier ?? null, pending_at: row?.pendingAt?.toISOString() ?? null,
-    limits: Tiers[tier].limits, updated_at: row?.updatedAt.toISOString() ?? null,
+    limits: effectiveLimits(row), managed: row?.managed ?? false, mrr_cents: row?.mrrCents ?? 0, updated_at: row?.updatedAt.toISOString() ?? null,
   };
 }
 
@@ -84,6 +87,7 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
     const meta = metaFromPrincipal(request.principal);
     const target = request.body.tier as TierSlug;
     const cur = effectiveTier(row);
+    refuseManaged(row);
     if (target === 'enterprise') throw unprocessable('The Enterprise plan is arranged with sales', [{ tier: target }]);
     if (target === cur) {
       if (row?.pendingTier) {
@@ -174,7 +178,7 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
     const [usage, consumed, runs] = await Promise.all([usageOf(ctx.db, orgId), tokensConsumedSince(ctx, orgId, from), runsSince(ctx, orgId, from)]);
     const tier = effectiveTier(row);
     return ok({
-      tier, period_start: from.toISOString(), period_end: row?.currentPeriodEnd?.toISOString() ?? null, limits: Tiers[tier].limits,
+      tier, period_start: from.toISOString(), period_end: row?.currentPeriodEnd?.toISOString() ?? null, limits: effectiveLimits(row),
       usage: { ...usage, tokens_consumed: consumed, agent_runs: runs.n, ai_cost_usd: runs.cost },
     });
   });
@@ -189,17 +193,17 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
           subscription: SubscriptionSchema,
           metrics: Type.Object({ agents: Metric, seats: Metric, tasks_per_month: Metric }),
           rate_limits: Type.Object({ requests_per_minute: Nullable(Type.Integer()), requests_per_hour: Nullable(Type.Integer()) }),
-          tokens: Type.Object({ balance: Type.Integer(), included_per_period: Nullable(Type.Integer()), consumed_this_month: Type.Integer() }),
-          credits: Type.Object({ balance_cents: Type.Integer() }),
+          tokens: Type.Object({ balance: Type.Integer(), owed: Type.Integer(), included_per_period: Nullable(Type.Integer()), consumed_this_month: Type.Integer() }),
+          credits: Type.Object({ balance_cents: Type.Integer(), owed_cents: Type.Integer() }),
         })),
       },
     },
   }, async (request) => {
     const { orgId, row } = await current(request);
-    const tier = effectiveTier(row);
-    const limits = Tiers[tier].limits;
-    const [usage, balance, credits, consumed] = await Promise.all([
-      usageOf(ctx.db, orgId), balanceOf(ctx.db, orgId, 'tokens'), balanceOf(ctx.db, orgId, 'credits'), tokensConsumedSince(ctx, orgId, monthStart()),
+    const limits = effectiveLimits(row);
+    const [usage, balance, credits, owed, creditsOwed, consumed] = await Promise.all([
+      usageOf(ctx.db, orgId), balanceOf(ctx.db, orgId, 'tokens'), balanceOf(ctx.db, orgId, 'credits'),
+      balanceOf(ctx.db, orgId, 'tokens_owed'), balanceOf(ctx.db, orgId, 'credits_owed'), tokensConsumedSince(ctx, orgId, monthStart()),
     ]);
     const metric = (used: number, limit: number | null) => ({
       used, limit, remaining: limit === null ? null : Math.max(0, limit - used), percent: limit === null || limit === 0 ? null : Math.round((used / limit) * 1000) / 10,
@@ -208,8 +212,8 @@ export async function subscriptionRoutes(app: App, ctx: Ctx) {
       subscription: subscriptionView(orgId, row),
       metrics: { agents: metric(usage.agents, limits.agents), seats: metric(usage.seats, limits.seats), tasks_per_month: metric(usage.tasks_this_month, limits.tasks_per_month) },
       rate_limits: { requests_per_minute: limits.requests_per_minute, requests_per_hour: limits.requests_per_hour },
-      tokens: { balance, included_per_period: limits.included_tokens, consumed_this_month: consumed },
-      credits: { balance_cents: credits },
+      tokens: { balance, owed, included_per_period: limits.included_tokens, consumed_this_month: consumed },
+      credits: { balance_cents: credits, owed_cents: creditsOwed },
     });
   });
 }
@@ -230,9 +234,10 @@ async function restorePrice(ctx: Ctx, subId: string, tier: TierSlug, orgId: stri
   }));
 }
 
+/** Tokens used since `from`: what the balance covered plus what runs left owing. */
 async function tokensConsumedSince(ctx: Ctx, orgId: string, from: Date): Promise<number> {
-  const [r] = await ctx.db.select({ s: sql<string>`COALESCE(-sum(${ledgerEntries.amount}), 0)::text` }).from(ledgerEntries)
-    .where(and(eq(ledgerEntries.orgId, orgId), eq(ledgerEntries.ledger, 'tokens'), eq(ledgerEntries.type, 'consume'), gte(ledgerEntries.createdAt, from)));
+  const [r] = await ctx.db.select({ s: sql<string>`COALESCE(sum(abs(${ledgerEntries.amount})), 0)::text` }).from(ledgerEntries)
+    .where(and(eq(ledgerEntries.orgId, orgId), usedTokens, gte(ledgerEntries.createdAt, from)));
   return Number(r?.s ?? 0);
 }
 

@@ -6,7 +6,7 @@ import { Type } from '@sinclair/typebox';
 import { and, count, desc, eq, gte, lt, type SQL } from 'drizzle-orm';
 import type { Ctx } from '../service.js';
 import { ledgerEntries } from '../db/schema.js';
-import { balanceOf, EntryTypes, findByReference, journalSum, post, type Entry, type Posting, type PostResult } from '../domain/ledger.js';
+import { Accounts, balanceOf, EntryTypes, findByReference, journalSum, post, type Account, type Entry, type Posting, type PostResult } from '../domain/ledger.js';
 
 export const EntrySchema = Type.Object({
   id: Type.Integer(), ledger: Type.String(), type: Type.String(), amount: Type.Integer(), balance_after: Type.Integer(),
@@ -48,21 +48,27 @@ export async function tokenRoutes(app: App, ctx: Ctx) {
     config: { scope: 'billing:read' },
     schema: {
       tags: ['Tokens'], summary: "The organization's token balance",
-      response: { 200: Envelope(Type.Object({ org_id: Type.String(), balance: Type.Integer(), credit_balance_cents: Type.Integer(), updated_at: Nullable(Type.String()) })) },
+      response: {
+        200: Envelope(Type.Object({
+          org_id: Type.String(), balance: Type.Integer(), credit_balance_cents: Type.Integer(),
+          owed: Type.Integer({ description: 'tokens used beyond the balance (runs), settled first by the next credit' }),
+          credit_owed_cents: Type.Integer(), updated_at: Nullable(Type.String()),
+        })),
+      },
     },
   }, async (request) => {
     const orgId = orgOf(request);
-    const [balance, credits] = await Promise.all([balanceOf(ctx.db, orgId, 'tokens'), balanceOf(ctx.db, orgId, 'credits')]);
+    const [balance, credits, owed, creditsOwed] = await Promise.all((['tokens', 'credits', 'tokens_owed', 'credits_owed'] as const).map((a) => balanceOf(ctx.db, orgId, a)));
     const [last] = await ctx.db.select({ at: ledgerEntries.createdAt }).from(ledgerEntries)
       .where(and(eq(ledgerEntries.orgId, orgId), eq(ledgerEntries.ledger, 'tokens'))).orderBy(desc(ledgerEntries.id)).limit(1);
-    return ok({ org_id: orgId, balance, credit_balance_cents: credits, updated_at: last?.at.toISOString() ?? null });
+    return ok({ org_id: orgId, balance: balance!, credit_balance_cents: credits!, owed: owed!, credit_owed_cents: creditsOwed!, updated_at: last?.at.toISOString() ?? null });
   });
 
   app.get('/tokens/transactions', {
     config: { scope: 'billing:read' },
     schema: {
       tags: ['Tokens'], summary: 'Token ledger entries, newest first',
-      querystring: Type.Object({ ...PaginationQuery, type: Type.Optional(TypeQuery), ledger: Type.Optional(Type.Union([Type.Literal('tokens'), Type.Literal('credits')], { default: 'tokens', description: 'credits: the credit ledger (cents)' })), reference_id: Type.Optional(Type.String({ maxLength: 200 })),
+      querystring: Type.Object({ ...PaginationQuery, type: Type.Optional(TypeQuery), ledger: Type.Optional(Type.Union(Accounts.map((a) => Type.Literal(a)), { default: 'tokens', description: 'credits: the credit ledger (cents); tokens_owed / credits_owed: what is owed (overdrafts and settlements)' })), reference_id: Type.Optional(Type.String({ maxLength: 200 })),
         action: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
         from: Type.Optional(Type.String({ format: 'date-time', description: 'entries created at or after' })),
         to: Type.Optional(Type.String({ format: 'date-time', description: 'entries created before' })),
@@ -72,7 +78,7 @@ export async function tokenRoutes(app: App, ctx: Ctx) {
   }, async (request) => {
     const orgId = orgOf(request);
     const p = page(request.query);
-    const where: SQL[] = [eq(ledgerEntries.orgId, orgId), eq(ledgerEntries.ledger, request.query.ledger ?? 'tokens')];
+    const where: SQL[] = [eq(ledgerEntries.orgId, orgId), eq(ledgerEntries.ledger, (request.query.ledger ?? 'tokens') as Account)];
     if (request.query.type) where.push(eq(ledgerEntries.type, request.query.type));
     if (request.query.reference_id) where.push(eq(ledgerEntries.referenceId, request.query.reference_id));
     if (request.query.action) where.push(eq(ledgerEntries.action, request.query.action));
@@ -134,10 +140,16 @@ export async function tokenRoutes(app: App, ctx: Ctx) {
   // Not in the reference: a read-only proof that the balance equals the sum of the journal.
   app.get('/tokens/ledger-check', {
     config: { scope: 'billing:read' },
-    schema: { tags: ['Tokens'], summary: 'Balance vs. sum of ledger entries', response: { 200: Envelope(Type.Object({ balance: Type.Integer(), ledger_sum: Type.Integer(), consistent: Type.Boolean() })) } },
+    schema: {
+      tags: ['Tokens'], summary: 'Balance vs. sum of ledger entries (the token account and what is owed on it)',
+      response: { 200: Envelope(Type.Object({ balance: Type.Integer(), ledger_sum: Type.Integer(), owed: Type.Integer(), owed_sum: Type.Integer(), consistent: Type.Boolean() })) },
+    },
   }, async (request) => {
     const orgId = orgOf(request);
-    const [balance, sum] = await Promise.all([balanceOf(ctx.db, orgId, 'tokens'), journalSum(ctx.db, orgId, 'tokens')]);
-    return ok({ balance, ledger_sum: sum, consistent: balance === sum });
+    const [balance, sum, owed, owedSum] = await Promise.all([
+      balanceOf(ctx.db, orgId, 'tokens'), journalSum(ctx.db, orgId, 'tokens'), balanceOf(ctx.db, orgId, 'tokens_owed'), journalSum(ctx.db, orgId, 'tokens_owed'),
+    ]);
+    // Debt exists only once the balance is used up: a positive balance with something owed is inconsistent too.
+    return ok({ balance, ledger_sum: sum, owed, owed_sum: owedSum, consistent: balance === sum && owed === owedSum && (balance === 0 || owed === 0) });
   });
 }

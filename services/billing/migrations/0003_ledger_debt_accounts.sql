@@ -1,0 +1,7 @@
+ALTER TABLE "billing_ledger_entries" DROP CONSTRAINT "billing_ledger_entries_type_ck";--> statement-breakpoint
+ALTER TABLE "billing_ledger_entries" DROP CONSTRAINT "billing_ledger_entries_ledger_ck";--> statement-breakpoint
+ALTER TABLE "billing_ledger_entries" DROP CONSTRAINT "billing_ledger_entries_sign_ck";--> statement-breakpoint
+ALTER TABLE "billing_ledger_entries" ADD CONSTRAINT "billing_ledger_entries_owed_ck" CHECK (CASE WHEN "billing_ledger_entries"."ledger" IN ('tokens_owed','credits_owed') THEN "billing_ledger_entries"."type" IN ('overdraft','settlement') ELSE "billing_ledger_entries"."type" <> 'overdraft' END);--> statement-breakpoint
+ALTER TABLE "billing_ledger_entries" ADD CONSTRAINT "billing_ledger_entries_type_ck" CHECK ("billing_ledger_entries"."type" IN ('consume','purchase','bonus','signup_bonus','admin_grant','refund','overdraft','settlement'));--> statement-breakpoint
+ALTER TABLE "billing_ledger_entries" ADD CONSTRAINT "billing_ledger_entries_ledger_ck" CHECK ("billing_ledger_entries"."ledger" IN ('tokens','credits','tokens_owed','credits_owed'));--> statement-breakpoint
+ALTER TABLE "billing_ledger_entries" ADD CONSTRAINT "billing_ledger_entries_sign_ck" CHECK (("billing_ledger_entries"."type" IN ('consume','settlement')) = ("billing_ledger_entries"."amount" < 0) AND "billing_ledger_entries"."amount" <> 0);

@@ -1,0 +1,2 @@
+ALTER TABLE "billing_auto_topup_runs" ADD COLUMN "claimed_at" timestamp with time zone;--> statement-breakpoint
+CREATE INDEX "billing_auto_topup_runs_open_idx" ON "billing_auto_topup_runs" USING btree ("status") WHERE "billing_auto_topup_runs"."status" IN ('pending', 'processing');

@@ -1,0 +1,4 @@
+ALTER TABLE "billing_ledger_entries" DROP CONSTRAINT "billing_ledger_entries_type_ck";--> statement-breakpoint
+ALTER TABLE "billing_ledger_entries" DROP CONSTRAINT "billing_ledger_entries_sign_ck";--> statement-breakpoint
+ALTER TABLE "billing_ledger_entries" ADD CONSTRAINT "billing_ledger_entries_type_ck" CHECK ("billing_ledger_entries"."type" IN ('consume','purchase','bonus','signup_bonus','admin_grant','refund','overdraft','settlement','reversal'));--> statement-breakpoint
+ALTER TABLE "billing_ledger_entries" ADD CONSTRAINT "billing_ledger_entries_sign_ck" CHECK (("billing_ledger_entries"."type" IN ('consume','settlement','reversal')) = ("billing_ledger_entries"."amount" < 0) AND "billing_ledger_entries"."amount" <> 0);
