@@ -1,10 +1,10 @@
 import { systemMeta, type EventMeta } from '@aos/bus';
 import { isUniqueViolation } from '@aos/db';
-import { and, desc, eq } from 'drizzle-orm';
+import { and, desc, eq, inArray } from 'drizzle-orm';
 import { createHash, randomBytes } from 'node:crypto';
 import { rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { backups } from '../db/schema.js';
+import { backups, restores } from '../db/schema.js';
 import type { Ctx } from '../service.js';
 import { appendNoFollow, createExclusive, ensureDir, fsyncPath, hashFile, openRegular } from './files.js';
 import { insertLeased } from './lease.js';
@@ -253,13 +253,18 @@ export async function removeDumpFile(ctx: Ctx, filename: string): Promise<boolea
 
 /**
  * Keeps, per database, the newest BACKUP_KEEP_LAST completed backups plus the newest one of
- * each of the last BACKUP_KEEP_DAILY_DAYS UTC days; deletes the rest. Returns deleted filenames.
+ * each of the last BACKUP_KEEP_DAILY_DAYS UTC days, and any backup a restore is queued or running
+ * for; deletes the rest. Returns deleted filenames.
  */
 export async function applyRetention(ctx: Ctx, database: string, now = new Date()): Promise<string[]> {
   const rows = await ctx.db.select().from(backups)
     .where(and(eq(backups.database, database), eq(backups.status, 'completed')))
     .orderBy(desc(backups.completedAt), desc(backups.id));
   const keep = new Set<number>(rows.slice(0, ctx.config.BACKUP_KEEP_LAST).map((r) => r.id));
+  // A backup that is being restored stays until the restore has finished.
+  const restoring = await ctx.db.select({ id: restores.backupId }).from(restores)
+    .where(and(eq(restores.database, database), inArray(restores.status, ['queued', 'running'])));
+  for (const r of restoring) keep.add(r.id);
   const days = ctx.config.BACKUP_KEEP_DAILY_DAYS;
   if (days > 0) {
     const cutoff = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate()) - (days - 1) * 86_400_000;

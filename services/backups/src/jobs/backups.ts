@@ -1,6 +1,7 @@
 import { Queues } from '@aos/contracts';
 import { applyRetention, backupEnv, pushOffsite, runBackup } from '../domain/backup.js';
 import { recoverInterrupted } from '../domain/recovery.js';
+import { runRestore, type RestoreJob } from '../domain/restores.js';
 import type { Ctx } from '../service.js';
 
 export interface BackupJob {
@@ -44,6 +45,12 @@ export async function startBackupJobs(ctx: Ctx): Promise<void> {
     // A dump can take long; the lock is renewed while the process lives.
     lockDuration: 120_000,
   });
+  // Restores have their own queue: one is never stuck behind long dumps of every database.
+  ctx.queues.worker<RestoreJob>(Queues.backupRestores, async (payload) => {
+    await recover(ctx);
+    const done = await runRestore(ctx, payload.restoreId);
+    return { status: done?.status ?? 'skipped' };
+  }, { concurrency: ctx.config.BACKUP_CONCURRENCY, lockDuration: 120_000 });
   const queue = ctx.queues.queue(Queues.backups);
   if (ctx.config.BACKUP_CRON) {
     await queue.upsertJobScheduler(SCHEDULER_ID, { pattern: ctx.config.BACKUP_CRON, tz: 'UTC' }, {
