@@ -1,6 +1,6 @@
 import { systemMeta, type EventMeta } from '@aos/bus';
 import { isUniqueViolation } from '@aos/db';
-import { and, desc, eq, inArray } from 'drizzle-orm';
+import { and, desc, eq, inArray, ne } from 'drizzle-orm';
 import { createHash, randomBytes } from 'node:crypto';
 import { rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -11,7 +11,7 @@ import { insertLeased } from './lease.js';
 import { GitOffsite } from './offsite.js';
 import { redactS3, s3Put, type S3Settings } from './s3.js';
 import { connect, countTables, pgEnv, redact, runTool } from './pg.js';
-import { backupFilename, parseDatabaseUrls, resolveBackupDir, safePath } from './targets.js';
+import { backupFilename, FILENAME_RE, parseDatabaseUrls, resolveBackupDir, safePath } from './targets.js';
 
 export type BackupRow = typeof backups.$inferSelect;
 
@@ -220,9 +220,12 @@ export async function pushOffsite(ctx: Ctx, row: BackupRow): Promise<void> {
   }
   if (!env.offsite) return;
   try {
-    const ref = await env.offsite.push(path, row.filename, row.sha256);
-    await ctx.db.update(backups).set({ offsiteStatus: 'pushed', offsiteRef: ref, offsiteError: null, offsiteAt: new Date() }).where(eq(backups.id, row.id));
-    await logLine(ctx, `OFFSITE ${row.filename} git ${ref}`);
+    const also = await failedPushes(ctx, row.id);
+    const { ref, removed } = await env.offsite.push({ path, filename: row.filename, sha256: row.sha256 }, { also, prune: (onBranch) => deletedAmong(ctx, onBranch) });
+    await ctx.db.update(backups).set({ offsiteStatus: 'pushed', offsiteRef: ref, offsiteError: null, offsiteAt: new Date() })
+      .where(inArray(backups.id, [row.id, ...also.map((a) => a.id)]));
+    const extra = [...(also.length > 0 ? [`also ${also.map((a) => a.filename).join(' ')}`] : []), ...(removed.length > 0 ? [`removed from the branch: ${removed.join(' ')}`] : [])];
+    await logLine(ctx, `OFFSITE ${row.filename} git ${ref}${extra.length > 0 ? ` (${extra.join('; ')})` : ''}`);
   } catch (err) {
     // git names the remote in its errors; a token in the URL's userinfo must not be stored.
     const message = ((err as { stderr?: string }).stderr || (err as Error).message || 'push failed').replace(/\/\/[^/@\s]+@/g, '//***@').slice(0, 2_000);
@@ -230,6 +233,38 @@ export async function pushOffsite(ctx: Ctx, row: BackupRow): Promise<void> {
     ctx.log.warn({ backupId: row.id, err: message }, 'offsite push failed');
     await logLine(ctx, `OFFSITE FAILED ${row.filename}`);
   }
+}
+
+/** Earlier push attempts that failed, retried with the next push: the newest few completed backups still on disk. */
+async function failedPushes(ctx: Ctx, exceptId: number): Promise<{ id: number; path: string; filename: string; sha256: string }[]> {
+  const { dir } = backupEnv(ctx);
+  const rows = await ctx.db.select().from(backups)
+    .where(and(eq(backups.status, 'completed'), eq(backups.offsiteStatus, 'failed'), ne(backups.id, exceptId)))
+    .orderBy(desc(backups.completedAt), desc(backups.id)).limit(RETRY_PUSHES);
+  const out = [];
+  for (const r of rows) {
+    const path = safePath(dir, r.filename);
+    // Only regular files that still hash to the recorded checksum (a changed file is not pushed as that backup).
+    if (!path || !r.sha256 || (await hashFile(path).catch(() => null))?.sha256 !== r.sha256) continue;
+    out.push({ id: r.id, path, filename: r.filename, sha256: r.sha256 });
+  }
+  return out;
+}
+
+/** Failed git pushes of earlier backups added to the next push. */
+const RETRY_PUSHES = 10;
+
+/**
+ * The files among `filenames` whose backups were deleted here (by retention or by hand): the
+ * offsite branch drops them from its tree at the next push. Files this service never recorded
+ * (another deployment's, say) are left alone.
+ */
+async function deletedAmong(ctx: Ctx, filenames: string[]): Promise<string[]> {
+  const ours = filenames.filter((f) => FILENAME_RE.test(f));
+  if (ours.length === 0) return [];
+  const rows = await ctx.db.select({ filename: backups.filename }).from(backups)
+    .where(and(eq(backups.status, 'deleted'), inArray(backups.filename, ours)));
+  return rows.map((r) => r.filename);
 }
 
 /** Removes a backup's file and marks the row deleted. */

@@ -12,7 +12,7 @@ export interface BackupJob {
 
 export const SCHEDULER_ID = 'backup-schedule';
 
-/** Dumps each requested database, then pushes offsite and applies retention for it. */
+/** Dumps each requested database, then applies retention and pushes offsite for it. */
 export async function processBackupJob(ctx: Ctx, payload: BackupJob, jobId: string | null): Promise<{ ids: number[] }> {
   // What a crashed replica left behind is cleaned up by the next job anywhere, not only at a restart.
   await recover(ctx);
@@ -23,8 +23,9 @@ export async function processBackupJob(ctx: Ctx, payload: BackupJob, jobId: stri
     const row = await runBackup(ctx, name, payload.trigger, jobId);
     ids.push(row.id);
     if (row.status !== 'completed') continue;
-    await pushOffsite(ctx, row);
+    // Retention first: the offsite push then drops what it deleted from the git branch in the same commit.
     await applyRetention(ctx, name).catch((err: Error) => ctx.log.warn({ err: err.message, database: name }, 'retention failed'));
+    await pushOffsite(ctx, row);
   }
   return { ids };
 }
