@@ -1,6 +1,6 @@
 import { systemMeta, type EventMeta } from '@aos/bus';
 import { isUniqueViolation } from '@aos/db';
-import { and, desc, eq, inArray, ne } from 'drizzle-orm';
+import { and, desc, eq, inArray, ne, type SQL } from 'drizzle-orm';
 import { createHash, randomBytes } from 'node:crypto';
 import { rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -9,7 +9,7 @@ import type { Ctx } from '../service.js';
 import { appendNoFollow, createExclusive, ensureDir, fsyncPath, hashFile, openRegular } from './files.js';
 import { insertLeased } from './lease.js';
 import { GitOffsite } from './offsite.js';
-import { redactS3, s3Put, type S3Settings } from './s3.js';
+import { redactS3, s3Delete, s3Put, type S3Settings } from './s3.js';
 import { connect, countTables, pgEnv, redact, runTool } from './pg.js';
 import { backupFilename, FILENAME_RE, parseDatabaseUrls, resolveBackupDir, safePath } from './targets.js';
 
@@ -200,28 +200,21 @@ async function countInSnapshot(url: string, snapshot: string): Promise<Record<st
   }
 }
 
+/** A completed backup's file, as copied offsite. */
+interface BackupFile { id: number; path: string; filename: string; sha256: string }
+
 /** Copies a completed backup to every configured offsite target, recording each outcome on the row (never throws). */
 export async function pushOffsite(ctx: Ctx, row: BackupRow): Promise<void> {
   const env = backupEnv(ctx);
   if (row.status !== 'completed' || !row.sha256) return;
   const path = safePath(env.dir, row.filename);
   if (!path) return;
-  if (env.s3) {
-    try {
-      const key = await s3Put(env.s3, path, row.filename, row.sha256, ctx.config.BACKUP_TIMEOUT_MS);
-      await ctx.db.update(backups).set({ s3Status: 'uploaded', s3Key: key, s3Error: null, s3At: new Date() }).where(eq(backups.id, row.id));
-      await logLine(ctx, `OFFSITE ${row.filename} s3 ${key}`);
-    } catch (err) {
-      const message = redactS3((err as Error).message || 'upload failed', env.s3);
-      await ctx.db.update(backups).set({ s3Status: 'failed', s3Error: message, s3At: new Date() }).where(eq(backups.id, row.id));
-      ctx.log.warn({ backupId: row.id, err: message }, 's3 upload failed');
-      await logLine(ctx, `OFFSITE FAILED ${row.filename} s3`);
-    }
-  }
+  const file = { id: row.id, path, filename: row.filename, sha256: row.sha256 };
+  if (env.s3) await syncS3(ctx, env.s3, file);
   if (!env.offsite) return;
   try {
     const also = await failedPushes(ctx, row.id);
-    const { ref, removed } = await env.offsite.push({ path, filename: row.filename, sha256: row.sha256 }, { also, prune: (onBranch) => deletedAmong(ctx, onBranch) });
+    const { ref, removed } = await env.offsite.push(file, { also, prune: (onBranch) => deletedAmong(ctx, onBranch) });
     await ctx.db.update(backups).set({ offsiteStatus: 'pushed', offsiteRef: ref, offsiteError: null, offsiteAt: new Date() })
       .where(inArray(backups.id, [row.id, ...also.map((a) => a.id)]));
     const extra = [...(also.length > 0 ? [`also ${also.map((a) => a.filename).join(' ')}`] : []), ...(removed.length > 0 ? [`removed from the branch: ${removed.join(' ')}`] : [])];
@@ -235,24 +228,62 @@ export async function pushOffsite(ctx: Ctx, row: BackupRow): Promise<void> {
   }
 }
 
-/** Earlier push attempts that failed, retried with the next push: the newest few completed backups still on disk. */
-async function failedPushes(ctx: Ctx, exceptId: number): Promise<{ id: number; path: string; filename: string; sha256: string }[]> {
+/**
+ * Uploads the backup, and earlier ones whose upload failed, to the bucket, then deletes the
+ * objects of backups deleted here (retention or by hand: `s3.status` becomes `removed`). Each
+ * outcome is recorded on its row; nothing here fails the backup.
+ */
+async function syncS3(ctx: Ctx, s3: S3Settings, file: BackupFile): Promise<void> {
+  for (const r of [file, ...await failedUploads(ctx, file.id)]) {
+    try {
+      const key = await s3Put(s3, r.path, r.filename, r.sha256, ctx.config.BACKUP_TIMEOUT_MS);
+      await ctx.db.update(backups).set({ s3Status: 'uploaded', s3Key: key, s3Error: null, s3At: new Date() }).where(eq(backups.id, r.id));
+      await logLine(ctx, `OFFSITE ${r.filename} s3 ${key}`);
+    } catch (err) {
+      const message = redactS3((err as Error).message || 'upload failed', s3);
+      await ctx.db.update(backups).set({ s3Status: 'failed', s3Error: message, s3At: new Date() }).where(eq(backups.id, r.id));
+      ctx.log.warn({ backupId: r.id, err: message }, 's3 upload failed');
+      await logLine(ctx, `OFFSITE FAILED ${r.filename} s3`);
+    }
+  }
+  const gone = await ctx.db.select().from(backups).where(and(eq(backups.status, 'deleted'), eq(backups.s3Status, 'uploaded'))).limit(100);
+  for (const r of gone) {
+    try {
+      await s3Delete(s3, r.s3Key ?? `${s3.prefix}${r.filename}`);
+      await ctx.db.update(backups).set({ s3Status: 'removed', s3Error: null, s3At: new Date() }).where(eq(backups.id, r.id));
+      await logLine(ctx, `OFFSITE REMOVED ${r.filename} s3`);
+    } catch (err) {
+      // Stays `uploaded` with the error: the next backup tries again.
+      await ctx.db.update(backups).set({ s3Error: redactS3((err as Error).message || 'delete failed', s3) }).where(eq(backups.id, r.id));
+    }
+  }
+}
+
+/** Completed backups still on disk (unchanged) whose upload failed: retried with the next backup. */
+const failedUploads = (ctx: Ctx, exceptId: number) => unchangedBackups(ctx, and(eq(backups.s3Status, 'failed'), ne(backups.id, exceptId))!);
+
+/** Completed backups whose git push failed: carried by the next push. */
+const failedPushes = (ctx: Ctx, exceptId: number) => unchangedBackups(ctx, and(eq(backups.offsiteStatus, 'failed'), ne(backups.id, exceptId))!);
+
+/** How many earlier failed copies (per target) go along with the next backup. */
+const RETRY_PUSHES = 10;
+
+/**
+ * The newest few completed backups matching `where` whose file is still a regular file with the
+ * recorded SHA-256 (a changed file is never copied offsite as that backup).
+ */
+async function unchangedBackups(ctx: Ctx, where: SQL): Promise<BackupFile[]> {
   const { dir } = backupEnv(ctx);
-  const rows = await ctx.db.select().from(backups)
-    .where(and(eq(backups.status, 'completed'), eq(backups.offsiteStatus, 'failed'), ne(backups.id, exceptId)))
+  const rows = await ctx.db.select().from(backups).where(and(eq(backups.status, 'completed'), where))
     .orderBy(desc(backups.completedAt), desc(backups.id)).limit(RETRY_PUSHES);
-  const out = [];
+  const out: BackupFile[] = [];
   for (const r of rows) {
     const path = safePath(dir, r.filename);
-    // Only regular files that still hash to the recorded checksum (a changed file is not pushed as that backup).
     if (!path || !r.sha256 || (await hashFile(path).catch(() => null))?.sha256 !== r.sha256) continue;
     out.push({ id: r.id, path, filename: r.filename, sha256: r.sha256 });
   }
   return out;
 }
-
-/** Failed git pushes of earlier backups added to the next push. */
-const RETRY_PUSHES = 10;
 
 /**
  * The files among `filenames` whose backups were deleted here (by retention or by hand): the
