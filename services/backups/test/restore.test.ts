@@ -158,6 +158,28 @@ describe('asynchronous restore', () => {
     for (const bad of ['', 'k'.repeat(201)]) expect((await restore(backup.filename, { 'idempotency-key': bad })).statusCode).toBe(400);
   });
 
+  it('concurrent requests: one restore per database, and one per Idempotency-Key (every retry answers it)', async () => {
+    const queue = svc.ctx.queues.queue(Queues.backupRestores);
+    await queue.pause(); // the first stays queued while the others arrive
+    let ids: number[] = [];
+    try {
+      const burst = await Promise.all([backup.filename, backup.filename, older.filename, backup.filename].map((f) => restore(f)));
+      expect(burst.map((r) => r.statusCode).sort()).toEqual([202, 409, 409, 409]);
+      ids.push(burst.find((r) => r.statusCode === 202)!.json().data.id);
+      await queue.resume();
+      expect((await settled(ids[0]!)).status).toBe('succeeded');
+      await queue.pause();
+      const headers = { 'idempotency-key': `burst-${Date.now()}` };
+      const same = await Promise.all([1, 2, 3, 4].map(() => restore(backup.filename, headers)));
+      expect(same.map((r) => r.statusCode)).toEqual([202, 202, 202, 202]);
+      ids = [...new Set(same.map((r) => r.json().data.id as number))];
+      expect(ids.length).toBe(1);
+    } finally {
+      await queue.resume();
+    }
+    expect((await settled(ids[0]!)).status).toBe('succeeded');
+  });
+
   it('a file changed since the dump: 422 at once and nothing recorded; when too large to hash in time, the job refuses it instead', async () => {
     const file = join(fx.dir, backup.filename);
     const original = readFileSync(file);

@@ -80,10 +80,9 @@ export async function queueRestore(ctx: Ctx, row: BackupRow, meta: EventMeta, ke
     });
   } catch (err) {
     if (!isUniqueViolation(err)) throw err;
-    if (keyHash && (err as { constraint?: string }).constraint === 'backup_restores_idempotency_uq') {
-      const first = await restoreByKey(ctx, keyHash);
-      if (first) return { restore: first, replay: true };
-    }
+    // The same key raced us (it may have tripped the one-per-database index first): answer its row.
+    const first = keyHash ? await restoreByKey(ctx, keyHash) : null;
+    if (first) return { restore: first, replay: true };
     throw new ActiveRestoreError(await activeRestore(ctx, { database: row.database }), row.database);
   }
   const { id, lease } = inserted;
