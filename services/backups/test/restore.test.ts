@@ -108,6 +108,26 @@ describe('asynchronous restore', () => {
     }
   });
 
+  it('a restore cut off at BACKUP_TIMEOUT_MS fails and its server session is ended at once (no locks left behind)', async () => {
+    Object.assign(svc.ctx.config, { BACKUP_TIMEOUT_MS: 1_000, BACKUP_RESTORE_LOCK_TIMEOUT_MS: 600_000 });
+    await sql(fx.seed.url, `INSERT INTO customers (name) VALUES ('after the backup')`);
+    const holder = await holdLock('extra.events'); // pg_restore has written (dropped constraints) when it blocks here
+    try {
+      const res = await restore(backup.filename);
+      expect(res.statusCode, res.body).toBe(202);
+      const done = await settled(res.json().data.id);
+      expect(done.status).toBe('failed');
+      expect(done.error).toMatch(/timed out after 1000 ms.*rolled back, the database is unchanged$/s);
+      // Killing pg_restore alone would leave its backend waiting on the lock, holding what it took.
+      expect(await sql(fx.seed.url, `SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'aos-backups-restore-%'`)).toEqual([]);
+    } finally {
+      Object.assign(svc.ctx.config, { BACKUP_TIMEOUT_MS: 1_800_000, BACKUP_RESTORE_LOCK_TIMEOUT_MS: 10_000 });
+      await holder.release();
+    }
+    expect((await rowCounts(fx.seed.url))['public.customers']).toBe(26);
+    await sql(fx.seed.url, `DELETE FROM customers WHERE name = 'after the backup'`);
+  });
+
   it('one restore per database: a second request while one runs → 409 naming it; the backup cannot be deleted or pruned meanwhile', async () => {
     const holder = await holdLock('orders');
     let first: RestoreJson;

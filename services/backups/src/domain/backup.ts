@@ -10,7 +10,7 @@ import { appendNoFollow, createExclusive, ensureDir, fsyncPath, hashFile, openRe
 import { insertLeased } from './lease.js';
 import { GitOffsite } from './offsite.js';
 import { redactS3, s3Delete, s3Put, type S3Settings } from './s3.js';
-import { connect, countTables, pgEnv, redact, runTool } from './pg.js';
+import { connect, countTables, pgEnv, redact, runTool, terminateSessions } from './pg.js';
 import { backupFilename, FILENAME_RE, parseDatabaseUrls, resolveBackupDir, safePath } from './targets.js';
 
 export type BackupRow = typeof backups.$inferSelect;
@@ -169,6 +169,8 @@ async function dump(ctx: Ctx, env: BackupEnv, row: BackupRow, url: string): Prom
     await logLine(ctx, `OK ${row.filename} size=${size} sha256=${sha256}`);
     return done;
   } catch (err) {
+    // A pg_dump killed at BACKUP_TIMEOUT_MS leaves its server session (and its place in lock queues) until it next talks to it.
+    await terminateSessions(url, dumpSessionName(env, row.id)).catch(() => 0);
     await unlink(tmp).catch(() => {});
     if (renamed) await unlink(final).catch(() => {});
     const message = redact((err as Error).message || 'backup failed', url);

@@ -6,7 +6,7 @@ import type { Ctx } from '../service.js';
 import { backupEnv, logLine, systemEventMeta, type BackupEnv, type BackupRow } from './backup.js';
 import { hashHandle, openBackupFile } from './files.js';
 import { tryLease, type Lease } from './lease.js';
-import { connect, countDatabase, onServer, pgEnv, quoteIdent, redact, runTool, withDatabase } from './pg.js';
+import { connect, countDatabase, onServer, pgEnv, quoteIdent, redact, runTool, terminateSessions, withDatabase } from './pg.js';
 
 export class BusyError extends Error {}
 export class RestoreError extends Error {}
@@ -159,6 +159,8 @@ async function restoreLocked(ctx: Ctx, env: BackupEnv, row: BackupRow, url: stri
         `--dbname=${new URL(url).pathname.slice(1)}`], { ...pgEnv(url), PGAPPNAME: hooks.session }, ctx.config.BACKUP_TIMEOUT_MS, fh.fd);
       if (res.code !== 0) {
         await watchdog.stop(); // a cancel in flight is counted before deciding what failed
+        // pg_restore killed at BACKUP_TIMEOUT_MS leaves its server session running until it next talks to it: end it (and its locks) now.
+        await terminateSessions(url, hooks.session).catch(() => 0);
         const message = watchdog.fired()
           ? `lock timeout: waited more than ${ctx.config.BACKUP_RESTORE_LOCK_TIMEOUT_MS} ms for a lock held by another session of ${row.database}; rolled back, the database is unchanged`
           : `${redact(res.stderr || `pg_restore exited with code ${res.code}`, url)}; rolled back, the database is unchanged`;
