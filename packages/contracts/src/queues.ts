@@ -11,6 +11,7 @@ export const Queues = {
   webhookDelivery: 'webhook-delivery',
   email: 'email',
   backups: 'backups',
+  backupRestores: 'backup-restores',
   autoTopup: 'auto-topup',
   planChanges: 'plan-changes',
   identityCleanup: 'identity-cleanup',

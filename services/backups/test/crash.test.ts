@@ -33,7 +33,7 @@ async function freePort(): Promise<number> {
   return p;
 }
 
-async function startProcess(): Promise<ChildProcess> {
+async function startProcess(extraEnv: Record<string, string> = {}): Promise<ChildProcess> {
   const urls = infraUrls();
   const withPassword = new URL(seed.url);
   withPassword.password = PASSWORD; // the server trusts local connections; the password must still never show up
@@ -45,6 +45,7 @@ async function startProcess(): Promise<ChildProcess> {
       REDIS_PREFIX: namespace.redisPrefix, BUS_SUBJECT_ROOT: namespace.bus.subjectRoot, BUS_STREAM: namespace.bus.stream, BUS_DLQ_STREAM: namespace.bus.deadLetterStream,
       INTERNAL_TOKEN_PUBLIC_JWK: (await internalKeys()).publicJwk, OUTBOX_POLL_MS: '200',
       BACKUP_DIR: dir, BACKUP_DATABASE_URLS: JSON.stringify({ seed: withPassword.toString() }),
+      ...extraEnv,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -62,6 +63,15 @@ async function call(method: string, path: string, body?: object) {
     body: body ? JSON.stringify(body) : undefined,
   });
   return { status: res.status, json: (await res.json().catch(() => null)) as { data: unknown } | null };
+}
+
+async function killAll(): Promise<void> {
+  for (const c of children) {
+    if (c.exitCode !== null || c.signalCode !== null) continue;
+    const exited = new Promise((r) => c.once('exit', r));
+    c.kill('SIGKILL');
+    await exited;
+  }
 }
 
 const dumpSessions = () => sql<{ pid: number; wait: string | null }>(seed.url,
@@ -137,6 +147,79 @@ describe('a backup process killed mid-dump', () => {
     expect(done.status).toBe('completed');
     expect(existsSync(join(dir, done.filename))).toBe(true);
     expect(pgRestoreList(join(dir, done.filename))).toContain('TABLE DATA public orders');
+    expect(output).not.toContain(PASSWORD);
+  }, 120_000);
+});
+
+describe('a process killed while pg_restore runs', () => {
+  // The watchdog would cancel a restore waiting on a lock; here the lock is what keeps pg_restore running until the kill.
+  const noWatchdog = { BACKUP_RESTORE_LOCK_TIMEOUT_MS: '600000' };
+  const restoreSessions = () => sql<{ pid: number }>(seed.url, `SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'aos-backups-restore-%'`);
+  let filename: string;
+
+  /** Starts a restore that writes (its transaction gets an id), then blocks on a lock of extra.events; kills the process. */
+  async function killMidRestore(holder: pg.Client): Promise<number> {
+    await killAll();
+    await startProcess(noWatchdog);
+    if (!filename) {
+      const trig = await call('POST', '/backups/trigger', { database: 'seed' });
+      const jobId = (trig.json!.data as { job_id: string }).job_id;
+      filename = (await waitFor(async () => (await sql<{ filename: string }>(own.url, `SELECT filename FROM backups WHERE job_id = '${jobId}' AND status = 'completed'`))[0]?.filename, { timeoutMs: 30_000 }));
+    }
+    await sql(seed.url, `INSERT INTO customers (name) VALUES ('after the backup')`);
+    await holder.query('BEGIN');
+    await holder.query('LOCK TABLE extra.events IN ACCESS SHARE MODE'); // dropped after the constraints: pg_restore has written by then
+    const res = await call('POST', `/backups/${filename}/restore`, { confirm: filename });
+    expect(res.status).toBe(202);
+    const id = (res.json!.data as { id: number }).id;
+    await waitFor(async () => (await sql<{ xid: string | null }>(own.url, `SELECT xid FROM backup_restores WHERE id = ${id}`))[0]?.xid, { timeoutMs: 20_000, message: 'restore transaction id recorded' });
+    await waitFor(async () => (await sql(seed.url, `SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'aos-backups-restore-%' AND wait_event_type = 'Lock'`)).length > 0, { timeoutMs: 20_000, message: 'pg_restore blocked' });
+    await killAll();
+    const [row] = await sql<{ status: string }>(own.url, `SELECT status FROM backup_restores WHERE id = ${id}`);
+    expect(row!.status).toBe('running');
+    expect((await restoreSessions()).length).toBe(1); // the orphaned pg_restore outlives its parent
+    return id;
+  }
+
+  /** Only once pg_restore has ended: while it runs it holds the locks of what it dropped. */
+  const customers = async () => Number((await sql<{ n: string }>(seed.url, 'SELECT count(*)::text AS n FROM customers'))[0]!.n);
+  const settledRow = (id: number) => waitFor(async () => (await sql<{ status: string; error: string | null }>(own.url, `SELECT status, error FROM backup_restores WHERE id = ${id} AND status IN ('succeeded', 'failed')`))[0], { timeoutMs: 20_000 });
+
+  it('the next start stops the orphaned pg_restore: its transaction rolls back, the record fails with its event, the database is unchanged', async () => {
+    const holder = new pg.Client({ connectionString: seed.url });
+    await holder.connect();
+    try {
+      const id = await killMidRestore(holder);
+      await startProcess(noWatchdog);
+      expect(await settledRow(id)).toEqual({ status: 'failed', error: 'interrupted: the process stopped during the restore; pg_restore was stopped and its transaction rolled back, the database is unchanged' });
+      expect(await restoreSessions()).toEqual([]);
+      await holder.query('COMMIT');
+      expect(await customers()).toBe(26); // the row added after the backup is still there
+      expect((await sql(own.url, `SELECT 1 FROM aos_outbox WHERE type = 'backups.restore.failed' AND envelope->'data'->>'restoreId' = '${id}'`)).length).toBe(1);
+    } finally {
+      await holder.end();
+      await sql(seed.url, `DELETE FROM customers WHERE name = 'after the backup'`);
+    }
+  }, 120_000);
+
+  it('an orphaned pg_restore that committed after its parent died is recorded as succeeded at the next start', async () => {
+    const holder = new pg.Client({ connectionString: seed.url });
+    await holder.connect();
+    let id: number;
+    try {
+      id = await killMidRestore(holder);
+    } finally {
+      await holder.query('COMMIT').catch(() => {});
+      await holder.end();
+    }
+    // Released: the orphan finishes and commits on its own.
+    await waitFor(async () => (await restoreSessions()).length === 0, { timeoutMs: 20_000, message: 'orphaned pg_restore finished' });
+    expect(await customers()).toBe(25);
+    await startProcess(noWatchdog);
+    expect(await settledRow(id)).toEqual({ status: 'succeeded', error: null });
+    expect((await sql(own.url, `SELECT 1 FROM aos_outbox WHERE type = 'backups.restore.completed' AND envelope->'data'->>'restoreId' = '${id}'`)).length).toBe(1);
+    const status = await call('GET', `/backups/restores/${id}`);
+    expect(status.json!.data).toMatchObject({ status: 'succeeded' });
     expect(output).not.toContain(PASSWORD);
   }, 120_000);
 });

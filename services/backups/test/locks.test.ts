@@ -43,3 +43,26 @@ it('DDL of the backed-up service during a dump is not deadlocked: the counting t
     await holder.end();
   }
 });
+
+it('a pg_dump cut off at BACKUP_TIMEOUT_MS fails the backup and its server session is ended at once (it no longer waits in the lock queue)', async () => {
+  const holder = new pg.Client({ connectionString: seed.url });
+  await holder.connect();
+  await holder.query('BEGIN');
+  await holder.query('LOCK TABLE pg_catalog.pg_extension IN ACCESS EXCLUSIVE MODE');
+  Object.assign(svc.ctx.config, { BACKUP_TIMEOUT_MS: 1_000 });
+  try {
+    const res = await svc.inject(adminPrincipal(), { method: 'POST', url: '/backups/trigger', payload: { database: 'seed' } });
+    const jobId = res.json().data.job_id as string;
+    const [row] = await waitFor(async () => {
+      const r = await sql<{ status: string; error: string }>(svc.databaseUrl, `SELECT status, error FROM backups WHERE job_id = '${jobId}' AND status <> 'running'`);
+      return r.length ? r : null;
+    }, { timeoutMs: 20_000, message: 'backup finished' });
+    expect(row!.status).toBe('failed');
+    expect(row!.error).toMatch(/timed out after 1000 ms/);
+    expect(await sql(seed.url, `SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'aos-backups-dump-%'`)).toEqual([]);
+  } finally {
+    Object.assign(svc.ctx.config, { BACKUP_TIMEOUT_MS: 1_800_000 });
+    await holder.query('ROLLBACK').catch(() => {});
+    await holder.end();
+  }
+});

@@ -98,12 +98,67 @@ describe('offsite order', () => {
     const older = await backupOnce();
     const newest = await backupOnce();
     // An older dump pushed last (concurrent jobs can finish their pushes in any order).
-    await backupEnv(svc.ctx).offsite!.push(join(dir, older.filename), older.filename, older.sha256);
+    await backupEnv(svc.ctx).offsite!.push({ path: join(dir, older.filename), filename: older.filename, sha256: older.sha256 });
     const status = (await svc.inject(admin, { method: 'GET', url: '/backups/github-status' })).json().data;
     expect(status.latest_offsite.filename).toBe(older.filename);
     expect(status.newest_local.filename).toBe(newest.filename);
     expect(status.newest_local_commit).toMatch(/^[0-9a-f]{40}$/);
     expect(status.in_sync).toBe(true);
+  });
+});
+
+/** A one-shot git hook in the service's working clone that makes another replica push first, at that very moment. */
+function competeOnce(hook: 'post-commit' | 'pre-push', name: string): string {
+  const other = join(dirname(remote), `replica-${name}`);
+  execFileSync('git', ['clone', '-q', remote, other]);
+  const script = `#!/bin/sh
+[ -e "${other}/.fired" ] && exit 0
+touch "${other}/.fired"
+env -u GIT_DIR -u GIT_INDEX_FILE -u GIT_WORK_TREE -u GIT_PREFIX sh -c 'cd "${other}" && git fetch -q origin && git checkout -q -B main origin/main && echo other > ${name}.txt && git add ${name}.txt && git -c user.name=r -c user.email=r@r commit -q -m "other replica ${name}" && git push -q origin HEAD:refs/heads/main'
+`;
+  writeFileSync(join(dir, '.offsite', '.git', 'hooks', hook), script, { mode: 0o755 });
+  return other;
+}
+
+const remoteGit = (...args: string[]) => execFileSync('git', ['--git-dir', remote, ...args], { encoding: 'utf8' }).trim();
+
+describe('offsite races between replicas', () => {
+  for (const [hook, label] of [['post-commit', 'the remote moved after our fetch (non-fast-forward)'], ['pre-push', 'the remote moved during our push (ref lock)']] as const) {
+    it(`a push rejected because ${label} is redone on the new tip`, async () => {
+      const name = hook.replace('-', '');
+      competeOnce(hook, name);
+      try {
+        const b = await backupOnce();
+        const [row] = await sql<{ offsite_status: string; offsite_ref: string; offsite_error: string | null }>(svc.databaseUrl, `SELECT offsite_status, offsite_ref, offsite_error FROM backups WHERE id = ${b.id}`);
+        expect(row!.offsite_error).toBeNull();
+        expect(row!.offsite_status).toBe('pushed');
+        // Both landed: ours on top of the other replica's commit.
+        expect(remoteGit('rev-parse', 'main')).toBe(row!.offsite_ref);
+        expect(remoteGit('log', '-1', '--format=%s', 'main~1')).toBe(`other replica ${name}`);
+        expect(remoteGit('ls-tree', '--name-only', 'main').split('\n')).toEqual(expect.arrayContaining([`${name}.txt`, b.filename]));
+      } finally {
+        rmSync(join(dir, '.offsite', '.git', 'hooks', hook), { force: true });
+      }
+    });
+  }
+
+  it('two replicas pushing at once to the same branch: every push lands', async () => {
+    const files = Array.from({ length: 6 }, (_, i) => {
+      const filename = backupFilename('race', new Date(Date.UTC(2026, 0, 1, 0, 0, 0, i)));
+      const path = join(tempDir('race'), filename);
+      writeFileSync(path, `dump ${i}`);
+      return { path, filename, sha256: createHash('sha256').update(`dump ${i}`).digest('hex') };
+    });
+    const replicas = [new GitOffsite(tempDir('replica-a'), remote, 'main'), new GitOffsite(tempDir('replica-b'), remote, 'main')];
+    const results = await Promise.all(files.map((f, i) => replicas[i % 2]!.push(f)));
+    expect(results.every((r) => /^[0-9a-f]{40}$/.test(r.ref))).toBe(true);
+    const tree = remoteGit('ls-tree', '--name-only', 'main').split('\n');
+    for (const f of files) {
+      expect(tree).toContain(f.filename);
+      expect(remoteGit('log', '--format=%s', 'main')).toContain(`backup ${f.filename} sha256=${f.sha256}`);
+    }
+    for (const r of replicas) rmSync(dirname(r.dir), { recursive: true, force: true });
+    for (const f of files) rmSync(dirname(f.path), { recursive: true, force: true });
   });
 });
 
@@ -141,6 +196,47 @@ describe('retention', () => {
     for (const r of deleted) expect(existsSync(join(dir, r.filename))).toBe(false);
     const dumps = readdirSync(dir).filter((f) => f.endsWith('.dump'));
     expect(dumps.sort()).toEqual([...completed].sort());
+    // The offsite branch holds the same backups; what retention deleted stays in its history.
+    const tree = remoteGit('ls-tree', '--name-only', 'main').split('\n');
+    expect(tree.filter((f) => f.startsWith('seed-')).sort()).toEqual([...completed].sort());
+    expect(tree.filter((f) => f.startsWith('race-')).length).toBe(6); // never recorded here: left alone
+    const pushedThenDeleted = await sql<{ filename: string; sha256: string; offsite_ref: string }>(svc.databaseUrl,
+      `SELECT filename, sha256, offsite_ref FROM backups WHERE status = 'deleted' AND offsite_status = 'pushed'`);
+    expect(pushedThenDeleted.length).toBeGreaterThanOrEqual(2);
+    for (const d of pushedThenDeleted) {
+      const blob = execFileSync('git', ['--git-dir', remote, 'show', `${d.offsite_ref}:${d.filename}`]);
+      expect(createHash('sha256').update(blob).digest('hex')).toBe(d.sha256);
+      expect(remoteGit('log', '--format=%B', 'main')).toMatch(new RegExp(`Removed \\(deleted locally; kept in history\\):[^]*${d.filename.replace(/\./g, '\\.')}`));
+    }
+  });
+
+  it('a backup and a removal that could not be pushed, and a manual delete, reach the branch with the next successful push', async () => {
+    const env = backupEnv(svc.ctx);
+    const good = env.offsite;
+    const [oldest] = await sql<{ filename: string }>(svc.databaseUrl, `SELECT filename FROM backups WHERE status = 'completed' ORDER BY id LIMIT 1`);
+    env.offsite = new GitOffsite(dir, join(dirname(remote), 'missing.git'), 'main');
+    let unpushed: Awaited<ReturnType<typeof backupOnce>>;
+    try {
+      unpushed = await backupOnce(); // retention deletes `oldest`, the push fails
+      expect(unpushed.status).toBe('completed');
+    } finally {
+      env.offsite = good;
+    }
+    expect(remoteGit('ls-tree', '--name-only', 'main').split('\n')).toContain(oldest!.filename);
+    const [manual] = await sql<{ filename: string }>(svc.databaseUrl, `SELECT filename FROM backups WHERE status = 'completed' AND offsite_status = 'pushed' ORDER BY id LIMIT 1`);
+    expect((await svc.inject(admin, { method: 'DELETE', url: `/backups/${manual!.filename}` })).statusCode).toBe(200);
+    const next = await backupOnce();
+    const tree = remoteGit('ls-tree', '--name-only', 'main').split('\n');
+    expect(tree).not.toContain(oldest!.filename);
+    expect(tree).not.toContain(manual!.filename);
+    expect(tree).toContain(next.filename);
+    // The backup whose push failed went along with the next push.
+    expect(tree).toContain(unpushed.filename);
+    const [retried] = await sql<{ offsite_status: string; offsite_ref: string }>(svc.databaseUrl, `SELECT offsite_status, offsite_ref FROM backups WHERE id = ${unpushed.id}`);
+    expect(retried).toEqual({ offsite_status: 'pushed', offsite_ref: remoteGit('rev-parse', 'main') });
+    expect(createHash('sha256').update(execFileSync('git', ['--git-dir', remote, 'show', `main:${unpushed.filename}`])).digest('hex')).toBe(unpushed.sha256);
+    const completed = (await sql<{ filename: string }>(svc.databaseUrl, `SELECT filename FROM backups WHERE status = 'completed'`)).map((r) => r.filename);
+    expect(tree.filter((f) => f.startsWith('seed-')).sort()).toEqual(completed.filter((f) => f.startsWith('seed-')).sort());
   });
 
   it('keeps the newest backup of each of the last D days beyond the last N', async () => {

@@ -1,5 +1,6 @@
 import { createHash, createHmac } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Queues } from '@aos/contracts';
@@ -42,7 +43,7 @@ beforeAll(async () => {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
-      const problem = req.method === 'PUT' || req.method === 'HEAD' ? verifySigV4(req, body) : 'method';
+      const problem = ['PUT', 'HEAD', 'DELETE'].includes(req.method!) ? verifySigV4(req, body) : 'method';
       if (problem) {
         // Like S3, the error body echoes the key id and what was signed.
         res.writeHead(403, { 'content-type': 'application/xml' }).end(`<Error><Code>SignatureDoesNotMatch</Code><Message>${problem}</Message>`
@@ -53,6 +54,10 @@ beforeAll(async () => {
         const obj = objects.get(req.url!);
         if (!obj) return void res.writeHead(404).end();
         return void res.writeHead(200, { 'content-length': String(obj.body.length), 'x-amz-meta-sha256': String(obj.headers['x-amz-meta-sha256']) }).end();
+      }
+      if (req.method === 'DELETE') {
+        objects.delete(req.url!);
+        return void res.writeHead(204).end();
       }
       objects.set(req.url!, { body, headers: req.headers });
       res.writeHead(200, { etag: `"${createHash('md5').update(body).digest('hex')}"` }).end();
@@ -114,6 +119,46 @@ describe('S3 offsite copy', () => {
       expect(r!.status).toBe('completed');
     } finally {
       serverSecret = SECRET;
+    }
+  });
+
+  it('the next backup uploads the one whose upload failed', async () => {
+    const [failed] = await sql<{ id: number; filename: string; sha256: string }>(svc.databaseUrl, `SELECT id, filename, sha256 FROM backups WHERE s3_status = 'failed'`);
+    expect(objects.has(`/aos-backups/db/${failed!.filename}`)).toBe(false);
+    const next = await backupOnce();
+    expect(next.s3_status).toBe('uploaded');
+    const [retried] = await sql<{ s3_status: string; s3_error: string | null }>(svc.databaseUrl, `SELECT s3_status, s3_error FROM backups WHERE id = ${failed!.id}`);
+    expect(retried).toEqual({ s3_status: 'uploaded', s3_error: null });
+    expect(createHash('sha256').update(objects.get(`/aos-backups/db/${failed!.filename}`)!.body).digest('hex')).toBe(failed!.sha256);
+  });
+
+  it('objects of backups deleted by retention or by hand are deleted from the bucket with the next backup', async () => {
+    Object.assign(svc.ctx.config, { BACKUP_KEEP_LAST: 2, BACKUP_KEEP_DAILY_DAYS: 0 });
+    try {
+      const [manual] = await sql<{ filename: string }>(svc.databaseUrl, `SELECT filename FROM backups WHERE status = 'completed' ORDER BY id DESC LIMIT 1`);
+      expect((await svc.inject(adminPrincipal(), { method: 'DELETE', url: `/backups/${manual!.filename}` })).statusCode).toBe(200);
+      serverSecret = 'another-secret'; // the bucket refuses for one backup: the deletions wait for the next
+      try {
+        await backupOnce();
+      } finally {
+        serverSecret = SECRET;
+      }
+      const waiting = await sql<{ s3_status: string; s3_error: string }>(svc.databaseUrl, `SELECT s3_status, s3_error FROM backups WHERE status = 'deleted'`);
+      expect(waiting.length).toBeGreaterThanOrEqual(2);
+      expect(waiting.every((w) => w.s3_status === 'uploaded' && /403/.test(w.s3_error))).toBe(true);
+      const latest = await backupOnce();
+      const rows = await sql<{ filename: string; status: string; s3_status: string }>(svc.databaseUrl, `SELECT filename, status, s3_status FROM backups ORDER BY id`);
+      const kept = rows.filter((r) => r.status === 'completed');
+      expect(kept.map((r) => r.filename)).toContain(latest.filename);
+      expect(kept.length).toBe(2);
+      for (const r of rows) {
+        const inBucket = objects.has(`/aos-backups/db/${r.filename}`);
+        expect(inBucket, `${r.filename} ${r.status}`).toBe(r.status === 'completed');
+        if (r.status === 'deleted') expect(r.s3_status).toBe('removed');
+      }
+      expect(readFileSync(join(dir, 'offsite_backup.log'), 'utf8')).toContain(`OFFSITE REMOVED ${manual!.filename} s3`);
+    } finally {
+      Object.assign(svc.ctx.config, { BACKUP_KEEP_LAST: 7, BACKUP_KEEP_DAILY_DAYS: 7 });
     }
   });
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { pgEnv, redact } from '../src/domain/pg.js';
+import { fullXid } from '../src/domain/restore.js';
 import { backupFilename, FILENAME_RE, parseDatabaseUrls, resolveBackupDir, safePath } from '../src/domain/targets.js';
 
 describe('BACKUP_DATABASE_URLS', () => {
@@ -48,5 +49,16 @@ describe('pg helpers', () => {
     const env = pgEnv('postgres://u%40x:p%3Ass@h:5433/db?sslmode=require');
     expect(env).toMatchObject({ PGHOST: 'h', PGPORT: '5433', PGUSER: 'u@x', PGPASSWORD: 'p:ss', PGDATABASE: 'db', PGSSLMODE: 'require' });
     expect(redact('auth failed p:ss at postgres://u:p@h/db', 'postgres://u%40x:p%3Ass@h:5433/db')).toBe('auth failed *** at postgres://***');
+  });
+});
+
+describe('fullXid', () => {
+  it('qualifies a 32-bit xid with the epoch of the nearest xmax, behind or slightly ahead, across epochs', () => {
+    const e = (epoch: bigint, low: bigint) => (epoch << 32n) | low;
+    expect(fullXid(100n, e(0n, 150n))).toBe('100');
+    expect(fullXid(160n, e(0n, 150n))).toBe('160'); // assigned after the snapshot
+    expect(fullXid(100n, e(3n, 150n))).toBe(String(e(3n, 100n)));
+    expect(fullXid(0xfffffff0n, e(3n, 5n))).toBe(String(e(2n, 0xfffffff0n))); // previous epoch
+    expect(fullXid(3n, e(2n, 0xfffffffen))).toBe(String(e(3n, 3n))); // next epoch, just ahead
   });
 });

@@ -1,3 +1,5 @@
+import type { EventMeta } from '@aos/bus';
+import { sql } from 'drizzle-orm';
 import { bigint, index, integer, jsonb, pgTable, serial, text, timestamp, uniqueIndex } from 'drizzle-orm/pg-core';
 
 /**
@@ -39,6 +41,37 @@ export const backups = pgTable('backups', {
   uniqueIndex('backups_filename_uq').on(t.filename),
   index('backups_created_idx').on(t.createdAt, t.id),
   index('backups_database_idx').on(t.database, t.status, t.completedAt),
+]);
+
+/**
+ * One row per restore request (POST /backups/{filename}/restore answers 202 with it); a BullMQ
+ * job of the `backup-restores` queue (job id `restore-<id>`) runs it under the row's `restore` lease.
+ */
+export const restores = pgTable('backup_restores', {
+  id: serial('id').primaryKey(),
+  backupId: integer('backup_id').notNull().references(() => backups.id),
+  filename: text('filename').notNull(),
+  database: text('database').notNull(),
+  /** queued | running | succeeded | failed */
+  status: text('status').notNull(),
+  error: text('error'),
+  /** SHA-256 of the Idempotency-Key the request carried. */
+  idempotencyKey: text('idempotency_key'),
+  /** Event metadata (tenant, org, actor) of whoever asked for the restore. */
+  requestedBy: jsonb('requested_by').$type<EventMeta>().notNull(),
+  /** When pg_restore was started (null: the restore never reached the database). */
+  pgRestoreAt: timestamp('pg_restore_at', { withTimezone: true }),
+  /** The restore transaction's full (epoch-qualified) id once it wrote: recovery asks the server whether it committed. */
+  xid: text('xid'),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  startedAt: timestamp('started_at', { withTimezone: true }),
+  completedAt: timestamp('completed_at', { withTimezone: true }),
+}, (t) => [
+  uniqueIndex('backup_restores_idempotency_uq').on(t.idempotencyKey),
+  // One queued or running restore per database: a second request gets 409 at once.
+  uniqueIndex('backup_restores_active_uq').on(t.database).where(sql`status IN ('queued', 'running')`),
+  index('backup_restores_created_idx').on(t.createdAt, t.id),
+  index('backup_restores_backup_idx').on(t.backupId),
 ]);
 
 export interface VerifyDetails {

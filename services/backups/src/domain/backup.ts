@@ -1,17 +1,17 @@
 import { systemMeta, type EventMeta } from '@aos/bus';
 import { isUniqueViolation } from '@aos/db';
-import { and, desc, eq } from 'drizzle-orm';
+import { and, desc, eq, inArray, ne, type SQL } from 'drizzle-orm';
 import { createHash, randomBytes } from 'node:crypto';
 import { rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { backups } from '../db/schema.js';
+import { backups, restores } from '../db/schema.js';
 import type { Ctx } from '../service.js';
 import { appendNoFollow, createExclusive, ensureDir, fsyncPath, hashFile, openRegular } from './files.js';
 import { insertLeased } from './lease.js';
 import { GitOffsite } from './offsite.js';
-import { redactS3, s3Put, type S3Settings } from './s3.js';
-import { connect, countTables, pgEnv, redact, runTool } from './pg.js';
-import { backupFilename, parseDatabaseUrls, resolveBackupDir, safePath } from './targets.js';
+import { redactS3, s3Delete, s3Put, type S3Settings } from './s3.js';
+import { connect, countTables, pgEnv, redact, runTool, terminateSessions } from './pg.js';
+import { backupFilename, FILENAME_RE, parseDatabaseUrls, resolveBackupDir, safePath } from './targets.js';
 
 export type BackupRow = typeof backups.$inferSelect;
 
@@ -169,6 +169,8 @@ async function dump(ctx: Ctx, env: BackupEnv, row: BackupRow, url: string): Prom
     await logLine(ctx, `OK ${row.filename} size=${size} sha256=${sha256}`);
     return done;
   } catch (err) {
+    // A pg_dump killed at BACKUP_TIMEOUT_MS leaves its server session (and its place in lock queues) until it next talks to it.
+    await terminateSessions(url, dumpSessionName(env, row.id)).catch(() => 0);
     await unlink(tmp).catch(() => {});
     if (renamed) await unlink(final).catch(() => {});
     const message = redact((err as Error).message || 'backup failed', url);
@@ -200,29 +202,25 @@ async function countInSnapshot(url: string, snapshot: string): Promise<Record<st
   }
 }
 
+/** A completed backup's file, as copied offsite. */
+interface BackupFile { id: number; path: string; filename: string; sha256: string }
+
 /** Copies a completed backup to every configured offsite target, recording each outcome on the row (never throws). */
 export async function pushOffsite(ctx: Ctx, row: BackupRow): Promise<void> {
   const env = backupEnv(ctx);
   if (row.status !== 'completed' || !row.sha256) return;
   const path = safePath(env.dir, row.filename);
   if (!path) return;
-  if (env.s3) {
-    try {
-      const key = await s3Put(env.s3, path, row.filename, row.sha256, ctx.config.BACKUP_TIMEOUT_MS);
-      await ctx.db.update(backups).set({ s3Status: 'uploaded', s3Key: key, s3Error: null, s3At: new Date() }).where(eq(backups.id, row.id));
-      await logLine(ctx, `OFFSITE ${row.filename} s3 ${key}`);
-    } catch (err) {
-      const message = redactS3((err as Error).message || 'upload failed', env.s3);
-      await ctx.db.update(backups).set({ s3Status: 'failed', s3Error: message, s3At: new Date() }).where(eq(backups.id, row.id));
-      ctx.log.warn({ backupId: row.id, err: message }, 's3 upload failed');
-      await logLine(ctx, `OFFSITE FAILED ${row.filename} s3`);
-    }
-  }
+  const file = { id: row.id, path, filename: row.filename, sha256: row.sha256 };
+  if (env.s3) await syncS3(ctx, env.s3, file);
   if (!env.offsite) return;
   try {
-    const ref = await env.offsite.push(path, row.filename, row.sha256);
-    await ctx.db.update(backups).set({ offsiteStatus: 'pushed', offsiteRef: ref, offsiteError: null, offsiteAt: new Date() }).where(eq(backups.id, row.id));
-    await logLine(ctx, `OFFSITE ${row.filename} git ${ref}`);
+    const also = await failedPushes(ctx, row.id);
+    const { ref, removed } = await env.offsite.push(file, { also, prune: (onBranch) => deletedAmong(ctx, onBranch) });
+    await ctx.db.update(backups).set({ offsiteStatus: 'pushed', offsiteRef: ref, offsiteError: null, offsiteAt: new Date() })
+      .where(inArray(backups.id, [row.id, ...also.map((a) => a.id)]));
+    const extra = [...(also.length > 0 ? [`also ${also.map((a) => a.filename).join(' ')}`] : []), ...(removed.length > 0 ? [`removed from the branch: ${removed.join(' ')}`] : [])];
+    await logLine(ctx, `OFFSITE ${row.filename} git ${ref}${extra.length > 0 ? ` (${extra.join('; ')})` : ''}`);
   } catch (err) {
     // git names the remote in its errors; a token in the URL's userinfo must not be stored.
     const message = ((err as { stderr?: string }).stderr || (err as Error).message || 'push failed').replace(/\/\/[^/@\s]+@/g, '//***@').slice(0, 2_000);
@@ -230,6 +228,76 @@ export async function pushOffsite(ctx: Ctx, row: BackupRow): Promise<void> {
     ctx.log.warn({ backupId: row.id, err: message }, 'offsite push failed');
     await logLine(ctx, `OFFSITE FAILED ${row.filename}`);
   }
+}
+
+/**
+ * Uploads the backup, and earlier ones whose upload failed, to the bucket, then deletes the
+ * objects of backups deleted here (retention or by hand: `s3.status` becomes `removed`). Each
+ * outcome is recorded on its row; nothing here fails the backup.
+ */
+async function syncS3(ctx: Ctx, s3: S3Settings, file: BackupFile): Promise<void> {
+  for (const r of [file, ...await failedUploads(ctx, file.id)]) {
+    try {
+      const key = await s3Put(s3, r.path, r.filename, r.sha256, ctx.config.BACKUP_TIMEOUT_MS);
+      await ctx.db.update(backups).set({ s3Status: 'uploaded', s3Key: key, s3Error: null, s3At: new Date() }).where(eq(backups.id, r.id));
+      await logLine(ctx, `OFFSITE ${r.filename} s3 ${key}`);
+    } catch (err) {
+      const message = redactS3((err as Error).message || 'upload failed', s3);
+      await ctx.db.update(backups).set({ s3Status: 'failed', s3Error: message, s3At: new Date() }).where(eq(backups.id, r.id));
+      ctx.log.warn({ backupId: r.id, err: message }, 's3 upload failed');
+      await logLine(ctx, `OFFSITE FAILED ${r.filename} s3`);
+    }
+  }
+  const gone = await ctx.db.select().from(backups).where(and(eq(backups.status, 'deleted'), eq(backups.s3Status, 'uploaded'))).limit(100);
+  for (const r of gone) {
+    try {
+      await s3Delete(s3, r.s3Key ?? `${s3.prefix}${r.filename}`);
+      await ctx.db.update(backups).set({ s3Status: 'removed', s3Error: null, s3At: new Date() }).where(eq(backups.id, r.id));
+      await logLine(ctx, `OFFSITE REMOVED ${r.filename} s3`);
+    } catch (err) {
+      // Stays `uploaded` with the error: the next backup tries again.
+      await ctx.db.update(backups).set({ s3Error: redactS3((err as Error).message || 'delete failed', s3) }).where(eq(backups.id, r.id));
+    }
+  }
+}
+
+/** Completed backups still on disk (unchanged) whose upload failed: retried with the next backup. */
+const failedUploads = (ctx: Ctx, exceptId: number) => unchangedBackups(ctx, and(eq(backups.s3Status, 'failed'), ne(backups.id, exceptId))!);
+
+/** Completed backups whose git push failed: carried by the next push. */
+const failedPushes = (ctx: Ctx, exceptId: number) => unchangedBackups(ctx, and(eq(backups.offsiteStatus, 'failed'), ne(backups.id, exceptId))!);
+
+/** How many earlier failed copies (per target) go along with the next backup. */
+const RETRY_PUSHES = 10;
+
+/**
+ * The newest few completed backups matching `where` whose file is still a regular file with the
+ * recorded SHA-256 (a changed file is never copied offsite as that backup).
+ */
+async function unchangedBackups(ctx: Ctx, where: SQL): Promise<BackupFile[]> {
+  const { dir } = backupEnv(ctx);
+  const rows = await ctx.db.select().from(backups).where(and(eq(backups.status, 'completed'), where))
+    .orderBy(desc(backups.completedAt), desc(backups.id)).limit(RETRY_PUSHES);
+  const out: BackupFile[] = [];
+  for (const r of rows) {
+    const path = safePath(dir, r.filename);
+    if (!path || !r.sha256 || (await hashFile(path).catch(() => null))?.sha256 !== r.sha256) continue;
+    out.push({ id: r.id, path, filename: r.filename, sha256: r.sha256 });
+  }
+  return out;
+}
+
+/**
+ * The files among `filenames` whose backups were deleted here (by retention or by hand): the
+ * offsite branch drops them from its tree at the next push. Files this service never recorded
+ * (another deployment's, say) are left alone.
+ */
+async function deletedAmong(ctx: Ctx, filenames: string[]): Promise<string[]> {
+  const ours = filenames.filter((f) => FILENAME_RE.test(f));
+  if (ours.length === 0) return [];
+  const rows = await ctx.db.select({ filename: backups.filename }).from(backups)
+    .where(and(eq(backups.status, 'deleted'), inArray(backups.filename, ours)));
+  return rows.map((r) => r.filename);
 }
 
 /** Removes a backup's file and marks the row deleted. */
@@ -253,13 +321,18 @@ export async function removeDumpFile(ctx: Ctx, filename: string): Promise<boolea
 
 /**
  * Keeps, per database, the newest BACKUP_KEEP_LAST completed backups plus the newest one of
- * each of the last BACKUP_KEEP_DAILY_DAYS UTC days; deletes the rest. Returns deleted filenames.
+ * each of the last BACKUP_KEEP_DAILY_DAYS UTC days, and any backup a restore is queued or running
+ * for; deletes the rest. Returns deleted filenames.
  */
 export async function applyRetention(ctx: Ctx, database: string, now = new Date()): Promise<string[]> {
   const rows = await ctx.db.select().from(backups)
     .where(and(eq(backups.database, database), eq(backups.status, 'completed')))
     .orderBy(desc(backups.completedAt), desc(backups.id));
   const keep = new Set<number>(rows.slice(0, ctx.config.BACKUP_KEEP_LAST).map((r) => r.id));
+  // A backup that is being restored stays until the restore has finished.
+  const restoring = await ctx.db.select({ id: restores.backupId }).from(restores)
+    .where(and(eq(restores.database, database), inArray(restores.status, ['queued', 'running'])));
+  for (const r of restoring) keep.add(r.id);
   const days = ctx.config.BACKUP_KEEP_DAILY_DAYS;
   if (days > 0) {
     const cutoff = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate()) - (days - 1) * 86_400_000;

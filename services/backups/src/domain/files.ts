@@ -47,10 +47,17 @@ export async function openBackupFile(dir: string, filename: string): Promise<{ f
 
 /** SHA-256 and size of an open file, read with positional reads (the descriptor's offset stays at 0). */
 export async function hashHandle(fh: FileHandle): Promise<{ size: number; sha256: string }> {
+  return (await hashHandleWithin(fh, Infinity))!;
+}
+
+/** As hashHandle, but gives up (null) once reading has taken `ms` (0: at once). */
+export async function hashHandleWithin(fh: FileHandle, ms: number): Promise<{ size: number; sha256: string } | null> {
+  const deadline = Date.now() + ms;
   const hash = createHash('sha256');
   const buf = Buffer.allocUnsafe(1024 * 1024);
   let size = 0;
   for (;;) {
+    if (Date.now() >= deadline) return null;
     const { bytesRead } = await fh.read(buf, 0, buf.length, size);
     if (bytesRead === 0) break;
     hash.update(buf.subarray(0, bytesRead));

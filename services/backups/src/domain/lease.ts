@@ -8,7 +8,7 @@ import { connect } from './pg.js';
  * service database for as long as the work runs. The lock disappears with the connection,
  * so after a crash (or a kill) the next start sees at once which `running` rows are dead.
  */
-export type LeaseKind = 'dump' | 'verify';
+export type LeaseKind = 'dump' | 'verify' | 'restore';
 
 const KEY = `hashtext('aos-backups:' || $1::text), $2::int`;
 
@@ -30,6 +30,24 @@ export async function tryLease(ctx: Ctx, kind: LeaseKind, id: number): Promise<L
   }
   await client.end().catch(() => {});
   return null;
+}
+
+/**
+ * Takes the lease of (kind, id), waiting up to `timeoutMs` for its holder to let go (the request
+ * that queued a restore holds it until the job is enqueued); null when it stays held.
+ */
+export async function waitLease(ctx: Ctx, kind: LeaseKind, id: number, timeoutMs: number): Promise<Lease | null> {
+  const client = await connect(ctx.config.DATABASE_URL);
+  try {
+    await client.query(`SET lock_timeout = ${Math.max(1, Math.floor(timeoutMs))}`);
+    await client.query(`SELECT pg_advisory_lock(${KEY})`, [kind, id]);
+    await client.query('SET lock_timeout = 0');
+    return leaseOf(client);
+  } catch (err) {
+    await client.end().catch(() => {});
+    if ((err as { code?: string }).code === '55P03') return null; // lock_not_available
+    throw err;
+  }
 }
 
 /**

@@ -13,6 +13,20 @@ const GIT_ENV = {
   GIT_COMMITTER_NAME: 'aos-backups', GIT_COMMITTER_EMAIL: 'backups@aos.local',
 };
 
+/** Pushes of one backup before giving up when other replicas keep pushing first. */
+export const PUSH_ATTEMPTS = 8;
+
+/**
+ * The push lost a race with another pusher: the remote moved after our fetch (non-fast-forward,
+ * "fetch first") or while the remote updated the ref (lock / stale old value).
+ */
+function isRaceRejection(err: unknown): boolean {
+  const text = `${(err as { stderr?: string }).stderr ?? ''} ${(err as Error).message ?? ''}`;
+  return /fetch first|non-fast-forward|cannot lock ref|failed to update ref|incorrect old value|stale info/i.test(text);
+}
+
+export interface OffsiteFile { path: string; filename: string; sha256: string }
+
 export interface OffsiteCommit { ref: string; filename: string | null; sha256: string | null; committedAt: string }
 
 /**
@@ -48,20 +62,46 @@ export class GitOffsite {
     }
     await this.git(['fetch', '-q', 'origin']);
     const remoteHead = await this.git(['rev-parse', '--verify', '-q', `refs/remotes/origin/${this.branch}`]).catch(() => '');
-    if (remoteHead) await this.git(['checkout', '-q', '-B', this.branch, `origin/${this.branch}`]);
-    else await this.git(['checkout', '-q', '-B', this.branch]).catch(() => {});
+    // Forced: a commit of an earlier rejected push (or any local leftover) is dropped for the remote tip.
+    if (remoteHead) await this.git(['checkout', '-q', '-f', '-B', this.branch, `origin/${this.branch}`]);
+    else await this.git(['checkout', '-q', '-f', '-B', this.branch]).catch(() => {});
+    await this.git(['clean', '-q', '-f', '-d']);
   }
 
-  /** Commits the file (message carries its checksum) and pushes; returns the commit id. */
-  push(file: string, filename: string, sha256: string): Promise<string> {
+  /**
+   * Commits `file` (the subject carries its checksum) and the `also` files (earlier backups whose
+   * push failed; one `backup <name> sha256=<hex>` line each in the body) on the remote tip,
+   * removes from the tree the files `prune` picks among those on the branch (backups deleted
+   * locally; history keeps them), and pushes. A push rejected because another replica pushed
+   * first (non-fast-forward) is redone on the new tip, up to PUSH_ATTEMPTS times.
+   */
+  push(file: OffsiteFile, opts: { also?: OffsiteFile[]; prune?: (onBranch: string[]) => Promise<string[]> } = {}): Promise<{ ref: string; removed: string[]; attempts: number }> {
+    const files = [file, ...(opts.also ?? []).filter((f) => f.filename !== file.filename)];
+    const adding = new Set(files.map((f) => f.filename));
     return this.serial(async () => {
-      await this.ensureClone();
-      await copyFile(file, join(this.dir, filename));
-      await this.git(['add', '--', filename]);
-      // --allow-empty: pushing a file the branch already has (a retry) still records the push.
-      await this.git(['commit', '-q', '--allow-empty', '-m', `backup ${filename} sha256=${sha256}`]);
-      await this.git(['push', '-q', 'origin', `HEAD:refs/heads/${this.branch}`]);
-      return this.git(['rev-parse', 'HEAD']);
+      for (let attempt = 1; ; attempt++) {
+        await this.ensureClone();
+        const onBranch = (await this.git(['ls-files', '-z'])).split('\0').filter((f) => f.length > 0);
+        const removed = opts.prune ? [...new Set(await opts.prune(onBranch))].filter((f) => !adding.has(f) && onBranch.includes(f)).sort() : [];
+        for (const f of files) await copyFile(f.path, join(this.dir, f.filename));
+        await this.git(['add', '--', ...adding]);
+        if (removed.length > 0) await this.git(['rm', '-q', '--', ...removed]);
+        const also = files.slice(1).map((f) => `backup ${f.filename} sha256=${f.sha256}`);
+        const body = [
+          ...(also.length > 0 ? [`Also (earlier pushes failed):\n${also.join('\n')}`] : []),
+          ...(removed.length > 0 ? [`Removed (deleted locally; kept in history):\n${removed.join('\n')}`] : []),
+        ].map((p) => `\n\n${p}`).join('');
+        // --allow-empty: pushing a file the branch already has (a retry) still records the push.
+        await this.git(['commit', '-q', '--allow-empty', '-m', `backup ${file.filename} sha256=${file.sha256}${body}`]);
+        try {
+          await this.git(['push', '-q', 'origin', `HEAD:refs/heads/${this.branch}`]);
+        } catch (err) {
+          if (attempt >= PUSH_ATTEMPTS || !isRaceRejection(err)) throw err;
+          await new Promise((r) => setTimeout(r, 50 * attempt + Math.floor(Math.random() * 100 * attempt)));
+          continue;
+        }
+        return { ref: await this.git(['rev-parse', 'HEAD']), removed, attempts: attempt };
+      }
     });
   }
 

@@ -5,7 +5,8 @@ import { backups } from '../db/schema.js';
 import type { Ctx } from '../service.js';
 import { backupEnv, dumpSessionName, logLine, removeDumpFile, systemEventMeta } from './backup.js';
 import { ifAbandoned } from './lease.js';
-import { connect, onServer, quoteIdent } from './pg.js';
+import { onServer, quoteIdent, terminateSessions } from './pg.js';
+import { recoverRestores } from './restores.js';
 import { scratchPrefix } from './restore.js';
 import { FILENAME_RE } from './targets.js';
 
@@ -20,18 +21,21 @@ export interface Recovered {
   /** Dump files of backups already marked deleted (the process stopped between the two steps). */
   deletedFiles: number;
   scratchDatabases: number;
+  /** Restores whose process is gone (settled as failed, or succeeded when their transaction had committed). */
+  restores: number;
 }
 
 /**
  * Cleans up after a crashed or killed process (runs at start and before each backup job):
  * a `running` row whose lease nobody holds is dead, so it becomes failed, its orphaned pg_dump
  * session is terminated and its temp file removed; scratch databases and `running`
- * verifications of dead verifications are dropped / marked. Work of live processes (their
+ * verifications of dead verifications are dropped / marked; restores of dead processes are
+ * settled (see recoverRestores). Work of live processes (their
  * lease is held) is never touched.
  */
 export async function recoverInterrupted(ctx: Ctx): Promise<Recovered> {
   const env = backupEnv(ctx);
-  const out: Recovered = { dumps: 0, verifications: 0, tempFiles: 0, deletedFiles: 0, scratchDatabases: 0 };
+  const out: Recovered = { dumps: 0, verifications: 0, tempFiles: 0, deletedFiles: 0, scratchDatabases: 0, restores: 0 };
 
   const running = await ctx.db.select().from(backups).where(eq(backups.status, 'running'));
   for (const row of running) {
@@ -46,7 +50,7 @@ export async function recoverInterrupted(ctx: Ctx): Promise<Recovered> {
       out.dumps++;
       await logLine(ctx, `FAILED ${row.filename}: interrupted`);
       const url = env.databases.get(row.database);
-      if (url) await terminateSession(url, dumpSessionName(env, row.id)).catch((err: Error) => ctx.log.warn({ err: err.message, backupId: row.id }, 'orphaned pg_dump not stopped'));
+      if (url) await terminateSessions(url, dumpSessionName(env, row.id)).catch((err: Error) => ctx.log.warn({ err: err.message, backupId: row.id }, 'orphaned pg_dump not stopped'));
     });
   }
 
@@ -85,6 +89,8 @@ export async function recoverInterrupted(ctx: Ctx): Promise<Recovered> {
     });
   }
 
+  out.restores = await recoverRestores(ctx);
+
   // Scratch databases live on the server of the backed-up database; any working login there can list and drop them.
   const servers = new Map<string, string[]>();
   for (const url of [ctx.config.DATABASE_URL, ...env.databases.values()]) {
@@ -110,14 +116,4 @@ export async function recoverInterrupted(ctx: Ctx): Promise<Recovered> {
     }
   }
   return out;
-}
-
-/** Stops the server sessions named `applicationName` (an orphaned pg_dump of a dead process). */
-async function terminateSession(url: string, applicationName: string): Promise<void> {
-  const client = await connect(url);
-  try {
-    await client.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()', [applicationName]);
-  } finally {
-    await client.end().catch(() => {});
-  }
 }

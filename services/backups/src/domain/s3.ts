@@ -99,3 +99,12 @@ export async function s3Head(s: S3Settings, filename: string, timeoutMs = 10_000
   if (!res.ok) throw await s3Failure(res, s, 'HEAD');
   return { key, sha256: res.headers.get('x-amz-meta-sha256'), size: Number(res.headers.get('content-length') ?? 0) };
 }
+
+/** Deletes the object `key` (S3 answers 204 also when it did not exist). */
+export async function s3Delete(s: S3Settings, key: string, timeoutMs = 30_000): Promise<void> {
+  const url = objectUrl(s, key);
+  const headers = signV4({ method: 'DELETE', url, payloadSha256: EMPTY_SHA256, region: s.region, accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey });
+  const res = await fetch(url, { method: 'DELETE', headers, signal: AbortSignal.timeout(timeoutMs) });
+  if (!res.ok && res.status !== 404) throw await s3Failure(res, s, 'DELETE');
+  await res.body?.cancel().catch(() => {});
+}

@@ -1,6 +1,7 @@
 import { Queues } from '@aos/contracts';
 import { applyRetention, backupEnv, pushOffsite, runBackup } from '../domain/backup.js';
 import { recoverInterrupted } from '../domain/recovery.js';
+import { runRestore, type RestoreJob } from '../domain/restores.js';
 import type { Ctx } from '../service.js';
 
 export interface BackupJob {
@@ -11,7 +12,7 @@ export interface BackupJob {
 
 export const SCHEDULER_ID = 'backup-schedule';
 
-/** Dumps each requested database, then pushes offsite and applies retention for it. */
+/** Dumps each requested database, then applies retention and pushes offsite for it. */
 export async function processBackupJob(ctx: Ctx, payload: BackupJob, jobId: string | null): Promise<{ ids: number[] }> {
   // What a crashed replica left behind is cleaned up by the next job anywhere, not only at a restart.
   await recover(ctx);
@@ -22,8 +23,9 @@ export async function processBackupJob(ctx: Ctx, payload: BackupJob, jobId: stri
     const row = await runBackup(ctx, name, payload.trigger, jobId);
     ids.push(row.id);
     if (row.status !== 'completed') continue;
-    await pushOffsite(ctx, row);
+    // Retention first: the offsite push then drops what it deleted from the git branch in the same commit.
     await applyRetention(ctx, name).catch((err: Error) => ctx.log.warn({ err: err.message, database: name }, 'retention failed'));
+    await pushOffsite(ctx, row);
   }
   return { ids };
 }
@@ -44,6 +46,12 @@ export async function startBackupJobs(ctx: Ctx): Promise<void> {
     // A dump can take long; the lock is renewed while the process lives.
     lockDuration: 120_000,
   });
+  // Restores have their own queue: one is never stuck behind long dumps of every database.
+  ctx.queues.worker<RestoreJob>(Queues.backupRestores, async (payload) => {
+    await recover(ctx);
+    const done = await runRestore(ctx, payload.restoreId);
+    return { status: done?.status ?? 'skipped' };
+  }, { concurrency: ctx.config.BACKUP_CONCURRENCY, lockDuration: 120_000 });
   const queue = ctx.queues.queue(Queues.backups);
   if (ctx.config.BACKUP_CRON) {
     await queue.upsertJobScheduler(SCHEDULER_ID, { pattern: ctx.config.BACKUP_CRON, tz: 'UTC' }, {

@@ -1,4 +1,3 @@
-import { metaFromPrincipal } from '@aos/bus';
 import { Queues } from '@aos/contracts';
 import { AppError, badRequest, conflict, notFound, serviceUnavailable } from '@aos/core';
 import { Envelope, list, ListEnvelope, Nullable, ok, page, PaginationQuery, type App } from '@aos/http';
@@ -8,7 +7,8 @@ import { createHash, randomUUID } from 'node:crypto';
 import { backups } from '../db/schema.js';
 import { backupEnv, deleteBackup, tailLog, type BackupRow } from '../domain/backup.js';
 import { MissingFileError, openBackupFile } from '../domain/files.js';
-import { BusyError, restoreBackup, RestoreError, startVerify } from '../domain/restore.js';
+import { BusyError, startVerify } from '../domain/restore.js';
+import { activeRestore } from '../domain/restores.js';
 import { redactS3, s3Head, type S3Settings } from '../domain/s3.js';
 import { FILENAME_RE, safePath } from '../domain/targets.js';
 import type { BackupJob } from '../jobs/backups.js';
@@ -63,19 +63,28 @@ export function toBackup(r: BackupRow): Static<typeof Backup> {
 /** What a replayed trigger reports for its job. */
 const JOB_STATES: Record<string, string> = { active: 'running', completed: 'completed', failed: 'failed' };
 
-const FilenameParam = Type.Object({ filename: Type.String({ minLength: 1, maxLength: 255 }) });
+export const FilenameParam = Type.Object({ filename: Type.String({ minLength: 1, maxLength: 255 }) });
 
 /**
  * The recorded, completed backup named `filename`. The name must match the strict pattern
  * (no separators, dots or NUL can pass) before the database is even asked.
  */
-async function recorded(ctx: Ctx, filename: string): Promise<BackupRow> {
+export async function recorded(ctx: Ctx, filename: string): Promise<BackupRow> {
   if (!FILENAME_RE.test(filename) || !safePath(backupEnv(ctx).dir, filename)) {
     throw badRequest('Invalid backup filename', [{ field: 'filename', pattern: FILENAME_RE.source }]);
   }
   const [row] = await ctx.db.select().from(backups).where(and(eq(backups.filename, filename), eq(backups.status, 'completed')));
   if (!row) throw notFound('Backup');
   return row;
+}
+
+/** The Idempotency-Key header, if any: one header of 1 to 200 characters, else 400. */
+export function idempotencyKeyOf(headers: Record<string, string | string[] | undefined>): string | undefined {
+  const key = headers['idempotency-key'];
+  if (key !== undefined && (typeof key !== 'string' || key.length === 0 || key.length > 200)) {
+    throw badRequest('Idempotency-Key must be one header of 1 to 200 characters', [{ field: 'Idempotency-Key' }]);
+  }
+  return key;
 }
 
 export async function backupRoutes(app: App, ctx: Ctx): Promise<void> {
@@ -256,10 +265,7 @@ export async function backupRoutes(app: App, ctx: Ctx): Promise<void> {
     }
     const chosen = asked.length > 0 ? [...new Set(asked)] : [...databases.keys()];
     // A retried request with the same Idempotency-Key queues one job (job id derived from the key).
-    const key = request.headers['idempotency-key'];
-    if (key !== undefined && (typeof key !== 'string' || key.length === 0 || key.length > 200)) {
-      throw badRequest('Idempotency-Key must be one header of 1 to 200 characters', [{ field: 'Idempotency-Key' }]);
-    }
+    const key = idempotencyKeyOf(request.headers);
     const jobId = key ? `manual-${createHash('sha256').update(key).digest('hex').slice(0, 32)}` : `manual-${randomUUID()}`;
     let replay: { databases: string[]; status: string } | null = null;
     try {
@@ -315,6 +321,8 @@ export async function backupRoutes(app: App, ctx: Ctx): Promise<void> {
     config: { platformAdmin: true, scope: 'backups:write' },
   }, async (request) => {
     const row = await recorded(ctx, request.params.filename);
+    const restoring = await activeRestore(ctx, { backupId: row.id });
+    if (restoring) throw conflict(`Backup ${row.filename} is being restored (restore ${restoring.id}); delete it once the restore has finished`);
     await deleteBackup(ctx, row, 'manual');
     const [after] = await ctx.db.select().from(backups).where(eq(backups.id, row.id));
     return ok(toBackup(after!));
@@ -344,35 +352,5 @@ export async function backupRoutes(app: App, ctx: Ctx): Promise<void> {
     const [now] = await ctx.db.select().from(backups).where(eq(backups.id, row.id));
     const current = now?.verifiedAt && now.verifiedAt >= startedAt ? now : { ...(now ?? row), verifyStatus: 'running', verifiedAt: startedAt, verifyDetails: null };
     return ok(toBackup(current));
-  });
-
-  app.post('/backups/:filename/restore', {
-    schema: {
-      summary: 'Restore a backup over its service database (confirm must repeat the filename)',
-      params: FilenameParam,
-      body: Type.Object({ confirm: Type.String({ minLength: 1, maxLength: 255 }) }, { additionalProperties: false }),
-      response: { 200: Envelope(Backup) },
-    },
-    config: { platformAdmin: true, scope: 'backups:write' },
-  }, async (request) => {
-    const row = await recorded(ctx, request.params.filename);
-    if (request.body.confirm !== row.filename) {
-      throw badRequest('confirm must equal the backup filename', [{ field: 'confirm' }]);
-    }
-    const url = backupEnv(ctx).databases.get(row.database);
-    if (!url) throw conflict(`Database ${row.database} is no longer configured for backups`);
-    const own = new URL(ctx.config.DATABASE_URL);
-    const target = new URL(url);
-    if (own.hostname === target.hostname && (own.port || '5432') === (target.port || '5432') && own.pathname === target.pathname) {
-      throw conflict('The backups service cannot restore its own database while running; use pg_restore offline');
-    }
-    try {
-      return ok(toBackup(await restoreBackup(ctx, row, metaFromPrincipal(request.principal))));
-    } catch (err) {
-      if (err instanceof BusyError) throw conflict(err.message);
-      if (err instanceof MissingFileError) throw notFound('Backup file');
-      if (err instanceof RestoreError) throw new AppError('UNPROCESSABLE', 'pg_restore failed; the database was left unchanged', [{ error: err.message }]);
-      throw err;
-    }
   });
 }
