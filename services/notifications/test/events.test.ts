@@ -93,6 +93,17 @@ describe('notifications from events (exactly once per event)', () => {
     expect(rows[0]).toEqual({ message: 'A payment of $19.99 failed: card_declined', type: 'error' });
   });
 
+  it('a balance gone into debt says what is owed, not a threshold', async () => {
+    const debt = envelope('billing.balance.low', { ledger: 'tokens', balance: 0, threshold: 1, userId: carol.userId, owed: 250 }, { orgId: orgA });
+    const credits = envelope('billing.balance.low', { ledger: 'credits', balance: 0, threshold: 1, userId: carol.userId, owed: 1234 }, { orgId: orgA });
+    for (const e of [debt, credits]) await deliverTwice(e);
+    const { rows } = await svc.ctx.pool.query("SELECT title, message, type FROM notifications WHERE kind = 'balance_low' AND user_id = $1 ORDER BY id", [carol.userId]);
+    expect(rows).toEqual([
+      { title: 'Tokens exhausted', type: 'error', message: 'Your tokens balance is used up and 250 tokens of usage is owed; it is settled from your next purchase or top-up.' },
+      { title: 'Credits exhausted', type: 'error', message: 'Your credits balance is used up and $12.34 of usage is owed; it is settled from your next purchase or top-up.' },
+    ]);
+  });
+
   it('backup failed notifies each platform admin', async () => {
     const e = envelope('backups.backup.failed', { backupId: null, database: 'aos_tasks', error: 'pg_dump exited 1' });
     await deliverTwice(e);

@@ -73,8 +73,12 @@ export const notifier = (ctx: Ctx) => defineHandler<Handled, typeof schema>({
       case 'billing.balance.low': {
         const d = event.data;
         if (!org) break;
-        out.push({ orgId: org, userId: d.userId, type: 'warning', kind: 'balance_low', title: `Low ${d.ledger} balance`,
-          message: `Your ${d.ledger} balance is ${d.balance}, below the threshold of ${d.threshold}.`, link: '/billing' });
+        const owed = d.ledger === 'credits' ? formatAmount(d.owed ?? 0, 'usd') : `${d.owed} tokens`;
+        out.push(d.owed
+          ? { orgId: org, userId: d.userId, type: 'error', kind: 'balance_low', title: `${d.ledger === 'tokens' ? 'Tokens' : 'Credits'} exhausted`,
+            message: `Your ${d.ledger} balance is used up and ${owed} of usage is owed; it is settled from your next purchase or top-up.`, link: '/billing' }
+          : { orgId: org, userId: d.userId, type: 'warning', kind: 'balance_low', title: `Low ${d.ledger} balance`,
+            message: `Your ${d.ledger} balance is ${d.balance}, below the threshold of ${d.threshold}.`, link: '/billing' });
         break;
       }
       case 'backups.backup.failed': {
