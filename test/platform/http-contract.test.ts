@@ -1,7 +1,7 @@
 import { AppError, createLogger, initTracing } from '@aos/core';
 import { createHttpApp, list, page, PaginationQuery, type App } from '@aos/http';
 import { apiKeyPrincipal, internalKeys, tokenFor, userPrincipal } from '@aos/testkit';
-import { INTERNAL_TOKEN_HEADER } from '@aos/contracts';
+import { ANONYMOUS, INTERNAL_TOKEN_HEADER } from '@aos/contracts';
 import { importEd25519Jwk, signInternalToken } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { generateKeyPair } from 'jose';
@@ -29,6 +29,7 @@ beforeAll(async () => {
   app.get('/items/:id', async (req) => ({ data: req.params }));
   app.get('/scoped', { config: { scope: 'tasks:write' } }, async (req) => ({ data: { kind: req.principal.kind } }));
   app.get('/admins', { config: { minRole: 'admin' } }, async () => ({ data: 'ok' }));
+  app.post('/scoped-items', { config: { scope: 'tasks:write', minRole: 'admin' }, schema: { body: Type.Object({ name: Type.String({ minLength: 1 }) }) } }, async (req) => ({ data: req.body }));
   app.get('/public', { config: { auth: 'public' } }, async (req) => ({ data: { kind: req.principal.kind } }));
   app.get('/conflict', async () => { throw new AppError('CONFLICT', 'Already there', [{ id: 7 }]); });
   await app.ready();
@@ -180,6 +181,19 @@ describe('principal from the gateway token', () => {
   it('enforces the minimum organization role', async () => {
     expect((await app.inject({ method: 'GET', url: '/admins', headers: await as(userPrincipal({ orgRole: 'member' })) })).statusCode).toBe(403);
     expect((await app.inject({ method: 'GET', url: '/admins', headers: await as(userPrincipal({ orgRole: 'admin' })) })).statusCode).toBe(200);
+  });
+
+  it('refuses an anonymous caller, a key without the scope and a too-low role before looking at the body', async () => {
+    const post = async (headers: Record<string, string>, payload: string) =>
+      app.inject({ method: 'POST', url: '/scoped-items', headers: { ...headers, 'content-type': 'application/json' }, payload });
+    const anonymous = await as(ANONYMOUS);
+    for (const body of ['{}', '{"name": ', '[]']) {
+      expect((await post(anonymous, body)).json().error.code, body).toBe('UNAUTHORIZED');
+      expect((await post(await as(apiKeyPrincipal(['tasks:read'])), body)).json().error.code, body).toBe('SCOPE_REQUIRED');
+      expect((await post(await as(userPrincipal({ orgRole: 'member' })), body)).json().error.code, body).toBe('FORBIDDEN');
+    }
+    expect((await post(await as(userPrincipal({ orgRole: 'admin' })), '{}')).json().error.code).toBe('VALIDATION_ERROR');
+    expect((await post(await as(userPrincipal({ orgRole: 'admin' })), '{"name":"x"}')).statusCode).toBe(200);
   });
 
   it('needs no token for health, and /ready follows the critical checks', async () => {

@@ -115,27 +115,15 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<App> {
     } catch {
       throw unauthorized('Invalid internal token');
     }
+    // Before the body is parsed and validated: an anonymous caller or one lacking the scope or
+    // role gets 401/403, not a 400 that describes the route's input.
+    authorize(request.routeOptions.config, request.principal);
   });
 
   // Runs first among preHandlers: the handler and the hooks after it run inside the request span.
   app.addHook('preHandler', (request, _reply, done) => {
     if (!request.span) return done();
     context.with(trace.setSpan(context.active(), request.span), done);
-  });
-
-  app.addHook('preHandler', async (request) => {
-    const cfg = request.routeOptions.config;
-    // Without an internal key this is the gateway: it authenticates and forwards, services authorise.
-    if (!opts.internalKey || !cfg || cfg.auth === 'none' || request.is404) return;
-    const p = request.principal;
-    if (cfg.auth !== 'public' && p.kind === 'anonymous') throw unauthorized();
-    if (cfg.scope && p.kind === 'api_key' && !hasScope(p.scopes, cfg.scope)) {
-      throw new AppError('SCOPE_REQUIRED', `This API key lacks the "${cfg.scope}" scope`, [{ scope: cfg.scope }]);
-    }
-    if (cfg.platformAdmin && !p.platformRoles.includes('admin')) throw forbidden('Platform admin role required');
-    if (cfg.minRole && !p.platformRoles.includes('admin') && !roleAtLeast(p.orgRole, cfg.minRole)) {
-      throw forbidden(`Requires the ${cfg.minRole} role in this organization`);
-    }
   });
 
   // AJV's type coercion turns `?n=1e309` into Infinity and then skips the range keywords, and
@@ -275,6 +263,19 @@ function sendError(err: FastifyError, request: FastifyRequest, reply: FastifyRep
     return reply.status(500).send({ error: { code: 'INTERNAL_ERROR', message: 'Internal server error' } });
   }
   return reply.status(status).send({ error: { code: codeForStatus(status), message: err.message } });
+}
+
+/** What a route's config demands of the caller (services only: the gateway authenticates and forwards). */
+function authorize(cfg: RouteAuth | undefined, p: Principal) {
+  if (!cfg || cfg.auth === 'none') return;
+  if (cfg.auth !== 'public' && p.kind === 'anonymous') throw unauthorized();
+  if (cfg.scope && p.kind === 'api_key' && !hasScope(p.scopes, cfg.scope)) {
+    throw new AppError('SCOPE_REQUIRED', `This API key lacks the "${cfg.scope}" scope`, [{ scope: cfg.scope }]);
+  }
+  if (cfg.platformAdmin && !p.platformRoles.includes('admin')) throw forbidden('Platform admin role required');
+  if (cfg.minRole && !p.platformRoles.includes('admin') && !roleAtLeast(p.orgRole, cfg.minRole)) {
+    throw forbidden(`Requires the ${cfg.minRole} role in this organization`);
+  }
 }
 
 /** The caller's organization, or 403 when the principal acts in none. */
