@@ -5,6 +5,7 @@ import { ANONYMOUS, INTERNAL_TOKEN_HEADER } from '@aos/contracts';
 import { importEd25519Jwk, signInternalToken } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { generateKeyPair } from 'jose';
+import { connect, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 let app: App;
@@ -58,10 +59,36 @@ describe('error envelope and X-Trace-Id', () => {
       const res = await app.inject({ method: 'GET', url, headers: await as() });
       expect(res.statusCode, url).toBe(400);
       expect(res.json().error.code, url).toBe('VALIDATION_ERROR');
+      expect(res.headers['x-trace-id'], url).toMatch(/^[0-9a-f]{32}$/);
     }
     const long = await app.inject({ method: 'GET', url: `/items/${'x'.repeat(600)}`, headers: await as() });
     expect(long.statusCode).toBe(414);
     expect(long.json().error.code).toBeTruthy();
+  });
+
+  it("requests Node's HTTP parser refuses (headers over 16 KB, garbage) get the envelope and a trace id too", async () => {
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const port = (app.server.address() as AddressInfo).port;
+    const raw = (request: string) => new Promise<string>((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1', () => socket.write(request));
+      let answer = '';
+      socket.on('data', (c) => { answer += c.toString(); });
+      socket.on('end', () => resolve(answer));
+      socket.on('error', reject);
+    });
+    const cases: [string, number, string][] = [
+      [`GET /items?q=${'x'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 431, 'HEADERS_TOO_LARGE'],
+      [`GET /items HTTP/1.1\r\nHost: x\r\nX-Big: ${'y'.repeat(20_000)}\r\n\r\n`, 431, 'HEADERS_TOO_LARGE'],
+      ['NOT HTTP AT ALL\r\n\r\n', 400, 'VALIDATION_ERROR'],
+      ['GET /items HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n', 400, 'VALIDATION_ERROR'],
+    ];
+    for (const [request, status, code] of cases) {
+      const answer = await raw(request);
+      const [head, body] = answer.split('\r\n\r\n');
+      expect(head, request.slice(0, 40)).toMatch(new RegExp(`^HTTP/1.1 ${status} `));
+      expect(head).toMatch(/\r\nx-trace-id: [0-9a-f]{32}\r\n/);
+      expect(JSON.parse(body!)).toEqual({ error: { code, message: expect.any(String) } });
+    }
   });
 
   it('400 with field details for a schema violation', async () => {

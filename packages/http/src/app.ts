@@ -5,6 +5,8 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { context, INVALID_TRACEID as INVALID_TRACE_ID, propagation, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type RawServerDefault } from 'fastify';
 import { randomBytes } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { verifyInternalToken, type Key } from './internal-token.js';
 
@@ -87,6 +89,8 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<App> {
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 500 },
     // Malformed URL encoding (`/x/%`) and over-long parameters: the same envelope as every other error.
     frameworkErrors: (err, request, reply) => sendError(err, request, reply),
+    // Requests Node's parser refuses before Fastify sees them (headers over 16 KB, garbage): the envelope too.
+    clientErrorHandler: sendClientError,
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
   const routes: RouteInfo[] = [];
@@ -239,7 +243,24 @@ function sqlStateOf(err: unknown): string | undefined {
   return undefined;
 }
 
+/** Answers on the raw socket: there is no request (nor trace) yet, so the trace id is a fresh one. */
+function sendClientError(err: Error & { code?: string }, socket: Socket) {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+  const messages: Record<number, string> = { 431: 'Request headers (or the URL) are too large', 408: 'The request took too long to arrive', 400: 'Malformed HTTP request' };
+  const body = JSON.stringify({ error: { code: codeForStatus(status), message: messages[status] } });
+  socket.end([
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}`, 'content-type: application/json; charset=utf-8', `content-length: ${Buffer.byteLength(body)}`,
+    `x-trace-id: ${randomBytes(16).toString('hex')}`, 'connection: close', '', body,
+  ].join('\r\n'));
+}
+
 function sendError(err: FastifyError, request: FastifyRequest, reply: FastifyReply) {
+  // Framework errors (a malformed URL) come before the hook that sets it.
+  if (!reply.hasHeader('x-trace-id')) reply.header('x-trace-id', request.id);
   if (err instanceof AppError) {
     if (err.status >= 500) request.log.error({ err }, err.message);
     return reply.status(err.status).send({ error: { code: err.code, message: err.message, ...(err.details ? { details: err.details } : {}) } });
