@@ -1,5 +1,5 @@
 import { AppError, createLogger, initTracing } from '@aos/core';
-import { createHttpApp, list, page, PaginationQuery, type App } from '@aos/http';
+import { createHttpApp, list, Nullable, page, PaginationQuery, type App } from '@aos/http';
 import { apiKeyPrincipal, internalKeys, tokenFor, userPrincipal } from '@aos/testkit';
 import { ANONYMOUS, INTERNAL_TOKEN_HEADER } from '@aos/contracts';
 import { importEd25519Jwk, signInternalToken } from '@aos/http';
@@ -23,6 +23,9 @@ beforeAll(async () => {
   });
   app.get('/boom', async () => { throw new Error('secret detail: SELECT * FROM users'); });
   app.post('/items', { schema: { body: Type.Object({ name: Type.String({ minLength: 1 }) }) } }, async (req) => ({ data: req.body }));
+  app.patch('/switches', {
+    schema: { body: Type.Object({ active: Type.Optional(Type.Boolean()), count: Type.Optional(Type.Integer()), note: Type.Optional(Nullable(Type.String())), tags: Type.Optional(Type.Array(Type.String())), extra: Type.Optional(Type.Unknown()) }) },
+  }, async (req) => ({ data: req.body }));
   app.get('/items', { schema: { querystring: Type.Object(PaginationQuery) } }, async (req) => {
     const p = page(req.query);
     return list([], 0, p);
@@ -89,6 +92,16 @@ describe('error envelope and X-Trace-Id', () => {
       expect(head).toMatch(/\r\nx-trace-id: [0-9a-f]{32}\r\n/);
       expect(JSON.parse(body!)).toEqual({ error: { code, message: expect.any(String) } });
     }
+  });
+
+  it('refuses null where the schema does not allow it (coercion would read it as false, 0 or ""), keeps it where it does', async () => {
+    const patch = async (payload: unknown) => app.inject({ method: 'PATCH', url: '/switches', headers: await as(), payload: payload as object });
+    for (const [body, field] of [[{ active: null }, 'active'], [{ count: null }, 'count'], [{ tags: ['a', null] }, 'tags.1']] as const) {
+      const res = await patch(body);
+      expect(res.statusCode, field).toBe(400);
+      expect(res.json().error).toMatchObject({ code: 'VALIDATION_ERROR', details: [{ field }] });
+    }
+    expect((await patch({ note: null, extra: null, active: false })).json().data).toEqual({ note: null, extra: null, active: false });
   });
 
   it('400 with field details for a schema violation', async () => {

@@ -138,6 +138,15 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<App> {
     if (field) throw badRequest(`${field} must be a finite number`, [{ field }]);
   });
 
+  // With type coercion AJV reads `null` as "", 0 or false where the schema does not allow null:
+  // `{"is_active": null}` would switch a key off. Refused before validation, naming the field.
+  app.addHook('preValidation', async (request) => {
+    if (!opts.internalKey) return;
+    const schema = (request.routeOptions.schema as { body?: JsonSchema } | undefined)?.body;
+    const field = schema && request.body !== undefined ? nullWhereNotAllowed(schema, request.body) : null;
+    if (field !== null) throw badRequest(`${field || 'The body'} must not be null`, [{ field: field || 'body' }]);
+  });
+
   app.addHook('onResponse', async (request, reply) => {
     const span = request.span;
     if (!span) return;
@@ -304,6 +313,46 @@ export function orgOf(request: FastifyRequest): string {
   const orgId = request.principal.orgId;
   if (!orgId) throw forbidden('This action needs an organization context');
   return orgId;
+}
+
+interface JsonSchema {
+  type?: string | string[];
+  nullable?: boolean;
+  anyOf?: JsonSchema[];
+  oneOf?: JsonSchema[];
+  properties?: Record<string, JsonSchema>;
+  items?: JsonSchema;
+  const?: unknown;
+  enum?: unknown[];
+}
+
+const allowsNull = (s: JsonSchema): boolean => {
+  if (s.nullable || s.type === 'null' || (Array.isArray(s.type) && s.type.includes('null'))) return true;
+  const branches = s.anyOf ?? s.oneOf;
+  if (branches) return branches.some(allowsNull);
+  if (s.enum) return s.enum.includes(null);
+  if ('const' in s) return s.const === null;
+  return s.type === undefined && !s.properties && !s.items; // any value
+};
+
+/** The dotted path of the first `null` where `schema` does not allow one ('' for the body itself), or null. */
+function nullWhereNotAllowed(schema: JsonSchema, value: unknown, path = '', depth = 0): string | null {
+  if (value === null) return allowsNull(schema) ? null : path;
+  if (depth > 8 || typeof value !== 'object') return null;
+  if (Array.isArray(value)) {
+    if (!schema.items) return null;
+    for (const [i, v] of value.entries()) {
+      const found = nullWhereNotAllowed(schema.items, v, path ? `${path}.${i}` : String(i), depth + 1);
+      if (found !== null) return found;
+    }
+    return null;
+  }
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    const inner = schema.properties?.[k];
+    const found = inner ? nullWhereNotAllowed(inner, v, path ? `${path}.${k}` : k, depth + 1) : null;
+    if (found !== null) return found;
+  }
+  return null;
 }
 
 /** The path (`body/a/b`, without the `body/` part) of the first non-finite number in a parsed request, if any. */
