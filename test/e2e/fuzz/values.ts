@@ -19,6 +19,7 @@ export interface Schema {
   required?: string[];
   $ref?: string;
   default?: unknown;
+  nullable?: boolean;
 }
 
 /** A JSON number written as is into the body (`1e309`, `99999999999999999999`): JSON.stringify cannot. */
@@ -77,7 +78,8 @@ export function typeOf(s: Schema): string | undefined {
   return undefined;
 }
 
-export const nullable = (s: Schema) => (Array.isArray(s.type) && s.type.includes('null')) || !!s.anyOf?.some((b) => b.type === 'null');
+/** Whether `null` is a value of `s` (`nullable: true` is how OpenAPI 3.0 writes `type: [t, 'null']`). */
+export const nullable = (s: Schema) => s.nullable === true || (Array.isArray(s.type) && s.type.includes('null')) || !!s.anyOf?.some((b) => b.type === 'null' || b.nullable === true);
 
 const STRING_CANDIDATES = [
   'fuzz', 'fuzz-1', 'fuzz_1', 'fuzz.key-1', 'Fuzz value', 'docs/readme.md', 'readme.md', 'tasks.task.created', '#336699', '#369',
