@@ -7,7 +7,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { dataOf, send, type Call, type Caller, type Method } from './fuzz/client.js';
 import { operationsOf, urlOf, type OpenApiDocument, type Operation } from './fuzz/operations.js';
 import { pathValue, register, seedOrganization, seedPlatform, sharedParameter, type AdminResources, type Resources } from './fuzz/seed.js';
-import { deepArray, deepObject, hostileBodyValues, hostileParamValues, LONG, nullable, sample, toJson, typeOf, type Schema } from './fuzz/values.js';
+import { deepArray, deepObject, hostileBodyValues, hostileParamValues, LONG, normalise, nullable, sample, toJson, typeOf, type Schema } from './fuzz/values.js';
 import { startFullStack } from './stack.js';
 
 /**
@@ -301,6 +301,17 @@ function mustRefuse(op: Operation, field: string, schema: Schema, label: string)
   return undefined;
 }
 
+/** Why a hostile query value can only be refused, if so. */
+function mustRefuseParam(schema: Schema, label: string): string | undefined {
+  const s = normalise(schema);
+  const numeric = ['integer', 'number'].includes(typeOf(s) ?? '');
+  if (numeric && ['abc', '1e309', '1.5'].includes(label) && (typeOf(s) === 'integer' || label !== '1.5')) return 'not a finite integer';
+  if (numeric && ['-1', '0'].includes(label) && s.minimum !== undefined && s.minimum > Number(label)) return `at least ${s.minimum}`;
+  if (s.enum && label === 'unknown enum') return `one of ${s.enum.join(', ')}`;
+  if (typeOf(s) === 'boolean' && label === 'maybe') return 'a boolean';
+  return undefined;
+}
+
 /** A case: its label, the request, and — when the input can only be refused — why. */
 type Case = [label: string, call: Call, mustRefuse?: string];
 
@@ -320,7 +331,7 @@ function hostileCases(op: Operation, caller: Caller): { baseline: Call; cases: C
   for (const q of op.queryParams) {
     const extra = [{ label: '100k chars', value: LONG }, { label: 'repeated', value: `a&${q.name}=b` }, ...(q.name === 'limit' ? [{ label: '100000', value: '100000' }] : [])];
     for (const v of [...hostileParamValues(q.schema), ...extra]) {
-      cases.push([`query ${q.name}: ${v.label}`, { ...baseline, url: urlOf(op.path, values, [...query.filter(([k]) => k !== q.name), [q.name, String(v.value)]]) }]);
+      cases.push([`query ${q.name}: ${v.label}`, { ...baseline, url: urlOf(op.path, values, [...query.filter(([k]) => k !== q.name), [q.name, String(v.value)]]) }, mustRefuseParam(q.schema, v.label)]);
     }
   }
   for (const h of op.headerParams) {

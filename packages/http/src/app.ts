@@ -133,7 +133,6 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<App> {
   // AJV's type coercion turns `?n=1e309` into Infinity and then skips the range keywords, and
   // JSON.parse reads 1e309 as Infinity: no field of this API takes a non-finite number.
   app.addHook('preHandler', async (request) => {
-    if (!opts.internalKey) return;
     const field = nonFiniteField({ query: request.query, params: request.params, body: request.body });
     if (field) throw badRequest(`${field} must be a finite number`, [{ field }]);
   });
@@ -141,7 +140,6 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<App> {
   // With type coercion AJV reads `null` as "", 0 or false where the schema does not allow null:
   // `{"is_active": null}` would switch a key off. Refused before validation, naming the field.
   app.addHook('preValidation', async (request) => {
-    if (!opts.internalKey) return;
     const schema = (request.routeOptions.schema as { body?: JsonSchema } | undefined)?.body;
     const field = schema && request.body !== undefined ? nullWhereNotAllowed(schema, request.body) : null;
     if (field !== null) throw badRequest(`${field || 'The body'} must not be null`, [{ field: field || 'body' }]);

@@ -63,8 +63,8 @@ export function operationsOf(doc: OpenApiDocument): Operation[] {
   return ops;
 }
 
-/** Paths whose writes change another family's lists. */
-const FAMILY_ALIASES: Record<string, string> = { 'agent-runs': 'agents', 'chat': 'agents', changelog: 'tasks', 'agent-metrics': 'agents' };
+/** Paths whose writes change another family's reads (a product's task stats, an agent's runs). */
+const FAMILY_ALIASES: Record<string, string> = { 'agent-runs': 'agents', 'chat': 'agents', changelog: 'tasks', 'agent-metrics': 'agents', products: 'tasks' };
 
 /** `/api/tasks/{id}` with `{ id: '7' }` (values already URL-encoded) and a query string. */
 export function urlOf(path: string, values: Record<string, string>, query: [string, string][] = []): string {
