@@ -54,6 +54,9 @@ describe('JWT verification at the gateway', () => {
       expect(res.json().error.code, name).toBe('UNAUTHORIZED');
     }
     expect((await stack.api('GET', '/api/auth/me', { headers: { cookie: 'assimetria_jwt=forged' } })).statusCode).toBe(401);
+    const badlyEncoded = await stack.api('GET', '/api/auth/me', { headers: { cookie: 'assimetria_jwt=%E0%A4%A' } });
+    expect(badlyEncoded.statusCode).toBe(401); // malformed percent-encoding is a bad token, not a server error
+    expect(badlyEncoded.json().error.code).toBe('UNAUTHORIZED');
     expect((await stack.api('GET', '/api/auth/me', { headers: { authorization: `Basic ${Buffer.from('a:b').toString('base64')}` } })).statusCode).toBe(401);
     expect((await stack.api('GET', '/api/users', { token: u.token })).statusCode).toBe(403); // not an admin, whatever a forged claim says
   });

@@ -101,6 +101,22 @@ describe('gateway routing', () => {
     expect(res.json().error.code).toBe('UPSTREAM_TIMEOUT');
   });
 
+  it('refuses a malformed percent-encoding or an over-long URL itself, in the envelope, before the service is asked', async () => {
+    const before = seen.length;
+    const cases: [string, number, string][] = [
+      ['/api/tasks/echo?q=%E0%A4%A', 400, 'VALIDATION_ERROR'], ['/api/tasks/echo?q=%ED%A0%80', 400, 'VALIDATION_ERROR'],
+      ['/api/tasks/%E0%A4%A', 400, 'VALIDATION_ERROR'], [`/api/tasks/echo?q=${'x'.repeat(20_000)}`, 414, 'URI_TOO_LONG'],
+    ];
+    for (const [url, status, code] of cases) {
+      const res = await gateway.inject({ method: 'GET', url });
+      expect(res.statusCode, url.slice(0, 60)).toBe(status);
+      expect(res.json().error.code, url.slice(0, 60)).toBe(code);
+      expect(res.headers['x-trace-id']).toMatch(/^[0-9a-f]{32}$/);
+    }
+    expect(seen.length).toBe(before);
+    expect((await gateway.inject({ method: 'GET', url: '/api/tasks/echo?q=%C3%BC' })).statusCode).toBe(200);
+  });
+
   it('404s paths no service owns', async () => {
     const res = await gateway.inject({ method: 'GET', url: '/api/nothing-here' });
     expect(res.statusCode).toBe(404);

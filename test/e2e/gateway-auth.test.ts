@@ -222,6 +222,11 @@ describe('through the gateway', () => {
     const other = await signup();
     expect((await api('GET', '/api/search?q=searchable', { token: other.token })).json().data.tasks).toEqual([]);
     expect((await api('GET', '/api/dashboard/stats')).statusCode).toBe(401);
+    // Credentials are checked before the query: without them it is 401 whatever the query says.
+    for (const url of ['/api/search', '/api/search?q=', '/api/search?q=x&limit=abc', '/api/search?q=x&limit=1e309']) {
+      expect((await api('GET', url)).statusCode, url).toBe(401);
+      expect((await api('GET', url, { token: u.token })).statusCode, url).toBe(400);
+    }
     const health = (await api('GET', '/api/system/health', { token: u.token })).json().data;
     expect(health.sections.services.ready).toMatchObject({ identity: true, tasks: true, billing: false });
     expect((await api('GET', '/api/arch-health')).statusCode).toBe(503);

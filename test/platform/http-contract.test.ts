@@ -1,10 +1,11 @@
 import { AppError, createLogger, initTracing } from '@aos/core';
-import { createHttpApp, list, page, PaginationQuery, type App } from '@aos/http';
+import { createHttpApp, list, Nullable, page, PaginationQuery, type App } from '@aos/http';
 import { apiKeyPrincipal, internalKeys, tokenFor, userPrincipal } from '@aos/testkit';
-import { INTERNAL_TOKEN_HEADER } from '@aos/contracts';
+import { ANONYMOUS, INTERNAL_TOKEN_HEADER } from '@aos/contracts';
 import { importEd25519Jwk, signInternalToken } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { generateKeyPair } from 'jose';
+import { connect, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 let app: App;
@@ -22,6 +23,9 @@ beforeAll(async () => {
   });
   app.get('/boom', async () => { throw new Error('secret detail: SELECT * FROM users'); });
   app.post('/items', { schema: { body: Type.Object({ name: Type.String({ minLength: 1 }) }) } }, async (req) => ({ data: req.body }));
+  app.patch('/switches', {
+    schema: { body: Type.Object({ active: Type.Optional(Type.Boolean()), count: Type.Optional(Type.Integer()), note: Type.Optional(Nullable(Type.String())), tags: Type.Optional(Type.Array(Type.String())), extra: Type.Optional(Type.Unknown()) }) },
+  }, async (req) => ({ data: req.body }));
   app.get('/items', { schema: { querystring: Type.Object(PaginationQuery) } }, async (req) => {
     const p = page(req.query);
     return list([], 0, p);
@@ -29,6 +33,7 @@ beforeAll(async () => {
   app.get('/items/:id', async (req) => ({ data: req.params }));
   app.get('/scoped', { config: { scope: 'tasks:write' } }, async (req) => ({ data: { kind: req.principal.kind } }));
   app.get('/admins', { config: { minRole: 'admin' } }, async () => ({ data: 'ok' }));
+  app.post('/scoped-items', { config: { scope: 'tasks:write', minRole: 'admin' }, schema: { body: Type.Object({ name: Type.String({ minLength: 1 }) }) } }, async (req) => ({ data: req.body }));
   app.get('/public', { config: { auth: 'public' } }, async (req) => ({ data: { kind: req.principal.kind } }));
   app.get('/conflict', async () => { throw new AppError('CONFLICT', 'Already there', [{ id: 7 }]); });
   await app.ready();
@@ -57,10 +62,46 @@ describe('error envelope and X-Trace-Id', () => {
       const res = await app.inject({ method: 'GET', url, headers: await as() });
       expect(res.statusCode, url).toBe(400);
       expect(res.json().error.code, url).toBe('VALIDATION_ERROR');
+      expect(res.headers['x-trace-id'], url).toMatch(/^[0-9a-f]{32}$/);
     }
     const long = await app.inject({ method: 'GET', url: `/items/${'x'.repeat(600)}`, headers: await as() });
     expect(long.statusCode).toBe(414);
     expect(long.json().error.code).toBeTruthy();
+  });
+
+  it("requests Node's HTTP parser refuses (headers over 16 KB, garbage) get the envelope and a trace id too", async () => {
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const port = (app.server.address() as AddressInfo).port;
+    const raw = (request: string) => new Promise<string>((resolve, reject) => {
+      const socket = connect(port, '127.0.0.1', () => socket.write(request));
+      let answer = '';
+      socket.on('data', (c) => { answer += c.toString(); });
+      socket.on('end', () => resolve(answer));
+      socket.on('error', reject);
+    });
+    const cases: [string, number, string][] = [
+      [`GET /items?q=${'x'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 431, 'HEADERS_TOO_LARGE'],
+      [`GET /items HTTP/1.1\r\nHost: x\r\nX-Big: ${'y'.repeat(20_000)}\r\n\r\n`, 431, 'HEADERS_TOO_LARGE'],
+      ['NOT HTTP AT ALL\r\n\r\n', 400, 'VALIDATION_ERROR'],
+      ['GET /items HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n', 400, 'VALIDATION_ERROR'],
+    ];
+    for (const [request, status, code] of cases) {
+      const answer = await raw(request);
+      const [head, body] = answer.split('\r\n\r\n');
+      expect(head, request.slice(0, 40)).toMatch(new RegExp(`^HTTP/1.1 ${status} `));
+      expect(head).toMatch(/\r\nx-trace-id: [0-9a-f]{32}\r\n/);
+      expect(JSON.parse(body!)).toEqual({ error: { code, message: expect.any(String) } });
+    }
+  });
+
+  it('refuses null where the schema does not allow it (coercion would read it as false, 0 or ""), keeps it where it does', async () => {
+    const patch = async (payload: unknown) => app.inject({ method: 'PATCH', url: '/switches', headers: await as(), payload: payload as object });
+    for (const [body, field] of [[{ active: null }, 'active'], [{ count: null }, 'count'], [{ tags: ['a', null] }, 'tags.1']] as const) {
+      const res = await patch(body);
+      expect(res.statusCode, field).toBe(400);
+      expect(res.json().error).toMatchObject({ code: 'VALIDATION_ERROR', details: [{ field }] });
+    }
+    expect((await patch({ note: null, extra: null, active: false })).json().data).toEqual({ note: null, extra: null, active: false });
   });
 
   it('400 with field details for a schema violation', async () => {
@@ -180,6 +221,19 @@ describe('principal from the gateway token', () => {
   it('enforces the minimum organization role', async () => {
     expect((await app.inject({ method: 'GET', url: '/admins', headers: await as(userPrincipal({ orgRole: 'member' })) })).statusCode).toBe(403);
     expect((await app.inject({ method: 'GET', url: '/admins', headers: await as(userPrincipal({ orgRole: 'admin' })) })).statusCode).toBe(200);
+  });
+
+  it('refuses an anonymous caller, a key without the scope and a too-low role before looking at the body', async () => {
+    const post = async (headers: Record<string, string>, payload: string) =>
+      app.inject({ method: 'POST', url: '/scoped-items', headers: { ...headers, 'content-type': 'application/json' }, payload });
+    const anonymous = await as(ANONYMOUS);
+    for (const body of ['{}', '{"name": ', '[]']) {
+      expect((await post(anonymous, body)).json().error.code, body).toBe('UNAUTHORIZED');
+      expect((await post(await as(apiKeyPrincipal(['tasks:read'])), body)).json().error.code, body).toBe('SCOPE_REQUIRED');
+      expect((await post(await as(userPrincipal({ orgRole: 'member' })), body)).json().error.code, body).toBe('FORBIDDEN');
+    }
+    expect((await post(await as(userPrincipal({ orgRole: 'admin' })), '{}')).json().error.code).toBe('VALIDATION_ERROR');
+    expect((await post(await as(userPrincipal({ orgRole: 'admin' })), '{"name":"x"}')).statusCode).toBe(200);
   });
 
   it('needs no token for health, and /ready follows the critical checks', async () => {

@@ -135,7 +135,15 @@ export function createAuthenticator(config: GatewayConfig, redis: Redis, private
     }
     const cookie = request.headers.cookie?.split(';').map((c) => c.trim()).find((c) => c.startsWith(`${ACCESS_TOKEN.cookie}=`));
     const token = cookie?.slice(ACCESS_TOKEN.cookie.length + 1);
-    if (token) return jwt(decodeURIComponent(token), orgHeader);
+    if (token) {
+      let decoded: string;
+      try {
+        decoded = decodeURIComponent(token);
+      } catch {
+        throw unauthorized('Invalid or expired token');
+      }
+      return jwt(decoded, orgHeader);
+    }
     return ANONYMOUS;
   };
 }

@@ -26,11 +26,12 @@ export function dashboardRoutes(app: App, config: GatewayConfig, privateKey: Key
   };
   const total = (r: Json | null) => (r ? ((r.meta as { total?: number })?.total ?? 0) : null);
   const data = (r: Json | null) => (r ? r.data : null);
-  const user = async (request: FastifyRequest, reply: FastifyReply, path: string) => {
-    const principal = await admit(request, reply, path);
+  /** Admits the caller before the query is validated: without credentials it is 401, whatever the query. */
+  const admitUser = async (request: FastifyRequest, reply: FastifyReply) => {
+    const principal = await admit(request, reply, request.routeOptions.url!.replace(/^\/api(\/v1)?/, ''));
     if (principal.kind === 'anonymous') throw unauthorized();
     if (!principal.orgId) throw new AppError('FORBIDDEN', 'This needs an organization context');
-    return principal;
+    request.principal = principal;
   };
   const servicesReady = async () => Object.fromEntries(await Promise.all(ServiceNames.map(async (name) => {
     try {
@@ -41,6 +42,7 @@ export function dashboardRoutes(app: App, config: GatewayConfig, privateKey: Key
     }
   })));
   const opts = { schema: { tags: ['Dashboard'] }, config: { auth: 'none' as const } };
+  const userOpts = { ...opts, onRequest: admitUser };
 
   for (const prefix of ['/api', '/api/v1']) {
     app.get(`${prefix}/dashboard`, { ...opts, schema: { ...opts.schema, summary: 'Dashboard root: service status and the sub-endpoints' } }, async () => {
@@ -48,8 +50,8 @@ export function dashboardRoutes(app: App, config: GatewayConfig, privateKey: Key
       return { data: { services: ready, endpoints: ['/api/dashboard/stats', '/api/dashboard/overview', '/api/dashboard/agent-efficiency', '/api/dashboard/agent-queue-health', '/api/search', '/api/system/health', '/api/arch-health'] } };
     });
 
-    app.get(`${prefix}/dashboard/stats`, { ...opts, schema: { ...opts.schema, summary: 'Counts: agents, tasks, products, pending tasks' } }, async (request, reply) => {
-      const p = await user(request, reply, '/dashboard/stats');
+    app.get(`${prefix}/dashboard/stats`, { ...userOpts, schema: { ...opts.schema, summary: 'Counts: agents, tasks, products, pending tasks' } }, async (request) => {
+      const p = request.principal;
       const [agents, tasks, pending, inProgress, products] = await Promise.all([
         call(p, 'agents-runtime', '/agents?limit=1'), call(p, 'tasks', '/tasks?limit=1'), call(p, 'tasks', '/tasks?status=todo&limit=1'),
         call(p, 'tasks', '/tasks?status=in_progress&limit=1'), call(p, 'tasks', '/products?limit=1'),
@@ -58,8 +60,8 @@ export function dashboardRoutes(app: App, config: GatewayConfig, privateKey: Key
       return { data: { agents: total(agents), tasks: total(tasks), pending_tasks: total(pending), in_progress_tasks: total(inProgress), products: total(products), unavailable } };
     });
 
-    app.get(`${prefix}/dashboard/overview`, { ...opts, schema: { ...opts.schema, summary: 'Token balance, recent runs, activity, task counts' } }, async (request, reply) => {
-      const p = await user(request, reply, '/dashboard/overview');
+    app.get(`${prefix}/dashboard/overview`, { ...userOpts, schema: { ...opts.schema, summary: 'Token balance, recent runs, activity, task counts' } }, async (request) => {
+      const p = request.principal;
       const [balance, runs, activity, tasks] = await Promise.all([
         call(p, 'billing', '/tokens/balance'), call(p, 'agents-runtime', '/agent-runs?limit=5'), call(p, 'notifications', '/activity-log/stats'), call(p, 'tasks', '/tasks?limit=1'),
       ]);
@@ -67,32 +69,32 @@ export function dashboardRoutes(app: App, config: GatewayConfig, privateKey: Key
       return { data: { token_balance: data(balance), recent_runs: data(runs), activity_7d: data(activity), tasks: total(tasks), unavailable } };
     });
 
-    app.get(`${prefix}/dashboard/agent-efficiency`, { ...opts, schema: { ...opts.schema, summary: 'Per-agent efficiency KPIs' } }, async (request, reply) => {
-      const p = await user(request, reply, '/dashboard/agent-efficiency');
+    app.get(`${prefix}/dashboard/agent-efficiency`, { ...userOpts, schema: { ...opts.schema, summary: 'Per-agent efficiency KPIs' } }, async (request) => {
+      const p = request.principal;
       const r = await call(p, 'agents-runtime', '/agent-metrics/efficiency');
       if (!r) throw new AppError('SERVICE_UNAVAILABLE', 'The agents-runtime service is unavailable');
       return r;
     });
 
-    app.get(`${prefix}/dashboard/agent-queue-health`, { ...opts, schema: { ...opts.schema, summary: 'Per-agent queued tasks and wait times' } }, async (request, reply) => {
-      const p = await user(request, reply, '/dashboard/agent-queue-health');
+    app.get(`${prefix}/dashboard/agent-queue-health`, { ...userOpts, schema: { ...opts.schema, summary: 'Per-agent queued tasks and wait times' } }, async (request) => {
+      const p = request.principal;
       const r = await call(p, 'agents-runtime', '/agent-metrics/queue-health');
       if (!r) throw new AppError('SERVICE_UNAVAILABLE', 'The agents-runtime service is unavailable');
       return r;
     });
 
     app.get(`${prefix}/search`, {
-      ...opts, schema: { ...opts.schema, summary: 'Search tasks, products and agents', querystring: Type.Object({ q: Type.String({ minLength: 1, maxLength: 200 }), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 50, default: 10 })) }) },
-    }, async (request, reply) => {
-      const p = await user(request, reply, '/search');
+      ...userOpts, schema: { ...opts.schema, summary: 'Search tasks, products and agents', querystring: Type.Object({ q: Type.String({ minLength: 1, maxLength: 200 }), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 50, default: 10 })) }) },
+    }, async (request) => {
+      const p = request.principal;
       const { q, limit = 10 } = request.query as { q: string; limit?: number };
       const qs = `q=${encodeURIComponent(q)}&limit=${limit}`;
       const [tasks, products, agents] = await Promise.all([call(p, 'tasks', `/tasks?${qs}`), call(p, 'tasks', `/products?${qs}`), call(p, 'agents-runtime', `/agents?${qs}`)]);
       return { data: { query: q, tasks: data(tasks), products: data(products), agents: data(agents), unavailable: [!tasks && 'tasks', !agents && 'agents-runtime'].filter(Boolean) } };
     });
 
-    app.get(`${prefix}/system/health`, { ...opts, schema: { ...opts.schema, summary: 'Compliance score with per-section breakdowns' } }, async (request, reply) => {
-      const p = await user(request, reply, '/system/health');
+    app.get(`${prefix}/system/health`, { ...userOpts, schema: { ...opts.schema, summary: 'Compliance score with per-section breakdowns' } }, async (request) => {
+      const p = request.principal;
       const [ready, agents, errored, tasks, blocked] = await Promise.all([
         servicesReady(), call(p, 'agents-runtime', '/agents?limit=1'), call(p, 'agents-runtime', '/agents?status=error&limit=1'),
         call(p, 'tasks', '/tasks?limit=1'), call(p, 'tasks', '/tasks?status=blocked&limit=1'),

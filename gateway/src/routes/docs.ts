@@ -18,7 +18,15 @@ const GATEWAY_PATHS: Record<string, Record<string, unknown>> = {
   '/api/dashboard/overview': { get: { tags: ['Dashboard'], summary: 'Aggregated overview (token balance, recent runs, activity)' } },
   '/api/dashboard/agent-efficiency': { get: { tags: ['Dashboard'], summary: 'Per-agent efficiency KPIs (tokens, cost, tasks per 1k tokens)' } },
   '/api/dashboard/agent-queue-health': { get: { tags: ['Dashboard'], summary: 'Per-agent queued task count and wait times' } },
-  '/api/search': { get: { tags: ['Dashboard'], summary: 'Global search across tasks, products, and agents' } },
+  '/api/search': {
+    get: {
+      tags: ['Dashboard'], summary: 'Global search across tasks, products, and agents',
+      parameters: [
+        { in: 'query', name: 'q', required: true, schema: { type: 'string', minLength: 1, maxLength: 200 } },
+        { in: 'query', name: 'limit', required: false, schema: { type: 'integer', minimum: 1, maximum: 50, default: 10 } },
+      ],
+    },
+  },
   '/api/system/health': { get: { tags: ['Dashboard'], summary: 'Architecture health dashboard (compliance score, per-section breakdowns)' } },
   '/api/arch-health': { get: { tags: ['Health'], summary: 'Architecture health overview (services, Redis, memory)', security: [] } },
 };

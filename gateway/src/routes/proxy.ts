@@ -1,5 +1,5 @@
 import { ANONYMOUS, INTERNAL_TOKEN_HEADER, serviceForPath, type Principal } from '@aos/contracts';
-import { currentTraceCarrier } from '@aos/core';
+import { AppError, badRequest, currentTraceCarrier } from '@aos/core';
 import { signInternalToken, type App, type Key } from '@aos/http';
 import replyFrom from '@fastify/reply-from';
 import type { FastifyReply, FastifyRequest } from 'fastify';
@@ -12,6 +12,7 @@ export type Authenticate = (request: FastifyRequest) => Promise<Principal>;
 export type Admit = (request: FastifyRequest, reply: FastifyReply, path: string) => Promise<Principal>;
 
 const API_PREFIXES = ['/api/v1', '/api'];
+const MAX_URL_LENGTH = 8_192;
 
 /** `/api/v1/tasks?x=1` → `/tasks?x=1` (the public API lives under `/api/v1/public/*` and keeps `/v1`). */
 export function stripApiPrefix(url: string): string | null {
@@ -45,6 +46,14 @@ export async function proxyRoutes(app: App, config: GatewayConfig, privateKey: K
     const service = path ? serviceForPath(path.split('?')[0]!) : null;
     if (!path || !service) {
       return reply.status(404).send({ error: { code: 'NOT_FOUND', message: `Route ${request.method} ${request.url.split('?')[0]} not found` } });
+    }
+    // A service answers a URL over Node's 16 KB header limit with a bare 431, and the proxy cannot
+    // forward one it cannot decode: both are refused here, in the envelope.
+    if (request.url.length > MAX_URL_LENGTH) throw new AppError('URI_TOO_LONG', `The URL is longer than ${MAX_URL_LENGTH} characters`);
+    try {
+      decodeURIComponent(path);
+    } catch {
+      throw badRequest('The URL has a malformed percent-encoding');
     }
     const principal = await admit(request, reply, path.split('?')[0]!);
     const token = await signInternalToken(privateKey, principal);

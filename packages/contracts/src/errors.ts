@@ -6,11 +6,14 @@ export const ErrorStatus = {
   FORBIDDEN: 403,
   SCOPE_REQUIRED: 403,
   NOT_FOUND: 404,
+  REQUEST_TIMEOUT: 408,
   CONFLICT: 409,
   PAYLOAD_TOO_LARGE: 413,
+  URI_TOO_LONG: 414,
   UNSUPPORTED_MEDIA_TYPE: 415,
   UNPROCESSABLE: 422,
   RATE_LIMITED: 429,
+  HEADERS_TOO_LARGE: 431,
   INTERNAL_ERROR: 500,
   SERVICE_UNAVAILABLE: 503,
   /** A feature whose provider settings are missing (e.g. billing without Stripe keys); not transient. */
@@ -33,11 +36,14 @@ export function codeForStatus(status: number): ErrorCode {
     case 403: return 'FORBIDDEN';
     case 404: return 'NOT_FOUND';
     case 405: return 'NOT_FOUND';
+    case 408: return 'REQUEST_TIMEOUT';
     case 409: return 'CONFLICT';
     case 413: return 'PAYLOAD_TOO_LARGE';
+    case 414: return 'URI_TOO_LONG';
     case 415: return 'UNSUPPORTED_MEDIA_TYPE';
     case 422: return 'UNPROCESSABLE';
     case 429: return 'RATE_LIMITED';
+    case 431: return 'HEADERS_TOO_LARGE';
     case 503: return 'SERVICE_UNAVAILABLE';
     case 504: return 'UPSTREAM_TIMEOUT';
     default: return status >= 500 ? 'INTERNAL_ERROR' : 'VALIDATION_ERROR';

@@ -5,6 +5,8 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { context, INVALID_TRACEID as INVALID_TRACE_ID, propagation, SpanKind, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type RawServerDefault } from 'fastify';
 import { randomBytes } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { verifyInternalToken, type Key } from './internal-token.js';
 
@@ -87,6 +89,8 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<App> {
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 500 },
     // Malformed URL encoding (`/x/%`) and over-long parameters: the same envelope as every other error.
     frameworkErrors: (err, request, reply) => sendError(err, request, reply),
+    // Requests Node's parser refuses before Fastify sees them (headers over 16 KB, garbage): the envelope too.
+    clientErrorHandler: sendClientError,
   }).withTypeProvider<TypeBoxTypeProvider>() as unknown as App;
 
   const routes: RouteInfo[] = [];
@@ -115,6 +119,9 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<App> {
     } catch {
       throw unauthorized('Invalid internal token');
     }
+    // Before the body is parsed and validated: an anonymous caller or one lacking the scope or
+    // role gets 401/403, not a 400 that describes the route's input.
+    authorize(request.routeOptions.config, request.principal);
   });
 
   // Runs first among preHandlers: the handler and the hooks after it run inside the request span.
@@ -123,27 +130,19 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<App> {
     context.with(trace.setSpan(context.active(), request.span), done);
   });
 
-  app.addHook('preHandler', async (request) => {
-    const cfg = request.routeOptions.config;
-    // Without an internal key this is the gateway: it authenticates and forwards, services authorise.
-    if (!opts.internalKey || !cfg || cfg.auth === 'none' || request.is404) return;
-    const p = request.principal;
-    if (cfg.auth !== 'public' && p.kind === 'anonymous') throw unauthorized();
-    if (cfg.scope && p.kind === 'api_key' && !hasScope(p.scopes, cfg.scope)) {
-      throw new AppError('SCOPE_REQUIRED', `This API key lacks the "${cfg.scope}" scope`, [{ scope: cfg.scope }]);
-    }
-    if (cfg.platformAdmin && !p.platformRoles.includes('admin')) throw forbidden('Platform admin role required');
-    if (cfg.minRole && !p.platformRoles.includes('admin') && !roleAtLeast(p.orgRole, cfg.minRole)) {
-      throw forbidden(`Requires the ${cfg.minRole} role in this organization`);
-    }
-  });
-
   // AJV's type coercion turns `?n=1e309` into Infinity and then skips the range keywords, and
   // JSON.parse reads 1e309 as Infinity: no field of this API takes a non-finite number.
   app.addHook('preHandler', async (request) => {
-    if (!opts.internalKey) return;
     const field = nonFiniteField({ query: request.query, params: request.params, body: request.body });
     if (field) throw badRequest(`${field} must be a finite number`, [{ field }]);
+  });
+
+  // With type coercion AJV reads `null` as "", 0 or false where the schema does not allow null:
+  // `{"is_active": null}` would switch a key off. Refused before validation, naming the field.
+  app.addHook('preValidation', async (request) => {
+    const schema = (request.routeOptions.schema as { body?: JsonSchema } | undefined)?.body;
+    const field = schema && request.body !== undefined ? nullWhereNotAllowed(schema, request.body) : null;
+    if (field !== null) throw badRequest(`${field || 'The body'} must not be null`, [{ field: field || 'body' }]);
   });
 
   app.addHook('onResponse', async (request, reply) => {
@@ -251,7 +250,24 @@ function sqlStateOf(err: unknown): string | undefined {
   return undefined;
 }
 
+/** Answers on the raw socket: there is no request (nor trace) yet, so the trace id is a fresh one. */
+function sendClientError(err: Error & { code?: string }, socket: Socket) {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+  const messages: Record<number, string> = { 431: 'Request headers (or the URL) are too large', 408: 'The request took too long to arrive', 400: 'Malformed HTTP request' };
+  const body = JSON.stringify({ error: { code: codeForStatus(status), message: messages[status] } });
+  socket.end([
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}`, 'content-type: application/json; charset=utf-8', `content-length: ${Buffer.byteLength(body)}`,
+    `x-trace-id: ${randomBytes(16).toString('hex')}`, 'connection: close', '', body,
+  ].join('\r\n'));
+}
+
 function sendError(err: FastifyError, request: FastifyRequest, reply: FastifyReply) {
+  // Framework errors (a malformed URL) come before the hook that sets it.
+  if (!reply.hasHeader('x-trace-id')) reply.header('x-trace-id', request.id);
   if (err instanceof AppError) {
     if (err.status >= 500) request.log.error({ err }, err.message);
     return reply.status(err.status).send({ error: { code: err.code, message: err.message, ...(err.details ? { details: err.details } : {}) } });
@@ -277,11 +293,64 @@ function sendError(err: FastifyError, request: FastifyRequest, reply: FastifyRep
   return reply.status(status).send({ error: { code: codeForStatus(status), message: err.message } });
 }
 
+/** What a route's config demands of the caller (services only: the gateway authenticates and forwards). */
+function authorize(cfg: RouteAuth | undefined, p: Principal) {
+  if (!cfg || cfg.auth === 'none') return;
+  if (cfg.auth !== 'public' && p.kind === 'anonymous') throw unauthorized();
+  if (cfg.scope && p.kind === 'api_key' && !hasScope(p.scopes, cfg.scope)) {
+    throw new AppError('SCOPE_REQUIRED', `This API key lacks the "${cfg.scope}" scope`, [{ scope: cfg.scope }]);
+  }
+  if (cfg.platformAdmin && !p.platformRoles.includes('admin')) throw forbidden('Platform admin role required');
+  if (cfg.minRole && !p.platformRoles.includes('admin') && !roleAtLeast(p.orgRole, cfg.minRole)) {
+    throw forbidden(`Requires the ${cfg.minRole} role in this organization`);
+  }
+}
+
 /** The caller's organization, or 403 when the principal acts in none. */
 export function orgOf(request: FastifyRequest): string {
   const orgId = request.principal.orgId;
   if (!orgId) throw forbidden('This action needs an organization context');
   return orgId;
+}
+
+interface JsonSchema {
+  type?: string | string[];
+  nullable?: boolean;
+  anyOf?: JsonSchema[];
+  oneOf?: JsonSchema[];
+  properties?: Record<string, JsonSchema>;
+  items?: JsonSchema;
+  const?: unknown;
+  enum?: unknown[];
+}
+
+const allowsNull = (s: JsonSchema): boolean => {
+  if (s.nullable || s.type === 'null' || (Array.isArray(s.type) && s.type.includes('null'))) return true;
+  const branches = s.anyOf ?? s.oneOf;
+  if (branches) return branches.some(allowsNull);
+  if (s.enum) return s.enum.includes(null);
+  if ('const' in s) return s.const === null;
+  return s.type === undefined && !s.properties && !s.items; // any value
+};
+
+/** The dotted path of the first `null` where `schema` does not allow one ('' for the body itself), or null. */
+function nullWhereNotAllowed(schema: JsonSchema, value: unknown, path = '', depth = 0): string | null {
+  if (value === null) return allowsNull(schema) ? null : path;
+  if (depth > 8 || typeof value !== 'object') return null;
+  if (Array.isArray(value)) {
+    if (!schema.items) return null;
+    for (const [i, v] of value.entries()) {
+      const found = nullWhereNotAllowed(schema.items, v, path ? `${path}.${i}` : String(i), depth + 1);
+      if (found !== null) return found;
+    }
+    return null;
+  }
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    const inner = schema.properties?.[k];
+    const found = inner ? nullWhereNotAllowed(inner, v, path ? `${path}.${k}` : k, depth + 1) : null;
+    if (found !== null) return found;
+  }
+  return null;
 }
 
 /** The path (`body/a/b`, without the `body/` part) of the first non-finite number in a parsed request, if any. */

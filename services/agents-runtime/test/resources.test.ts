@@ -213,6 +213,7 @@ describe('files', () => {
 describe('automations', () => {
   it('CRUD with status and filters; paths and agent names validated', async () => {
     const api = client(svc);
+    for (const name of ['felix', 'nova']) await api.call('POST', '/agents', { name });
     const created = await api.call('POST', '/automations', { name: 'nightly', agent_name: 'felix', type: 'script', path: 'scripts/nightly.sh', label: 'Nightly run' });
     expect(created.statusCode).toBe(201);
     const a = created.json().data;

@@ -1,6 +1,6 @@
-import { adminPrincipal, apiKeyPrincipal, userPrincipal } from '@aos/testkit';
+import { adminPrincipal, apiKeyPrincipal, userPrincipal, waitFor } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { client, startAgents, type Api, type Svc } from './helpers.js';
+import { client, handled, publish, startAgents, task, type Api, type Svc } from './helpers.js';
 
 let svc: Svc;
 let owner: Api;
@@ -84,6 +84,34 @@ describe('organization isolation', () => {
     expect((await owner.call('GET', `/automations/${ids.automation}`)).statusCode).toBe(200);
     expect((await owner.call('GET', '/discovery-engines/eng')).statusCode).toBe(200);
     expect((await owner.call('GET', `/agent-runs/${ids.run}`)).json().data.status).toBe('succeeded');
+  });
+
+  it("another organization's agent or task named in a body is 404 naming the field, and nothing is created", async () => {
+    const other = client(svc, userPrincipal({ orgRole: 'owner' }));
+    await other.call('POST', '/agents', { name: 'mine' });
+    // A task of A (the projection knows it from tasks' events), and one of the other organization.
+    const theirs = await publish(svc, 'tasks.task.created', owner.principal.orgId!, task({ taskId: 9_001, title: 'Secret task' }));
+    const ours = await publish(svc, 'tasks.task.created', other.principal.orgId!, task({ taskId: 9_002, title: 'Our task' }));
+    await waitFor(async () => (await handled(svc, theirs.id, 'agent-queues')) && handled(svc, ours.id, 'agent-queues'), { message: 'task events handled' });
+    const refused: [string, string, unknown, string][] = [
+      ['POST', '/automations', { name: 'a', agent_name: 'victim', type: 'script', path: 'run.sh' }, 'agent_name'],
+      ['POST', '/automations', { name: 'a', agent_name: 'nobody-at-all', type: 'script', path: 'run.sh' }, 'agent_name'],
+      ['POST', '/agents/mine/runs', { input: 'x', task_id: 9_001 }, 'task_id'],
+      ['POST', '/agents/mine/runs', { task_id: 9_001 }, 'task_id'],
+      ['POST', '/agents/mine/runs', { task_id: 123_456 }, 'task_id'],
+    ];
+    for (const [method, url, body, field] of refused) {
+      const res = await other.call(method as Method, url, body);
+      expect(res.statusCode, `${url} ${JSON.stringify(body)}`).toBe(404);
+      expect(res.json().error).toMatchObject({ code: 'NOT_FOUND', details: [{ field }] });
+      expect(res.body).not.toContain('Secret');
+    }
+    expect((await other.call('GET', '/automations')).json().meta.total).toBe(0);
+    expect((await other.call('GET', '/agent-runs')).json().meta.total).toBe(0);
+    const run = await other.call('POST', '/agents/mine/runs', { task_id: 9_002 });
+    expect(run.statusCode).toBe(202);
+    expect(run.json().data).toMatchObject({ task_id: 9_002, input: 'Work on task #9002: Our task' });
+    expect((await other.call('POST', '/automations', { name: 'a', agent_name: 'mine', type: 'script', path: 'run.sh' })).statusCode).toBe(201);
   });
 
   it('every list is scoped: another organization sees totals of zero', async () => {

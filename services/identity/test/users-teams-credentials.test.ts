@@ -44,7 +44,12 @@ describe('teams', () => {
     expect(team.statusCode).toBe(201);
     const t = team.json().data;
     expect((await call(owner.principal, 'POST', '/teams', { name: 'platform' })).statusCode).toBe(409);
-    expect((await call(owner.principal, 'POST', `/teams/${t.id}/members`, { user_id: admin.user.id })).statusCode).toBe(422); // not in this org
+    // A user of another organization, or none at all: the organization has no such member (404 naming the field).
+    for (const userId of [admin.user.id, crypto.randomUUID()]) {
+      const res = await call(owner.principal, 'POST', `/teams/${t.id}/members`, { user_id: userId });
+      expect(res.statusCode).toBe(404);
+      expect(res.json().error).toMatchObject({ code: 'NOT_FOUND', details: [{ field: 'user_id' }] });
+    }
     expect(t.member_count).toBe(1); // the creator
     expect((await call(owner.principal, 'POST', `/teams/${t.id}/members`, { user_id: owner.user.id })).statusCode).toBe(409);
     expect((await call(owner.principal, 'GET', `/teams/${t.id}`)).json().data).toMatchObject({ member_count: 1, members: [{ user_id: owner.user.id, role: 'owner' }] });

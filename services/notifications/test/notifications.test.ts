@@ -5,7 +5,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { service } from '../src/service.js';
-import { count } from './helpers.js';
+import { count, envelope, handledBy, publish } from './helpers.js';
 
 let svc: Awaited<ReturnType<typeof startTestService<typeof service.schema, typeof service.config>>>;
 const orgA = randomUUID();
@@ -74,7 +74,18 @@ describe('notifications API', () => {
     expect((await svc.inject(bob, { method: 'DELETE', url: `/notifications/${id}` })).statusCode).toBe(404);
   });
 
-  it('lets admins notify another user or the whole org; members cannot', async () => {
+  it('lets admins notify another member or the whole org; members cannot; a non-member is 404', async () => {
+    // Identity's events make alice a member of A and eve one of B (the projection recipients are checked against).
+    const joined = [envelope('identity.member.added', { orgId: orgA, tenantId: randomUUID(), userId: alice.userId!, role: 'member' }, { orgId: orgA }),
+      envelope('identity.member.added', { orgId: orgB, tenantId: randomUUID(), userId: eve.userId!, role: 'owner' }, { orgId: orgB })];
+    for (const e of joined) await publish(svc.ctx, e);
+    await waitFor(async () => (await Promise.all(joined.map((e) => handledBy(svc.ctx.pool, e.id, ['users-projection'])))).every(Boolean), { message: 'memberships projected' });
+    for (const userId of [eve.userId, randomUUID()]) {
+      const res = await create(adminA, { title: 'to a stranger', message: 'y', user_id: userId });
+      expect(res.statusCode).toBe(404);
+      expect(res.json().error).toMatchObject({ code: 'NOT_FOUND', details: [{ field: 'user_id' }] });
+    }
+    expect(await count(svc.ctx.pool, "SELECT count(*)::int AS n FROM notifications WHERE title = 'to a stranger'")).toBe(0);
     expect((await create(bob, { title: 'x', message: 'y', user_id: alice.userId })).statusCode).toBe(403);
     expect((await create(bob, { title: 'x', message: 'y', broadcast: true })).statusCode).toBe(403);
     expect((await create(adminA, { title: 'to alice', message: 'y', user_id: alice.userId })).statusCode).toBe(201);

@@ -68,6 +68,7 @@ describe('another organization gets 404 for every id, and sees nothing in lists'
     ['GET', `/tasks/${ids.task}`], ['PATCH', `/tasks/${ids.task}`, { title: 'pwned' }], ['DELETE', `/tasks/${ids.task}`],
     ['GET', `/tasks/${ids.task}/dependencies`], ['POST', `/tasks/${ids.task}/dependencies`, { blocked_by: own }],
     ['POST', `/tasks/${own}/dependencies`, { blocked_by: ids.task }], ['DELETE', `/tasks/${ids.task}/dependencies/${ids.blocker}`],
+    ['DELETE', `/tasks/${own}/dependencies/${ids.blocker}`],
     ['POST', '/tasks', { title: 'Blocked by theirs', blocked_by: [ids.task] }], ['POST', '/tasks', { title: 'Child of theirs', parent_task_id: ids.task }],
     ['POST', '/tasks', { title: 'In their product', product_slug: ids.product.slug }], ['PATCH', `/tasks/${own}`, { product_slug: ids.product.slug }],
     ['GET', `/v1/public/tasks/${ids.task}`], ['PATCH', `/v1/public/tasks/${ids.task}`, { title: 'pwned' }], ['DELETE', `/v1/public/tasks/${ids.task}`],

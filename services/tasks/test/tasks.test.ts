@@ -235,6 +235,8 @@ describe('GET/PATCH/DELETE /tasks/{id}', () => {
     const removed = await c.del(`/tasks/${t.id}/dependencies/${a.id}`);
     expect(removed.json().data).toEqual({ blocked_by: [], blocks: [] });
     expect((await c.get(`/tasks/${t.id}`)).json().data.status).toBe('todo');
+    // A blocker the task does not have (any more, or never: another task, an unknown id) is 404.
+    for (const blocker of [a.id, t.id, 987654]) expect((await c.del(`/tasks/${t.id}/dependencies/${blocker}`)).json().error.code).toBe('NOT_FOUND');
     expect((await c.post(`/tasks/${t.id}/dependencies`, { blocked_by: 987654 })).json().error).toMatchObject({ code: 'NOT_FOUND', details: [{ field: 'blocked_by' }] });
   });
 

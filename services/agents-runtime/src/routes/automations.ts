@@ -1,8 +1,8 @@
-import { badRequest, notFound } from '@aos/core';
+import { AppError, badRequest, notFound } from '@aos/core';
 import { type App, Envelope, list, ListEnvelope, Nullable, ok, orgOf, page, PaginationQuery } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, asc, eq, ilike, or } from 'drizzle-orm';
-import { automations } from '../db/schema.js';
+import { agents, automations } from '../db/schema.js';
 import type { Ctx } from '../service.js';
 import { AgentName, countOf, Deleted, Id, like, literals, SafePath } from './common.js';
 
@@ -40,6 +40,8 @@ export async function automationRoutes(app: App, ctx: Ctx) {
     schema: { tags: ['Automations'], summary: 'Create an automation record', body: Type.Object(Fields, { additionalProperties: false }), response: { 201: Envelope(AutoSchema) } },
   }, async (request, reply) => {
     const b = request.body;
+    const [agent] = await ctx.db.select({ id: agents.id }).from(agents).where(and(eq(agents.orgId, orgOf(request)), eq(agents.name, b.agent_name)));
+    if (!agent) throw new AppError('NOT_FOUND', `Agent "${b.agent_name}" not found`, [{ field: 'agent_name' }]);
     const [a] = await ctx.db.insert(automations).values({ orgId: orgOf(request), name: b.name, agentName: b.agent_name, type: b.type, path: b.path, label: b.label ?? null, status: b.status ?? 'active' }).returning();
     return reply.status(201).send(ok(view(a!)));
   });

@@ -66,10 +66,12 @@ export async function runRoutes(app: App, ctx: Ctx) {
     const { input, task_id: taskId } = request.body;
     if (!input && !taskId) throw badRequest('input or task_id is required');
     const agent = await findAgentByRef(ctx, orgOf(request), request.params.name);
-    let text = input;
-    if (!text) {
-      const [task] = await ctx.db.select().from(assignedTasks).where(and(eq(assignedTasks.orgId, agent.orgId), eq(assignedTasks.taskId, taskId!)));
-      text = task?.title ? `Work on task #${taskId}: ${task.title}` : `Work on task #${taskId}`;
+    let text = input ?? '';
+    if (taskId) {
+      // The organization's tasks as the tasks service's events report them (every task, assigned or not).
+      const [task] = await ctx.db.select().from(assignedTasks).where(and(eq(assignedTasks.orgId, agent.orgId), eq(assignedTasks.taskId, taskId)));
+      if (!task) throw new AppError('NOT_FOUND', `Task #${taskId} not found`, [{ field: 'task_id' }]);
+      text ||= task.title ? `Work on task #${taskId}: ${task.title}` : `Work on task #${taskId}`;
     }
     const run = await createRun(ctx, agent, text, taskId ?? null, request.principal.userId);
     return reply.status(202).send(ok(view(run)));

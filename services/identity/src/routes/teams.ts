@@ -1,4 +1,4 @@
-import { badRequest, conflict, forbidden, notFound, unprocessable } from '@aos/core';
+import { AppError, badRequest, conflict, forbidden, notFound } from '@aos/core';
 import { isUniqueViolation } from '@aos/db';
 import { Envelope, ListEnvelope, list, Nullable, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
@@ -161,7 +161,7 @@ export async function teamRoutes(app: App, ctx: Ctx) {
     const { org } = await admin(request);
     const t = await find(org.id, request.params.id);
     const [m] = await ctx.db.select({ u: users }).from(memberships).innerJoin(users, eq(users.id, memberships.userId)).where(and(eq(memberships.orgId, org.id), eq(memberships.userId, request.body.user_id)));
-    if (!m) throw unprocessable('The user is not a member of this organization', [{ field: 'user_id' }]);
+    if (!m) throw new AppError('NOT_FOUND', 'No such member of this organization', [{ field: 'user_id' }]);
     const row = await ctx.db.transaction(async (tx) => {
       const [added] = await tx.insert(teamMembers).values({ teamId: t.id, userId: m.u.id, role: request.body.role ?? 'member' }).onConflictDoNothing().returning();
       if (!added) throw conflict('Already in the team');

@@ -1,9 +1,9 @@
 import { AppError, badRequest, conflict, forbidden, notFound } from '@aos/core';
 import { Envelope, IdParam, ListEnvelope, list, Nullable, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
-import { and, asc, count, desc, eq, gt, inArray, isNull, or, sql, type SQL } from 'drizzle-orm';
+import { and, asc, count, desc, eq, gt, inArray, isNull, ne, or, sql, type SQL } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
-import { notificationReceipts as receipts, notifications } from '../db/schema.js';
+import { notificationReceipts as receipts, notifications, orgMembers } from '../db/schema.js';
 import { LiveHub, type LiveEvent } from '../domain/live.js';
 import { createNotification, notificationView } from '../domain/notifications.js';
 import type { Ctx } from '../service.js';
@@ -121,8 +121,12 @@ export function notificationRoutes(app: App, ctx: Ctx) {
       if (b.user_id) throw badRequest('user_id and broadcast are exclusive', [{ field: 'broadcast' }]);
       if (!isAdmin) throw forbidden('Only organization admins can notify the whole organization');
       userId = null;
-    } else if (b.user_id && b.user_id !== self && !isAdmin) {
-      throw forbidden('Only organization admins can notify another user');
+    } else if (b.user_id && b.user_id !== self) {
+      if (!isAdmin) throw forbidden('Only organization admins can notify another user');
+      // Identity's memberships as its events report them: only a member of this organization is a recipient.
+      const [member] = await ctx.db.select({ role: orgMembers.role }).from(orgMembers)
+        .where(and(eq(orgMembers.orgId, orgId), eq(orgMembers.userId, b.user_id), ne(orgMembers.role, 'removed')));
+      if (!member) throw new AppError('NOT_FOUND', 'No such member of this organization', [{ field: 'user_id' }]);
     }
     if (!userId && !b.broadcast) throw badRequest('This principal has no user: give user_id or broadcast', [{ field: 'user_id' }]);
     const idempotencyKey = request.headers['idempotency-key'] ?? null;

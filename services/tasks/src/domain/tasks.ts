@@ -235,10 +235,13 @@ export async function addDependency(deps: Deps, tx: TasksTx, orgId: string, task
   if (task.status === 'todo' && blocker.status !== 'done') await updateTask(deps, tx, orgId, taskId, { status: 'blocked' }, meta);
 }
 
-/** Removes a blocker; the task resumes (blocked → todo) when its remaining blockers are all done. */
+/** Removes a blocker (404 when it is not one of the task's); the task resumes (blocked → todo) when its remaining blockers are all done. */
 export async function removeDependency(deps: Deps, tx: TasksTx, orgId: string, taskId: number, blockerId: number, meta: EventMeta) {
   await getTask(tx, orgId, taskId, true);
-  await tx.delete(taskDependencies).where(and(eq(taskDependencies.orgId, orgId), eq(taskDependencies.taskId, taskId), eq(taskDependencies.blockedById, blockerId)));
+  const removed = await tx.delete(taskDependencies)
+    .where(and(eq(taskDependencies.orgId, orgId), eq(taskDependencies.taskId, taskId), eq(taskDependencies.blockedById, blockerId)))
+    .returning({ id: taskDependencies.blockedById });
+  if (removed.length === 0) throw notFound('Dependency');
   await resumeUnblocked(deps, tx, orgId, [taskId], meta);
 }
 
