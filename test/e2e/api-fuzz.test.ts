@@ -72,12 +72,13 @@ beforeAll(async () => {
   b = await register(gw, `${MARKER}-admin`, `${MARKER}-admin@example.com`);
   a = await register(gw, 'fuzz-a', 'fuzz-a@example.com');
   c = await register(gw, 'fuzz-c', 'fuzz-c@example.com');
+  const d = await register(gw, 'fuzz-d', 'fuzz-d@example.com');
   // The organizations are on the enterprise tier (limits raised above): the volume of this file is not what gets refused.
   const redis = new Redis(stack.config.REDIS_URL);
   for (const org of [a.orgId, b.orgId, c.orgId]) await redis.set(`${stack.config.REDIS_PREFIX}:tier:${org}`, 'enterprise');
   redis.disconnect();
   [resA, resB] = await Promise.all([seedOrganization(gw, a, 'fuzza'), seedOrganization(gw, b, MARKER)]);
-  platform = await seedPlatform(gw, b, MARKER);
+  platform = await seedPlatform(gw, b, MARKER, d.orgId);
   const key = await send(gw, a, { method: 'POST', url: `/api/organizations/${a.orgId}/api-keys`, body: { name: 'fuzz read-only', scopes: ['tasks:read'] } });
   scopedKey = dataOf<{ key: string }>(key).key;
   const all = await send(gw, a, { method: 'POST', url: `/api/organizations/${a.orgId}/api-keys`, body: { name: 'fuzz everything', scopes: ['*'] } });
@@ -228,7 +229,8 @@ function stable(value: unknown): unknown {
   if (!value || typeof value !== 'object') return value;
   return Object.fromEntries(Object.entries(value).filter(([k]) => !VOLATILE.has(k)).map(([k, v]) => [k, stable(v)]));
 }
-const VOLATILE = new Set(['uptime', 'last_heartbeat', 'last_cycle_at', 'last_cycle_result', 'next_attempt_at', 'next_run_at', 'next', 'now', 'generated_at']);
+// balance: the seeded agents' scheduled cycles spend tokens while the fuzzing runs.
+const VOLATILE = new Set(['uptime', 'balance', 'last_heartbeat', 'last_cycle_at', 'last_cycle_result', 'next_attempt_at', 'next_run_at', 'next', 'now', 'generated_at']);
 
 /** Two snapshots in a row that agree: what events of the seeding still had to change has landed. */
 const settledSnapshotOfB = () => waitFor(async () => {

@@ -32,7 +32,7 @@ const restore = (filename: string, headers: Record<string, string> = {}) =>
 
 async function settled(id: number): Promise<RestoreJson> {
   return waitFor(async () => {
-    const res = await svc.inject(apiKeyPrincipal(['backups:read']), { method: 'GET', url: `/backups/restores/${id}` });
+    const res = await svc.inject(admin, { method: 'GET', url: `/backups/restores/${id}` });
     const r = res.json().data as RestoreJson;
     return r.status === 'succeeded' || r.status === 'failed' ? r : null;
   }, { timeoutMs: 30_000, message: `restore ${id} settled` });
@@ -279,7 +279,7 @@ describe('asynchronous restore', () => {
 });
 
 describe('restore records', () => {
-  it('list: paginated newest first, filters validated; one record: bad ids → 400, unknown → 404; reads need backups:read', async () => {
+  it('list: paginated newest first, filters validated; one record: bad ids → 400, unknown → 404; reads need a platform admin', async () => {
     const page = (await svc.inject(admin, { method: 'GET', url: '/backups/restores?limit=2&offset=1' })).json();
     const all = (await svc.inject(admin, { method: 'GET', url: '/backups/restores?limit=200' })).json();
     expect(page.meta).toMatchObject({ limit: 2, offset: 1, total: all.meta.total });
@@ -299,7 +299,9 @@ describe('restore records', () => {
     const id = all.data[0].id as number;
     expect((await svc.inject(apiKeyPrincipal(['tasks:read']), { method: 'GET', url: `/backups/restores/${id}` })).statusCode).toBe(403);
     expect((await svc.inject(null, { method: 'GET', url: '/backups/restores' })).statusCode).toBe(401);
-    expect((await svc.inject(userPrincipal({ orgRole: 'member' }), { method: 'GET', url: `/backups/restores/${id}` })).statusCode).toBe(200);
+    // Records name who asked: platform admins only (an org owner and an API key with backups:read are refused).
+    expect((await svc.inject(userPrincipal({ orgRole: 'owner' }), { method: 'GET', url: `/backups/restores/${id}` })).statusCode).toBe(403);
+    expect((await svc.inject(apiKeyPrincipal(['backups:read']), { method: 'GET', url: '/backups/restores' })).statusCode).toBe(403);
     expect((await svc.inject(apiKeyPrincipal(['backups:read', 'backups:write']), { method: 'POST', url: `/backups/${backup.filename}/restore`, payload: { confirm: backup.filename } })).statusCode).toBe(403);
   });
 });

@@ -34,7 +34,10 @@ export interface Resources {
 export interface AdminResources {
   credentialKey: string;
   backupFilename: string;
+  restoreId: number;
   schedulerId: string;
+  /** The organization whose plan the admin plan routes set: nobody else's rate limits move. */
+  managedOrgId: string;
 }
 
 export async function register(gateway: App, username: string, email: string): Promise<Caller> {
@@ -92,7 +95,7 @@ export async function seedOrganization(gateway: App, caller: Caller, prefix: str
   };
 }
 
-export async function seedPlatform(gateway: App, admin: Caller, prefix: string): Promise<AdminResources> {
+export async function seedPlatform(gateway: App, admin: Caller, prefix: string, managedOrgId: string): Promise<AdminResources> {
   const post = (url: string, body: unknown) => send(gateway, admin, { method: 'POST', url, body });
   const credential = await post('/api/credentials', { key: `${prefix}.credential`, value: `${prefix} secret value` });
   expect(credential.statusCode, credential.body).toBe(201);
@@ -104,13 +107,21 @@ export async function seedPlatform(gateway: App, admin: Caller, prefix: string):
     const list = dataOf<{ filename: string; status: string }[]>(await send(gateway, admin, { method: 'GET', url: '/api/backups' }));
     return list.find((b) => b.status === 'completed');
   }, { message: 'a completed backup' });
-  return { credentialKey: `${prefix}.credential`, backupFilename: backup.filename, schedulerId: dataOf<{ id: string }>(scheduler).id };
+  // The stack backs up only a scratch database, so a real restore of it is harmless.
+  const restore = await post(`/api/backups/${encodeURIComponent(backup.filename)}/restore`, { confirm: backup.filename });
+  expect(restore.statusCode, restore.body).toBe(202);
+  const restoreId = dataOf<{ id: number }>(restore).id;
+  await waitFor(async () => {
+    const r = dataOf<{ status: string }>(await send(gateway, admin, { method: 'GET', url: `/api/backups/restores/${restoreId}` }));
+    return r.status === 'succeeded' || r.status === 'failed';
+  }, { message: 'the restore to finish' });
+  return { credentialKey: `${prefix}.credential`, backupFilename: backup.filename, restoreId, schedulerId: dataOf<{ id: string }>(scheduler).id, managedOrgId };
 }
 
 /** The value of path parameter `name` of `path` among an organization's resources. */
 export function pathValue(path: string, name: string, r: Resources, p: AdminResources): string {
   const id = (v: string | number) => String(v);
-  if (name === 'orgId') return r.orgId;
+  if (name === 'orgId') return path.startsWith('/api/billing/admin/orgs/') ? p.managedOrgId : r.orgId;
   if (name === 'keyId') return r.apiKeyId;
   if (name === 'inviteId') return r.inviteId;
   if (name === 'token') return r.inviteToken;
@@ -123,7 +134,7 @@ export function pathValue(path: string, name: string, r: Resources, p: AdminReso
   if (name === 'key') return p.credentialKey;
   if (name === 'slug') return path.startsWith('/api/products') ? r.productSlug : r.engineSlug;
   const byPrefix: [string, string | number][] = [
-    ['/api/organizations/', r.orgId], ['/api/teams/', r.teamId], ['/api/users/', r.userId], ['/api/tasks/', r.taskId],
+    ['/api/backups/restores/', p.restoreId], ['/api/organizations/', r.orgId], ['/api/teams/', r.teamId], ['/api/users/', r.userId], ['/api/tasks/', r.taskId],
     ['/api/agent-runs/', r.runId], ['/api/automations/', r.automationId], ['/api/files/', r.fileId], ['/api/notifications/', r.notificationId],
     ['/api/rules/', r.ruleId], ['/api/task-queue/', r.queueJobId], ['/api/webhooks/', r.webhookId], ['/api/v1/public/agents/', r.publicAgentId],
     ['/api/v1/public/tasks/', r.publicTaskId], ['/api/v1/public/templates/', r.templateId], ['/api/bull-queue/', p.schedulerId],

@@ -117,13 +117,13 @@ export const quoteIdent = ident;
 
 /**
  * Terminates the server sessions named `applicationName` (an orphaned pg_dump or pg_restore of a
- * dead process); returns how many of them were inside a transaction (those roll back).
+ * dead process), waiting up to 5 s for each to be gone; returns how many were inside a transaction (those roll back).
  */
 export async function terminateSessions(url: string, applicationName: string): Promise<number> {
   const client = await connect(url);
   try {
     const { rows } = await client.query<{ busy: boolean }>(
-      `SELECT state IS DISTINCT FROM 'idle' AS busy, pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()`,
+      `SELECT state IS DISTINCT FROM 'idle' AS busy, pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()`,
       [applicationName]);
     return rows.filter((r) => r.busy).length;
   } finally {

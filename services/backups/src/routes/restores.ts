@@ -99,7 +99,7 @@ export async function restoreRoutes(app: App, ctx: Ctx): Promise<void> {
       }),
       response: { 200: ListEnvelope(Restore) },
     },
-    config: { scope: 'backups:read' },
+    config: { platformAdmin: true, scope: 'backups:read' },
   }, async (request) => {
     const p = page(request.query);
     const q = request.query;
@@ -121,7 +121,7 @@ export async function restoreRoutes(app: App, ctx: Ctx): Promise<void> {
       params: Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2_147_483_647 }) }),
       response: { 200: Envelope(Restore) },
     },
-    config: { scope: 'backups:read' },
+    config: { platformAdmin: true, scope: 'backups:read' },
   }, async (request) => {
     const [r] = await ctx.db.select().from(restores).where(eq(restores.id, request.params.id));
     if (!r) throw notFound('Restore');
