@@ -1,4 +1,5 @@
 import type { EventMeta } from '@aos/bus';
+import { limitsPayload } from '@aos/contracts';
 import { conflict } from '@aos/core';
 import type { Executor } from '@aos/db';
 import { and, count, eq, gte, sql } from 'drizzle-orm';
@@ -37,12 +38,6 @@ export function refuseManaged(row: SubscriptionRow | undefined) {
     throw conflict(`The organization's ${Tiers[effectiveTier(row)].name} plan is managed by the AOS team; contact support to change it`, [{ tier: row.tier, managed: true }]);
   }
 }
-
-/** Limits as events carry them (the gateway takes its rate limits from here). */
-export const limitsPayload = (l: Limits) => ({
-  requestsPerMinute: l.requests_per_minute, requestsPerHour: l.requests_per_hour, agents: l.agents,
-  seats: l.seats, tasksPerMonth: l.tasks_per_month, includedTokens: l.included_tokens,
-});
 
 export interface TierChange {
   tier: TierSlug;
