@@ -1,4 +1,4 @@
-import { sleep, waitFor } from '@aos/testkit';
+import { putOnPlan, sleep, waitFor } from '@aos/testkit';
 import { exportSPKI, importJWK, SignJWT, UnsecuredJWT, type JWK } from 'jose';
 import { createSecretKey, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -95,6 +95,7 @@ describe('X-Org-Id', () => {
     const a = await stack.signup();
     const b = await stack.signup();
     const org = (await stack.api('POST', '/api/organizations', { token: a.token, body: { name: `Shared ${randomUUID().slice(0, 6)}` } })).json().data;
+    await putOnPlan(stack.identity, org.id, 'pro'); // Free has a single seat
     const team = await stack.api('POST', '/api/teams', { token: a.token, headers: { 'x-org-id': org.id }, body: { name: 'In shared org' } });
     expect(team.statusCode).toBe(201);
     const names = async (token: string, orgId?: string) => (await stack.api('GET', '/api/teams', { token, headers: orgId ? { 'x-org-id': orgId } : {} })).json().data.map((t: { name: string }) => t.name);

@@ -1,5 +1,5 @@
 import { ANONYMOUS, type Principal } from '@aos/contracts';
-import { createNamespace, removeNamespace, startTestService, userPrincipal, waitFor, type TestNamespace } from '@aos/testkit';
+import { adminPrincipal, createNamespace, removeNamespace, startTestService, userPrincipal, waitFor, type TestNamespace } from '@aos/testkit';
 import { exportJWK, generateKeyPair } from 'jose';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -55,6 +55,9 @@ describe('billing usage from the real event producers', () => {
     expect(org.statusCode, org.body).toBe(201);
     const orgId = org.json().data.id as string;
     const alicePrincipal: Principal = userPrincipal({ userId: alice.userId, tenantId: alice.tenantId, orgId, orgRole: 'owner' });
+    // Free has a single seat: a platform admin puts Acme on Pro, and identity hears it from billing.
+    expect((await billing.inject(adminPrincipal(), { method: 'PUT', url: `/billing/admin/orgs/${orgId}/plan`, payload: { tier: 'pro' } })).statusCode).toBe(200);
+    await waitFor(async () => (await identity.ctx.pool.query("SELECT 1 FROM plan_limits WHERE org_id = $1 AND tier = 'pro'", [orgId])).rowCount, { message: 'identity on Pro' });
     const added = await identity.inject(alicePrincipal, { method: 'POST', url: `/organizations/${orgId}/members`, payload: { user_id: bob.userId, role: 'member' } });
     expect(added.statusCode, added.body).toBeLessThan(300);
 
@@ -72,9 +75,9 @@ describe('billing usage from the real event producers', () => {
       return u.seats === 2 && u.agents === 2 && u.tasks_this_month === 2 ? u : null;
     }, { message: 'usage from identity, agents-runtime and tasks events' });
     expect(usage).toMatchObject({ seats: 2, agents: 2, tasks_this_month: 2 });
-    // Free allows one seat: the plan summary and a check against Free say so.
     const summary = (await billing.inject(alicePrincipal, { method: 'GET', url: '/billing/plan-summary' })).json().data;
-    expect(summary.metrics.seats).toEqual({ used: 2, limit: 1, remaining: 0, percent: 200 });
+    expect(summary.metrics.seats).toMatchObject({ used: 2, limit: 3, remaining: 1 });
+    // Free allows one seat: a check against Free says so.
     const check = (await billing.inject(alicePrincipal, { method: 'POST', url: '/billing/validate-downgrade', payload: { tier: 'free' } })).json().data;
     expect(check.violations).toEqual([{ resource: 'seats', current: 2, limit: 1, excess: 1 }]);
 

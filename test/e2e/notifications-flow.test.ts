@@ -1,4 +1,4 @@
-import { createNamespace, startTestService, waitFor } from '@aos/testkit';
+import { createNamespace, putOnPlan, startTestService, waitFor } from '@aos/testkit';
 import { createHmac, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -86,6 +86,7 @@ describe('notifications from the real publishers, through the gateway', () => {
     const owner = await signup();
     const member = await signup();
     const org = (await api('POST', '/api/organizations', { token: owner.token, body: { name: `Acme ${randomUUID().slice(0, 6)}` } })).json().data as { id: string };
+    await putOnPlan(stack.identity, org.id, 'pro'); // Free has a single seat
 
     // identity.invite.created → the invitee's notification (in their personal org) and the invite e-mail.
     const invite = await api('POST', `/api/organizations/${org.id}/invites`, { token: owner.token, body: { email: member.email, role: 'member' } });

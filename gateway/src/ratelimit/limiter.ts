@@ -1,15 +1,16 @@
-import type { Principal } from '@aos/contracts';
+import { TierLimits, type Principal } from '@aos/contracts';
 import type { Logger } from '@aos/core';
 import type { Redis } from 'ioredis';
 import { cacheKeys } from '../auth/authenticate.js';
 import type { GatewayConfig } from '../config.js';
 
-/** Requests per minute / hour by tier (reference/assimetria-os-api-overview.txt). */
+/** Requests per minute / hour by tier (contracts' `TierLimits`); Enterprise's defaults are settings. */
 export function tierLimits(config: GatewayConfig): Record<string, { minute: number; hour: number }> {
+  const of = (tier: 'free' | 'pro' | 'teams') => ({ minute: TierLimits[tier].requests_per_minute!, hour: TierLimits[tier].requests_per_hour! });
   return {
-    free: { minute: 100, hour: 1_000 },
-    pro: { minute: 600, hour: 10_000 },
-    teams: { minute: 2_000, hour: 50_000 },
+    free: of('free'),
+    pro: of('pro'),
+    teams: of('teams'),
     enterprise: { minute: config.RATE_LIMIT_ENTERPRISE_PER_MINUTE, hour: config.RATE_LIMIT_ENTERPRISE_PER_HOUR },
   };
 }

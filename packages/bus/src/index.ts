@@ -3,3 +3,4 @@ export * from './connection.js';
 export * from './outbox.js';
 export * from './relay.js';
 export * from './consumer.js';
+export * from './plan-limits.js';

@@ -3,6 +3,8 @@ export const ErrorStatus = {
   VALIDATION_ERROR: 400,
   UNAUTHORIZED: 401,
   INSUFFICIENT_BALANCE: 402,
+  /** Creating the resource would take the organization past its plan's limit (details: limit, used, max, tier). */
+  PLAN_LIMIT_REACHED: 402,
   FORBIDDEN: 403,
   SCOPE_REQUIRED: 403,
   NOT_FOUND: 404,

@@ -5,3 +5,4 @@ export * from './services.js';
 export * from './queues.js';
 export * from './events/index.js';
 export * from './identity-tokens.js';
+export * from './plans.js';

@@ -4,3 +4,4 @@ export * from './namespace.js';
 export * from './service.js';
 export * from './wait.js';
 export * from './tcp-proxy.js';
+export * from './plans.js';

@@ -67,4 +67,19 @@ describe('bootstrap after a partial failure', () => {
     expect((await api.call('POST', '/agents', { name: 'twin' })).statusCode).toBe(200);
     expect((await outbox(svc, 'agents.agent.created')).filter((e) => e.data.name === 'twin')).toHaveLength(1);
   });
+
+  it('an unfinished bootstrap resumes even when the organization is at its plan limit (it counts already)', async () => {
+    const api = client(svc);
+    for (const name of ['one', 'two']) expect((await api.call('POST', '/agents', { name })).statusCode).toBe(201);
+    redis.down();
+    const partial = await api.call('POST', '/agents', { name: 'three' });
+    redis.up();
+    expect(partial.json().data.complete).toBe(false);
+    await waitFor(() => svc.ctx.queues.ping(), { message: 'redis back' });
+    // The failed bootstrap released its lease when its request ended; Free's 3 agents are taken.
+    expect((await api.call('POST', '/agents', { name: 'four' })).statusCode).toBe(402);
+    const resumed = await api.call('POST', '/agents', { name: 'three' });
+    expect(resumed.statusCode).toBe(200);
+    expect(resumed.json().data.complete).toBe(true);
+  });
 });

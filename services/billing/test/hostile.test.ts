@@ -16,7 +16,7 @@ const WRITES: [string, string][] = [
   ['POST', '/billing/checkout'], ['POST', '/billing/portal'], ['POST', '/billing/create-payment-intent'], ['POST', '/billing/change-plan'],
   ['POST', '/billing/validate-downgrade'], ['POST', '/billing/auto-topup'], ['PUT', '/billing/auto-topup'], ['POST', '/billing/credit-auto-topup'],
   ['PUT', '/billing/credit-auto-topup'], ['POST', '/tokens/consume'], ['POST', '/tokens/grant'], ['POST', '/billing/costs'], ['POST', '/billing/webhook'],
-  ['PUT', `/billing/admin/orgs/${crypto.randomUUID()}/plan`], ['DELETE', `/billing/admin/orgs/${crypto.randomUUID()}/plan`],
+  ['PUT', `/billing/admin/orgs/${crypto.randomUUID()}/plan`], ['DELETE', `/billing/admin/orgs/${crypto.randomUUID()}/plan`], ['POST', '/billing/admin/plans/announce'],
 ];
 const asPlatformAdmin = (url: string) => url === '/tokens/grant' || url.startsWith('/billing/admin/');
 const READS = ['/billing/tiers', '/billing/pricing', '/billing/subscription', '/billing/usage', '/billing/plan-summary', '/billing/overview', '/billing/auto-topup',

@@ -147,3 +147,21 @@ describe('PUT /billing/admin/orgs/{orgId}/plan', () => {
     expect((await svc.inject(admin, { method: 'GET', url: plan(orgId) })).json().data.subscription).toMatchObject({ tier: 'free', managed: false, is_default: true });
   });
 });
+
+describe('POST /billing/admin/plans/announce', () => {
+  it('emits every organization\'s current plan again (tier, status, limits), for platform admins only', async () => {
+    const enterprise = crypto.randomUUID();
+    const comped = crypto.randomUUID();
+    await setPlan(enterprise, { tier: 'enterprise', limits: { agents: 7, seats: null } });
+    await setPlan(comped, { tier: 'teams' });
+    const before = (await outboxEvents(svc, 'billing.subscription.changed')).length;
+    expect((await svc.inject(owner(enterprise), { method: 'POST', url: '/billing/admin/plans/announce' })).statusCode).toBe(403);
+    const res = await svc.inject(admin, { method: 'POST', url: '/billing/admin/plans/announce' });
+    expect(res.statusCode, res.body).toBe(200);
+    const all = await outboxEvents(svc, 'billing.subscription.changed');
+    expect(all.length - before).toBe(res.json().data.announced);
+    const latest = (orgId: string) => all.filter((e) => e.orgId === orgId).at(-1)!.data;
+    expect(latest(enterprise)).toMatchObject({ tier: 'enterprise', previousTier: 'enterprise', status: 'active', limits: { agents: 7, seats: null, tasksPerMonth: null } });
+    expect(latest(comped)).toMatchObject({ tier: 'teams', previousTier: 'teams', limits: { agents: 50, seats: 20, tasksPerMonth: 10_000 } });
+  });
+});

@@ -1,4 +1,5 @@
 import { fileURLToPath } from 'node:url';
+import { planLimitsHandler } from '@aos/bus';
 import { defineService, VERSION, type ServiceContext } from '@aos/runtime';
 import { routes } from './app.js';
 import { resealCredentials, vaultOf } from './domain/credentials.js';
@@ -16,6 +17,8 @@ export const service = defineService({
   schema,
   migrationsFolder: fileURLToPath(new URL('../migrations', import.meta.url)),
   routes,
+  // The plans billing announces: seats are enforced here.
+  handlers: () => [planLimitsHandler<typeof schema>()],
   jobs: async (ctx) => {
     // Not awaited: identity serves (the gateway depends on it) while Redis is away; the schedule follows once it is back.
     void startCleanup(ctx).catch((err: Error) => ctx.log.error({ err: err.message }, 'identity cleanup not scheduled'));

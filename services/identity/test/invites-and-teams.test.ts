@@ -1,4 +1,4 @@
-import { apiKeyPrincipal } from '@aos/testkit';
+import { apiKeyPrincipal, putOnPlan } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { actingIn, caller, outboxOf, register, startIdentity, type Svc } from './helpers.js';
 
@@ -13,10 +13,11 @@ beforeAll(async () => {
 });
 afterAll(() => svc?.close());
 
-/** An owner with a shared organization, acting in it. */
+/** An owner with a shared organization (on Teams: room for members), acting in it. */
 async function orgWithOwner() {
   const owner = await register(svc);
   const org = (await call(owner.principal, 'POST', '/organizations', { name: 'Invites Ltd' })).json().data;
+  await putOnPlan(svc, org.id, 'teams');
   return { owner, org, as: actingIn(owner, org, 'owner') };
 }
 

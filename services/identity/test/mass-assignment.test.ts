@@ -1,3 +1,4 @@
+import { putOnPlan } from '@aos/testkit';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { caller, register, startIdentity, type Svc } from './helpers.js';
@@ -40,6 +41,7 @@ describe('mass assignment: extra fields are ignored, never applied', () => {
 
   it('members and invites: platform roles and other orgs stay out of reach', async () => {
     const u = await register(svc);
+    await putOnPlan(svc, u.org_id, 'pro');
     const other = await register(svc);
     const added = await call(u.principal, 'POST', `/organizations/${u.org_id}/members`, { user_id: other.user.id, role: 'viewer', platform_roles: ['admin'], is_admin: true, org_id: root.org_id });
     expect(added.json().data.role).toBe('viewer');

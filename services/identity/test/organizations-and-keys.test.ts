@@ -1,4 +1,4 @@
-import { apiKeyPrincipal } from '@aos/testkit';
+import { apiKeyPrincipal, putOnPlan } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gatewayService, register, startIdentity, type Svc } from './helpers.js';
 import type { Principal } from '@aos/contracts';
@@ -17,6 +17,7 @@ describe('organizations, members, invites', () => {
     const created = await call(owner.principal, 'POST', '/organizations', { name: 'Acme Robotics' });
     expect(created.statusCode).toBe(201);
     const org = created.json().data;
+    await putOnPlan(svc, org.id, 'teams');
     expect(org).toMatchObject({ slug: 'acme-robotics', role: 'owner', member_count: 1, personal: false });
     const again = (await call(owner.principal, 'POST', '/organizations', { name: 'Acme Robotics' })).json().data;
     expect(again.slug).toMatch(/^acme-robotics-[a-z0-9]+$/); // a derived slug that is taken gets a suffix

@@ -1,5 +1,5 @@
 import type { Principal } from '@aos/contracts';
-import { apiKeyPrincipal } from '@aos/testkit';
+import { apiKeyPrincipal, putOnPlan } from '@aos/testkit';
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { actingIn, caller, register, startIdentity, type Svc } from './helpers.js';
@@ -35,6 +35,7 @@ type Req = [method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, body?: unk
 async function world() {
   const owner = await register(svc);
   const org = (await call(owner.principal, 'POST', '/organizations', { name: 'Permissions Inc' })).json().data;
+  await putOnPlan(svc, org.id, 'teams');
   const target = await register(svc);
   const newcomer = await register(svc);
   const asOwner = actingIn(owner, org, 'owner');

@@ -1,5 +1,5 @@
 import type { Principal } from '@aos/contracts';
-import { apiKeyPrincipal } from '@aos/testkit';
+import { apiKeyPrincipal, putOnPlan } from '@aos/testkit';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { anonymous, caller, gatewayService, register, startIdentity, type Svc } from './helpers.js';
@@ -22,6 +22,7 @@ beforeAll(async () => {
   root = await register(svc); // platform admin
   a = await register(svc);
   b = await register(svc);
+  await putOnPlan(svc, b.org_id, 'teams');
   fx.keyB = (await call(b.principal, 'POST', `/organizations/${b.org_id}/api-keys`, { name: 'b key' })).json().data;
   fx.keyA = (await call(a.principal, 'POST', `/organizations/${a.org_id}/api-keys`, { name: 'a key' })).json().data.id;
   fx.teamB = (await call(b.principal, 'POST', '/teams', { name: 'B team' })).json().data.id;

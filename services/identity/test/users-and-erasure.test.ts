@@ -1,3 +1,4 @@
+import { putOnPlan } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { actingIn, anonymous, caller, gatewayService, outboxOf, register, startIdentity, type Svc } from './helpers.js';
 
@@ -49,8 +50,9 @@ describe('erasure (DELETE /users/me)', () => {
   it('refuses while the user is the only owner of an organization others use, naming it', async () => {
     const u = await register(svc);
     const org = (await call(u.principal, 'POST', '/organizations', { name: 'Shared Things' })).json().data;
+    await putOnPlan(svc, org.id, 'pro');
     const colleague = await register(svc);
-    await call(u.principal, 'POST', `/organizations/${org.id}/members`, { user_id: colleague.user.id, role: 'admin' });
+    expect((await call(u.principal, 'POST', `/organizations/${org.id}/members`, { user_id: colleague.user.id, role: 'admin' })).statusCode).toBe(201);
     const refused = await call(u.principal, 'DELETE', '/users/me');
     expect(refused.statusCode).toBe(409);
     expect(refused.json().error.details).toEqual([{ org_id: org.id, name: 'Shared Things' }]);
@@ -67,7 +69,8 @@ describe('erasure (DELETE /users/me)', () => {
     const personalKey = (await call(u.principal, 'POST', `/organizations/${u.org_id}/api-keys`, { name: 'p' })).json().data;
     const soloKey = (await call(u.principal, 'POST', `/organizations/${solo.id}/api-keys`, { name: 's' })).json().data;
     const inviter = await register(svc);
-    await call(inviter.principal, 'POST', `/organizations/${inviter.org_id}/invites`, { email: u.body.email });
+    await putOnPlan(svc, inviter.org_id, 'pro');
+    expect((await call(inviter.principal, 'POST', `/organizations/${inviter.org_id}/invites`, { email: u.body.email })).statusCode).toBe(201);
     await call(anonymous, 'POST', '/auth/login', { email: u.body.email, password: 'a wrong password' });
 
     const res = await call(u.principal, 'DELETE', '/users/me');

@@ -1,3 +1,4 @@
+import { putOnPlan } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Principal } from '@aos/contracts';
 import { anonymous, register, startIdentity, type Svc } from './helpers.js';
@@ -40,6 +41,7 @@ describe('users', () => {
 describe('teams', () => {
   it('admins create teams, add org members, invite; members read; other orgs see nothing', async () => {
     const owner = await register(svc);
+    await putOnPlan(svc, owner.org_id, 'teams');
     const team = await call(owner.principal, 'POST', '/teams', { name: 'Platform', description: 'infra people' });
     expect(team.statusCode).toBe(201);
     const t = team.json().data;

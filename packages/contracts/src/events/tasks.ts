@@ -14,6 +14,11 @@ export const tasksEvents = {
   })),
   'tasks.task.completed': defineEvent('tasks.task.completed', 1, Type.Object({ ...TaskRef, completedAt: Type.String(), resolution: Nullable(Type.String()) })),
   'tasks.task.cancelled': defineEvent('tasks.task.cancelled', 1, Type.Object({ ...TaskRef, reason: Nullable(Type.String()) })),
+  /** A derived task (agents.task.derivation_requested) was not created: the plan's tasks per month are used up. */
+  'tasks.task.derivation_refused': defineEvent('tasks.task.derivation_refused', 1, Type.Object({
+    parentTaskId: Type.Integer(), ruleId: Type.String(), agentName: Type.String(), title: Type.String(),
+    reason: Type.Literal('plan_limit'), limit: Type.String(), used: Type.Integer(), max: Type.Integer(), tier: Type.String(),
+  })),
   'tasks.product.created': defineEvent('tasks.product.created', 1, Type.Object({ productId: Type.Integer(), slug: Type.String(), name: Type.String(), status: Type.String() })),
   'tasks.product.updated': defineEvent('tasks.product.updated', 1, Type.Object({ productId: Type.Integer(), slug: Type.String(), changes: Type.Array(Type.String()) })),
   'tasks.product.status_changed': defineEvent('tasks.product.status_changed', 1, Type.Object({

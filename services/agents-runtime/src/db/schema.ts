@@ -248,3 +248,6 @@ export const factoryConfig = pgTable('factory_config', {
   concurrency: integer('concurrency').notNull().default(2),
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
 });
+
+/** The plan limits billing announced per organization (billing.subscription.changed), enforced here. */
+export { planLimits } from '@aos/db';

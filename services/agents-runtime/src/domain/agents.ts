@@ -1,6 +1,7 @@
 import { Queues } from '@aos/contracts';
 import { badRequest, notFound } from '@aos/core';
-import { and, eq } from 'drizzle-orm';
+import { enforcePlanLimit, type Executor } from '@aos/db';
+import { and, eq, ne, sql } from 'drizzle-orm';
 import { posix } from 'node:path';
 import { agents } from '../db/schema.js';
 import type { Ctx } from '../service.js';
@@ -42,6 +43,19 @@ export const scheduleOf = (ctx: Ctx, a: Pick<AgentRow, 'id'>) => ctx.queues.queu
 
 /** Statuses in which an agent does not run its cycles. */
 export const STOPPED: readonly string[] = ['paused', 'offline'];
+
+/** Billing counts an agent against the plan's `agents` limit unless it is deactivated (offline). */
+export const countsAgainstPlan = (status: string) => status !== 'offline';
+
+/**
+ * 402 PLAN_LIMIT_REACHED when agent `agentId` (being created, or reactivated from offline) would
+ * take the organization past its plan's agents; call it in the transaction that does it.
+ */
+export const enforceAgentLimit = (tx: Executor, orgId: string, agentId: number) => enforcePlanLimit(tx, orgId, 'agents', async () => {
+  const [row] = await tx.select({ n: sql<number>`count(*)::int` }).from(agents)
+    .where(and(eq(agents.orgId, orgId), ne(agents.status, 'offline'), ne(agents.id, agentId)));
+  return row!.n;
+});
 
 export async function findAgent(ctx: Ctx, orgId: string, ref: { id?: number; name?: string }) {
   const [a] = await ctx.db.select().from(agents).where(and(eq(agents.orgId, orgId), ref.id !== undefined ? eq(agents.id, ref.id) : eq(agents.name, ref.name!)));

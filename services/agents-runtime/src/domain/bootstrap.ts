@@ -6,7 +6,7 @@ import { agents, files, type BootstrapStep, type DerivationRule } from '../db/sc
 import type * as schema from '../db/schema.js';
 import type { Ctx } from '../service.js';
 import { agentLog } from './logs.js';
-import { evictIdle, schedule, STOPPED, workspaceOf, type AgentRow } from './agents.js';
+import { countsAgainstPlan, enforceAgentLimit, evictIdle, schedule, STOPPED, workspaceOf, type AgentRow } from './agents.js';
 
 export const BOOTSTRAP_STEPS = ['registration', 'workspace', 'identity_document', 'schedule', 'heartbeat', 'log'] as const;
 type StepName = (typeof BOOTSTRAP_STEPS)[number];
@@ -80,7 +80,8 @@ const recordStep = (steps: BootstrapStep[], step: StepName, state: 'done' | 'fai
 /**
  * Creates an agent through recorded, idempotent bootstrap steps. A name that exists with an
  * unfinished bootstrap (a step failed, or the process died mid-way) resumes from the first
- * step not done; a name whose bootstrap completed is a 409.
+ * step not done; a name whose bootstrap completed is a 409. A new agent beyond the plan's
+ * `agents` (offline ones aside) is a 402 and leaves nothing behind.
  */
 export async function createAgent(ctx: Ctx, orgId: string, input: NewAgent, meta: EventMeta): Promise<BootstrapResult> {
   let agentId: number;
@@ -97,6 +98,8 @@ export async function createAgent(ctx: Ctx, orgId: string, input: NewAgent, meta
         // The creator holds the lease from the start: a concurrent POST with the name cannot run the steps first.
         bootstrapLeaseUntil: sql`now() + ${`${leaseMs(ctx)} milliseconds`}::interval`,
       }).returning();
+      // After the insert: a name whose bootstrap is unfinished fails it above and resumes, whatever the plan.
+      if (countsAgainstPlan(a!.status)) await enforceAgentLimit(tx, orgId, a!.id);
       await ctx.outbox.enqueue(tx, 'agents.agent.created', { agentId: a!.id, name: a!.name, status: a!.status }, meta);
       return a!.id;
     });

@@ -1,4 +1,4 @@
-import { defineHandler, type EventHandler } from '@aos/bus';
+import { defineHandler, planLimitsHandler, type EventHandler } from '@aos/bus';
 import type { EventType } from '@aos/contracts';
 import { and, eq, sql } from 'drizzle-orm';
 import { agents, assignedTasks, derivations, orgBudgets, taskLineage } from '../db/schema.js';
@@ -9,8 +9,10 @@ import type { Ctx } from '../service.js';
 
 type S = typeof schema;
 
-/** Task events (derivation rules, the per-agent task projection) and billing balances (over-budget projection). */
+/** Task events (derivation rules, the per-agent task projection), billing balances (over-budget projection) and plan limits. */
 export const handlers = (ctx: Ctx): EventHandler<EventType, S>[] => [
+  planLimitsHandler<S>(),
+
   defineHandler<'tasks.task.created' | 'tasks.task.updated', S>({
     name: 'derivation-rules',
     events: ['tasks.task.created', 'tasks.task.updated'],

@@ -5,7 +5,7 @@ import { Type } from '@sinclair/typebox';
 import { and, desc, eq, ilike, inArray, isNull, or, sql, type SQL } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
 import { agents, AgentStatuses, templates } from '../db/schema.js';
-import { checkName, evictIdle, findAgentByRef, schedule, STOPPED, unschedule, type AgentRow } from '../domain/agents.js';
+import { checkName, countsAgainstPlan, enforceAgentLimit, evictIdle, findAgentByRef, schedule, STOPPED, unschedule, type AgentRow } from '../domain/agents.js';
 import { BOOTSTRAP_STEPS, createAgent } from '../domain/bootstrap.js';
 import { checkRules } from '../domain/derivation.js';
 import { agentLog } from '../domain/logs.js';
@@ -154,10 +154,12 @@ export async function agentRoutes(app: App, ctx: Ctx) {
       // A scheduler left next to a stopped status only fires cycles that skip themselves; the reverse would be a
       // silent agent. So: start schedules before the row says active, stop removes it after the row says paused
       // (the schedule reconciler holds the row lock, so it cannot slip a scheduler back in between).
-      if (action === 'restart') await unschedule(ctx, a);
-      if (action !== 'stop') await schedule(ctx, a);
       const status = action === 'stop' ? 'paused' : 'active';
       const updated = await ctx.db.transaction(async (tx) => {
+        // A deactivated (offline) agent counts against the plan again once started: checked before it is scheduled.
+        if (!countsAgainstPlan(a.status) && countsAgainstPlan(status)) await enforceAgentLimit(tx, a.orgId, a.id);
+        if (action === 'restart') await unschedule(ctx, a);
+        if (action !== 'stop') await schedule(ctx, a);
         const [u] = await tx.update(agents).set({ status, updatedAt: new Date(), ...(action !== 'stop' ? { lastHeartbeat: new Date() } : {}) }).where(eq(agents.id, a.id)).returning();
         const data = { agentId: a.id, name: a.name, status };
         if (action === 'stop') await ctx.outbox.enqueue(tx, 'agents.agent.stopped', { ...data, note: request.body.note ?? null }, meta(request));

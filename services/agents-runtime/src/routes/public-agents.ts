@@ -4,7 +4,7 @@ import { type App, Envelope, list, ListEnvelope, Nullable, ok, orgOf, page, Pagi
 import { Type } from '@sinclair/typebox';
 import { and, desc, eq, inArray, sql, type SQL } from 'drizzle-orm';
 import { agents, AgentStatuses } from '../db/schema.js';
-import { checkName, evictIdle, findAgent, SAFE_RELATIVE_PATH, schedule, STOPPED, unschedule, type AgentRow } from '../domain/agents.js';
+import { checkName, countsAgainstPlan, enforceAgentLimit, evictIdle, findAgent, SAFE_RELATIVE_PATH, schedule, STOPPED, unschedule, type AgentRow } from '../domain/agents.js';
 import { createAgent } from '../domain/bootstrap.js';
 import { agentLog } from '../domain/logs.js';
 import type { Ctx } from '../service.js';
@@ -73,9 +73,11 @@ export async function publicAgentRoutes(app: App, ctx: Ctx) {
     if (Object.keys(b).length === 0) throw badRequest('Nothing to update');
     const stopping = b.status !== undefined && STOPPED.includes(b.status) && !STOPPED.includes(a.status);
     const resuming = b.status !== undefined && !STOPPED.includes(b.status) && STOPPED.includes(a.status);
-    // As for stop/start: a scheduler goes in before the row says running, and out after it says stopped.
-    if (resuming && a.bootstrappedAt) await schedule(ctx, a);
     const updated = await ctx.db.transaction(async (tx) => {
+      // A deactivated (offline) agent counts against the plan again once it has another status.
+      if (b.status !== undefined && !countsAgainstPlan(a.status) && countsAgainstPlan(b.status)) await enforceAgentLimit(tx, a.orgId, a.id);
+      // As for stop/start: a scheduler goes in before the row says running, and out after it says stopped.
+      if (resuming && a.bootstrappedAt) await schedule(ctx, a);
       const [u] = await tx.update(agents).set({ emoji: b.emoji, role: b.role, status: b.status, currentTask: b.current_task, workspacePath: b.workspace_path, updatedAt: new Date() }).where(eq(agents.id, a.id)).returning();
       await ctx.outbox.enqueue(tx, 'agents.agent.updated', { agentId: a.id, name: a.name, status: u!.status, changes: Object.keys(b) }, metaFromPrincipal(request.principal));
       if (u!.status !== a.status) await agentLog(tx, a, 'info', `agent ${a.name} status ${a.status} → ${u!.status} (set by a client)`);

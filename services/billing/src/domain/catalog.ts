@@ -1,30 +1,13 @@
+import { TierLimits, TierSlugs, type PlanLimits, type TierSlug } from '@aos/contracts';
 import { Nullable } from '@aos/http';
 import { Type, type Static } from '@sinclair/typebox';
 
-export const TierSlugs = ['free', 'pro', 'teams', 'enterprise'] as const;
-export type TierSlug = (typeof TierSlugs)[number];
+export { limitsOf, TierSlugs, type TierSlug } from '@aos/contracts';
+/** `null` means unlimited / negotiated (Enterprise). */
+export type Limits = PlanLimits;
 export const TierSlugSchema = Type.Union(TierSlugs.map((t) => Type.Literal(t)));
 
 export type Ledger = 'tokens' | 'credits';
-
-/** `null` means unlimited / negotiated (Enterprise). */
-export interface Limits {
-  requests_per_minute: number | null;
-  requests_per_hour: number | null;
-  agents: number | null;
-  tasks_per_month: number | null;
-  seats: number | null;
-  included_tokens: number | null;
-}
-
-export const LimitNames = ['requests_per_minute', 'requests_per_hour', 'agents', 'tasks_per_month', 'seats', 'included_tokens'] as const satisfies readonly (keyof Limits)[];
-
-/** A tier's limits with negotiated ones (a managed Enterprise plan) laid over them. */
-export function limitsOf(tier: TierSlug, custom?: Partial<Limits> | null): Limits {
-  const limits = { ...Tiers[tier].limits };
-  if (custom) for (const name of LimitNames) if (custom[name] !== undefined) limits[name] = custom[name];
-  return limits;
-}
 
 export interface Tier {
   slug: TierSlug;
@@ -37,26 +20,26 @@ export interface Tier {
   features: string[];
 }
 
-/** Rate limits are the reference's (API overview); the other limits are this catalogue's. */
+/** Prices and features; the limits are contracts' (`TierLimits`), which every enforcing service reads too. */
 export const Tiers: Record<TierSlug, Tier> = {
   free: {
     slug: 'free', name: 'Free', rank: 0, price_cents: 0, self_serve: true,
-    limits: { requests_per_minute: 100, requests_per_hour: 1_000, agents: 3, tasks_per_month: 100, seats: 1, included_tokens: 1_000 },
-    features: ['Community support', '3 agents'],
+    limits: TierLimits.free,
+    features: ['Community support', `${TierLimits.free.agents} agents`],
   },
   pro: {
     slug: 'pro', name: 'Pro', rank: 1, price_cents: 2_900, self_serve: true,
-    limits: { requests_per_minute: 600, requests_per_hour: 10_000, agents: 10, tasks_per_month: 1_000, seats: 3, included_tokens: 50_000 },
-    features: ['Email support', '10 agents', 'Auto top-up'],
+    limits: TierLimits.pro,
+    features: ['Email support', `${TierLimits.pro.agents} agents`, 'Auto top-up'],
   },
   teams: {
     slug: 'teams', name: 'Teams', rank: 2, price_cents: 9_900, self_serve: true,
-    limits: { requests_per_minute: 2_000, requests_per_hour: 50_000, agents: 50, tasks_per_month: 10_000, seats: 20, included_tokens: 250_000 },
-    features: ['Priority support', '50 agents', 'Teams and roles'],
+    limits: TierLimits.teams,
+    features: ['Priority support', `${TierLimits.teams.agents} agents`, 'Teams and roles'],
   },
   enterprise: {
     slug: 'enterprise', name: 'Enterprise', rank: 3, price_cents: null, self_serve: false,
-    limits: { requests_per_minute: null, requests_per_hour: null, agents: null, tasks_per_month: null, seats: null, included_tokens: null },
+    limits: TierLimits.enterprise,
     features: ['Custom limits', 'SSO', 'Dedicated support'],
   },
 };

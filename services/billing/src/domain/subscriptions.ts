@@ -1,4 +1,5 @@
 import type { EventMeta } from '@aos/bus';
+import { limitsPayload } from '@aos/contracts';
 import { conflict } from '@aos/core';
 import type { Executor } from '@aos/db';
 import { and, count, eq, gte, sql } from 'drizzle-orm';
@@ -37,12 +38,6 @@ export function refuseManaged(row: SubscriptionRow | undefined) {
     throw conflict(`The organization's ${Tiers[effectiveTier(row)].name} plan is managed by the AOS team; contact support to change it`, [{ tier: row.tier, managed: true }]);
   }
 }
-
-/** Limits as events carry them (the gateway takes its rate limits from here). */
-export const limitsPayload = (l: Limits) => ({
-  requestsPerMinute: l.requests_per_minute, requestsPerHour: l.requests_per_hour, agents: l.agents,
-  seats: l.seats, tasksPerMonth: l.tasks_per_month, includedTokens: l.included_tokens,
-});
 
 export interface TierChange {
   tier: TierSlug;
@@ -101,13 +96,29 @@ export async function applySubscription(deps: Deps, tx: Executor, orgId: string,
   const limits = effectiveLimits(row);
   const limitsChanged = JSON.stringify(limits) !== JSON.stringify(effectiveLimits(before));
   if (!before || previousTier !== change.tier || previousStatus !== change.status || limitsChanged) {
-    await deps.outbox.enqueue(tx, 'billing.subscription.changed', {
-      subscriptionId: row!.stripeSubscriptionId, tier: change.tier, previousTier: before ? previousTier : 'free',
-      status: change.status, userId: meta.actor.type === 'user' ? meta.actor.id : null, effectiveAt: new Date().toISOString(),
-      limits: limitsPayload(limits),
-    }, { ...meta, tenantId: meta.tenantId ?? row!.tenantId, orgId });
+    await announcePlan(deps, tx, row!, before ? previousTier : 'free', meta);
   }
   return row!;
+}
+
+/** `billing.subscription.changed` with the plan `row` now has: the gateway and the enforcing services follow it. */
+async function announcePlan(deps: Deps, tx: Executor, row: SubscriptionRow, previousTier: TierSlug, meta: EventMeta) {
+  await deps.outbox.enqueue(tx, 'billing.subscription.changed', {
+    subscriptionId: row.stripeSubscriptionId, tier: effectiveTier(row), previousTier,
+    status: row.status, userId: meta.actor.type === 'user' ? meta.actor.id : null, effectiveAt: new Date().toISOString(),
+    limits: limitsPayload(effectiveLimits(row)),
+  }, { ...meta, tenantId: meta.tenantId ?? row.tenantId, orgId: row.orgId });
+}
+
+/**
+ * Announces every organization's current plan again (an operator's action): services that start
+ * enforcing plan limits, or lost their projection, learn plans decided longer ago than the
+ * stream keeps events. Harmless to repeat: each is the current state, and the newest wins.
+ */
+export async function announceAllPlans(deps: Deps, tx: Executor, meta: EventMeta): Promise<number> {
+  const rows = await tx.select().from(subscriptions);
+  for (const row of rows) await announcePlan(deps, tx, row, effectiveTier(row), meta);
+  return rows.length;
 }
 
 /** Applies a downgrade whose period has ended (called on reads, webhooks and plan changes). */

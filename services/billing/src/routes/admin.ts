@@ -5,7 +5,7 @@ import { Type } from '@sinclair/typebox';
 import type { Ctx } from '../service.js';
 import { TierSlugSchema, type Limits, type TierSlug } from '../domain/catalog.js';
 import { releaseManagedPlan, setManagedPlan } from '../domain/managed-plans.js';
-import { findSubscription } from '../domain/subscriptions.js';
+import { announceAllPlans, findSubscription } from '../domain/subscriptions.js';
 import { SubscriptionSchema, subscriptionView } from './subscription.js';
 
 const Limit = (minimum: number, maximum: number) => Type.Optional(Nullable(Type.Integer({ minimum, maximum })));
@@ -78,4 +78,15 @@ export async function adminRoutes(app: App, ctx: Ctx) {
     if (!row) throw notFound('Managed plan');
     return view(orgId, row);
   });
+
+  app.post('/billing/admin/plans/announce', {
+    config: { platformAdmin: true },
+    schema: {
+      tags: ['Billing'], summary: "Announce every organization's current plan again (platform admins)",
+      description: 'Emits billing.subscription.changed with the current tier, status and limits of every organization that has a plan row,'
+        + ' so the gateway and the services enforcing plan limits learn plans decided longer ago than the event stream keeps (7 days),'
+        + ' e.g. when a service starts enforcing or lost its projection. Repeating it is harmless.',
+      response: { 200: Envelope(Type.Object({ announced: Type.Integer() })) },
+    },
+  }, async (request) => ok({ announced: await ctx.db.transaction((tx) => announceAllPlans(ctx, tx, metaFromPrincipal(request.principal))) }));
 }

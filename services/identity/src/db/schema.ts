@@ -157,3 +157,6 @@ export const credentials = pgTable('credentials', {
   createdAt: created(),
   updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
 });
+
+/** The plan limits billing announced per organization (billing.subscription.changed), enforced here. */
+export { planLimits } from '@aos/db';

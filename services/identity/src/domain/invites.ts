@@ -5,6 +5,7 @@ import { and, eq, gt, isNull, sql } from 'drizzle-orm';
 import { invites, memberships, organizations, teamMembers, teams, users } from '../db/schema.js';
 import type { Ctx } from '../service.js';
 import { opaqueToken, sha256 } from './crypto.js';
+import { enforceSeatLimit } from './seats.js';
 import { NIL_UUID, type ITx } from './users.js';
 
 type Org = typeof organizations.$inferSelect;
@@ -23,7 +24,8 @@ export const pendingInvite = () => and(isNull(invites.acceptedAt), gt(invites.ex
 /**
  * Creates an invitation (token hashed at rest) and emits the event notifications turns into an
  * e-mail, alike for addresses with an account and without. 409 when the address already belongs to a member (of the team, for team invites) or
- * already has a pending invitation for the same org and team.
+ * already has a pending invitation for the same org and team; 402 PLAN_LIMIT_REACHED when the seat it
+ * reserves is not free under the org's plan.
  */
 export async function createInvite(ctx: Ctx, principal: Principal, org: Org, email: string, role: OrgRole, teamId: string | null) {
   const token = opaqueToken();
@@ -44,6 +46,11 @@ export async function createInvite(ctx: Ctx, principal: Principal, org: Org, ema
       teamId ? eq(invites.teamId, teamId) : isNull(invites.teamId), pendingInvite(),
     ));
     if (open) throw conflict('An invitation to this address is already pending', [{ field: 'email', invite_id: open.id }]);
+    // The invitation reserves a seat, unless it only brings a member of the org into a team.
+    const [orgMember] = teamId
+      ? await tx.select({ id: memberships.userId }).from(memberships).where(and(eq(memberships.orgId, org.id), eq(memberships.userId, inviteeId)))
+      : [];
+    if (!orgMember) await enforceSeatLimit(tx, org.id, email);
     const [row] = await tx.insert(invites).values({ orgId: org.id, teamId, email, role, tokenHash: sha256(token), invitedBy: principal.userId, expiresAt }).returning();
     await ctx.outbox.enqueue(tx, 'identity.invite.created', {
       orgId: org.id, tenantId: org.tenantId, inviteId: row!.id, email, role, teamId, invitedBy: principal.userId,
@@ -57,7 +64,8 @@ export async function createInvite(ctx: Ctx, principal: Principal, org: Org, ema
 /**
  * Accepts a pending invitation for `user` (single use, before expiry, only for the address it was
  * sent to, only while the org exists). Joins the org (keeping a stronger existing role) and the
- * team when there is one. `null` when the invitation cannot be used.
+ * team when there is one. `null` when the invitation cannot be used; 402 PLAN_LIMIT_REACHED when
+ * joining would take the org past its plan's seats (the invitation stays pending).
  */
 export async function acceptInvite(ctx: Ctx, tx: ITx, token: string, user: { id: string; email: string }, meta: EventMeta) {
   const [invite] = await tx.select().from(invites).where(eq(invites.tokenHash, sha256(token))).for('update');
@@ -65,6 +73,9 @@ export async function acceptInvite(ctx: Ctx, tx: ITx, token: string, user: { id:
   if (user.email.toLowerCase() !== invite.email.toLowerCase()) return null;
   const [org] = await tx.select().from(organizations).where(and(eq(organizations.id, invite.orgId), isNull(organizations.deletedAt)));
   if (!org) return null;
+  const [member] = await tx.select({ id: memberships.userId }).from(memberships).where(and(eq(memberships.orgId, org.id), eq(memberships.userId, user.id)));
+  // Before any write: a caller may go on with its transaction after a 402 (registration does).
+  if (!member) await enforceSeatLimit(tx, org.id, invite.email);
   const m = { ...meta, orgId: org.id, tenantId: org.tenantId };
   await tx.update(invites).set({ acceptedAt: new Date(), acceptedBy: user.id }).where(eq(invites.id, invite.id));
   const [added] = await tx.insert(memberships).values({ orgId: org.id, userId: user.id, role: invite.role }).onConflictDoNothing().returning();

@@ -91,8 +91,14 @@ export async function authRoutes(app: App, ctx: Ctx, signer: Signer) {
       const meta = { tenantId: tenant!.id, orgId: org!.id, actor: { type: 'user' as const, id: u!.id } };
       await ctx.outbox.enqueue(tx, 'identity.user.registered', { userId: u!.id, email: u!.email, username: u!.username, tenantId: tenant!.id, personalOrgId: org!.id, platformRoles }, meta);
       await ctx.outbox.enqueue(tx, 'identity.org.created', { orgId: org!.id, tenantId: tenant!.id, name: org!.name, slug: org!.slug }, meta);
-      // An invitation for this address joins its org (and team) at once; any other code is ignored.
-      if (b.invite_code) await acceptInvite(ctx, tx, b.invite_code, u!, meta);
+      // An invitation for this address joins its org (and team) at once; any other code is ignored. The
+      // account is created even when the org has no seat left: the invitation stays pending for later.
+      if (b.invite_code) {
+        await acceptInvite(ctx, tx, b.invite_code, u!, meta).catch((err: unknown) => {
+          if (!(err instanceof AppError && err.code === 'PLAN_LIMIT_REACHED')) throw err;
+          request.log.info({ userId: u!.id }, 'invitation not accepted at registration: the organization has no seat left');
+        });
+      }
       return u!;
     });
     await rememberAddress(user.id, clientIp(request));

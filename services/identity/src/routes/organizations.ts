@@ -9,6 +9,7 @@ import { invites, memberships, organizations, users } from '../db/schema.js';
 import { requireRole, roleIn } from '../domain/access.js';
 import { opaqueToken } from '../domain/crypto.js';
 import { acceptInvite, createInvite, inviteView, orgMeta, pendingInvite } from '../domain/invites.js';
+import { enforceSeatLimit } from '../domain/seats.js';
 import { ownerCount, removeMember, softDeleteOrg } from '../domain/orgs.js';
 import type { ITx } from '../domain/users.js';
 import type { Ctx } from '../service.js';
@@ -180,6 +181,9 @@ export async function organizationRoutes(app: App, ctx: Ctx) {
     if (!user) throw notFound('User');
     try {
       const m = await ctx.db.transaction(async (tx) => {
+        const [already] = await tx.select({ id: memberships.userId }).from(memberships).where(and(eq(memberships.orgId, org.id), eq(memberships.userId, user.id)));
+        if (already) throw conflict('Already a member');
+        await enforceSeatLimit(tx, org.id, user.email);
         const [row] = await tx.insert(memberships).values({ orgId: org.id, userId: user.id, role }).returning();
         await ctx.outbox.enqueue(tx, 'identity.member.added', { orgId: org.id, tenantId: org.tenantId, userId: user.id, role }, orgMeta(request.principal, org));
         return row!;

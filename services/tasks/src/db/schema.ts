@@ -108,3 +108,16 @@ export const queueJobs = pgTable('queue_jobs', {
   index('queue_jobs_claimable_idx').on(t.orgId, t.queueName, t.priority.desc(), t.id).where(sql`${t.status} IN ('pending', 'claimed')`),
   uniqueIndex('queue_jobs_idempotency_key').on(t.orgId, t.idempotencyKey).where(sql`${t.idempotencyKey} IS NOT NULL`),
 ]);
+
+/** The plan limits billing announced per organization (billing.subscription.changed), enforced here. */
+export { planLimits } from '@aos/db';
+
+/**
+ * Tasks created per organization and UTC calendar month, deleted ones included (what billing
+ * counts too): the `tasks_per_month` limit is checked against it, not against surviving rows.
+ */
+export const taskMonthlyUsage = pgTable('task_monthly_usage', {
+  orgId: text('org_id').notNull(),
+  month: date('month').notNull(),
+  created: integer('created').notNull().default(0),
+}, (t) => [primaryKey({ columns: [t.orgId, t.month] })]);

@@ -1,9 +1,9 @@
 import type { EventData, EventType } from '@aos/contracts';
 import type { EventMeta, Outbox } from '@aos/bus';
 import { AppError, conflict, notFound, unprocessable } from '@aos/core';
-import { isUniqueViolation, type Db, type Tx } from '@aos/db';
+import { enforcePlanLimit, isUniqueViolation, type Db, type Tx } from '@aos/db';
 import { and, eq, inArray, notInArray, sql } from 'drizzle-orm';
-import { products, taskDependencies, tasks } from '../db/schema.js';
+import { products, taskDependencies, taskMonthlyUsage, tasks } from '../db/schema.js';
 import type * as schema from '../db/schema.js';
 import { allowedFrom, canTransition, OPEN_STATUSES, titleKey, type TaskStatus, type TaskView } from './model.js';
 
@@ -96,10 +96,21 @@ export interface NewTask {
   createdBy: string | null;
 }
 
+/** The current UTC calendar month (of the transaction's start), as `task_monthly_usage` keys it. */
+const THIS_MONTH = sql`(date_trunc('month', now() AT TIME ZONE 'UTC'))::date`;
+
+/** Tasks the organization created this month, deleted ones included. */
+export async function tasksCreatedThisMonth(tx: TasksExec, orgId: string): Promise<number> {
+  const [row] = await tx.select({ n: taskMonthlyUsage.created }).from(taskMonthlyUsage)
+    .where(and(eq(taskMonthlyUsage.orgId, orgId), eq(taskMonthlyUsage.month, THIS_MONTH)));
+  return row?.n ?? 0;
+}
+
 /**
  * Creates a task (409 with the existing id when an open task with the same normalised
  * title exists in the same product/org) and its dependencies; a task with open blockers
- * starts `blocked`. Emits `tasks.task.created`.
+ * starts `blocked`. Emits `tasks.task.created`. 402 PLAN_LIMIT_REACHED (before any write) when the
+ * organization created its plan's `tasks_per_month` this month already.
  */
 export async function createTask(deps: Deps, tx: TasksTx, orgId: string, input: NewTask, meta: EventMeta): Promise<{ task: TaskRow; productSlug: string | null }> {
   const product = await resolveProduct(tx, orgId, input.product ?? {});
@@ -122,6 +133,7 @@ export async function createTask(deps: Deps, tx: TasksTx, orgId: string, input: 
     derivationRuleId: input.derivationRuleId ?? null, maxDurationSeconds: input.maxDurationSeconds ?? null, resolution: input.resolution ?? null,
     createdBy: input.createdBy, completedAt: status === 'done' ? new Date() : null,
   };
+  await enforcePlanLimit(tx, orgId, 'tasks_per_month', () => tasksCreatedThisMonth(tx, orgId));
   let task: TaskRow;
   try {
     [task] = (await tx.transaction(async (sp) => sp.insert(tasks).values(values).returning())) as [TaskRow];
@@ -129,6 +141,8 @@ export async function createTask(deps: Deps, tx: TasksTx, orgId: string, input: 
     if (!isUniqueViolation(err)) throw err;
     throw duplicate(await openDuplicateId(tx, orgId, key, product?.id ?? null));
   }
+  await tx.insert(taskMonthlyUsage).values({ orgId, month: THIS_MONTH, created: 1 })
+    .onConflictDoUpdate({ target: [taskMonthlyUsage.orgId, taskMonthlyUsage.month], set: { created: sql`${taskMonthlyUsage.created} + 1` } });
   if (blockers.length > 0) {
     await tx.insert(taskDependencies).values(blockers.map((b) => ({ orgId, taskId: task.id, blockedById: b })));
   }

@@ -1,4 +1,4 @@
-import { defineHandler, systemMeta } from '@aos/bus';
+import { defineHandler, planLimitsHandler, systemMeta } from '@aos/bus';
 import { AppError } from '@aos/core';
 import { and, eq } from 'drizzle-orm';
 import { changelog, tasks } from '../db/schema.js';
@@ -11,6 +11,8 @@ type S = typeof schema;
 
 /** The cascades of the tasks service, each a durable consumer (effects exactly once per event). */
 export const handlers = (ctx: Ctx) => [
+  planLimitsHandler<S>(),
+
   defineHandler<'tasks.task.completed', S>({
     name: 'changelog',
     events: ['tasks.task.completed'],
@@ -64,14 +66,25 @@ export const handlers = (ctx: Ctx) => [
       }
       const [existing] = await tx.select({ id: tasks.id }).from(tasks).where(and(eq(tasks.parentTaskId, d.parentTaskId), eq(tasks.derivationRuleId, d.ruleId)));
       if (existing) return;
+      const meta = { tenantId: event.tenantId, orgId: event.orgId, actor: { type: 'agent' as const, id: d.agentName } };
       await createTask(ctx, tx, event.orgId, {
         title: d.title, description: d.description, priority: (Priorities as readonly string[]).includes(d.priority) ? d.priority : parent.priority,
         type: (TaskTypes as readonly string[]).includes(d.type) ? d.type : parent.type, assignee: d.assignee, product: { id: parent.productId },
         parentTaskId: parent.id, derivationRuleId: d.ruleId, createdBy: `agent:${d.agentName}`,
-      }, { tenantId: event.tenantId, orgId: event.orgId, actor: { type: 'agent', id: d.agentName } }).catch((err: unknown) => {
+      }, meta).catch(async (err: unknown) => {
+        const code = err instanceof AppError ? err.code : undefined;
+        if (code === 'PLAN_LIMIT_REACHED') {
+          // Refused like a client's task, but said so (activity log) instead of dead-lettered: retrying cannot help
+          // before the plan changes, and then the derivation would land at a surprising time. Nothing was written yet.
+          const [limit] = (err as AppError).details as [{ limit: string; used: number; max: number; tier: string }];
+          log.warn({ parentTaskId: d.parentTaskId, ruleId: d.ruleId, ...limit }, 'derivation refused: plan limit reached');
+          await ctx.outbox.enqueue(tx, 'tasks.task.derivation_refused', {
+            parentTaskId: parent.id, ruleId: d.ruleId, agentName: d.agentName, title: d.title, reason: 'plan_limit', ...limit,
+          }, meta);
+          return;
+        }
         // Nothing to derive when an open task already has this title, or the product was archived meanwhile:
         // retrying would fail the same way.
-        const code = err instanceof AppError ? err.code : undefined;
         if (code !== 'CONFLICT' && code !== 'UNPROCESSABLE' && code !== 'NOT_FOUND') throw err;
         log.info({ parentTaskId: d.parentTaskId, ruleId: d.ruleId, code }, 'derivation skipped');
       });
