@@ -1,4 +1,4 @@
-import { createTestDatabase, waitFor } from '@aos/testkit';
+import { createTestDatabase, putOnPlan, waitFor } from '@aos/testkit';
 import type { LightMyRequestResponse } from 'fastify';
 import { Redis } from 'ioredis';
 import { randomBytes } from 'node:crypto';
@@ -73,10 +73,12 @@ beforeAll(async () => {
   a = await register(gw, 'fuzz-a', 'fuzz-a@example.com');
   c = await register(gw, 'fuzz-c', 'fuzz-c@example.com');
   const d = await register(gw, 'fuzz-d', 'fuzz-d@example.com');
-  // The organizations are on the enterprise tier (limits raised above): the volume of this file is not what gets refused.
+  // The organizations are on the enterprise tier (rate limits raised above, plan limits unlimited): the volume of this file is not what gets refused.
   const redis = new Redis(stack.config.REDIS_URL);
   for (const org of [a.orgId, b.orgId, c.orgId]) await redis.set(`${stack.config.REDIS_PREFIX}:tier:${org}`, 'enterprise');
   redis.disconnect();
+  const { identity, 'agents-runtime': agents, tasks } = stack.services;
+  for (const org of [a.orgId, b.orgId, c.orgId]) await putOnPlan([identity, agents, tasks], org, 'enterprise');
   [resA, resB] = await Promise.all([seedOrganization(gw, a, 'fuzza'), seedOrganization(gw, b, MARKER)]);
   platform = await seedPlatform(gw, b, MARKER, d.orgId);
   const key = await send(gw, a, { method: 'POST', url: `/api/organizations/${a.orgId}/api-keys`, body: { name: 'fuzz read-only', scopes: ['tasks:read'] } });

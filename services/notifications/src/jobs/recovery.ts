@@ -9,13 +9,14 @@ const LIVE = new Set(['waiting', 'delayed', 'active', 'prioritized', 'waiting-ch
 /**
  * True when the job was (re-)added. A job that finished while its row is still unfinished
  * (its bookkeeping was lost) is removed first: BullMQ ignores an add whose id still exists.
+ * The row is read again once the job is known not to be live: a job that completed between the
+ * caller's read and this check has finished its row, and must not run a second time.
  */
-async function ensureJob(ctx: Ctx, queue: QueueName, jobId: string, add: () => Promise<unknown>): Promise<boolean> {
+async function ensureJob(ctx: Ctx, queue: QueueName, jobId: string, stillUnfinished: () => Promise<boolean>, add: () => Promise<unknown>): Promise<boolean> {
   const job = await ctx.queues.queue(queue).getJob(jobId);
-  if (job) {
-    if (LIVE.has(await job.getState())) return false;
-    await job.remove();
-  }
+  if (job && LIVE.has(await job.getState())) return false;
+  if (!(await stillUnfinished())) return false;
+  if (job) await job.remove();
   await add();
   return true;
 }
@@ -41,7 +42,10 @@ export async function recoverLostJobs(ctx: Ctx, olderThanMs: number): Promise<{ 
      WHERE d.status IN ('pending', 'retrying') AND coalesce(d.last_attempt_at, d.created_at) < now() - make_interval(secs => $1)
      ORDER BY d.id LIMIT 1000`, [age]);
   for (const d of stuck) {
-    const added = await ensureJob(ctx, Queues.webhookDelivery, deliveryJobId(d.webhook_id, d.event_id, d.redeliveries), () =>
+    const unfinished = async () => (await ctx.pool.query(
+      `SELECT 1 FROM webhook_deliveries WHERE webhook_id = $1 AND event_id = $2 AND redeliveries = $3 AND status IN ('pending', 'retrying')`,
+      [d.webhook_id, d.event_id, d.redeliveries])).rowCount! > 0;
+    const added = await ensureJob(ctx, Queues.webhookDelivery, deliveryJobId(d.webhook_id, d.event_id, d.redeliveries), unfinished, () =>
       enqueueDelivery(ctx, { webhookId: d.webhook_id, eventId: d.event_id, eventType: d.event_type, redeliveries: d.redeliveries }));
     if (added) deliveries++;
   }
@@ -50,7 +54,8 @@ export async function recoverLostJobs(ctx: Ctx, olderThanMs: number): Promise<{ 
       `SELECT id, template FROM emails WHERE status = 'queued' AND created_at < now() - make_interval(secs => $1) ORDER BY id LIMIT 1000`,
       [age]);
     for (const e of queued) {
-      if (await ensureJob(ctx, Queues.email, emailJobId(e.id), () => enqueueEmail(ctx, e.id, e.template))) emails++;
+      const unfinished = async () => (await ctx.pool.query(`SELECT 1 FROM emails WHERE id = $1 AND status = 'queued'`, [e.id])).rowCount! > 0;
+      if (await ensureJob(ctx, Queues.email, emailJobId(e.id), unfinished, () => enqueueEmail(ctx, e.id, e.template))) emails++;
     }
   }
   if (deliveries + emails > 0) ctx.log.warn({ deliveries, emails }, 're-queued jobs that were lost');
