@@ -43,13 +43,18 @@ export class LiveHub {
         for (const fn of this.listeners) fn(e);
       });
       client.on('error', (err) => {
+        if (this.client !== client) return; // already given back (stopped, or a failed LISTEN)
         this.log.warn({ err: err.message }, 'live notifications listener lost; reconnecting');
-        client.release(true);
-        this.client = null;
+        this.discard(client);
         if (!this.stopped) setTimeout(() => void this.ensure(), 1_000).unref();
       });
-      await client.query(`LISTEN ${NOTIFY_CHANNEL}`);
       this.client = client;
+      try {
+        await client.query(`LISTEN ${NOTIFY_CHANNEL}`);
+      } catch (err) {
+        this.discard(client);
+        throw err;
+      }
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'live notifications listener failed; retrying');
       if (!this.stopped) setTimeout(() => void this.ensure(), 1_000).unref();
@@ -60,10 +65,16 @@ export class LiveHub {
     this.stopped = true;
     this.listeners.clear();
     const c = this.client;
-    this.client = null;
-    if (c) {
-      await c.query(`UNLISTEN ${NOTIFY_CHANNEL}`).catch(() => {});
-      c.release();
-    }
+    if (c) this.discard(c);
+  }
+
+  /**
+   * Gives the listening connection back destroyed: it carries a LISTEN and our handlers, which
+   * must not follow it into the pool (and an error after this finds it no longer ours).
+   */
+  private discard(client: PoolClient): void {
+    if (this.client === client) this.client = null;
+    client.removeAllListeners('notification');
+    client.release(true);
   }
 }
