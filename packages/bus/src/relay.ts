@@ -138,9 +138,16 @@ export class OutboxRelay {
       return Promise.resolve();
     }
     return new Promise((resolve) => {
+      // Ending by the timer too, this wait stops being the one a NOTIFY wakes: a NOTIFY during the
+      // next pass must stay `notified` (a stale wake would clear it and delay the event a poll).
+      const wake = () => { this.notified = false; done(); };
+      const done = () => {
+        clearTimeout(timer);
+        if (this.wake === wake) this.wake = null;
+        resolve();
+      };
       const timer = setTimeout(done, ms);
-      function done() { clearTimeout(timer); resolve(); }
-      this.wake = () => { this.wake = null; this.notified = false; done(); };
+      this.wake = wake;
     });
   }
 

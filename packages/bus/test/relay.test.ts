@@ -87,6 +87,40 @@ describe('outbox relay', () => {
     await r.stop();
   });
 
+  it('keeps a NOTIFY that arrives while it publishes after a timed-out wait (the next wait returns at once)', async () => {
+    // Holds the relay inside a publish pass, after its SELECT of pending rows, until released.
+    let arm: { held: () => void; release: Promise<void> } | null = null;
+    const own = createPool(db.url, undefined, 3);
+    pools.push(own);
+    const gated = new Proxy(own, {
+      get(target, prop, receiver) {
+        if (prop !== 'query') return Reflect.get(target, prop, receiver);
+        return async (...args: Parameters<Pool['query']>) => {
+          const result = await (target.query as (...a: unknown[]) => Promise<unknown>)(...args);
+          const gate = arm;
+          if (gate && String(args[0]).includes('WHERE published_at IS NULL ORDER BY')) {
+            arm = null;
+            gate.held();
+            await gate.release;
+          }
+          return result;
+        };
+      },
+    });
+    const r = relay({ pool: gated, pollIntervalMs: 2_000 });
+    r.start();
+    await waitFor(() => r.active);
+    await sleep(300); // past the first pass: waiting for the poll timer
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => { arm = { held: resolve, release: new Promise<void>((done) => { release = done; }) }; });
+    await held; // the poll timer fired: the relay is in a pass that has already read the (empty) outbox
+    await enqueue(1); // its NOTIFY arrives while the relay is busy
+    await sleep(300);
+    release();
+    await waitFor(async () => (await pending()) === 0, { timeoutMs: 1_000, message: 'published at once, not at the next 2 s poll' });
+    await r.stop();
+  });
+
   it('falls back to polling when no NOTIFY arrives', async () => {
     const r = relay({ pollIntervalMs: 200 });
     r.start();
