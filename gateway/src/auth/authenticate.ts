@@ -26,7 +26,23 @@ export const cacheKeys = (prefix: string) => ({
   tierAt: (orgId: string) => `${prefix}:tier-at:${orgId}`,
   /** An Enterprise plan's negotiated rate limits (`{"minute":n|null,"hour":n|null}`), set with the tier. */
   tierLimits: (orgId: string) => `${prefix}:tier-limits:${orgId}`,
+  /** Counts the evictions from one cache: a fill whose lookup began before an eviction is not stored. */
+  evictions: (cache: 'apiKey' | 'member') => `${prefix}:evictions:${cache}`,
 });
+
+/**
+ * Caches what identity answered unless the cache was evicted since the lookup began (the eviction
+ * counter is no longer what was read before asking): an eviction that overtook the answer must not
+ * be undone by it. KEYS: entry, eviction counter, [index]; ARGV: value, seconds, counter seen, [index member, index seconds].
+ */
+const FILL_UNLESS_EVICTED = `
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if KEYS[3] then
+  redis.call('SADD', KEYS[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[3], ARGV[5])
+end
+return 1`;
 
 /**
  * Resolves the caller: Bearer JWT or the `assimetria_jwt` cookie (verified against
@@ -59,16 +75,16 @@ export function createAuthenticator(config: GatewayConfig, redis: Redis, private
     const sha = createHash('sha256').update(raw).digest('hex');
     let entry: CachedKey;
     // Without Redis every call asks identity: slower, never staler.
-    const cached = await redis.get(keys.apiKey(sha)).catch(() => null);
+    const [cached, evictions] = await redis.mget(keys.apiKey(sha), keys.evictions('apiKey')).catch(() => [null, undefined]);
     if (cached) entry = JSON.parse(cached) as CachedKey;
     else {
       const res = await identity<CachedKey>('/internal/api-keys/verify', { key: raw });
       if (res.status !== 200 || !res.data) throw unauthorized('Invalid API key');
       entry = res.data;
       const seconds = entry.expires_at ? Math.min(ttl, Math.floor((Date.parse(entry.expires_at) - Date.now()) / 1000)) : ttl;
-      if (seconds > 0) {
-        await redis.multi().set(keys.apiKey(sha), JSON.stringify(entry), 'EX', seconds)
-          .sadd(keys.apiKeyIndex(entry.api_key_id), sha).expire(keys.apiKeyIndex(entry.api_key_id), ttl * 2).exec()
+      if (seconds > 0 && evictions !== undefined) {
+        await redis.eval(FILL_UNLESS_EVICTED, 3, keys.apiKey(sha), keys.evictions('apiKey'), keys.apiKeyIndex(entry.api_key_id),
+          JSON.stringify(entry), seconds, evictions ?? '', sha, ttl * 2)
           .catch((err: Error) => log.warn({ err: err.message }, 'api key not cached'));
       }
     }
@@ -107,12 +123,15 @@ export function createAuthenticator(config: GatewayConfig, redis: Redis, private
     if (orgHeader && orgHeader !== orgId) {
       if (!UUID.test(orgHeader)) throw new AppError('VALIDATION_ERROR', `${ORG_HEADER} must be an organization id`);
       const cacheKey = keys.member(userId, orgHeader);
-      let member = await redis.get(cacheKey).then((v) => (v ? JSON.parse(v) as { org_role: string; tenant_id: string; platform_roles: string[] } : null), () => null);
+      const [cached, evictions] = await redis.mget(cacheKey, keys.evictions('member')).catch(() => [null, undefined]);
+      let member = cached ? JSON.parse(cached) as { org_role: string; tenant_id: string; platform_roles: string[] } : null;
       if (!member) {
         const res = await identity<{ org_role: string; tenant_id: string; platform_roles: string[] }>('/internal/memberships/resolve', { user_id: userId, org_id: orgHeader });
         if (res.status !== 200 || !res.data) throw new AppError('FORBIDDEN', 'You are not a member of this organization');
         member = res.data;
-        await redis.set(cacheKey, JSON.stringify(member), 'EX', ttl).catch(() => undefined);
+        if (evictions !== undefined) {
+          await redis.eval(FILL_UNLESS_EVICTED, 2, cacheKey, keys.evictions('member'), JSON.stringify(member), ttl, evictions ?? '').catch(() => undefined);
+        }
       }
       orgId = orgHeader;
       orgRole = member.org_role as OrgRole;

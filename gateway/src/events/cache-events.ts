@@ -126,7 +126,8 @@ export class CacheEvents {
       case 'identity.api_key.updated': {
         const index = keys.apiKeyIndex(d.apiKeyId!);
         const shas = await this.redis.smembers(index);
-        await this.redis.del(index, ...shas.map((s) => keys.apiKey(s)));
+        // Counted in the same transaction: a verification already on its way is not cached (see FILL_UNLESS_EVICTED).
+        await this.redis.multi().incr(keys.evictions('apiKey')).del(index, ...shas.map((s) => keys.apiKey(s))).exec();
         break;
       }
       case 'identity.session.revoked': {
@@ -144,7 +145,7 @@ export class CacheEvents {
       case 'identity.member.added':
       case 'identity.member.role_changed':
       case 'identity.member.removed':
-        await this.redis.del(keys.member(d.userId!, d.orgId!));
+        await this.redis.multi().incr(keys.evictions('member')).del(keys.member(d.userId!, d.orgId!)).exec();
         break;
       case 'billing.subscription.changed':
         if (event.orgId) {
