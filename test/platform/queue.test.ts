@@ -47,4 +47,15 @@ describe('QueueKit (BullMQ)', () => {
     await local.close();
     expect(finished).toBe(true);
   });
+
+  it('closes every Redis connection it opened, those it gave its workers too', async () => {
+    const local = new QueueKit(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', `${ns.redisPrefix}:c`, createLogger('queue-test', 'silent'));
+    const workers = [local.worker(Queues.email, async () => {}), local.worker(Queues.factory, async () => {})];
+    await Promise.all(workers.map((w) => w.waitUntilReady()));
+    await local.close();
+    // BullMQ leaves a connection it was given open on close (it is "shared"): ours to end.
+    const connections = [local.connection, ...workers.map((w) => w.opts.connection as { status?: string })];
+    await waitFor(() => connections.every((c) => c.status === 'end'), { timeoutMs: 3_000, message: 'every connection ended' })
+      .catch(() => expect(connections.map((c) => c.status)).toEqual(connections.map(() => 'end')));
+  });
 });

@@ -34,6 +34,8 @@ export class QueueKit {
   readonly connection: Redis;
   private readonly queues = new Map<string, Queue>();
   private readonly workers: Worker[] = [];
+  /** The connections given to workers: BullMQ does not close a connection it was given. */
+  private readonly workerConnections: Redis[] = [];
 
   constructor(redisUrl: string, readonly prefix: string, private readonly log: Logger) {
     this.connection = createRedis(redisUrl);
@@ -63,12 +65,14 @@ export class QueueKit {
     opts: Omit<WorkerOptions, 'connection' | 'prefix'> = {},
   ): Worker<JobEnvelope<T>, R> {
     // A worker blocks its connection; it gets a duplicate of ours.
+    const connection = this.connection.duplicate();
+    this.workerConnections.push(connection);
     const worker = new Worker<JobEnvelope<T>, R>(name, async (job) =>
       withSpan(`job ${name}:${job.name}`, () => processor(job.data.payload, job), {
         kind: SpanKind.CONSUMER,
         parent: contextFromCarrier(job.data.trace),
         attributes: { 'job.id': job.id ?? '', 'job.attempt': job.attemptsMade + 1 },
-      }), { concurrency: 1, ...opts, connection: this.connection.duplicate(), prefix: this.prefix });
+      }), { concurrency: 1, ...opts, connection, prefix: this.prefix });
     worker.on('error', (err) => this.log.warn({ err: err.message, queue: name }, 'worker error'));
     worker.on('failed', (job, err) => this.log.warn({ err: err.message, queue: name, jobId: job?.id, attempts: job?.attemptsMade }, 'job failed'));
     this.workers.push(worker as Worker);
@@ -90,6 +94,6 @@ export class QueueKit {
   async close(): Promise<void> {
     await Promise.allSettled(this.workers.map((w) => w.close()));
     await Promise.allSettled([...this.queues.values()].map((q) => q.close()));
-    await this.connection.quit().catch(() => this.connection.disconnect());
+    await Promise.all([this.connection, ...this.workerConnections].map((c) => c.quit().catch(() => c.disconnect())));
   }
 }
