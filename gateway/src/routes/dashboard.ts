@@ -4,6 +4,7 @@ import { signInternalToken, type App, type Key } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { serviceUrl, type GatewayConfig } from '../config.js';
+import { servicesReady } from './health.js';
 import type { Admit } from './proxy.js';
 
 type Json = Record<string, unknown>;
@@ -33,20 +34,12 @@ export function dashboardRoutes(app: App, config: GatewayConfig, privateKey: Key
     if (!principal.orgId) throw new AppError('FORBIDDEN', 'This needs an organization context');
     request.principal = principal;
   };
-  const servicesReady = async () => Object.fromEntries(await Promise.all(ServiceNames.map(async (name) => {
-    try {
-      const res = await fetch(`${serviceUrl(config, name)}/ready`, { signal: AbortSignal.timeout(1_500) });
-      return [name, res.ok] as const;
-    } catch {
-      return [name, false] as const;
-    }
-  })));
   const opts = { schema: { tags: ['Dashboard'] }, config: { auth: 'none' as const } };
   const userOpts = { ...opts, onRequest: admitUser };
 
   for (const prefix of ['/api', '/api/v1']) {
     app.get(`${prefix}/dashboard`, { ...opts, schema: { ...opts.schema, summary: 'Dashboard root: service status and the sub-endpoints' } }, async () => {
-      const ready = await servicesReady();
+      const ready = await servicesReady(config);
       return { data: { services: ready, endpoints: ['/api/dashboard/stats', '/api/dashboard/overview', '/api/dashboard/agent-efficiency', '/api/dashboard/agent-queue-health', '/api/search', '/api/system/health', '/api/arch-health'] } };
     });
 
@@ -96,7 +89,7 @@ export function dashboardRoutes(app: App, config: GatewayConfig, privateKey: Key
     app.get(`${prefix}/system/health`, { ...userOpts, schema: { ...opts.schema, summary: 'Compliance score with per-section breakdowns' } }, async (request) => {
       const p = request.principal;
       const [ready, agents, errored, tasks, blocked] = await Promise.all([
-        servicesReady(), call(p, 'agents-runtime', '/agents?limit=1'), call(p, 'agents-runtime', '/agents?status=error&limit=1'),
+        servicesReady(config), call(p, 'agents-runtime', '/agents?limit=1'), call(p, 'agents-runtime', '/agents?status=error&limit=1'),
         call(p, 'tasks', '/tasks?limit=1'), call(p, 'tasks', '/tasks?status=blocked&limit=1'),
       ]);
       const up = Object.values(ready).filter(Boolean).length;
@@ -110,7 +103,7 @@ export function dashboardRoutes(app: App, config: GatewayConfig, privateKey: Key
     });
 
     app.get(`${prefix}/arch-health`, { ...opts, schema: { ...opts.schema, summary: 'Architecture health: services, Redis, memory' } }, async (_request, reply) => {
-      const [ready, redis] = await Promise.all([servicesReady(), redisOk()]);
+      const [ready, redis] = await Promise.all([servicesReady(config), redisOk()]);
       const mem = process.memoryUsage();
       const degraded = !redis || Object.values(ready).some((r) => !r);
       return reply.status(degraded ? 503 : 200).send({

@@ -11,12 +11,15 @@ async function serviceReady(url: string): Promise<boolean> {
   }
 }
 
+/** Each service's `/ready`, asked in parallel. */
+export const servicesReady = async (config: GatewayConfig): Promise<Record<ServiceName, boolean>> =>
+  Object.fromEntries(await Promise.all(ServiceNames.map(async (name) => [name, await serviceReady(serviceUrl(config, name))] as const))) as Record<ServiceName, boolean>;
+
 /** `/api/health|ready|version` (and `/api/v1/...`): the gateway's view of the whole stack. */
 export function healthRoutes(app: App, config: GatewayConfig, version: string, redisOk: () => Promise<boolean>): void {
   const started = Date.now();
   const probe = async () => {
-    const services = Object.fromEntries(await Promise.all(ServiceNames.map(async (name: ServiceName) =>
-      [name, (await serviceReady(serviceUrl(config, name))) ? 'ready' : 'unavailable'] as const)));
+    const services = Object.fromEntries(Object.entries(await servicesReady(config)).map(([name, ready]) => [name, ready ? 'ready' : 'unavailable']));
     const redis = (await redisOk()) ? 'connected' : 'error';
     return { services, redis };
   };
