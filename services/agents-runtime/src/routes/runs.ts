@@ -15,7 +15,7 @@ import { agentLog, runOutcomeLine } from '../domain/logs.js';
 import type * as schema from '../db/schema.js';
 import type { Ctx } from '../service.js';
 import { NameParam } from './agents.js';
-import { AgentName, enumList, Id, literals } from './common.js';
+import { AgentName, countOf, enumList, Id, literals } from './common.js';
 
 export const RunSchema = Type.Object({
   id: Type.Integer(), agent_id: Type.Integer(), agent_name: Type.Optional(Type.String()), task_id: Nullable(Type.Integer()), input: Type.String(), status: literals(RunStatuses),
@@ -51,8 +51,7 @@ export async function runRoutes(app: App, ctx: Ctx) {
     const cond = and(eq(agentRuns.orgId, orgId), statuses ? inArray(agentRuns.status, statuses) : undefined, q.task_id ? eq(agentRuns.taskId, q.task_id) : undefined,
       q.retry_of ? eq(agentRuns.retryOf, q.retry_of) : undefined, ...extra);
     const rows = await ctx.db.select().from(agentRuns).where(cond).orderBy(desc(agentRuns.id)).limit(p.limit).offset(p.offset);
-    const [{ n }] = (await ctx.db.select({ n: sql<number>`count(*)::int` }).from(agentRuns).where(cond)) as [{ n: number }];
-    return list(rows.map(view), n, p);
+    return list(rows.map(view), await countOf(ctx, agentRuns, cond), p);
   };
 
   app.post('/agents/:name/runs', {
@@ -289,7 +288,6 @@ export async function runRoutes(app: App, ctx: Ctx) {
     const p = page(request.query);
     const cond = and(eq(agentMessages.orgId, orgId), eq(agentMessages.agentId, agent.id), eq(agentMessages.conversationId, request.query.conversation_id));
     const rows = await ctx.db.select().from(agentMessages).where(cond).orderBy(asc(agentMessages.id)).limit(p.limit).offset(p.offset);
-    const [{ n }] = (await ctx.db.select({ n: sql<number>`count(*)::int` }).from(agentMessages).where(cond)) as [{ n: number }];
-    return list(rows.map((m) => ({ id: m.id, role: m.role as 'user' | 'assistant', content: m.content, created_at: m.createdAt.toISOString() })), n, p);
+    return list(rows.map((m) => ({ id: m.id, role: m.role as 'user' | 'assistant', content: m.content, created_at: m.createdAt.toISOString() })), await countOf(ctx, agentMessages, cond), p);
   });
 }
