@@ -320,6 +320,18 @@ describe('SSE', () => {
     expect(rest.at(-1)).toMatchObject({ event: 'done', data: { status: 'succeeded' } });
   });
 
+  it('a reader reconnecting after done (as EventSource does) gets done again and the stream ends', async () => {
+    const api = client(svc);
+    await api.agent({ name: 'rewinder' });
+    const { id } = (await api.call('POST', '/agents/rewinder/runs', { input: 'once' })).json().data;
+    await api.finished(id);
+    const all = parseSse(await (await fetch(`${address}/agent-runs/${id}/stream`, { headers: await headers(api) })).text());
+    const done = all.at(-1)!;
+    expect(done).toMatchObject({ event: 'done', id: expect.any(String) });
+    const again = await fetch(`${address}/agent-runs/${id}/stream`, { headers: await headers(api, { 'last-event-id': done.id! }), signal: AbortSignal.timeout(8_000) });
+    expect(parseSse(await again.text())).toEqual([{ id: null, event: 'run', data: { id, status: 'succeeded' } }, { id: null, event: 'done', data: { status: 'succeeded' } }]);
+  });
+
   it('a finished run whose token stream expired replays its output; a failed run reports its error', async () => {
     const api = client(svc);
     await api.agent({ name: 'replayer' });

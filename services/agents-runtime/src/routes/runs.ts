@@ -167,20 +167,26 @@ export async function runRoutes(app: App, ctx: Ctx) {
     request.raw.on('close', end);
     const heartbeat = setInterval(() => res.write(': ping\n\n'), ctx.config.SSE_HEARTBEAT_MS);
     send('run', { id: run.id, status: run.status });
-    /** A finished run without a stream (expired, or a message run) replays from its row. */
-    const replayed = async () => {
+    /**
+     * A finished run ends from its row: without a stream (expired, or a message run) it replays
+     * its output. With one, only once it has nothing after `lastId` (`drained`): a reader that had
+     * seen `done` already (EventSource reconnects when a stream ends) gets `done` again, not a wait.
+     */
+    const finished = async (drained: boolean) => {
       const current = await findRun(run.orgId, run.id);
-      if (!TERMINAL.includes(current.status as RunStatus) || (await ctx.queues.connection.exists(key))) return false;
-      if (current.output) send('token', { token: current.output });
+      if (!TERMINAL.includes(current.status as RunStatus)) return false;
+      const expired = !(await ctx.queues.connection.exists(key));
+      if (!expired && !drained) return false;
+      if (expired && current.output) send('token', { token: current.output });
       send('done', { status: current.status, ...(current.error && current.status === 'failed' ? { error: current.error } : {}) });
       return true;
     };
     try {
-      if (await replayed()) open = false;
+      if (await finished(false)) open = false;
       while (open) {
         const batch = await reader.xread('COUNT', 500, 'BLOCK', 2_000, 'STREAMS', key, lastId);
         if (!batch) {
-          if (await replayed()) break;
+          if (await finished(true)) break;
           continue;
         }
         for (const [, entries] of batch) {
