@@ -39,6 +39,7 @@ const RunFilters = {
 const upstream = (err: unknown) => new AppError(err instanceof ProviderError && err.kind === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'SERVICE_UNAVAILABLE', `The model provider failed: ${((err as Error).message ?? String(err)).slice(0, 300)}`);
 
 export async function runRoutes(app: App, ctx: Ctx) {
+  const all = providers(settings(ctx));
   const findRun = async (orgId: string, id: number) => {
     const [r] = await ctx.db.select().from(agentRuns).where(and(eq(agentRuns.orgId, orgId), eq(agentRuns.id, id)));
     if (!r) throw notFound('Run');
@@ -243,7 +244,7 @@ export async function runRoutes(app: App, ctx: Ctx) {
     const recent = await ctx.db.select().from(agentMessages)
       .where(and(eq(agentMessages.orgId, orgId), eq(agentMessages.agentId, agent.id), eq(agentMessages.conversationId, conversationId)))
       .orderBy(desc(agentMessages.id)).limit(HISTORY_TURNS);
-    const provider = providers(settings(ctx))[agent.provider];
+    const provider = all[agent.provider];
     if (!provider) throw badRequest(`Unknown provider ${agent.provider}`);
     const messages: ChatMessage[] = [
       { role: 'system', content: systemPromptOf(agent) },
