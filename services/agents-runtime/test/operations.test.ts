@@ -70,7 +70,7 @@ describe('BullMQ admin', () => {
     expect((await client(svc, userPrincipal()).call('GET', '/bull-queue/stats')).statusCode).toBe(403);
     const queued = await admin.call('POST', '/bull-queue/submit', { queue: 'factory', name: 'sleepy', data: { type: 'sleep', delay_ms: 10 }, job_id: 'my-job-1', attempts: 2, priority: 3, backoff: { type: 'fixed', delay: 10 } });
     expect(queued.json().data).toEqual({ id: 'my-job-1', queue: 'factory', name: 'sleepy' });
-    for (const body of [{ queue: 'factory', name: 'x' }, { queue: 'factory', name: 'x', data: [] }, { queue: 'factory', name: 'bad name!', data: {} }, { queue: 'factory', name: 'x', data: {}, job_id: '../x' }, { queue: 'factory', name: 'x', data: { blob: 'x'.repeat(300_000) } }]) {
+    for (const body of [{ queue: 'factory', name: 'x' }, { queue: 'factory', name: 'x', data: [] }, { queue: 'factory', name: 'bad name!', data: {} }, { queue: 'factory', name: 'x', data: {}, job_id: '../x' }, { queue: 'factory', name: 'x', data: {}, job_id: '123' }, { queue: 'factory', name: 'x', data: {}, job_id: '-7' }, { queue: 'factory', name: 'x', data: { blob: 'x'.repeat(300_000) } }]) {
       expect((await admin.call('POST', '/bull-queue/submit', body)).statusCode, JSON.stringify(body).slice(0, 80)).toBe(400);
     }
 

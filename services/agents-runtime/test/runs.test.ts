@@ -33,10 +33,11 @@ afterAll(async () => {
 });
 
 const sent = () => llm.requests.length;
-/** The tokens a run has streamed so far (its Redis event stream). */
-const tokensStreamed = async (id: number) =>
+/** The events a run has streamed so far (its Redis event stream). */
+const streamEvents = async (id: number) =>
   (await svc.ctx.queues.connection.xrange(`${svc.ctx.config.REDIS_PREFIX}:run:${id}:events`, '-', '+'))
-    .map(([, fields]) => JSON.parse(fields[1]!) as { type: string; token?: string }).filter((e) => e.type === 'token').map((e) => e.token!);
+    .map(([, fields]) => JSON.parse(fields[1]!) as { type: string; token?: string; attempt?: number; status?: string });
+const tokensStreamed = async (id: number) => (await streamEvents(id)).filter((e) => e.type === 'token').map((e) => e.token!);
 
 describe('runs on BullMQ', () => {
   it('runs with the offline provider: queued → running → succeeded, usage recorded, events emitted', async () => {
@@ -181,6 +182,7 @@ describe('runs on BullMQ', () => {
       status: 'succeeded', output: 'Hello from the model', attempts: 2, usage_estimated: true,
       input_tokens: prompt + 12, output_tokens: Math.ceil('Half an answer'.length / 4) + 4,
     });
+    expect((await streamEvents(id)).filter((e) => e.type === 'retry')).toMatchObject([{ type: 'retry', attempt: 2 }]);
     expect((await outbox(svc, 'agents.run.completed')).filter((e) => e.data.runId === id).map((e) => e.data.usage.totalTokens)).toEqual([run.total_tokens]);
   });
 
@@ -238,6 +240,22 @@ describe('runs on BullMQ', () => {
       [api.principal.orgId, agent.id]);
     expect(await svc.ctx.queues.queue(Queues.agentRuns).getJob(`run-${row.id}`)).toBeUndefined();
     expect(await api.finished(row.id)).toMatchObject({ status: 'succeeded', output: expect.stringContaining('left behind') });
+  });
+
+  it('a run whose worker died mid-attempt starts over with a retry event on its stream', async () => {
+    const api = client(svc);
+    const agent = await api.agent({ name: 'phoenix' });
+    // What a worker that died after streaming a token leaves: a running run (attempt 1), its stream, no job.
+    const { rows: [row] } = await svc.ctx.pool.query(
+      `INSERT INTO agent_runs (org_id, agent_id, input, provider, model, status, attempts, created_at, started_at)
+       VALUES ($1, $2, 'rise again', 'offline', 'offline-1', 'running', 1, now() - interval '1 minute', now() - interval '1 minute') RETURNING id`,
+      [api.principal.orgId, agent.id]);
+    await svc.ctx.queues.connection.xadd(`${svc.ctx.config.REDIS_PREFIX}:run:${row.id}:events`, '*', 'e', JSON.stringify({ type: 'token', token: 'half ' }));
+    const run = await api.finished(row.id);
+    expect(run).toMatchObject({ status: 'succeeded', attempts: 2 });
+    const events = await streamEvents(row.id);
+    expect(events.slice(0, 2)).toMatchObject([{ type: 'token' }, { type: 'retry', attempt: 2 }]);
+    expect(events.at(-1)).toMatchObject({ type: 'done', status: 'succeeded' });
   });
 
   it('restores job schedulers Redis lost (running agents, enabled engines), not those of stopped agents', async () => {
@@ -318,6 +336,18 @@ describe('SSE', () => {
     const run = await api.finished(id);
     expect([...seen, ...more].map((e) => e.data.token).join('')).toBe(run.output);
     expect(rest.at(-1)).toMatchObject({ event: 'done', data: { status: 'succeeded' } });
+  });
+
+  it('a reader reconnecting after done (as EventSource does) gets done again and the stream ends', async () => {
+    const api = client(svc);
+    await api.agent({ name: 'rewinder' });
+    const { id } = (await api.call('POST', '/agents/rewinder/runs', { input: 'once' })).json().data;
+    await api.finished(id);
+    const all = parseSse(await (await fetch(`${address}/agent-runs/${id}/stream`, { headers: await headers(api) })).text());
+    const done = all.at(-1)!;
+    expect(done).toMatchObject({ event: 'done', id: expect.any(String) });
+    const again = await fetch(`${address}/agent-runs/${id}/stream`, { headers: await headers(api, { 'last-event-id': done.id! }), signal: AbortSignal.timeout(8_000) });
+    expect(parseSse(await again.text())).toEqual([{ id: null, event: 'run', data: { id, status: 'succeeded' } }, { id: null, event: 'done', data: { status: 'succeeded' } }]);
   });
 
   it('a finished run whose token stream expired replays its output; a failed run reports its error', async () => {

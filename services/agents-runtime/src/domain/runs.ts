@@ -147,7 +147,8 @@ export function runWorker(ctx: Ctx, redis: Redis, running: Map<number, AbortCont
       await appendRunEvent(ctx, redis, runId, { type: 'done', status: 'failed', error: `unknown provider ${run.provider}` });
       throw new UnrecoverableError(`unknown provider ${run.provider}`);
     }
-    if (job.attemptsMade > 0) await appendRunEvent(ctx, redis, runId, { type: 'retry', attempt: job.attemptsMade + 1, error: row.run.error ?? 'retrying' });
+    // The run's own count of starts: a BullMQ retry, but also a worker that died mid-attempt (stalled, or re-queued by the reconciler).
+    if (run.attempts > 1) await appendRunEvent(ctx, redis, runId, { type: 'retry', attempt: run.attempts, error: row.run.error ?? 'retrying' });
     const controller = new AbortController();
     const meter = new UsageMeter();
     const messages: ChatMessage[] = [{ role: 'system', content: systemPromptOf(agent) }, { role: 'user', content: run.input }];

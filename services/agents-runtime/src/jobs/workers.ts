@@ -4,7 +4,7 @@ import { and, asc, eq, inArray } from 'drizzle-orm';
 import { agentRuns, agents, assignedTasks, discoveryEngines, discoveryRuns } from '../db/schema.js';
 import { STOPPED } from '../domain/agents.js';
 import { idleCheck, readyTask } from '../domain/idle.js';
-import { providers } from '../domain/providers.js';
+import { providers, type Provider } from '../domain/providers.js';
 import { cancelChannel, cost, createRun, runWorker, settings } from '../domain/runs.js';
 import type { Ctx } from '../service.js';
 import { startCleanup } from './cleanup.js';
@@ -35,11 +35,11 @@ export async function agentCycle(ctx: Ctx, agentId: number) {
 }
 
 /** A discovery run: the engine's model surveys its layer; each "Plan:" item or list line of the answer is a finding. */
-async function discoveryRun(ctx: Ctx, { engineId, trigger }: { engineId: number; trigger: string }, job: Job<unknown>) {
+async function discoveryRun(ctx: Ctx, all: Record<string, Provider>, { engineId, trigger }: { engineId: number; trigger: string }, job: Job<unknown>) {
   const [e] = await ctx.db.select().from(discoveryEngines).where(eq(discoveryEngines.id, engineId));
   if (!e || (!e.enabled && trigger === 'schedule')) return { skipped: true };
   const started = Date.now();
-  const provider = providers(settings(ctx))[e.provider] ?? providers(settings(ctx)).offline!;
+  const provider = all[e.provider] ?? all.offline!;
   try {
     const result = await provider.complete({ model: e.model, messages: [{ role: 'user', content: `Audit the ${e.layer} layer: ${e.description ?? e.name}` }] });
     const plan = /Plan:(.*)$/m.exec(result.text)?.[1] ?? '';
@@ -68,7 +68,8 @@ export async function startWorkers(ctx: Ctx) {
   await ctx.queues.queue(Queues.agentRuns).upsertJobScheduler('runs-reconciler', { every: ctx.config.RUN_RECONCILE_INTERVAL_MS }, { name: 'reconcile', data: { payload: {}, trace: {} } });
 
   ctx.queues.worker<{ agentId: number }>(Queues.agentSchedules, ({ agentId }) => agentCycle(ctx, agentId));
-  ctx.queues.worker<{ engineId: number; trigger: string }>(Queues.discovery, (payload, job) => discoveryRun(ctx, payload, job));
+  const all = providers(settings(ctx));
+  ctx.queues.worker<{ engineId: number; trigger: string }>(Queues.discovery, (payload, job) => discoveryRun(ctx, all, payload, job));
 
   await factoryFor(ctx).init();
   await startCleanup(ctx);

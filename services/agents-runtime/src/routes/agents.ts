@@ -10,7 +10,7 @@ import { BOOTSTRAP_STEPS, createAgent } from '../domain/bootstrap.js';
 import { checkRules } from '../domain/derivation.js';
 import { agentLog } from '../domain/logs.js';
 import type { Ctx } from '../service.js';
-import { AgentName, enumList, like, literals, Slug } from './common.js';
+import { AgentName, countOf, enumList, like, literals, Slug } from './common.js';
 
 export const AgentStatus = literals(AgentStatuses);
 export const Provider = literals(['offline', 'openai', 'anthropic'] as const);
@@ -105,8 +105,7 @@ export async function agentRoutes(app: App, ctx: Ctx) {
     if (q.q?.trim()) where.push(or(ilike(agents.name, like(q.q.trim())), ilike(agents.displayName, like(q.q.trim())), ilike(agents.role, like(q.q.trim())))!);
     const cond = and(...where);
     const rows = await ctx.db.select().from(agents).where(cond).orderBy(desc(agents.id)).limit(p.limit).offset(p.offset);
-    const [{ n }] = (await ctx.db.select({ n: sql<number>`count(*)::int` }).from(agents).where(cond)) as [{ n: number }];
-    return list(rows.map(agentView), n, p);
+    return list(rows.map(agentView), await countOf(ctx, agents, cond), p);
   });
 
   app.get('/agents/:name', {

@@ -50,6 +50,8 @@ export async function bullQueueRoutes(app: App, ctx: Ctx) {
     const b = request.body;
     const queue = submittable(b.queue);
     checkData(b.data);
+    // BullMQ numbers its own jobs and refuses a custom id that reads as an integer (it would throw, a 500).
+    if (b.job_id !== undefined && String(parseInt(b.job_id, 10)) === b.job_id) throw badRequest('job_id must not be an integer', [{ field: 'job_id' }]);
     const job = await ctx.queues.add(queue, b.name, b.data, { priority: b.priority, attempts: b.attempts, backoff: b.backoff, delay: b.delay, jobId: b.job_id });
     return reply.status(201).send(ok({ id: job.id!, queue, name: b.name }));
   });

@@ -2,14 +2,14 @@ import { metaFromPrincipal } from '@aos/bus';
 import { badRequest } from '@aos/core';
 import { type App, Envelope, list, ListEnvelope, Nullable, ok, orgOf, page, PaginationQuery } from '@aos/http';
 import { Type } from '@sinclair/typebox';
-import { and, desc, eq, inArray, sql, type SQL } from 'drizzle-orm';
+import { and, desc, eq, inArray, type SQL } from 'drizzle-orm';
 import { agents, AgentStatuses } from '../db/schema.js';
 import { checkName, countsAgainstPlan, enforceAgentLimit, evictIdle, findAgent, SAFE_RELATIVE_PATH, schedule, STOPPED, unschedule, type AgentRow } from '../domain/agents.js';
 import { createAgent } from '../domain/bootstrap.js';
 import { agentLog } from '../domain/logs.js';
 import type { Ctx } from '../service.js';
 import { AgentStatus } from './agents.js';
-import { enumList, Id, literals } from './common.js';
+import { countOf, enumList, Id, literals } from './common.js';
 
 const PublicStatus = literals(['idle', 'working', 'blocked', 'offline', 'paused'] as const);
 const PublicAgent = Type.Object({
@@ -35,8 +35,7 @@ export async function publicAgentRoutes(app: App, ctx: Ctx) {
     if (request.query.role) where.push(eq(agents.role, request.query.role));
     const cond = and(...where);
     const rows = await ctx.db.select().from(agents).where(cond).orderBy(desc(agents.id)).limit(p.limit).offset(p.offset);
-    const [{ n }] = (await ctx.db.select({ n: sql<number>`count(*)::int` }).from(agents).where(cond)) as [{ n: number }];
-    return list(rows.map(view), n, p);
+    return list(rows.map(view), await countOf(ctx, agents, cond), p);
   });
 
   app.post('/v1/public/agents', {

@@ -15,7 +15,7 @@ import { agentLog, runOutcomeLine } from '../domain/logs.js';
 import type * as schema from '../db/schema.js';
 import type { Ctx } from '../service.js';
 import { NameParam } from './agents.js';
-import { AgentName, enumList, Id, literals } from './common.js';
+import { AgentName, countOf, enumList, Id, literals } from './common.js';
 
 export const RunSchema = Type.Object({
   id: Type.Integer(), agent_id: Type.Integer(), agent_name: Type.Optional(Type.String()), task_id: Nullable(Type.Integer()), input: Type.String(), status: literals(RunStatuses),
@@ -39,6 +39,7 @@ const RunFilters = {
 const upstream = (err: unknown) => new AppError(err instanceof ProviderError && err.kind === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'SERVICE_UNAVAILABLE', `The model provider failed: ${((err as Error).message ?? String(err)).slice(0, 300)}`);
 
 export async function runRoutes(app: App, ctx: Ctx) {
+  const all = providers(settings(ctx));
   const findRun = async (orgId: string, id: number) => {
     const [r] = await ctx.db.select().from(agentRuns).where(and(eq(agentRuns.orgId, orgId), eq(agentRuns.id, id)));
     if (!r) throw notFound('Run');
@@ -51,8 +52,7 @@ export async function runRoutes(app: App, ctx: Ctx) {
     const cond = and(eq(agentRuns.orgId, orgId), statuses ? inArray(agentRuns.status, statuses) : undefined, q.task_id ? eq(agentRuns.taskId, q.task_id) : undefined,
       q.retry_of ? eq(agentRuns.retryOf, q.retry_of) : undefined, ...extra);
     const rows = await ctx.db.select().from(agentRuns).where(cond).orderBy(desc(agentRuns.id)).limit(p.limit).offset(p.offset);
-    const [{ n }] = (await ctx.db.select({ n: sql<number>`count(*)::int` }).from(agentRuns).where(cond)) as [{ n: number }];
-    return list(rows.map(view), n, p);
+    return list(rows.map(view), await countOf(ctx, agentRuns, cond), p);
   };
 
   app.post('/agents/:name/runs', {
@@ -168,20 +168,26 @@ export async function runRoutes(app: App, ctx: Ctx) {
     request.raw.on('close', end);
     const heartbeat = setInterval(() => res.write(': ping\n\n'), ctx.config.SSE_HEARTBEAT_MS);
     send('run', { id: run.id, status: run.status });
-    /** A finished run without a stream (expired, or a message run) replays from its row. */
-    const replayed = async () => {
+    /**
+     * A finished run ends from its row: without a stream (expired, or a message run) it replays
+     * its output. With one, only once it has nothing after `lastId` (`drained`): a reader that had
+     * seen `done` already (EventSource reconnects when a stream ends) gets `done` again, not a wait.
+     */
+    const finished = async (drained: boolean) => {
       const current = await findRun(run.orgId, run.id);
-      if (!TERMINAL.includes(current.status as RunStatus) || (await ctx.queues.connection.exists(key))) return false;
-      if (current.output) send('token', { token: current.output });
+      if (!TERMINAL.includes(current.status as RunStatus)) return false;
+      const expired = !(await ctx.queues.connection.exists(key));
+      if (!expired && !drained) return false;
+      if (expired && current.output) send('token', { token: current.output });
       send('done', { status: current.status, ...(current.error && current.status === 'failed' ? { error: current.error } : {}) });
       return true;
     };
     try {
-      if (await replayed()) open = false;
+      if (await finished(false)) open = false;
       while (open) {
         const batch = await reader.xread('COUNT', 500, 'BLOCK', 2_000, 'STREAMS', key, lastId);
         if (!batch) {
-          if (await replayed()) break;
+          if (await finished(true)) break;
           continue;
         }
         for (const [, entries] of batch) {
@@ -238,7 +244,7 @@ export async function runRoutes(app: App, ctx: Ctx) {
     const recent = await ctx.db.select().from(agentMessages)
       .where(and(eq(agentMessages.orgId, orgId), eq(agentMessages.agentId, agent.id), eq(agentMessages.conversationId, conversationId)))
       .orderBy(desc(agentMessages.id)).limit(HISTORY_TURNS);
-    const provider = providers(settings(ctx))[agent.provider];
+    const provider = all[agent.provider];
     if (!provider) throw badRequest(`Unknown provider ${agent.provider}`);
     const messages: ChatMessage[] = [
       { role: 'system', content: systemPromptOf(agent) },
@@ -289,7 +295,6 @@ export async function runRoutes(app: App, ctx: Ctx) {
     const p = page(request.query);
     const cond = and(eq(agentMessages.orgId, orgId), eq(agentMessages.agentId, agent.id), eq(agentMessages.conversationId, request.query.conversation_id));
     const rows = await ctx.db.select().from(agentMessages).where(cond).orderBy(asc(agentMessages.id)).limit(p.limit).offset(p.offset);
-    const [{ n }] = (await ctx.db.select({ n: sql<number>`count(*)::int` }).from(agentMessages).where(cond)) as [{ n: number }];
-    return list(rows.map((m) => ({ id: m.id, role: m.role as 'user' | 'assistant', content: m.content, created_at: m.createdAt.toISOString() })), n, p);
+    return list(rows.map((m) => ({ id: m.id, role: m.role as 'user' | 'assistant', content: m.content, created_at: m.createdAt.toISOString() })), await countOf(ctx, agentMessages, cond), p);
   });
 }
