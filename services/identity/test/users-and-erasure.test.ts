@@ -81,6 +81,7 @@ describe('erasure (DELETE /users/me)', () => {
     expect(await q('SELECT id FROM invites WHERE lower(email) = lower($1)', [u.body.email])).toEqual([]);
     expect(await q('SELECT token_hash FROM refresh_tokens WHERE user_id = $1', [u.user.id])).toEqual([]);
     expect(await q('SELECT key FROM login_failures WHERE key = $1', [`email:${u.body.email.toLowerCase()}`])).toEqual([]);
+    expect(await q('SELECT key FROM login_failures WHERE position($1 in key) > 0', [u.body.email.toLowerCase()])).toEqual([]); // also the per-address counters
     for (const k of [personalKey, soloKey]) expect((await call(gatewayService, 'POST', '/internal/api-keys/verify', { key: k.key })).statusCode).toBe(401);
     const revokedKeys = (await outbox('identity.api_key.revoked')).filter((e) => e.data.reason === 'org_deleted').map((e) => e.data.apiKeyId);
     expect(revokedKeys).toEqual(expect.arrayContaining([personalKey.id, soloKey.id]));

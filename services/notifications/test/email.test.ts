@@ -148,6 +148,19 @@ describe('e-mail over SMTP', () => {
     expect(await count(svc.ctx.pool, 'SELECT count(*) AS n FROM users WHERE user_id = $1', [userId])).toBe(0);
   });
 
+  it('gives a deleted user no membership even when it is consumed after the deletion', async () => {
+    const userId = randomUUID();
+    const orgId = randomUUID();
+    const deleted = envelope('identity.user.deleted', { userId, tenantId: null }, { occurredAt: new Date() });
+    const joined = envelope('identity.member.added', { orgId, tenantId: randomUUID(), userId, role: 'admin' }, { orgId, occurredAt: new Date(Date.now() - 60_000) });
+    const promoted = envelope('identity.member.role_changed', { orgId, tenantId: randomUUID(), userId, role: 'owner' }, { orgId, occurredAt: new Date(Date.now() - 30_000) });
+    for (const e of [deleted, joined, promoted]) {
+      await publish(svc.ctx, e);
+      await waitFor(() => handledBy(svc.ctx.pool, e.id, ['users-projection']));
+    }
+    expect(await count(svc.ctx.pool, "SELECT count(*) AS n FROM org_members WHERE user_id = $1 AND role <> 'removed'", [userId])).toBe(0);
+  });
+
   it('retries a refused send and records it failed after the last attempt', async () => {
     await publish(svc.ctx, resetEvent('bounce@example.com'));
     await waitFor(async () => (await count(svc.ctx.pool, "SELECT count(*) AS n FROM emails WHERE recipient = 'bounce@example.com' AND status = 'failed' AND attempts = 2")) === 1,

@@ -134,6 +134,18 @@ describe('notifications API', () => {
     }
   });
 
+  it("another member reusing an Idempotency-Key gets their own notification, never the first caller's", async () => {
+    const headers = { 'idempotency-key': `shared-${randomUUID()}` };
+    const first = await svc.inject(adminA, { method: 'POST', url: '/notifications', payload: { title: 'for alice only', message: 'private', user_id: alice.userId }, headers });
+    expect(first.statusCode).toBe(201);
+    const other = await svc.inject(bob, { method: 'POST', url: '/notifications', payload: { title: 'bob note', message: 'm' }, headers });
+    expect(other.statusCode).toBe(201);
+    expect(other.json().data).toMatchObject({ title: 'bob note', user_id: bob.userId });
+    const retry = await svc.inject(adminA, { method: 'POST', url: '/notifications', payload: { title: 'for alice only', message: 'private', user_id: alice.userId }, headers });
+    expect(retry.statusCode).toBe(200);
+    expect(retry.json().data.id).toBe(first.json().data.id);
+  });
+
   it('validates input with a 400 envelope', async () => {
     for (const payload of [{}, { title: '', message: 'm' }, { title: 't' }, { title: 't', message: 'm', type: 'fatal' },
       { title: 't', message: 'm', link: 'javascript:alert(1)' }, { title: 't', message: 'm', link: '//evil.example' }, { title: 'x'.repeat(301), message: 'm' }]) {

@@ -171,6 +171,25 @@ describe('SSRF guard with DNS answers that change (rebinding)', () => {
 });
 
 describe('webhook delivery', () => {
+  it('gives up on a receiver that answers but trickles its body without end (the timeout bounds the whole attempt)', async () => {
+    const trickle = http.createServer((_req, res) => {
+      res.writeHead(200);
+      const drip = setInterval(() => res.write('.'), 50);
+      res.on('close', () => clearInterval(drip));
+    });
+    await new Promise<void>((r) => trickle.listen(0, '127.0.0.1', r));
+    try {
+      const started = Date.now();
+      const r = await deliver(`http://127.0.0.1:${(trickle.address() as AddressInfo).port}/slow`, '{}', {}, { allowPrivate: true, allowedHosts: [] }, 300);
+      expect(r).toMatchObject({ ok: false, permanent: false });
+      expect(r.error).toMatch(/timed out after 300 ms/);
+      expect(Date.now() - started).toBeLessThan(2_000);
+    } finally {
+      trickle.closeAllConnections();
+      await new Promise((r) => trickle.close(r));
+    }
+  });
+
   it('delivers a matching event with a verifiable HMAC-SHA256 signature over timestamp.body', async () => {
     const hook = await register('/signed');
     expect(hook.secret).toMatch(/^whsec_/);

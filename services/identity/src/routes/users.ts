@@ -3,7 +3,7 @@ import { forbidden, notFound, conflict, badRequest } from '@aos/core';
 import { isUniqueViolation } from '@aos/db';
 import { Envelope, ListEnvelope, list, ok, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
-import { and, asc, eq, ilike, isNull, ne, or, sql } from 'drizzle-orm';
+import { and, asc, eq, ilike, isNull, like, ne, or, sql } from 'drizzle-orm';
 import type { FastifyRequest } from 'fastify';
 import { invites, loginFailures, memberships, organizations, users } from '../db/schema.js';
 import { ownerCount, softDeleteOrg } from '../domain/orgs.js';
@@ -21,7 +21,7 @@ export async function userRoutes(app: App, ctx: Ctx) {
   /**
    * Erases a user: their row (memberships, sessions and resets cascade), their personal org and any
    * org they were the only member of (with those orgs' API keys), pending invitations to their address
-   * and login-failure counters. Refused (409) while they are the only owner of an org others still use.
+   * and the login-failure counters naming it. Refused (409) while they are the only owner of an org others still use.
    */
   const erase = async (request: FastifyRequest, userId: string) => {
     await ctx.db.transaction(async (tx) => {
@@ -39,8 +39,10 @@ export async function userRoutes(app: App, ctx: Ctx) {
       if (blocking.length) {
         throw conflict('This user is the only owner of organizations others still use: transfer ownership or delete them first', blocking.map((o) => ({ org_id: o.id, name: o.name })));
       }
-      await tx.delete(invites).where(and(eq(sql`lower(${invites.email})`, user.email.toLowerCase()), isNull(invites.acceptedAt)));
-      await tx.delete(loginFailures).where(eq(loginFailures.key, `email:${user.email.toLowerCase()}`));
+      const email = user.email.toLowerCase();
+      await tx.delete(invites).where(and(eq(sql`lower(${invites.email})`, email), isNull(invites.acceptedAt)));
+      // The counters auth.ts keeps for the address: `email:<address>` and `email-ip:<address>|<client ip>`.
+      await tx.delete(loginFailures).where(or(eq(loginFailures.key, `email:${email}`), like(loginFailures.key, `email-ip:${escapeLike(email)}|%`)));
       await tx.delete(users).where(eq(users.id, userId));
       await ctx.outbox.enqueue(tx, 'identity.user.deleted', { userId, tenantId: user.tenantId }, meta);
       await ctx.outbox.enqueue(tx, 'identity.user.tokens_revoked', { userId, notBefore: revocationInstant().toISOString() }, meta);

@@ -37,7 +37,10 @@ export interface DeliveryResult {
   permanent: boolean;
 }
 
-/** POSTs once; redirects are never followed (a 3xx is a failure), the target is re-checked at connect. */
+/**
+ * POSTs once; redirects are never followed (a 3xx is a failure), the target is re-checked at connect.
+ * `timeoutMs` bounds the whole attempt: a receiver trickling its answer cannot hold a worker.
+ */
 export function deliver(urlStr: string, body: string, headers: Record<string, string>, policy: TargetPolicy, timeoutMs: number): Promise<DeliveryResult> {
   const started = Date.now();
   const done = (r: Omit<DeliveryResult, 'durationMs'>): DeliveryResult => ({ ...r, durationMs: Date.now() - started });
@@ -54,24 +57,27 @@ export function deliver(urlStr: string, body: string, headers: Record<string, st
     return Promise.resolve(done({ ok: false, status: null, error: `target ${host} is a private or reserved address`, permanent: true }));
   }
   return new Promise((resolve) => {
+    const finish = (r: Omit<DeliveryResult, 'durationMs'>) => { clearTimeout(deadline); resolve(done(r)); };
+    const deadline = setTimeout(() => {
+      finish({ ok: false, status: null, error: `timed out after ${timeoutMs} ms`, permanent: false });
+      req.destroy();
+    }, timeoutMs);
     const req = mod.request(url, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'user-agent': 'AOS-Webhooks/1', 'content-length': Buffer.byteLength(body), ...headers },
       lookup: guardedLookup(policy, url.hostname),
-      timeout: timeoutMs,
     }, (res) => {
       res.resume();
       res.on('end', () => {
         const status = res.statusCode ?? 0;
-        if (status >= 200 && status < 300) resolve(done({ ok: true, status, error: null, permanent: false }));
-        else resolve(done({ ok: false, status, error: status >= 300 && status < 400 ? `redirect ${status} not followed` : `receiver answered ${status}`, permanent: false }));
+        if (status >= 200 && status < 300) finish({ ok: true, status, error: null, permanent: false });
+        else finish({ ok: false, status, error: status >= 300 && status < 400 ? `redirect ${status} not followed` : `receiver answered ${status}`, permanent: false });
       });
-      res.on('error', (err) => resolve(done({ ok: false, status: res.statusCode ?? null, error: err.message, permanent: false })));
+      res.on('error', (err) => finish({ ok: false, status: res.statusCode ?? null, error: err.message, permanent: false }));
     });
-    req.on('timeout', () => req.destroy(new Error(`timed out after ${timeoutMs} ms`)));
     req.on('error', (err) => {
       const blockedTarget = err instanceof BlockedTargetError || (err as { cause?: unknown }).cause instanceof BlockedTargetError;
-      resolve(done({ ok: false, status: null, error: err.message, permanent: blockedTarget }));
+      finish({ ok: false, status: null, error: err.message, permanent: blockedTarget });
     });
     req.end(body);
   });

@@ -10,6 +10,9 @@ type Handled = 'identity.user.registered' | 'identity.user.deleted' | 'identity.
 
 const REMOVED = 'removed';
 
+/** Identity deleted this user: a registration or membership consumed after the deletion brings nothing back. */
+const isDeleted = async (tx: STx, userId: string) => (await tx.select().from(deletedUsers).where(eq(deletedUsers.userId, userId))).length > 0;
+
 /** Sets a membership unless a newer event already did (consumers of different types race). */
 async function setMembership(tx: STx, orgId: string, userId: string, role: string, at: Date) {
   await tx.insert(orgMembers).values({ orgId, userId, role, changedAt: at }).onConflictDoUpdate({
@@ -33,8 +36,7 @@ export const usersProjection = () => defineHandler<Handled, typeof schema>({
     switch (event.type) {
       case 'identity.user.registered': {
         const d = event.data;
-        const [gone] = await tx.select().from(deletedUsers).where(eq(deletedUsers.userId, d.userId));
-        if (gone) return;
+        if (await isDeleted(tx, d.userId)) return;
         const values = { userId: d.userId, username: d.username, email: d.email, personalOrgId: d.personalOrgId, platformRoles: d.platformRoles };
         await tx.insert(users).values(values).onConflictDoUpdate({ target: users.userId, set: values });
         await setMembership(tx, d.personalOrgId, d.userId, 'owner', at);
@@ -50,6 +52,7 @@ export const usersProjection = () => defineHandler<Handled, typeof schema>({
       }
       case 'identity.member.added':
       case 'identity.member.role_changed':
+        if (await isDeleted(tx, event.data.userId)) return;
         await setMembership(tx, event.data.orgId, event.data.userId, event.data.role, at);
         break;
       case 'identity.member.removed':

@@ -33,13 +33,11 @@ export const targetPolicy = (ctx: Ctx) => ({
  * attempt (or a refused target) marks the delivery failed and counts towards auto-disable.
  */
 export async function deliverWebhookJob(ctx: Ctx, job: WebhookJob, attempt: number, maxAttempts: number): Promise<void> {
-  const find = () => ctx.db.select({ d: webhookDeliveries, w: webhooks }).from(webhookDeliveries)
+  const [row] = await ctx.db.select({ d: webhookDeliveries, w: webhooks }).from(webhookDeliveries)
     .innerJoin(webhooks, eq(webhooks.id, webhookDeliveries.webhookId))
     .where(and(eq(webhookDeliveries.webhookId, job.webhookId), eq(webhookDeliveries.eventId, job.eventId)));
-  const [hook] = await ctx.db.select({ id: webhooks.id }).from(webhooks).where(eq(webhooks.id, job.webhookId));
-  if (!hook) return; // webhook deleted since (its deliveries went with it)
-  const [row] = await find();
-  if (!row) return; // queued after the fan-out committed: a missing row was deleted since
+  // Queued after the fan-out committed: a missing row was deleted since (by retention, or with its webhook).
+  if (!row) return;
   const { d, w } = row;
   if (d.status === 'succeeded') return;
   if (!w.active) {

@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
 
 /**
- * `Idempotency-Key` on a create: a retried request with the same key (per org) answers 200
+ * `Idempotency-Key` on a create: a retried request with the same key (per org; per org and caller for notifications) answers 200
  * with what the first one created instead of creating it twice.
  */
 export const IdempotencyHeaders = Type.Object({

@@ -129,7 +129,10 @@ export function notificationRoutes(app: App, ctx: Ctx) {
       if (!member) throw new AppError('NOT_FOUND', 'No such member of this organization', [{ field: 'user_id' }]);
     }
     if (!userId && !b.broadcast) throw badRequest('This principal has no user: give user_id or broadcast', [{ field: 'user_id' }]);
-    const idempotencyKey = request.headers['idempotency-key'] ?? null;
+    // Per org and caller: a notification is not visible org-wide, so another member's request with the same key
+    // must neither be answered with it nor be swallowed by it (a key never holds a space: the caller stays apart).
+    const header = request.headers['idempotency-key'];
+    const idempotencyKey = header ? `${self ?? ''} ${header}` : null;
     const row = await ctx.db.transaction((tx) => createNotification(tx, ctx.outbox, {
       orgId, userId, type: b.type ?? 'info', kind: 'manual', title: b.title, message: b.message, source: b.source ?? null, link: b.link ?? null, idempotencyKey,
     }, p.tenantId));
