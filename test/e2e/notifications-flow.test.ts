@@ -93,7 +93,11 @@ describe('notifications from the real publishers, through the gateway', () => {
     expect(invite.statusCode, invite.body).toBe(201);
     const invited = await waitFor(async () => (await notificationsOf(member.token, member.org_id, '?kind=invite_received')).data[0], { message: 'invite notification' });
     expect(invited).toMatchObject({ kind: 'invite_received', read: false, link: '/invites' });
-    const { rows: inviteMails } = await notifications.ctx.pool.query("SELECT status, text FROM emails WHERE template = 'invite' AND recipient = $1", [member.email]);
+    // The mailer is a consumer of its own: the e-mail may land after the notification.
+    const inviteMails = await waitFor(async () => {
+      const { rows } = await notifications.ctx.pool.query("SELECT status, text FROM emails WHERE template = 'invite' AND recipient = $1", [member.email]);
+      return rows.length > 0 ? rows : null;
+    }, { message: 'invite e-mail' });
     expect(inviteMails).toHaveLength(1);
     expect(inviteMails[0].status).toBe('stored'); // no SMTP configured: stored, never dropped
     expect(inviteMails[0].text).toContain(invite.json().data.token);
