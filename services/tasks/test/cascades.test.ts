@@ -104,6 +104,32 @@ describe('cancellation', () => {
     expect(refused.json().error.code).toBe('UNPROCESSABLE');
   });
 
+  it('a task created while its product is being archived is refused or cancelled, never left open', async () => {
+    const api = client(svc);
+    await api.post('/products', { name: 'Racing App' });
+    const lockWaits = async () => count(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
+    // Hold the creation after it has looked at the product: the plan-limit lock it takes next is ours.
+    const hold = await svc.ctx.pool.connect();
+    try {
+      await hold.query('BEGIN');
+      await hold.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`aos:plan-limit:tasks_per_month:${api.principal.orgId}`]);
+      const creating = api.post('/tasks', { title: 'Born during the archive', product_slug: 'racing-app' });
+      await waitFor(async () => (await lockWaits()) === 1, { message: 'creation waiting' });
+      let archived = false;
+      const archiving = api.patch('/products/racing-app', { status: 'archived' }).then((r) => { archived = true; return r; });
+      // Either the archive goes through (and its cascade runs) while the creation waits, or it waits for the creation.
+      await waitFor(async () => archived || (await lockWaits()) === 2, { message: 'archive done or waiting' });
+      if (archived) await settled(svc);
+      await hold.query('COMMIT');
+      expect((await archiving).statusCode).toBe(200);
+      expect([201, 422]).toContain((await creating).statusCode);
+    } finally {
+      hold.release();
+    }
+    await settled(svc);
+    expect((await api.get('/products/racing-app')).json().data.stats.open_tasks).toBe(0);
+  });
+
   it('a product status change other than archived cancels nothing', async () => {
     const api = client(svc);
     await api.post('/products', { name: 'Live App' });

@@ -70,7 +70,10 @@ const duplicate = (existingId: number | null) => conflict('An open task with thi
 export async function resolveProduct(tx: TasksTx, orgId: string, ref: { slug?: string | null; id?: number | null }): Promise<{ id: number; slug: string } | null> {
   if (ref.slug == null && ref.id == null) return null;
   const cond = ref.slug != null ? eq(products.slug, ref.slug) : eq(products.id, ref.id!);
-  const [p] = await tx.select({ id: products.id, slug: products.slug, status: products.status }).from(products).where(and(eq(products.orgId, orgId), cond));
+  // KEY SHARE until commit: an archive (PATCH locks the product FOR UPDATE) either waits for this task, which its
+  // cascade then cancels, or commits first and is seen here. Without it a task could land after the cascade ran.
+  const [p] = await tx.select({ id: products.id, slug: products.slug, status: products.status }).from(products).where(and(eq(products.orgId, orgId), cond))
+    .for('key share');
   if (!p) throw missing('Product', ref.slug != null ? 'product_slug' : 'product_id', ref.slug ?? ref.id!);
   if (p.status === 'archived') throw unprocessable(`Product ${p.slug} is archived`);
   return { id: p.id, slug: p.slug };
