@@ -13,6 +13,8 @@ afterAll(async () => {
 });
 
 type Api = ReturnType<typeof client>;
+/** What a hold needs of its connection. */
+type Held = Pick<Svc['ctx']['pool'], 'query'>;
 const count = async (sql: string, params: unknown[] = []) => Number((await svc.ctx.pool.query(sql, params)).rows[0].n);
 const status = async (api: Api, id: number) => (await api.get(`/tasks/${id}`)).json().data.status as string;
 
@@ -53,6 +55,62 @@ describe('completion', () => {
     await settled(svc);
     expect(await status(api, dep.id)).toBe('todo');
     expect(await count('SELECT count(*) AS n FROM changelog WHERE task_id = ANY($1)', [[a.id, b.id]])).toBe(2);
+  });
+
+  /**
+   * Runs `edge` (a request that makes a task depend on `blockerId`) while `hold` keeps it waiting after it has
+   * read the blocker, and completes the blocker meanwhile: the task must end up unblocked either way.
+   */
+  async function completeDuring(api: Api, blockerId: number, hold: (c: Held) => Promise<void>, edge: () => Promise<{ statusCode: number }>) {
+    const lockWaits = async () => count(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
+    const held = await svc.ctx.pool.connect();
+    try {
+      await held.query('BEGIN');
+      await hold(held);
+      const adding = edge();
+      await waitFor(async () => (await lockWaits()) === 1, { message: 'edge waiting' });
+      let completed = false;
+      const completing = api.patch(`/tasks/${blockerId}`, { status: 'done' }).then((r) => { completed = true; return r; });
+      // Either the completion (and its cascade) goes through while the edge waits, or it waits for the edge.
+      await waitFor(async () => completed || (await lockWaits()) === 2, { message: 'completion done or waiting' });
+      if (completed) await settled(svc);
+      await held.query('ROLLBACK');
+      expect((await completing).statusCode).toBe(200);
+      expect((await adding).statusCode).toBe(201);
+    } finally {
+      held.release();
+    }
+    await settled(svc);
+  }
+
+  it('a task created blocked by a task that completes meanwhile is not left blocked', async () => {
+    const api = client(svc);
+    const blocker = await api.task({ title: 'Finishing now', status: 'review' });
+    let created = 0;
+    await completeDuring(api, blocker.id,
+      // The plan-limit lock the creation takes after reading its blockers is held here.
+      (c) => c.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`aos:plan-limit:tasks_per_month:${api.principal.orgId}`]).then(() => {}),
+      async () => {
+        const res = await api.post('/tasks', { title: 'Waits for the finisher', blocked_by: [blocker.id] });
+        created = res.json().data.id;
+        return res;
+      });
+    expect(await status(api, created)).toBe('todo');
+  });
+
+  it('a blocker added while it completes does not leave the task blocked', async () => {
+    const api = client(svc);
+    const blocker = await api.task({ title: 'Also finishing now', status: 'review' });
+    const t = await api.task({ title: 'Gets a blocker' });
+    await completeDuring(api, blocker.id,
+      // The same edge, uncommitted: the request's insert waits for it after reading the blocker. (Without its foreign
+      // key check, which would lock the blocker itself.)
+      async (c) => {
+        await c.query('SET LOCAL session_replication_role = replica');
+        await c.query('INSERT INTO task_dependencies (org_id, task_id, blocked_by_id) VALUES ($1, $2, $3)', [api.principal.orgId, t.id, blocker.id]);
+      },
+      () => api.post(`/tasks/${t.id}/dependencies`, { blocked_by: blocker.id }));
+    expect(await status(api, t.id)).toBe('todo');
   });
 
   it('a redelivered completion event (past the broker de-dupe) adds no second entry and no second unblock', async () => {
