@@ -237,6 +237,34 @@ describe('derivation', () => {
     expect(two[0]).toMatchObject({ derivation_rule_id: 'docs-after-feature', priority: 'P1', type: 'feature' });
   });
 
+  it('a derivation racing the cancellation of its parent leaves no open child', async () => {
+    const api = client(svc);
+    const parent = await api.task({ title: 'Cancelled while deriving' });
+    const lockWaits = async () => count(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
+    const hold = await svc.ctx.pool.connect();
+    try {
+      await hold.query('BEGIN');
+      // The derivation waits here (the plan-limit lock of its creation) after it has read the parent.
+      await hold.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`aos:plan-limit:tasks_per_month:${api.principal.orgId}`]);
+      await publish(derivation(api, { parentTaskId: parent.id, title: 'Derived during the cancel' }));
+      await waitFor(async () => (await lockWaits()) === 1, { message: 'derivation waiting' });
+      let cancelled = false;
+      const cancelling = api.patch(`/tasks/${parent.id}`, { status: 'cancelled' }).then((r) => { cancelled = true; return r; });
+      // Either the cancellation (and its cascade to the children) goes through meanwhile, or it waits for the derivation.
+      await waitFor(async () => cancelled || (await lockWaits()) === 2, { message: 'cancel done or waiting' });
+      if (cancelled) {
+        const event = (await svc.ctx.pool.query(`SELECT id FROM aos_outbox WHERE type = 'tasks.task.cancelled' AND (envelope->'data'->>'taskId')::int = $1`, [parent.id])).rows[0]!;
+        await waitFor(async () => (await count(`SELECT count(*) AS n FROM aos_inbox WHERE consumer = 'tasks:cancel-derived-children' AND event_id = $1`, [event.id])) === 1, { message: 'cascade ran' });
+      }
+      await hold.query('COMMIT');
+      expect((await cancelling).statusCode).toBe(200);
+    } finally {
+      hold.release();
+    }
+    await settled(svc);
+    expect((await children(api, parent.id)).filter((c: { status: string }) => c.status !== 'cancelled')).toEqual([]);
+  });
+
   it('is skipped, not retried or dead-lettered, for a missing, foreign or cancelled parent, an archived product or a taken title', async () => {
     const api = client(svc);
     const cancelled = await api.task({ title: 'Cancelled parent', status: 'cancelled' });
