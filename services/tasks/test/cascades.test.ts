@@ -17,6 +17,10 @@ type Api = ReturnType<typeof client>;
 type Held = Pick<Svc['ctx']['pool'], 'query'>;
 const count = async (sql: string, params: unknown[] = []) => Number((await svc.ctx.pool.query(sql, params)).rows[0].n);
 const status = async (api: Api, id: number) => (await api.get(`/tasks/${id}`)).json().data.status as string;
+/** Sessions of this test's database waiting for a lock. */
+const lockWaits = async () => count(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
+/** Takes, in `c`'s open transaction, the plan-limit lock a task creation waits for after reading its product, parent and blockers. */
+const holdPlanLimit = async (c: Held, orgId: string) => { await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`aos:plan-limit:tasks_per_month:${orgId}`]); };
 
 /** Publishes an envelope straight to the stream, as another service (or a redelivery) would. */
 async function publish(envelope: { id: string; type: string; data?: unknown }, msgID = envelope.id) {
@@ -62,7 +66,6 @@ describe('completion', () => {
    * read the blocker, and completes the blocker meanwhile: the task must end up unblocked either way.
    */
   async function completeDuring(api: Api, blockerId: number, hold: (c: Held) => Promise<void>, edge: () => Promise<{ statusCode: number }>) {
-    const lockWaits = async () => count(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
     const held = await svc.ctx.pool.connect();
     try {
       await held.query('BEGIN');
@@ -89,7 +92,7 @@ describe('completion', () => {
     let created = 0;
     await completeDuring(api, blocker.id,
       // The plan-limit lock the creation takes after reading its blockers is held here.
-      (c) => c.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`aos:plan-limit:tasks_per_month:${api.principal.orgId}`]).then(() => {}),
+      (c) => holdPlanLimit(c, api.principal.orgId!),
       async () => {
         const res = await api.post('/tasks', { title: 'Waits for the finisher', blocked_by: [blocker.id] });
         created = res.json().data.id;
@@ -165,12 +168,11 @@ describe('cancellation', () => {
   it('a task created while its product is being archived is refused or cancelled, never left open', async () => {
     const api = client(svc);
     await api.post('/products', { name: 'Racing App' });
-    const lockWaits = async () => count(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
     // Hold the creation after it has looked at the product: the plan-limit lock it takes next is ours.
     const hold = await svc.ctx.pool.connect();
     try {
       await hold.query('BEGIN');
-      await hold.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`aos:plan-limit:tasks_per_month:${api.principal.orgId}`]);
+      await holdPlanLimit(hold, api.principal.orgId!);
       const creating = api.post('/tasks', { title: 'Born during the archive', product_slug: 'racing-app' });
       await waitFor(async () => (await lockWaits()) === 1, { message: 'creation waiting' });
       let archived = false;
@@ -240,12 +242,11 @@ describe('derivation', () => {
   it('a derivation racing the cancellation of its parent leaves no open child', async () => {
     const api = client(svc);
     const parent = await api.task({ title: 'Cancelled while deriving' });
-    const lockWaits = async () => count(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
     const hold = await svc.ctx.pool.connect();
     try {
       await hold.query('BEGIN');
       // The derivation waits here (the plan-limit lock of its creation) after it has read the parent.
-      await hold.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`aos:plan-limit:tasks_per_month:${api.principal.orgId}`]);
+      await holdPlanLimit(hold, api.principal.orgId!);
       await publish(derivation(api, { parentTaskId: parent.id, title: 'Derived during the cancel' }));
       await waitFor(async () => (await lockWaits()) === 1, { message: 'derivation waiting' });
       let cancelled = false;
