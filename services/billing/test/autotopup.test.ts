@@ -2,12 +2,14 @@ import { subjectFor } from '@aos/bus';
 import { Queues } from '@aos/contracts';
 import { startBackground } from '@aos/runtime';
 import { sleep, startTestService, userPrincipal, waitFor } from '@aos/testkit';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import Stripe from 'stripe';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eq } from 'drizzle-orm';
 import { autoTopupRuns } from '../src/db/schema.js';
 import { stripeOptions } from '../src/domain/stripe.js';
-import { recoverTopups, topupIntent } from '../src/jobs/autotopup.js';
+import { processTopup, recoverTopups, topupIntent } from '../src/jobs/autotopup.js';
 import { service } from '../src/service.js';
 import { WEBHOOK_SECRET, count, fakeStripe, outboxEvents, owner, postWebhook, publish, signedEvent, startBilling, type Billing, type FakeStripe, expectLedgersConsistent } from './helpers.js';
 
@@ -355,5 +357,77 @@ describe('top-ups interrupted by a crash', () => {
     await svc.ctx.queues.add(Queues.autoTopup, 'charge', { crossingId: run.crossing_id }, { jobId: `topup.retry.${run.crossing_id}` });
     await waitFor(async () => (await balance(orgId)) === 10_100, { message: 'credited from the lookup' });
     expect(charges(orgId)).toHaveLength(1);
+  });
+});
+
+describe('a webhook settling a run while its job waits for Stripe', () => {
+  /** A Stripe stand-in that holds the charge's answer until the test lets it go. */
+  async function heldStripe(status: number, body: unknown) {
+    let arrived!: () => void;
+    let release!: () => void;
+    const reached = new Promise<void>((r) => { arrived = r; });
+    const go = new Promise<void>((r) => { release = r; });
+    const server = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        arrived();
+        void go.then(() => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body)));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as AddressInfo;
+    return { url: `http://127.0.0.1:${port}`, reached, release, close: () => new Promise<void>((r) => server.close(() => r())) };
+  }
+
+  /** A pending run of crossing 1 with a saved card; the job is run by hand against `stripeUrl`. */
+  async function pendingRun(orgId: string) {
+    await withCard(orgId);
+    await svc.ctx.pool.query(`INSERT INTO billing_auto_topup_configs (org_id, ledger, threshold, package_slug, armed, crossings) VALUES ($1, 'tokens', 500, 'tokens-10k', false, 1)`, [orgId]);
+    await svc.ctx.pool.query(`INSERT INTO billing_auto_topup_runs (org_id, ledger, crossing_id, month, status, package_slug, amount, price_cents)
+      VALUES ($1, 'tokens', $2, $3, 'pending', 'tokens-10k', 10000, 1000)`, [orgId, `${orgId}.tokens.1`, new Date().toISOString().slice(0, 7)]);
+    return `${orgId}.tokens.1`;
+  }
+  const viaStripe = (url: string) => ({ ...svc.ctx, config: { ...svc.ctx.config, STRIPE_API_BASE: url } });
+  const intent = (orgId: string, crossingId: string, status: string) => ({
+    id: `pi_held_${orgId.slice(0, 8)}`, object: 'payment_intent', amount: 1000, currency: 'usd', status, customer: `cus_${orgId.slice(0, 8)}`,
+    payment_method: 'pm_saved', metadata: { org_id: orgId, ledger: 'tokens', package_slug: 'tokens-10k', crossing_id: crossingId },
+  });
+
+  it('a decline the webhook already recorded is not recorded again (one billing.payment.failed)', async () => {
+    const orgId = crypto.randomUUID();
+    const crossingId = await pendingRun(orgId);
+    const pi = intent(orgId, crossingId, 'requires_payment_method');
+    const held = await heldStripe(402, { error: { type: 'card_error', code: 'card_declined', message: 'Your card was declined.', payment_intent: pi } });
+    try {
+      const job = processTopup(viaStripe(held.url), { crossingId });
+      await held.reached;
+      const failed = signedEvent({ type: 'payment_intent.payment_failed', object: { ...pi, last_payment_error: { message: 'Your card was declined.' } } });
+      expect((await postWebhook(svc, failed.body, failed.signature)).json().data.outcome).toBe('auto top-up failed');
+      held.release();
+      await expect(job).rejects.toThrow('auto top-up declined');
+    } finally {
+      await held.close();
+    }
+    expect(await runs(orgId)).toEqual([{ crossing_id: crossingId, status: 'failed', reason: 'Your card was declined.' }]);
+    expect(await outboxEvents(svc, 'billing.payment.failed', orgId)).toHaveLength(1);
+  });
+
+  it('a charge the webhook already credited stays succeeded when Stripe answers "processing"', async () => {
+    const orgId = crypto.randomUUID();
+    const crossingId = await pendingRun(orgId);
+    const pi = intent(orgId, crossingId, 'processing');
+    const held = await heldStripe(200, pi);
+    try {
+      const job = processTopup(viaStripe(held.url), { crossingId });
+      await held.reached;
+      const succeeded = signedEvent({ type: 'payment_intent.succeeded', object: { ...pi, status: 'succeeded' } });
+      expect((await postWebhook(svc, succeeded.body, succeeded.signature)).json().data.outcome).toBe('credited 10000 tokens');
+      held.release();
+      expect(await job).toBe('processing');
+    } finally {
+      await held.close();
+    }
+    expect(await runs(orgId)).toEqual([{ crossing_id: crossingId, status: 'succeeded', reason: null }]);
+    expect(await balance(orgId)).toBe(10_000);
   });
 });

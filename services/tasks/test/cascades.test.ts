@@ -13,8 +13,14 @@ afterAll(async () => {
 });
 
 type Api = ReturnType<typeof client>;
+/** What a hold needs of its connection. */
+type Held = Pick<Svc['ctx']['pool'], 'query'>;
 const count = async (sql: string, params: unknown[] = []) => Number((await svc.ctx.pool.query(sql, params)).rows[0].n);
 const status = async (api: Api, id: number) => (await api.get(`/tasks/${id}`)).json().data.status as string;
+/** Sessions of this test's database waiting for a lock. */
+const lockWaits = async () => count(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
+/** Takes, in `c`'s open transaction, the plan-limit lock a task creation waits for after reading its product, parent and blockers. */
+const holdPlanLimit = async (c: Held, orgId: string) => { await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`aos:plan-limit:tasks_per_month:${orgId}`]); };
 
 /** Publishes an envelope straight to the stream, as another service (or a redelivery) would. */
 async function publish(envelope: { id: string; type: string; data?: unknown }, msgID = envelope.id) {
@@ -53,6 +59,61 @@ describe('completion', () => {
     await settled(svc);
     expect(await status(api, dep.id)).toBe('todo');
     expect(await count('SELECT count(*) AS n FROM changelog WHERE task_id = ANY($1)', [[a.id, b.id]])).toBe(2);
+  });
+
+  /**
+   * Runs `edge` (a request that makes a task depend on `blockerId`) while `hold` keeps it waiting after it has
+   * read the blocker, and completes the blocker meanwhile: the task must end up unblocked either way.
+   */
+  async function completeDuring(api: Api, blockerId: number, hold: (c: Held) => Promise<void>, edge: () => Promise<{ statusCode: number }>) {
+    const held = await svc.ctx.pool.connect();
+    try {
+      await held.query('BEGIN');
+      await hold(held);
+      const adding = edge();
+      await waitFor(async () => (await lockWaits()) === 1, { message: 'edge waiting' });
+      let completed = false;
+      const completing = api.patch(`/tasks/${blockerId}`, { status: 'done' }).then((r) => { completed = true; return r; });
+      // Either the completion (and its cascade) goes through while the edge waits, or it waits for the edge.
+      await waitFor(async () => completed || (await lockWaits()) === 2, { message: 'completion done or waiting' });
+      if (completed) await settled(svc);
+      await held.query('ROLLBACK');
+      expect((await completing).statusCode).toBe(200);
+      expect((await adding).statusCode).toBe(201);
+    } finally {
+      held.release();
+    }
+    await settled(svc);
+  }
+
+  it('a task created blocked by a task that completes meanwhile is not left blocked', async () => {
+    const api = client(svc);
+    const blocker = await api.task({ title: 'Finishing now', status: 'review' });
+    let created = 0;
+    await completeDuring(api, blocker.id,
+      // The plan-limit lock the creation takes after reading its blockers is held here.
+      (c) => holdPlanLimit(c, api.principal.orgId!),
+      async () => {
+        const res = await api.post('/tasks', { title: 'Waits for the finisher', blocked_by: [blocker.id] });
+        created = res.json().data.id;
+        return res;
+      });
+    expect(await status(api, created)).toBe('todo');
+  });
+
+  it('a blocker added while it completes does not leave the task blocked', async () => {
+    const api = client(svc);
+    const blocker = await api.task({ title: 'Also finishing now', status: 'review' });
+    const t = await api.task({ title: 'Gets a blocker' });
+    await completeDuring(api, blocker.id,
+      // The same edge, uncommitted: the request's insert waits for it after reading the blocker. (Without its foreign
+      // key check, which would lock the blocker itself.)
+      async (c) => {
+        await c.query('SET LOCAL session_replication_role = replica');
+        await c.query('INSERT INTO task_dependencies (org_id, task_id, blocked_by_id) VALUES ($1, $2, $3)', [api.principal.orgId, t.id, blocker.id]);
+      },
+      () => api.post(`/tasks/${t.id}/dependencies`, { blocked_by: blocker.id }));
+    expect(await status(api, t.id)).toBe('todo');
   });
 
   it('a redelivered completion event (past the broker de-dupe) adds no second entry and no second unblock', async () => {
@@ -104,6 +165,31 @@ describe('cancellation', () => {
     expect(refused.json().error.code).toBe('UNPROCESSABLE');
   });
 
+  it('a task created while its product is being archived is refused or cancelled, never left open', async () => {
+    const api = client(svc);
+    await api.post('/products', { name: 'Racing App' });
+    // Hold the creation after it has looked at the product: the plan-limit lock it takes next is ours.
+    const hold = await svc.ctx.pool.connect();
+    try {
+      await hold.query('BEGIN');
+      await holdPlanLimit(hold, api.principal.orgId!);
+      const creating = api.post('/tasks', { title: 'Born during the archive', product_slug: 'racing-app' });
+      await waitFor(async () => (await lockWaits()) === 1, { message: 'creation waiting' });
+      let archived = false;
+      const archiving = api.patch('/products/racing-app', { status: 'archived' }).then((r) => { archived = true; return r; });
+      // Either the archive goes through (and its cascade runs) while the creation waits, or it waits for the creation.
+      await waitFor(async () => archived || (await lockWaits()) === 2, { message: 'archive done or waiting' });
+      if (archived) await settled(svc);
+      await hold.query('COMMIT');
+      expect((await archiving).statusCode).toBe(200);
+      expect([201, 422]).toContain((await creating).statusCode);
+    } finally {
+      hold.release();
+    }
+    await settled(svc);
+    expect((await api.get('/products/racing-app')).json().data.stats.open_tasks).toBe(0);
+  });
+
   it('a product status change other than archived cancels nothing', async () => {
     const api = client(svc);
     await api.post('/products', { name: 'Live App' });
@@ -151,6 +237,33 @@ describe('derivation', () => {
     const two = await children(api, parent.id);
     expect(two).toHaveLength(2);
     expect(two[0]).toMatchObject({ derivation_rule_id: 'docs-after-feature', priority: 'P1', type: 'feature' });
+  });
+
+  it('a derivation racing the cancellation of its parent leaves no open child', async () => {
+    const api = client(svc);
+    const parent = await api.task({ title: 'Cancelled while deriving' });
+    const hold = await svc.ctx.pool.connect();
+    try {
+      await hold.query('BEGIN');
+      // The derivation waits here (the plan-limit lock of its creation) after it has read the parent.
+      await holdPlanLimit(hold, api.principal.orgId!);
+      await publish(derivation(api, { parentTaskId: parent.id, title: 'Derived during the cancel' }));
+      await waitFor(async () => (await lockWaits()) === 1, { message: 'derivation waiting' });
+      let cancelled = false;
+      const cancelling = api.patch(`/tasks/${parent.id}`, { status: 'cancelled' }).then((r) => { cancelled = true; return r; });
+      // Either the cancellation (and its cascade to the children) goes through meanwhile, or it waits for the derivation.
+      await waitFor(async () => cancelled || (await lockWaits()) === 2, { message: 'cancel done or waiting' });
+      if (cancelled) {
+        const event = (await svc.ctx.pool.query(`SELECT id FROM aos_outbox WHERE type = 'tasks.task.cancelled' AND (envelope->'data'->>'taskId')::int = $1`, [parent.id])).rows[0]!;
+        await waitFor(async () => (await count(`SELECT count(*) AS n FROM aos_inbox WHERE consumer = 'tasks:cancel-derived-children' AND event_id = $1`, [event.id])) === 1, { message: 'cascade ran' });
+      }
+      await hold.query('COMMIT');
+      expect((await cancelling).statusCode).toBe(200);
+    } finally {
+      hold.release();
+    }
+    await settled(svc);
+    expect((await children(api, parent.id)).filter((c: { status: string }) => c.status !== 'cancelled')).toEqual([]);
   });
 
   it('is skipped, not retried or dead-lettered, for a missing, foreign or cancelled parent, an archived product or a taken title', async () => {

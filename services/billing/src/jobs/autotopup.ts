@@ -1,6 +1,7 @@
 import { systemMeta } from '@aos/bus';
 import { Queues } from '@aos/contracts';
 import { UnrecoverableError, type JobEnvelope } from '@aos/queue';
+import type { Executor } from '@aos/db';
 import { and, eq, inArray, isNull, or, sql } from 'drizzle-orm';
 import Stripe from 'stripe';
 import type { Ctx } from '../service.js';
@@ -38,9 +39,14 @@ async function requeueTopup(ctx: Ctx, crossingId: string): Promise<boolean> {
 
 type Run = typeof autoTopupRuns.$inferSelect;
 
-async function finish(ctx: Ctx, run: Run, status: string, reason: string | null, paymentIntentId: string | null = null) {
-  await ctx.db.update(autoTopupRuns).set({ status, reason, paymentIntentId: paymentIntentId ?? run.paymentIntentId, updatedAt: new Date() })
-    .where(eq(autoTopupRuns.id, run.id));
+/** Runs a job may still settle: a webhook that settled the run first (succeeded, failed) keeps its outcome. */
+const OPEN = ['pending', 'processing'];
+
+/** Settles the job's run unless a webhook did meanwhile; returns whether it did. */
+async function finish(ctx: Ctx, run: Run, status: string, reason: string | null, paymentIntentId: string | null = null, tx: Executor = ctx.db): Promise<boolean> {
+  const settled = await tx.update(autoTopupRuns).set({ status, reason, paymentIntentId: paymentIntentId ?? run.paymentIntentId, updatedAt: new Date() })
+    .where(and(eq(autoTopupRuns.id, run.id), inArray(autoTopupRuns.status, OPEN))).returning({ id: autoTopupRuns.id });
+  return settled.length > 0;
 }
 
 /** The off-session charge of one crossing: the same request (and key) on every attempt. */
@@ -110,7 +116,8 @@ export async function processTopup(ctx: Ctx, { crossingId }: TopupJob): Promise<
     if (err instanceof Stripe.errors.StripeCardError || err instanceof Stripe.errors.StripeInvalidRequestError) {
       const piId = (err.raw as { payment_intent?: { id?: string } } | undefined)?.payment_intent?.id ?? null;
       await ctx.db.transaction(async (tx) => {
-        await tx.update(autoTopupRuns).set({ status: 'failed', reason: err.message, paymentIntentId: piId, updatedAt: new Date() }).where(eq(autoTopupRuns.id, run.id));
+        // The payment_intent.payment_failed webhook may have recorded (and announced) this decline already.
+        if (!await finish(ctx, run, 'failed', err.message, piId, tx)) return;
         await ctx.outbox.enqueue(tx, 'billing.payment.failed', {
           stripeObjectId: piId ?? run.crossingId, amountCents: pkg.price_cents, currency: ctx.config.BILLING_CURRENCY, reason: err.message, userId: null, email: null,
         }, systemMeta(cfg.tenantId, run.orgId));

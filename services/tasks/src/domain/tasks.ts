@@ -44,10 +44,14 @@ export async function productSlugOf(tx: TasksExec, productId: number | null): Pr
   return p?.slug ?? null;
 }
 
-/** The task with this id in this org, locked for update when asked; 404 otherwise. */
-export async function getTask(tx: TasksExec, orgId: string, id: number, lock = false): Promise<TaskRow> {
+/**
+ * The task with this id in this org, locked when asked; 404 otherwise. `key share` is for a task whose
+ * status the caller relies on without changing it: its completion (updateTask locks FOR UPDATE) waits for
+ * the caller's commit, or has committed and is what the caller reads.
+ */
+export async function getTask(tx: TasksExec, orgId: string, id: number, lock?: 'update' | 'key share'): Promise<TaskRow> {
   const q = (tx as TasksTx).select().from(tasks).where(and(eq(tasks.orgId, orgId), eq(tasks.id, id)));
-  const [row] = lock ? await q.for('update') : await q;
+  const [row] = lock ? await q.for(lock) : await q;
   if (!row) throw notFound('Task');
   return row;
 }
@@ -70,7 +74,10 @@ const duplicate = (existingId: number | null) => conflict('An open task with thi
 export async function resolveProduct(tx: TasksTx, orgId: string, ref: { slug?: string | null; id?: number | null }): Promise<{ id: number; slug: string } | null> {
   if (ref.slug == null && ref.id == null) return null;
   const cond = ref.slug != null ? eq(products.slug, ref.slug) : eq(products.id, ref.id!);
-  const [p] = await tx.select({ id: products.id, slug: products.slug, status: products.status }).from(products).where(and(eq(products.orgId, orgId), cond));
+  // KEY SHARE until commit: an archive (PATCH locks the product FOR UPDATE) either waits for this task, which its
+  // cascade then cancels, or commits first and is seen here. Without it a task could land after the cascade ran.
+  const [p] = await tx.select({ id: products.id, slug: products.slug, status: products.status }).from(products).where(and(eq(products.orgId, orgId), cond))
+    .for('key share');
   if (!p) throw missing('Product', ref.slug != null ? 'product_slug' : 'product_id', ref.slug ?? ref.id!);
   if (p.status === 'archived') throw unprocessable(`Product ${p.slug} is archived`);
   return { id: p.id, slug: p.slug };
@@ -118,7 +125,9 @@ export async function createTask(deps: Deps, tx: TasksTx, orgId: string, input: 
   const blockers = [...new Set(input.blockedBy ?? [])];
   let openBlockers = 0;
   if (blockers.length > 0) {
-    const found = await tx.select({ id: tasks.id, status: tasks.status }).from(tasks).where(and(eq(tasks.orgId, orgId), inArray(tasks.id, blockers)));
+    // Locked as in addDependency: a blocker completed meanwhile is either seen done or unblocks this task after its commit.
+    const found = await tx.select({ id: tasks.id, status: tasks.status }).from(tasks).where(and(eq(tasks.orgId, orgId), inArray(tasks.id, blockers)))
+      .orderBy(tasks.id).for('key share');
     if (found.length !== blockers.length) throw missing('Blocking task', 'blocked_by', blockers.filter((b) => !found.some((f) => f.id === b)));
     openBlockers = found.filter((f) => f.status !== 'done').length;
   }
@@ -162,7 +171,7 @@ const FIELD_NAMES: Record<string, keyof TaskRow> = {
 
 /** Applies changes under the status machine (422 on an illegal transition) and emits the events they imply. */
 export async function updateTask(deps: Deps, tx: TasksTx, orgId: string, id: number, changes: TaskChanges, meta: EventMeta): Promise<{ task: TaskRow; productSlug: string | null }> {
-  const before = await getTask(tx, orgId, id, true);
+  const before = await getTask(tx, orgId, id, 'update');
   const from = before.status as TaskStatus;
   if (changes.status && !canTransition(from, changes.status)) {
     throw unprocessable(`Cannot move a task from ${from} to ${changes.status}`, [{ from, to: changes.status, allowed: allowedFrom(from) }]);
@@ -236,9 +245,10 @@ export async function dependencyRefs(tx: TasksExec, orgId: string, id: number) {
  */
 export async function addDependency(deps: Deps, tx: TasksTx, orgId: string, taskId: number, blockerId: number, meta: EventMeta) {
   await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtextextended(${`task-dependencies:${orgId}`}, 0))`);
-  const task = await getTask(tx, orgId, taskId, true);
+  const task = await getTask(tx, orgId, taskId, 'update');
   if (taskId === blockerId) throw unprocessable('A task cannot block itself', [{ field: 'blocked_by' }]);
-  const blocker = await getTask(tx, orgId, blockerId).catch(() => { throw missing('Blocking task', 'blocked_by', blockerId); });
+  // Locked so that a completion racing this edge either waits for it (and then unblocks the task) or is seen here.
+  const blocker = await getTask(tx, orgId, blockerId, 'key share').catch(() => { throw missing('Blocking task', 'blocked_by', blockerId); });
   const { rows } = await tx.execute<{ id: number }>(sql`
     WITH RECURSIVE upstream(id) AS (
       SELECT blocked_by_id FROM task_dependencies WHERE task_id = ${blockerId}
@@ -251,7 +261,7 @@ export async function addDependency(deps: Deps, tx: TasksTx, orgId: string, task
 
 /** Removes a blocker (404 when it is not one of the task's); the task resumes (blocked → todo) when its remaining blockers are all done. */
 export async function removeDependency(deps: Deps, tx: TasksTx, orgId: string, taskId: number, blockerId: number, meta: EventMeta) {
-  await getTask(tx, orgId, taskId, true);
+  await getTask(tx, orgId, taskId, 'update');
   const removed = await tx.delete(taskDependencies)
     .where(and(eq(taskDependencies.orgId, orgId), eq(taskDependencies.taskId, taskId), eq(taskDependencies.blockedById, blockerId)))
     .returning({ id: taskDependencies.blockedById });
@@ -261,7 +271,7 @@ export async function removeDependency(deps: Deps, tx: TasksTx, orgId: string, t
 
 /** Deletes a task for good; its dependents resume when their remaining blockers are all done, its children lose their parent. */
 export async function deleteTask(deps: Deps, tx: TasksTx, orgId: string, id: number, meta: EventMeta) {
-  await getTask(tx, orgId, id, true);
+  await getTask(tx, orgId, id, 'update');
   const dependents = await tx.select({ id: taskDependencies.taskId }).from(taskDependencies)
     .where(and(eq(taskDependencies.orgId, orgId), eq(taskDependencies.blockedById, id)));
   await tx.delete(tasks).where(and(eq(tasks.orgId, orgId), eq(tasks.id, id)));

@@ -59,7 +59,9 @@ export const handlers = (ctx: Ctx) => [
     async handle(event, tx, { log }) {
       const d = event.data;
       if (!event.orgId) return;
-      const [parent] = await tx.select().from(tasks).where(and(eq(tasks.orgId, event.orgId), eq(tasks.id, d.parentTaskId)));
+      // SHARE until commit: a cancellation of the parent (FOR UPDATE, or a cascade's plain UPDATE) waits for the child,
+      // which its cascade then cancels, or has committed and is seen here.
+      const [parent] = await tx.select().from(tasks).where(and(eq(tasks.orgId, event.orgId), eq(tasks.id, d.parentTaskId))).for('share');
       if (!parent || parent.status === 'cancelled') {
         log.info({ parentTaskId: d.parentTaskId, ruleId: d.ruleId }, 'derivation skipped: parent task missing or cancelled');
         return;

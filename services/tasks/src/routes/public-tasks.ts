@@ -106,7 +106,7 @@ export async function publicTaskRoutes(app: App, ctx: Ctx) {
   }, async (request) => {
     const orgId = orgOf(request);
     const { task } = await ctx.db.transaction(async (tx) => {
-      const current = await getTask(tx, orgId, request.params.id, true);
+      const current = await getTask(tx, orgId, request.params.id, 'update');
       if (current.status === 'cancelled' || current.status === 'done') return { task: current };
       return updateTask(ctx, tx, orgId, request.params.id, { status: 'cancelled' }, metaFromPrincipal(request.principal));
     });

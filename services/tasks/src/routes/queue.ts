@@ -1,5 +1,5 @@
 import { badRequest, conflict, notFound } from '@aos/core';
-import { Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
+import { Envelope, IdParam, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, desc, eq, inArray, sql, type SQL } from 'drizzle-orm';
 import { queueJobs } from '../db/schema.js';
@@ -35,8 +35,6 @@ function view(j: Job | Record<string, unknown>) {
     completed_at: iso(get('completedAt', 'completed_at') as Date | null),
   };
 }
-
-const JobId = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2 ** 53 - 1 }) });
 
 /**
  * A Postgres work queue: `claim` hands each job to one worker (FOR UPDATE SKIP LOCKED) with
@@ -107,7 +105,7 @@ export async function queueRoutes(app: App, ctx: Ctx) {
   app.post('/task-queue/:id/complete', {
     config: write,
     schema: {
-      tags: ['Task queue'], summary: 'Complete a claimed job (a retry by the same worker returns the completed job)', params: JobId,
+      tags: ['Task queue'], summary: 'Complete a claimed job (a retry by the same worker returns the completed job)', params: IdParam,
       body: Type.Object({ worker_id: Worker, result: Type.Optional(Type.Unknown()) }), response: { 200: Envelope(JobSchema) },
     },
   }, async (request) => {
@@ -124,7 +122,7 @@ export async function queueRoutes(app: App, ctx: Ctx) {
   app.post('/task-queue/:id/fail', {
     config: write,
     schema: {
-      tags: ['Task queue'], summary: 'Report a failure: retried with backoff until max_attempts, then dead', params: JobId,
+      tags: ['Task queue'], summary: 'Report a failure: retried with backoff until max_attempts, then dead', params: IdParam,
       body: Type.Object({ worker_id: Worker, error: Type.String({ maxLength: 5_000 }), retry_in_seconds: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400 })) }),
       response: { 200: Envelope(JobSchema) },
     },
@@ -144,7 +142,7 @@ export async function queueRoutes(app: App, ctx: Ctx) {
 
   app.post('/task-queue/:id/heartbeat', {
     config: write,
-    schema: { tags: ['Task queue'], summary: 'Extend the lease of a claimed job', params: JobId, body: Type.Object({ worker_id: Worker }), response: { 200: Envelope(JobSchema) } },
+    schema: { tags: ['Task queue'], summary: 'Extend the lease of a claimed job', params: IdParam, body: Type.Object({ worker_id: Worker }), response: { 200: Envelope(JobSchema) } },
   }, async (request) => {
     const orgId = orgOf(request);
     await owned(orgId, request.params.id, request.body.worker_id);
@@ -157,12 +155,8 @@ export async function queueRoutes(app: App, ctx: Ctx) {
 
   app.get('/task-queue/:id', {
     config: { scope: 'tasks:read' },
-    schema: { tags: ['Task queue'], summary: 'Get a job', params: JobId, response: { 200: Envelope(JobSchema) } },
-  }, async (request) => {
-    const [job] = await ctx.db.select().from(queueJobs).where(and(eq(queueJobs.orgId, orgOf(request)), eq(queueJobs.id, request.params.id)));
-    if (!job) throw notFound('Job');
-    return ok(view(job));
-  });
+    schema: { tags: ['Task queue'], summary: 'Get a job', params: IdParam, response: { 200: Envelope(JobSchema) } },
+  }, async (request) => ok(view(await findJob(orgOf(request), request.params.id))));
 
   app.get('/task-queue', {
     config: { scope: 'tasks:read' },
