@@ -3,3 +3,4 @@ export * from './migrate.js';
 export * from './db.js';
 export { outbox, inbox } from './schema.js';
 export * from './plan-limits.js';
+export * from './like.js';

@@ -1,3 +1,4 @@
+import { escapeLike } from '@aos/db';
 import { badRequest } from '@aos/core';
 import { csv, Envelope } from '@aos/http';
 import { Type } from '@sinclair/typebox';
@@ -14,7 +15,7 @@ export const AgentName = Type.String({ minLength: 1, maxLength: 63, pattern: AGE
 export const Slug = Type.String({ minLength: 1, maxLength: 80, pattern: '^[a-z0-9]+(?:-[a-z0-9]+)*$' });
 
 /** ILIKE pattern matching `q` literally. */
-export const like = (q: string) => `%${q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+export const like = (q: string) => `%${escapeLike(q)}%`;
 
 /** Comma-separated enum filter (`?status=a,b`); an unknown value is a 400, not an empty page. */
 export function enumList(value: string | undefined, allowed: readonly string[], field: string): string[] | undefined {

@@ -1,3 +1,4 @@
+import { escapeLike } from '@aos/db';
 import { badRequest, notFound } from '@aos/core';
 import { type App, Envelope, list, ListEnvelope, Nullable, ok, orgOf, page, PaginationQuery } from '@aos/http';
 import { Type } from '@sinclair/typebox';
@@ -49,7 +50,7 @@ export async function fileRoutes(app: App, ctx: Ctx) {
 
   const filters = (q: { agent?: string; category?: string; workspace?: string; ext?: string }): SQL[] => [
     ...(q.agent ? [eq(files.agent, q.agent)] : []), ...(q.category ? [eq(files.category, q.category)] : []),
-    ...(q.workspace ? [sql`${files.path} LIKE ${`${q.workspace.replace(/[\\%_]/g, (c) => `\\${c}`)}/%`}`] : []), ...(q.ext ? [eq(files.fileType, q.ext.toLowerCase())] : []),
+    ...(q.workspace ? [sql`${files.path} LIKE ${`${escapeLike(q.workspace)}/%`}`] : []), ...(q.ext ? [eq(files.fileType, q.ext.toLowerCase())] : []),
   ];
   const Filters = { agent: Type.Optional(AgentName), category: Type.Optional(Category), workspace: Type.Optional(SafePath), ext: Type.Optional(Type.String({ minLength: 1, maxLength: 16, pattern: '^[A-Za-z0-9]+$' })) };
 

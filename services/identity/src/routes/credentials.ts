@@ -1,3 +1,4 @@
+import { escapeLike } from '@aos/db';
 import { metaFromPrincipal } from '@aos/bus';
 import { AppError, badRequest, notFound, serviceUnavailable } from '@aos/core';
 import { Envelope, ListEnvelope, list, Nullable, ok, page, PaginationQuery, type App } from '@aos/http';
@@ -14,7 +15,6 @@ const Value = Type.String({ minLength: 1, maxLength: 20_000 });
 const CredentialSchema = Type.Object({ key: Type.String(), description: Nullable(Type.String()), key_id: Type.String(), updated_at: Type.String(), value: Type.Optional(Type.String()) });
 type Row = typeof credentials.$inferSelect;
 const view = (c: Row, value?: string) => ({ key: c.key, description: c.description, key_id: c.keyId, updated_at: c.updatedAt.toISOString(), ...(value !== undefined ? { value } : {}) });
-const escapeLike = (q: string) => q.replace(/[\\%_]/g, (c) => `\\${c}`);
 
 /** Integrations AOS knows, and the credential fields each needs. */
 export const INTEGRATIONS = [

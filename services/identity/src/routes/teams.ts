@@ -1,5 +1,5 @@
 import { AppError, badRequest, conflict, forbidden, notFound } from '@aos/core';
-import { isUniqueViolation } from '@aos/db';
+import { escapeLike, isUniqueViolation } from '@aos/db';
 import { Envelope, ListEnvelope, list, Nullable, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, asc, desc, eq, ilike, sql } from 'drizzle-orm';
@@ -21,7 +21,6 @@ const TeamSchema = Type.Object({
 const Name = Type.String({ minLength: 1, maxLength: 100, pattern: '\\S' });
 type Team = typeof teams.$inferSelect;
 
-const escapeLike = (q: string) => q.replace(/[\\%_]/g, (c) => `\\${c}`);
 
 /**
  * Teams group members of the organization the caller acts in (the JWT's org or `X-Org-Id`;

@@ -1,6 +1,6 @@
 import { metaFromPrincipal } from '@aos/bus';
 import { forbidden, notFound, conflict, badRequest } from '@aos/core';
-import { isUniqueViolation } from '@aos/db';
+import { escapeLike, isUniqueViolation } from '@aos/db';
 import { Envelope, ListEnvelope, list, ok, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, asc, eq, ilike, isNull, like, ne, or, sql } from 'drizzle-orm';
@@ -14,7 +14,6 @@ import { Email, UserSchema, Username } from './auth.js';
 
 const Id = Type.Object({ id: Type.String({ format: 'uuid' }) });
 const Deleted = Envelope(Type.Object({ id: Type.String(), deleted: Type.Boolean() }));
-const escapeLike = (q: string) => q.replace(/[\\%_]/g, (c) => `\\${c}`);
 
 /** Users: platform admins manage everyone; a user may read themself and erase their own account. */
 export async function userRoutes(app: App, ctx: Ctx) {

@@ -1,3 +1,4 @@
+import { escapeLike } from '@aos/db';
 import { badRequest, conflict } from '@aos/core';
 import { Envelope, ListEnvelope, list, Nullable, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
@@ -55,7 +56,7 @@ export function activityRoutes(app: App, ctx: Ctx) {
     const q = request.query;
     const p = page(q);
     // `tasks.*` filters a family of actions.
-    const action = q.action?.endsWith('.*') ? sql`${activityLog.action} LIKE ${`${q.action.slice(0, -1).replace(/[%_\\]/g, '\\$&')}%`}` : q.action ? eq(activityLog.action, q.action) : undefined;
+    const action = q.action?.endsWith('.*') ? sql`${activityLog.action} LIKE ${`${escapeLike(q.action.slice(0, -1))}%`}` : q.action ? eq(activityLog.action, q.action) : undefined;
     const where = and(
       eq(activityLog.orgId, orgOf(request)),
       q.actor_type ? eq(activityLog.actorType, q.actor_type) : undefined,

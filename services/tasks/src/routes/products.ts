@@ -1,6 +1,6 @@
 import { metaFromPrincipal } from '@aos/bus';
 import { badRequest, conflict, notFound } from '@aos/core';
-import { isUniqueViolation } from '@aos/db';
+import { escapeLike, isUniqueViolation } from '@aos/db';
 import { Envelope, ListEnvelope, list, ok, orgOf, page, PaginationQuery, type App } from '@aos/http';
 import { Type } from '@sinclair/typebox';
 import { and, desc, eq, ilike, inArray, or, sql, type SQL } from 'drizzle-orm';
@@ -63,7 +63,7 @@ export async function productRoutes(app: App, ctx: Ctx) {
     if (statuses) where.push(inArray(products.status, statuses));
     if (request.query.slug) where.push(eq(products.slug, request.query.slug));
     if (request.query.q?.trim()) {
-      const like = `%${request.query.q.trim().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+      const like = `%${escapeLike(request.query.q.trim())}%`;
       where.push(or(ilike(products.name, like), ilike(products.tagline, like), ilike(products.slug, like))!);
     }
     const cond = and(...where);
