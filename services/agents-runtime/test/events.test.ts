@@ -93,6 +93,22 @@ describe('task projection: queue health and the idle check', () => {
     expect((await client(svc).call('GET', '/agent-metrics/queue-health')).json().data).toEqual([]);
   });
 
+  it('a deleted task leaves the agent\'s ready list for good (a late older event does not bring it back) and cannot be run', async () => {
+    const api = client(svc);
+    await api.agent({ name: 'tidy' });
+    const created = await taskEvent(api, 'tasks.task.created', { taskId: 310, assignee: 'tidy' });
+    await waitFor(async () => !(await idle(api, 'tidy')).should_skip, { message: 'ready task' });
+    await taskEvent(api, 'tasks.task.deleted', { taskId: 310, assignee: 'tidy' });
+    const gone = await waitFor(async () => { const r = await idle(api, 'tidy'); return r.should_skip ? r : null; }, { message: 'deleted task off the ready list' });
+    expect(gone).toMatchObject({ reason: 'no ready tasks', ready_tasks: 0 });
+    await taskEvent(api, 'tasks.task.updated', { taskId: 310, assignee: 'tidy', status: 'todo', changes: ['title'], previousStatus: 'todo', previousAssignee: 'tidy' },
+      { occurredAt: new Date(Date.parse(created.occurredAt) + 1).toISOString() });
+    expect(await idle(api, 'tidy')).toMatchObject({ should_skip: true, ready_tasks: 0 });
+    const run = await api.call('POST', '/agents/tidy/runs', { task_id: 310 });
+    expect(run.statusCode).toBe(404);
+    expect(run.json().error).toMatchObject({ code: 'NOT_FOUND', details: [{ field: 'task_id' }] });
+  });
+
   it('idle check: answered from the cache, evicted by the events that change the answer', async () => {
     const api = client(svc);
     await api.agent({ name: 'sleepy' });

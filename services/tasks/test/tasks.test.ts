@@ -203,6 +203,9 @@ describe('GET/PATCH/DELETE /tasks/{id}', () => {
     const res = await admin.del(`/tasks/${t.id}`);
     expect(res.statusCode).toBe(200);
     expect(res.json().data).toEqual({ id: t.id, deleted: true });
+    const { rows: deleted } = await svc.ctx.pool.query("SELECT envelope FROM aos_outbox WHERE type = 'tasks.task.deleted' AND (envelope->'data'->>'taskId')::int = $1", [t.id]);
+    expect(deleted).toHaveLength(1);
+    expect(deleted[0].envelope).toMatchObject({ orgId: owner.principal.orgId, data: { taskId: t.id, title: 'Delete me', status: 'todo' } });
     expect((await owner.get(`/tasks/${t.id}`)).statusCode).toBe(404);
     expect((await owner.del(`/tasks/${t.id}`)).statusCode).toBe(404);
     expect((await owner.get('/tasks/abc')).statusCode).toBe(400);

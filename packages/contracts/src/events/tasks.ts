@@ -14,6 +14,8 @@ export const tasksEvents = {
   })),
   'tasks.task.completed': defineEvent('tasks.task.completed', 1, Type.Object({ ...TaskRef, completedAt: Type.String(), resolution: Nullable(Type.String()) })),
   'tasks.task.cancelled': defineEvent('tasks.task.cancelled', 1, Type.Object({ ...TaskRef, reason: Nullable(Type.String()) })),
+  /** Deleted permanently by an admin: the task as it was. */
+  'tasks.task.deleted': defineEvent('tasks.task.deleted', 1, Type.Object(TaskRef)),
   /** A derived task (agents.task.derivation_requested) was not created: the plan's tasks per month are used up. */
   'tasks.task.derivation_refused': defineEvent('tasks.task.derivation_refused', 1, Type.Object({
     parentTaskId: Type.Integer(), ruleId: Type.String(), agentName: Type.String(), title: Type.String(),

@@ -47,15 +47,16 @@ export const handlers = (ctx: Ctx): EventHandler<EventType, S>[] => [
     },
   }),
 
-  defineHandler<'tasks.task.created' | 'tasks.task.updated' | 'tasks.task.completed' | 'tasks.task.cancelled', S>({
+  defineHandler<'tasks.task.created' | 'tasks.task.updated' | 'tasks.task.completed' | 'tasks.task.cancelled' | 'tasks.task.deleted', S>({
     name: 'agent-queues',
-    events: ['tasks.task.created', 'tasks.task.updated', 'tasks.task.completed', 'tasks.task.cancelled'],
+    events: ['tasks.task.created', 'tasks.task.updated', 'tasks.task.completed', 'tasks.task.cancelled', 'tasks.task.deleted'],
     async handle(event, tx, { afterCommit }) {
       const d = event.data;
       const orgId = event.orgId;
       if (!orgId) return;
       const at = new Date(event.occurredAt);
-      const status = event.type === 'tasks.task.completed' ? 'done' : event.type === 'tasks.task.cancelled' ? 'cancelled' : d.status;
+      // A deleted task stays as a row (status `deleted`) so that its older events arriving late cannot bring it back.
+      const status = event.type === 'tasks.task.completed' ? 'done' : event.type === 'tasks.task.cancelled' ? 'cancelled' : event.type === 'tasks.task.deleted' ? 'deleted' : d.status;
       // An unassigned task stays as a row with no assignee: its event time still guards against late older events.
       const assignee = d.assignee ?? '';
       const [before] = await tx.select({ assignee: assignedTasks.assignee }).from(assignedTasks).where(and(eq(assignedTasks.orgId, orgId), eq(assignedTasks.taskId, d.taskId)));

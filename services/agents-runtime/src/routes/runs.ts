@@ -70,7 +70,7 @@ export async function runRoutes(app: App, ctx: Ctx) {
     if (taskId) {
       // The organization's tasks as the tasks service's events report them (every task, assigned or not).
       const [task] = await ctx.db.select().from(assignedTasks).where(and(eq(assignedTasks.orgId, agent.orgId), eq(assignedTasks.taskId, taskId)));
-      if (!task) throw new AppError('NOT_FOUND', `Task #${taskId} not found`, [{ field: 'task_id' }]);
+      if (!task || task.status === 'deleted') throw new AppError('NOT_FOUND', `Task #${taskId} not found`, [{ field: 'task_id' }]);
       text ||= task.title ? `Work on task #${taskId}: ${task.title}` : `Work on task #${taskId}`;
     }
     const run = await createRun(ctx, agent, text, taskId ?? null, request.principal.userId);

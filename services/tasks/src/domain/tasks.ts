@@ -271,10 +271,11 @@ export async function removeDependency(deps: Deps, tx: TasksTx, orgId: string, t
 
 /** Deletes a task for good; its dependents resume when their remaining blockers are all done, its children lose their parent. */
 export async function deleteTask(deps: Deps, tx: TasksTx, orgId: string, id: number, meta: EventMeta) {
-  await getTask(tx, orgId, id, 'update');
+  const task = await getTask(tx, orgId, id, 'update');
   const dependents = await tx.select({ id: taskDependencies.taskId }).from(taskDependencies)
     .where(and(eq(taskDependencies.orgId, orgId), eq(taskDependencies.blockedById, id)));
   await tx.delete(tasks).where(and(eq(tasks.orgId, orgId), eq(tasks.id, id)));
+  await emit(deps, tx, 'tasks.task.deleted', eventRef(task, await productSlugOf(tx, task.productId)), meta);
   await resumeUnblocked(deps, tx, orgId, dependents.map((d) => d.id), meta);
 }
 
