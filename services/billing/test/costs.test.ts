@@ -30,7 +30,7 @@ describe('POST /billing/costs', () => {
     const p = owner();
     const ok = { source: 'vercel', reference_id: 'r1', amount_usd: 1 };
     for (const bad of [
-      { ...ok, amount_usd: 0 }, { ...ok, amount_usd: -3 }, { ...ok, amount_usd: 'five' }, { ...ok, amount_usd: 1e12 },
+      { ...ok, amount_usd: 0 }, { ...ok, amount_usd: -3 }, { ...ok, amount_usd: 'five' }, { ...ok, amount_usd: 1e12 }, { ...ok, amount_usd: 1e8 },
       { ...ok, source: 'agents.run.completed' }, { ...ok, source: "x'; DROP TABLE billing_cost_records; --" }, { ...ok, source: 'a'.repeat(101) },
       { ...ok, kind: 'salary' }, { ...ok, occurred_at: 'yesterday' }, { ...ok, occurred_at: new Date(Date.now() + 3 * 86400_000).toISOString() },
       { source: 'vercel', amount_usd: 1 }, { ...ok, reference_id: '' }, { ...ok, tokens: -1 },

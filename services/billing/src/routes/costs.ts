@@ -37,7 +37,7 @@ export async function costRoutes(app: App, ctx: Ctx) {
         kind: Type.Optional(Type.Union([Type.Literal('infra'), Type.Literal('ai')], { default: 'infra' })),
         source: Source,
         reference_id: Type.String({ minLength: 1, maxLength: 200 }),
-        amount_usd: Type.Number({ exclusiveMinimum: 0, maximum: 100_000_000 }),
+        amount_usd: Type.Number({ exclusiveMinimum: 0, exclusiveMaximum: 100_000_000, description: 'USD, up to 6 decimals' }),
         occurred_at: Type.Optional(Type.String({ format: 'date-time' })),
         product: Type.Optional(Label),
         model: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
