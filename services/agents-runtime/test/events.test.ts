@@ -1,5 +1,7 @@
 import { waitFor } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { evictIdle } from '../src/domain/agents.js';
+import { idleCheck } from '../src/domain/idle.js';
 import { client, handled, outbox, publish, startAgents, task, type Api, type Svc } from './helpers.js';
 
 let svc: Svc;
@@ -107,6 +109,28 @@ describe('task projection: queue health and the idle check', () => {
     const run = await api.call('POST', '/agents/tidy/runs', { task_id: 310 });
     expect(run.statusCode).toBe(404);
     expect(run.json().error).toMatchObject({ code: 'NOT_FOUND', details: [{ field: 'task_id' }] });
+  });
+
+  it('idle check: an answer read across an eviction is not cached (the change that landed meanwhile is seen next time)', async () => {
+    const api = client(svc);
+    const agent = await api.agent({ name: 'racer' });
+    const orgId = api.principal.orgId!;
+    const held = await svc.ctx.pool.connect();
+    try {
+      // The check reads the agent row, then waits on the task projection held here.
+      await held.query('BEGIN; LOCK TABLE assigned_tasks IN ACCESS EXCLUSIVE MODE');
+      const inFlight = idleCheck(svc.ctx, orgId, 'racer');
+      await waitFor(async () => (await svc.ctx.pool.query("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).rowCount! > 0, { message: 'check waiting' });
+      // Meanwhile the agent is paused and its answer evicted, as the stop route does.
+      await svc.ctx.pool.query("UPDATE agents SET status = 'paused' WHERE id = $1", [agent.id]);
+      await evictIdle(svc.ctx, orgId, ['racer']);
+      await held.query('COMMIT');
+      expect(await inFlight).toMatchObject({ reason: 'no ready tasks', cached: false });
+    } finally {
+      held.release();
+    }
+    expect(await idle(api, 'racer')).toMatchObject({ should_skip: true, reason: 'agent is paused', cached: false });
+    expect(await idle(api, 'racer')).toMatchObject({ reason: 'agent is paused', cached: true });
   });
 
   it('idle check: answered from the cache, evicted by the events that change the answer', async () => {

@@ -75,13 +75,20 @@ export async function findAgentByRef(ctx: Ctx, orgId: string, nameOrId: string) 
 
 /** Idle-check answers of an organization live in one Redis hash (field = agent name). */
 export const idleCacheKey = (ctx: Ctx, orgId: string) => `${ctx.config.REDIS_PREFIX}:idle:${orgId}`;
+/** Bumped by every eviction of the org: an answer computed across one is not cached (see idleCheck). */
+export const idleGenerationKey = (ctx: Ctx, orgId: string) => `${ctx.config.REDIS_PREFIX}:idle-gen:${orgId}`;
+const IDLE_GENERATION_TTL_MS = 86_400_000;
 
 /** Drops cached idle-check answers after a state change (best effort: the TTL bounds staleness). */
 export async function evictIdle(ctx: Ctx, orgId: string, names: string[] | 'all') {
-  const redis = ctx.queues.connection;
+  if (names !== 'all' && names.length === 0) return;
+  const key = idleCacheKey(ctx, orgId);
+  const gen = idleGenerationKey(ctx, orgId);
   try {
-    if (names === 'all') await redis.del(idleCacheKey(ctx, orgId));
-    else if (names.length) await redis.hdel(idleCacheKey(ctx, orgId), ...names);
+    const tx = ctx.queues.connection.multi();
+    if (names === 'all') tx.del(key);
+    else tx.hdel(key, ...names);
+    await tx.incr(gen).pexpire(gen, IDLE_GENERATION_TTL_MS).exec();
   } catch (err) {
     ctx.log.warn({ err: (err as Error).message }, 'idle cache eviction failed');
   }

@@ -1,7 +1,7 @@
 import { and, eq, gt, sql } from 'drizzle-orm';
 import { agentRuns, agents, assignedTasks, orgBudgets } from '../db/schema.js';
 import type { Ctx } from '../service.js';
-import { idleCacheKey, STOPPED } from './agents.js';
+import { idleCacheKey, idleGenerationKey, STOPPED } from './agents.js';
 
 /**
  * A task ready for the agent: assigned, `todo`, and not already worked on by one of the
@@ -84,7 +84,17 @@ export async function idleCheck(ctx: Ctx, orgId: string, name: string, runMode?:
     const f = JSON.parse(hit) as IdleFacts;
     if (Date.now() - f.at < ttlMs) return decide(name, f, runMode, true);
   }
+  const genKey = idleGenerationKey(ctx, orgId);
+  const generation = (await ctx.queues.connection.get(genKey).catch(() => null)) ?? '0';
   const f = await facts(ctx, orgId, name);
-  await ctx.queues.connection.multi().hset(key, name, JSON.stringify(f)).pexpire(key, ttlMs).exec().catch(() => null);
+  // Stored only if no eviction happened while the facts were read: else a change that landed
+  // meanwhile (its eviction already done) would be hidden behind this older answer for the TTL.
+  await ctx.queues.connection.eval(STORE_IF_GENERATION, 2, key, genKey, generation, name, JSON.stringify(f), ttlMs).catch(() => null);
   return decide(name, f, runMode, false);
 }
+
+const STORE_IF_GENERATION = `
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1`;
