@@ -547,7 +547,8 @@ describe('every operation of the merged OpenAPI document, through the gateway', 
     for (const op of ops.filter((o) => SESSION_OPS.has(o.key))) await fuzzOperation(op);
     process.stdout.write(`api-fuzz: ${requests - sent} hostile requests over ${ops.length} operations in ${Math.round((Date.now() - started) / 1000)} s; documented 5xx seen: ${JSON.stringify(Object.fromEntries(seen5xx))}\n`);
     expect(failures).toEqual([]);
-  }, 120_000);
+    // ~10k requests: ~110 s when the suite's other files share the 2 cores; a bound for hangs, not a speed target.
+  }, 300_000);
   it("answers what Node's HTTP parser refuses at the gateway's socket (oversized URL or headers, garbage) in the envelope", async () => {
     await stack.gateway.listen({ host: '127.0.0.1', port: 0 });
     const port = (stack.gateway.server.address() as AddressInfo).port;
