@@ -1,7 +1,7 @@
 import { Queues } from '@aos/contracts';
 import { systemMeta } from '@aos/bus';
 import { UnrecoverableError, type Job, type Redis } from '@aos/queue';
-import { and, eq, inArray, isNull, lt, ne, sql } from 'drizzle-orm';
+import { and, eq, inArray, isNull, lt, sql } from 'drizzle-orm';
 import { agentRuns, agents, type RunStatus } from '../db/schema.js';
 import type { Ctx } from '../service.js';
 import { evictIdle } from './agents.js';
@@ -209,7 +209,9 @@ export async function reconcileRuns(ctx: Ctx): Promise<{ requeued: number }> {
     const state = job ? await job.getState() : 'missing';
     if (state !== 'missing' && state !== 'completed' && state !== 'failed' && state !== 'unknown') continue;
     const jobId = state === 'missing' || state === 'unknown' ? jobIdOf(run) : `run-${run.id}-r${Date.now()}`;
-    const [moved] = await ctx.db.update(agentRuns).set({ status: 'queued', jobId }).where(and(eq(agentRuns.id, run.id), ne(agentRuns.status, 'succeeded'), inArray(agentRuns.status, ['queued', 'running']))).returning();
+    // Compare-and-set on the job id read: of overlapping passes, only one gives the run a new job.
+    const [moved] = await ctx.db.update(agentRuns).set({ status: 'queued', jobId })
+      .where(and(eq(agentRuns.id, run.id), inArray(agentRuns.status, ['queued', 'running']), sql`${agentRuns.jobId} IS NOT DISTINCT FROM ${run.jobId}`)).returning();
     if (!moved) continue;
     await enqueueRun(ctx, moved);
     requeued++;
