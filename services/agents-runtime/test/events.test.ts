@@ -1,4 +1,4 @@
-import { waitFor } from '@aos/testkit';
+import { lockWaits, waitFor } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { evictIdle } from '../src/domain/agents.js';
 import { idleCheck } from '../src/domain/idle.js';
@@ -120,7 +120,7 @@ describe('task projection: queue health and the idle check', () => {
       // The check reads the agent row, then waits on the task projection held here.
       await held.query('BEGIN; LOCK TABLE assigned_tasks IN ACCESS EXCLUSIVE MODE');
       const inFlight = idleCheck(svc.ctx, orgId, 'racer');
-      await waitFor(async () => (await svc.ctx.pool.query("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).rowCount! > 0, { message: 'check waiting' });
+      await waitFor(async () => (await lockWaits(svc.ctx.pool)) > 0, { message: 'check waiting' });
       // Meanwhile the agent is paused and its answer evicted, as the stop route does.
       await svc.ctx.pool.query("UPDATE agents SET status = 'paused' WHERE id = $1", [agent.id]);
       await evictIdle(svc.ctx, orgId, ['racer']);

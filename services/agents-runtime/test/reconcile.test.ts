@@ -1,5 +1,5 @@
 import { Queues } from '@aos/contracts';
-import { waitFor } from '@aos/testkit';
+import { lockWaits, waitFor } from '@aos/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { reconcileRuns } from '../src/domain/runs.js';
 import { client, startAgents, type Svc } from './helpers.js';
@@ -23,7 +23,7 @@ describe('run reconciler', () => {
       await held.query('SELECT 1 FROM agent_runs WHERE id = $1 FOR UPDATE', [run!.id]);
       // This pass finds the run without a job and waits on the row to give it one...
       pass = reconcileRuns(svc.ctx);
-      await waitFor(async () => (await svc.ctx.pool.query("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).rowCount! > 0, { message: 'pass waiting on the run' });
+      await waitFor(async () => (await lockWaits(svc.ctx.pool)) > 0, { message: 'pass waiting on the run' });
       // ...while another pass gives it one first.
       await held.query('UPDATE agent_runs SET job_id = $2 WHERE id = $1', [run!.id, `run-${run!.id}-other-pass`]);
       await held.query('COMMIT');

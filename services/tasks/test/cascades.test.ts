@@ -1,6 +1,6 @@
 import { subjectFor } from '@aos/bus';
 import type { EventEnvelope } from '@aos/contracts';
-import { waitFor } from '@aos/testkit';
+import { lockWaits, waitFor } from '@aos/testkit';
 import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { client, deadLetters, settled, startTasks, type Svc } from './helpers.js';
@@ -17,8 +17,6 @@ type Api = ReturnType<typeof client>;
 type Held = Pick<Svc['ctx']['pool'], 'query'>;
 const count = async (sql: string, params: unknown[] = []) => Number((await svc.ctx.pool.query(sql, params)).rows[0].n);
 const status = async (api: Api, id: number) => (await api.get(`/tasks/${id}`)).json().data.status as string;
-/** Sessions of this test's database waiting for a lock. */
-const lockWaits = async () => count(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
 /** Takes, in `c`'s open transaction, the plan-limit lock a task creation waits for after reading its product, parent and blockers. */
 const holdPlanLimit = async (c: Held, orgId: string) => { await c.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`aos:plan-limit:tasks_per_month:${orgId}`]); };
 
@@ -71,11 +69,11 @@ describe('completion', () => {
       await held.query('BEGIN');
       await hold(held);
       const adding = edge();
-      await waitFor(async () => (await lockWaits()) === 1, { message: 'edge waiting' });
+      await waitFor(async () => (await lockWaits(svc.ctx.pool)) === 1, { message: 'edge waiting' });
       let completed = false;
       const completing = api.patch(`/tasks/${blockerId}`, { status: 'done' }).then((r) => { completed = true; return r; });
       // Either the completion (and its cascade) goes through while the edge waits, or it waits for the edge.
-      await waitFor(async () => completed || (await lockWaits()) === 2, { message: 'completion done or waiting' });
+      await waitFor(async () => completed || (await lockWaits(svc.ctx.pool)) === 2, { message: 'completion done or waiting' });
       if (completed) await settled(svc);
       await held.query('ROLLBACK');
       expect((await completing).statusCode).toBe(200);
@@ -174,11 +172,11 @@ describe('cancellation', () => {
       await hold.query('BEGIN');
       await holdPlanLimit(hold, api.principal.orgId!);
       const creating = api.post('/tasks', { title: 'Born during the archive', product_slug: 'racing-app' });
-      await waitFor(async () => (await lockWaits()) === 1, { message: 'creation waiting' });
+      await waitFor(async () => (await lockWaits(svc.ctx.pool)) === 1, { message: 'creation waiting' });
       let archived = false;
       const archiving = api.patch('/products/racing-app', { status: 'archived' }).then((r) => { archived = true; return r; });
       // Either the archive goes through (and its cascade runs) while the creation waits, or it waits for the creation.
-      await waitFor(async () => archived || (await lockWaits()) === 2, { message: 'archive done or waiting' });
+      await waitFor(async () => archived || (await lockWaits(svc.ctx.pool)) === 2, { message: 'archive done or waiting' });
       if (archived) await settled(svc);
       await hold.query('COMMIT');
       expect((await archiving).statusCode).toBe(200);
@@ -248,11 +246,11 @@ describe('derivation', () => {
       // The derivation waits here (the plan-limit lock of its creation) after it has read the parent.
       await holdPlanLimit(hold, api.principal.orgId!);
       await publish(derivation(api, { parentTaskId: parent.id, title: 'Derived during the cancel' }));
-      await waitFor(async () => (await lockWaits()) === 1, { message: 'derivation waiting' });
+      await waitFor(async () => (await lockWaits(svc.ctx.pool)) === 1, { message: 'derivation waiting' });
       let cancelled = false;
       const cancelling = api.patch(`/tasks/${parent.id}`, { status: 'cancelled' }).then((r) => { cancelled = true; return r; });
       // Either the cancellation (and its cascade to the children) goes through meanwhile, or it waits for the derivation.
-      await waitFor(async () => cancelled || (await lockWaits()) === 2, { message: 'cancel done or waiting' });
+      await waitFor(async () => cancelled || (await lockWaits(svc.ctx.pool)) === 2, { message: 'cancel done or waiting' });
       if (cancelled) {
         const event = (await svc.ctx.pool.query(`SELECT id FROM aos_outbox WHERE type = 'tasks.task.cancelled' AND (envelope->'data'->>'taskId')::int = $1`, [parent.id])).rows[0]!;
         await waitFor(async () => (await count(`SELECT count(*) AS n FROM aos_inbox WHERE consumer = 'tasks:cancel-derived-children' AND event_id = $1`, [event.id])) === 1, { message: 'cascade ran' });
