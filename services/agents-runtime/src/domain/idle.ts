@@ -78,18 +78,19 @@ function decide(name: string, f: IdleFacts, runMode: string | undefined, cached:
  */
 export async function idleCheck(ctx: Ctx, orgId: string, name: string, runMode?: string): Promise<IdleDecision> {
   const key = idleCacheKey(ctx, orgId);
+  const genKey = idleGenerationKey(ctx, orgId);
   const ttlMs = ctx.config.IDLE_CACHE_TTL_SEC * 1000;
-  const hit = await ctx.queues.connection.hget(key, name).catch(() => null);
+  // One round trip: the answer and, for a miss, the generation its fill is compared with.
+  const [hit, generation] = await ctx.queues.connection.multi().hget(key, name).get(genKey).exec()
+    .then((r) => (r ?? []).map(([err, v]) => (err ? null : v as string | null)), () => [null, null]);
   if (hit) {
     const f = JSON.parse(hit) as IdleFacts;
     if (Date.now() - f.at < ttlMs) return decide(name, f, runMode, true);
   }
-  const genKey = idleGenerationKey(ctx, orgId);
-  const generation = (await ctx.queues.connection.get(genKey).catch(() => null)) ?? '0';
   const f = await facts(ctx, orgId, name);
   // Stored only if no eviction happened while the facts were read: else a change that landed
   // meanwhile (its eviction already done) would be hidden behind this older answer for the TTL.
-  await ctx.queues.connection.eval(STORE_IF_GENERATION, 2, key, genKey, generation, name, JSON.stringify(f), ttlMs).catch(() => null);
+  await ctx.queues.connection.eval(STORE_IF_GENERATION, 2, key, genKey, generation ?? '0', name, JSON.stringify(f), ttlMs).catch(() => null);
   return decide(name, f, runMode, false);
 }
 
