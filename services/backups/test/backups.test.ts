@@ -13,7 +13,7 @@ import { service } from '../src/service.js';
 import { missingDatabaseUrl, pgRestoreList, rowCounts, seededDatabase, sql, tempDir } from './helpers.js';
 
 type Svc = TestService<typeof service.schema, typeof service.config>;
-interface BackupJson { id: number; filename: string; database: string; status: string; sha256: string | null; size_bytes: number | null; error: string | null; table_counts: Record<string, number> | null; verification: { status: string; tables: { table: string; ok: boolean }[] } | null }
+interface BackupJson { id: number; created_at: string; filename: string; database: string; status: string; sha256: string | null; size_bytes: number | null; error: string | null; table_counts: Record<string, number> | null; verification: { status: string; tables: { table: string; ok: boolean }[] } | null }
 
 const admin = adminPrincipal();
 let svc: Svc;
@@ -392,8 +392,10 @@ describe('concurrency and delete', () => {
     expect(body.meta.total).toBeGreaterThanOrEqual(5);
     const all = await listAll();
     expect(body.data.map((b: BackupJson) => b.id)).toEqual(all.slice(1, 3).map((b) => b.id));
-    const ids = all.map((b) => b.id);
-    expect([...ids].sort((a, b) => b - a)).toEqual(ids);
+    // Newest first by created_at (then id), as documented: concurrent triggers can take ids out of that order.
+    const created = all.map((b) => Date.parse(b.created_at));
+    expect([...created].sort((a, b) => b - a)).toEqual(created);
+    expect(new Set(all.map((b) => b.id)).size).toBe(all.length);
   });
 });
 
